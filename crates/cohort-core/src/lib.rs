@@ -1,0 +1,19 @@
+//! Domain types shared by every Cohort crate. No I/O lives here.
+//!
+//! - [`message`]: the Segment message types and typed accessors over a message's JSON.
+//! - [`identifier`]: the identifier kinds that identity resolution links into one customer.
+//! - [`clock`]: the source of "now", which tests drive by hand.
+//!
+//! ```
+//! use cohort_core::identifier::{IdKind, Identifier};
+//! let id = Identifier::new(IdKind::Email, "ada@example.com");
+//! assert_eq!(id.kind.as_str(), "email");
+//! ```
+
+pub mod clock;
+pub mod identifier;
+pub mod message;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use identifier::{CustomerId, IdKind, Identifier};
+pub use message::MessageType;
