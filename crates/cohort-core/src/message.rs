@@ -103,3 +103,95 @@ mod tests {
         assert!(parse_timestamp(&json!("yesterday")).is_none());
     }
 }
+
+/// The identifiers a message carries, in no particular order and without duplicates.
+///
+/// `alias` messages also carry `previousId`, whose kind depends on what it was used as before; the
+/// caller resolves it (see [`previous_id`]).
+pub fn identifiers(msg: &Map<String, Value>) -> Vec<crate::Identifier> {
+    use crate::{IdKind, Identifier};
+    let mut ids: Vec<Identifier> = Vec::with_capacity(4);
+    let mut push = |id: Identifier| {
+        if !id.value.is_empty() && !ids.contains(&id) {
+            ids.push(id);
+        }
+    };
+    if let Some(v) = id_field(msg, "userId") {
+        push(Identifier::new(IdKind::UserId, v));
+    }
+    if let Some(v) = id_field(msg, "anonymousId") {
+        push(Identifier::new(IdKind::AnonymousId, v));
+    }
+    let is_identify = msg.get("type").and_then(Value::as_str) == Some("identify");
+    let own_traits = if is_identify { msg.get("traits") } else { None };
+    let context = msg.get("context").and_then(Value::as_object);
+    let context_traits = context.and_then(|c| c.get("traits"));
+    for traits in [own_traits, context_traits].into_iter().flatten() {
+        if let Some(t) = traits.as_object() {
+            if let Some(email) = t.get("email").and_then(Value::as_str) {
+                push(Identifier::new(IdKind::Email, email.trim()));
+            }
+            if let Some(phone) = t.get("phone").and_then(Value::as_str) {
+                push(Identifier::new(IdKind::Phone, phone.trim()));
+            }
+        }
+    }
+    // Segment's convention for extra identifiers: context.externalIds = [{id, type}].
+    if let Some(external) = context
+        .and_then(|c| c.get("externalIds"))
+        .and_then(Value::as_array)
+    {
+        for entry in external {
+            let id = entry.get("id").and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+            let kind = entry.get("type").and_then(Value::as_str);
+            if let (Some(id), Some(kind)) = (id, kind) {
+                push(Identifier::new(IdKind::parse(kind), id));
+            }
+        }
+    }
+    ids
+}
+
+/// The `previousId` of an alias message.
+pub fn previous_id(msg: &Map<String, Value>) -> Option<String> {
+    id_field(msg, "previousId")
+}
+
+#[cfg(test)]
+mod identifier_tests {
+    use super::*;
+    use crate::{IdKind, Identifier};
+    use serde_json::json;
+
+    #[test]
+    fn identify_collects_ids_from_traits_context_and_external_ids() {
+        let msg = json!({
+            "type": "identify", "userId": "u1", "anonymousId": "a1",
+            "traits": {"email": "ada@example.org", "phone": "+8613800000000"},
+            "context": {"traits": {"email": "ada@example.org"},
+                        "externalIds": [{"id": "wx-1", "type": "wechat_openid"}]}
+        });
+        let ids = identifiers(msg.as_object().unwrap());
+        assert_eq!(
+            ids,
+            vec![
+                Identifier::new(IdKind::UserId, "u1"),
+                Identifier::new(IdKind::AnonymousId, "a1"),
+                Identifier::new(IdKind::Email, "ada@example.org"),
+                Identifier::new(IdKind::Phone, "+8613800000000"),
+                Identifier::new(IdKind::Custom("wechat_openid".into()), "wx-1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn track_properties_do_not_link_identities() {
+        let msg = json!({"type": "track", "anonymousId": "a", "traits": {"email": "x@y.z"},
+                         "properties": {"email": "x@y.z"}});
+        assert_eq!(identifiers(msg.as_object().unwrap()).len(), 1);
+    }
+}

@@ -1,0 +1,21 @@
+//! The way in: everything between an HTTP request's bytes and a message ready for the inbox.
+//!
+//! - [`decode`]: gzip, size limits, UTF-8 and JSON, nesting depth.
+//! - [`auth`]: the five places a Segment client may put its write key.
+//! - [`envelope`]: routes, batch expansion, batch-level context merge, message IDs, clock-skew correction.
+//! - [`validate`]: the Segment spec checks on one message.
+//! - [`normalise`]: per-source normalisation rules (emails, phones, gender, money).
+//! - [`tracking_plan`]: per-source JSON Schema tracking plans in allow, flag or block mode.
+
+pub mod normalise;
+pub mod tracking_plan;
+pub mod auth;
+pub mod decode;
+pub mod envelope;
+mod error;
+pub mod validate;
+
+pub use decode::Limits;
+pub use envelope::Route;
+pub use error::RequestError;
+pub use validate::{Policy, Prepared, Rejection, prepare};

@@ -1,0 +1,405 @@
+//! The processor: applies inbox messages, in inbox order, to the customer state.
+//!
+//! One transaction per batch holds the identity changes, profile updates, stored events and the new
+//! applied position. A crash rolls the whole batch back and processing restarts from the recorded
+//! position; events are unique by (source, message ID), so a message applied twice changes nothing.
+
+use crate::inbox::{InboxEntry, Progress, read_after};
+use crate::time::{day_of, to_micros};
+use crate::StoreConfig;
+use cohort_core::message::{event_key, identifiers, parse_timestamp, previous_id};
+use cohort_core::{CustomerId, IdKind, Identifier};
+use cohort_identity::{IdentityGraph, IdentityRules, ResolveError, resolve};
+use cohort_profile::{ProfileRules, newer_wins};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub(crate) struct ProcessorHandle {
+    stop: Arc<AtomicBool>,
+    running: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProcessorHandle {
+    pub(crate) fn start(
+        state: Connection,
+        inbox: Connection,
+        progress: Arc<Progress>,
+        config: &StoreConfig,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicBool::new(true));
+        let mut processor = Processor {
+            state,
+            inbox,
+            progress,
+            identity: config.identity.clone(),
+            profile: config.profile.clone(),
+            batch: config.apply_batch.max(1),
+        };
+        let (stop2, running2) = (stop.clone(), running.clone());
+        let thread = std::thread::Builder::new()
+            .name("cohort-processor".into())
+            .spawn(move || {
+                processor.run(&stop2);
+                running2.store(false, Ordering::Release);
+            })
+            .map_err(|e| tracing::error!("cannot start the processor: {e}"))
+            .ok();
+        if thread.is_none() {
+            running.store(false, Ordering::Release);
+        }
+        ProcessorHandle {
+            stop,
+            running,
+            thread,
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Processor {
+    state: Connection,
+    inbox: Connection,
+    progress: Arc<Progress>,
+    identity: IdentityRules,
+    profile: ProfileRules,
+    batch: usize,
+}
+
+impl Processor {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut position = self.progress.applied();
+        while !stop.load(Ordering::Acquire) {
+            let entries = match read_after(&self.inbox, position, self.batch) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the inbox failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
+            let Some(last) = entries.last().map(|e| e.seq) else {
+                // Other processes (cohort import) may append too, so poll as well as wait.
+                self.progress
+                    .wait_committed_past(position, Duration::from_millis(100));
+                continue;
+            };
+            let started = Instant::now();
+            match apply_batch(&mut self.state, &entries, &self.identity, &self.profile, last) {
+                Ok(()) => {
+                    position = last;
+                    self.progress.set_applied(last);
+                    metrics::counter!("cohort_events_processed_total").increment(entries.len() as u64);
+                    metrics::histogram!("cohort_apply_batch_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, from = position, "applying a batch failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+}
+
+fn apply_batch(
+    conn: &mut Connection,
+    entries: &[InboxEntry],
+    identity: &IdentityRules,
+    profile: &ProfileRules,
+    last: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for entry in entries {
+        apply_one(&tx, entry, identity, profile)?;
+    }
+    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'applied_seq'", [last])?;
+    tx.commit()
+}
+
+fn apply_one(
+    tx: &Transaction<'_>,
+    entry: &InboxEntry,
+    identity: &IdentityRules,
+    profile: &ProfileRules,
+) -> rusqlite::Result<()> {
+    let msg: Map<String, Value> = match serde_json::from_str(&entry.body) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            // The inbox only holds messages the collector serialised, so this is corruption; keep
+            // the raw body as an unattributed event rather than lose it.
+            tracing::error!(seq = entry.seq, "inbox entry is not a JSON object");
+            return insert_event(tx, entry, None, &Map::new(), entry.received_at).map(|_| ());
+        }
+    };
+    let ts = msg
+        .get("timestamp")
+        .and_then(parse_timestamp)
+        .map(to_micros)
+        .unwrap_or(entry.received_at);
+
+    let mut ids = identifiers(&msg);
+    if let Some(previous) = previous_id(&msg) {
+        ids.push(previous_identifier(tx, &previous)?);
+    }
+    let mut graph = SqliteGraph { tx, at: ts };
+    let customer = match resolve(identity, &mut graph, &ids) {
+        Ok(resolution) => {
+            for (from, into) in &resolution.merged {
+                merge_profiles(tx, *from, *into)?;
+            }
+            if !resolution.skipped.is_empty() {
+                metrics::counter!("cohort_identity_skipped_total")
+                    .increment(resolution.skipped.len() as u64);
+            }
+            Some(resolution.customer)
+        }
+        Err(ResolveError::NoUsableIdentifier) => None,
+        Err(ResolveError::Store(e)) => return Err(e),
+    };
+
+    if !insert_event(tx, entry, customer, &msg, ts)? {
+        return Ok(()); // Already applied: a replay changes nothing.
+    }
+    let Some(customer) = customer else {
+        metrics::counter!("cohort_events_unattributed_total").increment(1);
+        return Ok(());
+    };
+    if msg.get("type").and_then(Value::as_str) == Some("identify")
+        && let Some(traits) = msg.get("traits").and_then(Value::as_object)
+    {
+        set_traits(tx, customer, traits, ts)?;
+    }
+    update_stats(tx, customer, &msg, ts, profile)
+}
+
+/// An alias's previousId is whatever it was used as before: a user ID or an anonymous ID.
+fn previous_identifier(tx: &Transaction<'_>, value: &str) -> rusqlite::Result<Identifier> {
+    let known_as_user: bool = tx
+        .prepare_cached("SELECT 1 FROM identities WHERE kind = 'user_id' AND value = ?1")?
+        .exists([value])?;
+    let kind = if known_as_user {
+        IdKind::UserId
+    } else {
+        IdKind::AnonymousId
+    };
+    Ok(Identifier::new(kind, value))
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    entry: &InboxEntry,
+    customer: Option<CustomerId>,
+    msg: &Map<String, Value>,
+    ts: i64,
+) -> rusqlite::Result<bool> {
+    let message_id = msg.get("messageId").and_then(Value::as_str).unwrap_or("");
+    let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events
+               (seq, source_id, message_id, customer_id, type, name, ts, received_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            entry.seq,
+            entry.source_id,
+            message_id,
+            customer,
+            kind,
+            event_key(msg),
+            ts,
+            entry.received_at,
+            entry.body
+        ])?;
+    Ok(inserted == 1)
+}
+
+fn set_traits(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+    traits: &Map<String, Value>,
+    ts: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO traits (customer_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (customer_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+         WHERE excluded.updated_at >= traits.updated_at",
+    )?;
+    debug_assert!(newer_wins(0, 0), "the SQL above encodes cohort_profile::newer_wins");
+    for (key, value) in traits {
+        stmt.execute(params![customer, key, trait_text(value), ts])?;
+    }
+    Ok(())
+}
+
+/// Traits are stored as JSON, except strings, stored bare so lookups by value need no quoting.
+pub(crate) fn trait_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn update_stats(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+    msg: &Map<String, Value>,
+    ts: i64,
+    profile: &ProfileRules,
+) -> rusqlite::Result<()> {
+    let order = profile.order_revenue(msg);
+    let (orders, revenue) = order.map_or((0, 0.0), |r| (1, r));
+    tx.prepare_cached(
+        "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
+         VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5)
+         ON CONFLICT (customer_id) DO UPDATE SET
+           first_seen = MIN(first_seen, excluded.first_seen),
+           last_seen = MAX(last_seen, excluded.last_seen),
+           events = events + 1,
+           orders = orders + excluded.orders,
+           revenue = revenue + excluded.revenue,
+           last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))",
+    )?
+    .execute(params![customer, ts, orders, revenue, order.map(|_| ts)])?;
+    tx.prepare_cached(
+        "INSERT INTO event_counts (customer_id, name, count, last_at) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (customer_id, name) DO UPDATE SET count = count + 1, last_at = MAX(last_at, excluded.last_at)",
+    )?
+    .execute(params![customer, event_key(msg), ts])?;
+    if order.is_some() {
+        tx.prepare_cached(
+            "INSERT INTO revenue_days (customer_id, day, revenue, orders) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (customer_id, day) DO UPDATE SET revenue = revenue + excluded.revenue, orders = orders + 1",
+        )?
+        .execute(params![customer, day_of(ts), revenue])?;
+    }
+    Ok(())
+}
+
+/// Folds everything known of `from` into `into` after the identity graph merged them.
+fn merge_profiles(tx: &Transaction<'_>, from: CustomerId, into: CustomerId) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO traits (customer_id, key, value, updated_at)
+           SELECT ?2, key, value, updated_at FROM traits WHERE customer_id = ?1 AND true
+         ON CONFLICT (customer_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+         WHERE excluded.updated_at > traits.updated_at",
+        params![from, into],
+    )?;
+    tx.execute("DELETE FROM traits WHERE customer_id = ?1", [from])?;
+    tx.execute(
+        "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
+           SELECT ?2, first_seen, last_seen, events, orders, revenue, last_order_at
+           FROM customer_stats WHERE customer_id = ?1 AND true
+         ON CONFLICT (customer_id) DO UPDATE SET
+           first_seen = MIN(first_seen, excluded.first_seen),
+           last_seen = MAX(last_seen, excluded.last_seen),
+           events = events + excluded.events,
+           orders = orders + excluded.orders,
+           revenue = revenue + excluded.revenue,
+           last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))",
+        params![from, into],
+    )?;
+    tx.execute("DELETE FROM customer_stats WHERE customer_id = ?1", [from])?;
+    tx.execute(
+        "INSERT INTO event_counts (customer_id, name, count, last_at)
+           SELECT ?2, name, count, last_at FROM event_counts WHERE customer_id = ?1 AND true
+         ON CONFLICT (customer_id, name) DO UPDATE SET count = count + excluded.count, last_at = MAX(last_at, excluded.last_at)",
+        params![from, into],
+    )?;
+    tx.execute("DELETE FROM event_counts WHERE customer_id = ?1", [from])?;
+    tx.execute(
+        "INSERT INTO revenue_days (customer_id, day, revenue, orders)
+           SELECT ?2, day, revenue, orders FROM revenue_days WHERE customer_id = ?1 AND true
+         ON CONFLICT (customer_id, day) DO UPDATE SET revenue = revenue + excluded.revenue, orders = orders + excluded.orders",
+        params![from, into],
+    )?;
+    tx.execute("DELETE FROM revenue_days WHERE customer_id = ?1", [from])?;
+    tx.execute(
+        "UPDATE events SET customer_id = ?2 WHERE customer_id = ?1",
+        params![from, into],
+    )?;
+    Ok(())
+}
+
+/// The identity graph inside the processing transaction.
+struct SqliteGraph<'a, 'c> {
+    tx: &'a Transaction<'c>,
+    at: i64,
+}
+
+impl IdentityGraph for SqliteGraph<'_, '_> {
+    type Error = rusqlite::Error;
+
+    fn lookup(&mut self, id: &Identifier) -> rusqlite::Result<Option<CustomerId>> {
+        // Merges move identities to the survivor, so an identity row always names a live customer.
+        self.tx
+            .prepare_cached("SELECT customer_id FROM identities WHERE kind = ?1 AND value = ?2")?
+            .query_row(params![id.kind.as_str(), id.value], |r| r.get(0))
+            .optional()
+    }
+
+    fn kind_counts(&mut self, customer: CustomerId) -> rusqlite::Result<HashMap<IdKind, usize>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
+        )?;
+        let rows = stmt.query_map([customer], |r| {
+            Ok((IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, i64>(1)? as usize))
+        })?;
+        rows.collect()
+    }
+
+    fn create_customer(&mut self) -> rusqlite::Result<CustomerId> {
+        self.tx
+            .prepare_cached("INSERT INTO customers (created_at) VALUES (?1)")?
+            .execute([self.at])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn attach(&mut self, customer: CustomerId, id: &Identifier) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO identities (kind, value, customer_id, first_seen) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id.kind.as_str(), id.value, customer, self.at])?;
+        Ok(())
+    }
+
+    fn merge(
+        &mut self,
+        from: CustomerId,
+        into: CustomerId,
+        because: &Identifier,
+    ) -> rusqlite::Result<()> {
+        let tx = self.tx;
+        tx.execute(
+            "UPDATE identities SET customer_id = ?2 WHERE customer_id = ?1",
+            params![from, into],
+        )?;
+        // Keep every merged-away ID one hop from its survivor.
+        tx.execute(
+            "UPDATE customers SET merged_into = ?2 WHERE id = ?1 OR merged_into = ?1",
+            params![from, into],
+        )?;
+        tx.execute(
+            "INSERT INTO merges (from_customer, into_customer, kind, value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![from, into, because.kind.as_str(), because.value, self.at],
+        )?;
+        Ok(())
+    }
+}

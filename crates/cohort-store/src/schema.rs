@@ -1,0 +1,144 @@
+//! Table definitions, applied in order; `PRAGMA user_version` records how far a file has come.
+
+use rusqlite::Connection;
+
+/// The inbox file: accepted messages waiting for processing, the dedup window, failed events.
+const INBOX: &[&str] = &[r#"
+CREATE TABLE inbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_id   INTEGER NOT NULL,
+    message_id  TEXT    NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT    NOT NULL
+);
+CREATE TABLE dedup (
+    source_id  INTEGER NOT NULL,
+    message_id TEXT    NOT NULL,
+    seen_at    INTEGER NOT NULL,
+    PRIMARY KEY (source_id, message_id)
+) WITHOUT ROWID;
+CREATE INDEX dedup_seen_at ON dedup (seen_at);
+CREATE TABLE failed_events (
+    id          INTEGER PRIMARY KEY,
+    source_id   INTEGER,
+    received_at INTEGER NOT NULL,
+    code        TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,
+    truncated   INTEGER NOT NULL DEFAULT 0,
+    replayed_at INTEGER,
+    replay_seq  INTEGER
+);
+CREATE INDEX failed_events_source ON failed_events (source_id, id);
+"#];
+
+/// The state file: catalogue (sources, keys) and the customer state built from processed events.
+const STATE: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('applied_seq', 0);
+CREATE TABLE sources (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT    NOT NULL UNIQUE,
+    key_hash      TEXT    NOT NULL UNIQUE,
+    key_prefix    TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    settings      TEXT    NOT NULL DEFAULT '{}',
+    tracking_plan TEXT,
+    disabled      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE admin_keys (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    key_hash   TEXT    NOT NULL UNIQUE,
+    key_prefix TEXT    NOT NULL,
+    role       TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE customers (
+    id          INTEGER PRIMARY KEY,
+    created_at  INTEGER NOT NULL,
+    merged_into INTEGER
+);
+CREATE INDEX customers_merged_into ON customers (merged_into) WHERE merged_into IS NOT NULL;
+CREATE TABLE identities (
+    kind        TEXT    NOT NULL,
+    value       TEXT    NOT NULL,
+    customer_id INTEGER NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE INDEX identities_customer ON identities (customer_id);
+CREATE TABLE merges (
+    id            INTEGER PRIMARY KEY,
+    from_customer INTEGER NOT NULL,
+    into_customer INTEGER NOT NULL,
+    kind          TEXT    NOT NULL,
+    value         TEXT    NOT NULL,
+    at            INTEGER NOT NULL
+);
+CREATE INDEX merges_into ON merges (into_customer);
+CREATE INDEX merges_from ON merges (from_customer);
+CREATE TABLE traits (
+    customer_id INTEGER NOT NULL,
+    key         TEXT    NOT NULL,
+    value       TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, key)
+) WITHOUT ROWID;
+CREATE INDEX traits_by_value ON traits (key, value);
+CREATE TABLE customer_stats (
+    customer_id   INTEGER PRIMARY KEY,
+    first_seen    INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    events        INTEGER NOT NULL,
+    orders        INTEGER NOT NULL,
+    revenue       REAL    NOT NULL,
+    last_order_at INTEGER
+);
+CREATE TABLE event_counts (
+    customer_id INTEGER NOT NULL,
+    name        TEXT    NOT NULL,
+    count       INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, name)
+) WITHOUT ROWID;
+CREATE TABLE revenue_days (
+    customer_id INTEGER NOT NULL,
+    day         INTEGER NOT NULL,
+    revenue     REAL    NOT NULL,
+    orders      INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, day)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    source_id   INTEGER NOT NULL,
+    message_id  TEXT    NOT NULL,
+    customer_id INTEGER,
+    type        TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT    NOT NULL,
+    UNIQUE (source_id, message_id)
+);
+CREATE INDEX events_customer_ts ON events (customer_id, ts);
+CREATE INDEX events_ts ON events (ts);
+"#];
+
+pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate(conn, INBOX)
+}
+
+pub(crate) fn migrate_state(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate(conn, STATE)
+}
+
+fn migrate(conn: &mut Connection, steps: &[&str]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, step) in steps.iter().enumerate().skip(done.max(0) as usize) {
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()
+}
