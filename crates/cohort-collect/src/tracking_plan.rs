@@ -1,0 +1,538 @@
+//! Per-source tracking plans: JSON Schemas that say which events a source may send and what
+//! their properties (and identify traits) must look like.
+//!
+//! A plan is written by users as a [`TrackingPlanSpec`] (stored as JSON, sent over the admin
+//! API) and compiled once into a [`TrackingPlan`], which checks each incoming message and returns
+//! a [`Verdict`]. The mode decides the consequence of a violation: `allow` lets everything through
+//! silently (useful while drafting a plan), `flag` lets the message through with its violations
+//! attached, `block` rejects it.
+//!
+//! Schemas are compiled without any network or file access (the crate is built without
+//! jsonschema's resolver features), so an external `$ref` is a compile error rather than a fetch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jsonschema::Validator;
+use jsonschema::paths::{Location, LocationSegment};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Enough violations to fix a broken source; more would only bloat flagged messages.
+const MAX_VIOLATIONS: usize = 20;
+
+/// Longest validator message kept in a violation; errors such as "is not of type" quote the
+/// whole offending value, which may be an arbitrarily large object.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// What to do with a message that breaks the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanMode {
+    /// Let it through and report nothing.
+    #[default]
+    Allow,
+    /// Let it through with its violations attached.
+    Flag,
+    /// Reject it.
+    Block,
+}
+
+/// What users write (stored as JSON, sent over the admin API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingPlanSpec {
+    /// What to do with violations of a planned event's schema.
+    pub mode: PlanMode,
+    /// What to do with track events whose name is not in `events`.
+    #[serde(default)]
+    pub unplanned: PlanMode,
+    /// Event name -> JSON Schema for `properties`.
+    #[serde(default)]
+    pub events: BTreeMap<String, Value>,
+    /// JSON Schema for identify `traits`.
+    #[serde(default)]
+    pub identify: Option<Value>,
+}
+
+/// One way in which a message breaks the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Violation {
+    /// Where in the message, e.g. `properties.revenue` or `properties.products[0].price`.
+    pub path: String,
+    /// What is wrong, starting with the path so that it reads well on its own.
+    pub message: String,
+}
+
+/// The outcome of checking one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass,
+    Flag(Vec<Violation>),
+    Block(Vec<Violation>),
+}
+
+/// A spec whose schemas could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("tracking plan schema for event {event:?} is invalid: {reason}")]
+    InvalidEventSchema { event: String, reason: String },
+    #[error("tracking plan schema for identify traits is invalid: {reason}")]
+    InvalidIdentifySchema { reason: String },
+}
+
+/// A [`TrackingPlanSpec`] with its schemas compiled, ready to check messages.
+#[derive(Clone)]
+pub struct TrackingPlan {
+    spec: TrackingPlanSpec,
+    events: BTreeMap<String, Validator>,
+    identify: Option<Validator>,
+}
+
+impl fmt::Debug for TrackingPlan {
+    // Compiled validators print as huge internal trees; the spec's outline is what helps.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackingPlan")
+            .field("mode", &self.spec.mode)
+            .field("unplanned", &self.spec.unplanned)
+            .field("events", &self.events.keys().collect::<Vec<_>>())
+            .field("identify", &self.identify.is_some())
+            .finish()
+    }
+}
+
+impl TrackingPlan {
+    /// Compiles every schema in `spec`.
+    ///
+    /// # Errors
+    ///
+    /// [`PlanError`] naming the first event (or identify) whose schema is not a valid JSON
+    /// Schema or refers to anything outside itself.
+    pub fn compile(spec: TrackingPlanSpec) -> Result<Self, PlanError> {
+        let mut events = BTreeMap::new();
+        for (event, schema) in &spec.events {
+            let validator =
+                compile_schema(schema).map_err(|reason| PlanError::InvalidEventSchema {
+                    event: event.clone(),
+                    reason,
+                })?;
+            events.insert(event.clone(), validator);
+        }
+        let identify = spec
+            .identify
+            .as_ref()
+            .map(|schema| {
+                compile_schema(schema).map_err(|reason| PlanError::InvalidIdentifySchema { reason })
+            })
+            .transpose()?;
+        Ok(Self {
+            spec,
+            events,
+            identify,
+        })
+    }
+
+    /// The spec this plan was compiled from.
+    pub fn spec(&self) -> &TrackingPlanSpec {
+        &self.spec
+    }
+
+    /// Checks one message (a JSON object with "type", "event", "properties", "traits").
+    pub fn check(&self, message: &Map<String, Value>) -> Verdict {
+        let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
+        if kind.eq_ignore_ascii_case("track") {
+            self.check_track(message)
+        } else if kind.eq_ignore_ascii_case("identify") {
+            match &self.identify {
+                Some(validator) => verdict(self.spec.mode, || {
+                    violations(validator, message.get("traits"), "traits")
+                }),
+                None => Verdict::Pass,
+            }
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    fn check_track(&self, message: &Map<String, Value>) -> Verdict {
+        let event = message.get("event").and_then(Value::as_str);
+        match event.and_then(|name| self.events.get(name)) {
+            Some(validator) => verdict(self.spec.mode, || {
+                violations(validator, message.get("properties"), "properties")
+            }),
+            None => verdict(self.spec.unplanned, || {
+                let message = match event {
+                    Some(name) => format!("event {name:?} is not in the tracking plan"),
+                    None => "track message has no event name, so it cannot be in the tracking plan"
+                        .to_owned(),
+                };
+                vec![Violation {
+                    path: "event".to_owned(),
+                    message,
+                }]
+            }),
+        }
+    }
+}
+
+fn compile_schema(schema: &Value) -> Result<Validator, String> {
+    jsonschema::validator_for(schema).map_err(|error| {
+        let at = error.instance_path();
+        if at.is_empty() {
+            error.to_string()
+        } else {
+            format!("{error} (at {at})")
+        }
+    })
+}
+
+/// `find` only runs when the mode can act on its result, so allow-mode plans cost nothing.
+fn verdict(mode: PlanMode, find: impl FnOnce() -> Vec<Violation>) -> Verdict {
+    if mode == PlanMode::Allow {
+        return Verdict::Pass;
+    }
+    let found = find();
+    if found.is_empty() {
+        Verdict::Pass
+    } else if mode == PlanMode::Block {
+        Verdict::Block(found)
+    } else {
+        Verdict::Flag(found)
+    }
+}
+
+fn violations(validator: &Validator, instance: Option<&Value>, root: &str) -> Vec<Violation> {
+    // Segment treats missing and null properties/traits as empty.
+    let empty = Value::Object(Map::new());
+    let instance = match instance {
+        None | Some(Value::Null) => &empty,
+        Some(value) => value,
+    };
+    validator
+        .iter_errors(instance)
+        .take(MAX_VIOLATIONS)
+        .map(|error| {
+            let path = dotted_path(root, error.instance_path());
+            let detail = truncate(&error.to_string(), MAX_MESSAGE_CHARS);
+            Violation {
+                message: format!("{path}: {detail}"),
+                path,
+            }
+        })
+        .collect()
+}
+
+fn dotted_path(root: &str, location: &Location) -> String {
+    let mut path = root.to_owned();
+    for segment in location.iter() {
+        match segment {
+            LocationSegment::Property(name) => {
+                path.push('.');
+                path.push_str(&name);
+            }
+            LocationSegment::Index(index) => {
+                path.push('[');
+                path.push_str(&index.to_string());
+                path.push(']');
+            }
+        }
+    }
+    path
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(limit).collect();
+    short.push('…');
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan(spec: Value) -> TrackingPlan {
+        TrackingPlan::compile(serde_json::from_value(spec).unwrap()).unwrap()
+    }
+
+    fn message(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("test messages are objects"),
+        }
+    }
+
+    fn order_schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "revenue": {"type": "number"},
+                "products": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"price": {"type": "number"}}}
+                }
+            },
+            "required": ["revenue"]
+        })
+    }
+
+    fn order_plan(mode: &str) -> TrackingPlan {
+        plan(json!({"mode": mode, "events": {"Order Completed": order_schema()}}))
+    }
+
+    fn bad_order() -> Map<String, Value> {
+        message(json!({
+            "type": "track",
+            "event": "Order Completed",
+            "properties": {"revenue": "lots"}
+        }))
+    }
+
+    #[test]
+    fn tracking_plan_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TrackingPlan>();
+    }
+
+    #[test]
+    fn invalid_event_schema_fails_to_compile_and_names_the_event() {
+        let spec = serde_json::from_value(json!({
+            "mode": "block",
+            "events": {"Good": {"type": "object"}, "Signed Up": {"type": "nonsense"}}
+        }))
+        .unwrap();
+        let error = TrackingPlan::compile(spec).unwrap_err();
+        assert!(
+            matches!(&error, PlanError::InvalidEventSchema { event, .. } if event == "Signed Up")
+        );
+        let text = error.to_string();
+        assert!(text.contains("\"Signed Up\""), "{text}");
+        assert!(text.contains("nonsense"), "{text}");
+    }
+
+    #[test]
+    fn invalid_identify_schema_fails_to_compile() {
+        let spec = serde_json::from_value(json!({"mode": "flag", "identify": {"minimum": "five"}}))
+            .unwrap();
+        let error = TrackingPlan::compile(spec).unwrap_err();
+        assert!(
+            matches!(error, PlanError::InvalidIdentifySchema { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn external_schema_reference_is_a_compile_error_not_a_fetch() {
+        let spec = serde_json::from_value(json!({
+            "mode": "block",
+            "events": {"Remote": {"$ref": "https://example.com/schema.json"}}
+        }))
+        .unwrap();
+        let error = TrackingPlan::compile(spec).unwrap_err();
+        assert!(matches!(&error, PlanError::InvalidEventSchema { event, .. } if event == "Remote"));
+    }
+
+    #[test]
+    fn spec_rejects_unknown_fields_and_defaults_optional_ones() {
+        assert!(
+            serde_json::from_value::<TrackingPlanSpec>(json!({"mode": "flag", "evnts": {}}))
+                .is_err()
+        );
+        let spec: TrackingPlanSpec = serde_json::from_value(json!({"mode": "block"})).unwrap();
+        assert_eq!(spec.unplanned, PlanMode::Allow);
+        assert!(spec.events.is_empty());
+        assert_eq!(spec.identify, None);
+    }
+
+    #[test]
+    fn spec_is_returned_unchanged() {
+        let spec: TrackingPlanSpec = serde_json::from_value(
+            json!({"mode": "flag", "unplanned": "block", "events": {"A": {}}}),
+        )
+        .unwrap();
+        let compiled = TrackingPlan::compile(spec.clone()).unwrap();
+        assert_eq!(compiled.spec(), &spec);
+    }
+
+    #[test]
+    fn valid_planned_event_passes() {
+        let plan = order_plan("block");
+        let ok = message(json!({
+            "type": "track",
+            "event": "Order Completed",
+            "properties": {"revenue": 12.5, "products": [{"price": 3}]}
+        }));
+        assert_eq!(plan.check(&ok), Verdict::Pass);
+    }
+
+    #[test]
+    fn violation_in_flag_mode_is_flagged() {
+        let Verdict::Flag(violations) = order_plan("flag").check(&bad_order()) else {
+            panic!("expected a flag");
+        };
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].path, "properties.revenue");
+    }
+
+    #[test]
+    fn violation_in_block_mode_is_blocked() {
+        let verdict = order_plan("block").check(&bad_order());
+        assert!(
+            matches!(verdict, Verdict::Block(ref v) if v.len() == 1),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn violation_in_allow_mode_passes() {
+        assert_eq!(order_plan("allow").check(&bad_order()), Verdict::Pass);
+    }
+
+    #[test]
+    fn wrong_type_message_names_path_and_problem() {
+        let Verdict::Block(violations) = order_plan("block").check(&bad_order()) else {
+            panic!("expected a block");
+        };
+        let message = &violations[0].message;
+        assert!(message.starts_with("properties.revenue: "), "{message}");
+        assert!(message.contains("\"lots\""), "{message}");
+        assert!(message.contains("number"), "{message}");
+    }
+
+    #[test]
+    fn missing_required_property_is_reported_on_the_object() {
+        let plan = order_plan("block");
+        let no_properties = message(json!({"type": "track", "event": "Order Completed"}));
+        let Verdict::Block(violations) = plan.check(&no_properties) else {
+            panic!("expected a block");
+        };
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].path, "properties");
+        assert!(violations[0].message.contains("revenue"), "{violations:?}");
+    }
+
+    #[test]
+    fn nested_violation_path_uses_array_index() {
+        let plan = order_plan("flag");
+        let nested = message(json!({
+            "type": "track",
+            "event": "Order Completed",
+            "properties": {"revenue": 1, "products": [{"price": 1}, {"price": "x"}]}
+        }));
+        let Verdict::Flag(violations) = plan.check(&nested) else {
+            panic!("expected a flag");
+        };
+        assert_eq!(violations[0].path, "properties.products[1].price");
+    }
+
+    #[test]
+    fn violations_are_capped_at_twenty() {
+        let properties: serde_json::Map<String, Value> =
+            (0..50).map(|i| (format!("p{i}"), json!("text"))).collect();
+        let plan = plan(json!({
+            "mode": "flag",
+            "events": {"Wide": {"additionalProperties": {"type": "number"}}}
+        }));
+        let wide = message(json!({"type": "track", "event": "Wide", "properties": properties}));
+        let Verdict::Flag(violations) = plan.check(&wide) else {
+            panic!("expected a flag");
+        };
+        assert_eq!(violations.len(), MAX_VIOLATIONS);
+    }
+
+    fn unplanned(mode: &str) -> Verdict {
+        let plan = plan(json!({
+            "mode": "block",
+            "unplanned": mode,
+            "events": {"Order Completed": order_schema()}
+        }));
+        plan.check(&message(
+            json!({"type": "track", "event": "Mystery", "properties": {}}),
+        ))
+    }
+
+    #[test]
+    fn unplanned_event_in_allow_mode_passes() {
+        assert_eq!(unplanned("allow"), Verdict::Pass);
+    }
+
+    #[test]
+    fn unplanned_event_in_flag_mode_is_flagged_with_one_violation() {
+        assert_eq!(
+            unplanned("flag"),
+            Verdict::Flag(vec![Violation {
+                path: "event".to_owned(),
+                message: "event \"Mystery\" is not in the tracking plan".to_owned(),
+            }])
+        );
+    }
+
+    #[test]
+    fn unplanned_event_in_block_mode_is_blocked() {
+        assert!(matches!(unplanned("block"), Verdict::Block(ref v) if v.len() == 1));
+    }
+
+    #[test]
+    fn unplanned_mode_defaults_to_allow() {
+        let plan = plan(json!({"mode": "block", "events": {}}));
+        let event = message(json!({"type": "track", "event": "Anything"}));
+        assert_eq!(plan.check(&event), Verdict::Pass);
+    }
+
+    #[test]
+    fn identify_traits_are_checked_against_the_identify_schema() {
+        let plan = plan(json!({
+            "mode": "block",
+            "identify": {
+                "type": "object",
+                "properties": {"email": {"type": "string"}, "age": {"type": "integer"}},
+                "required": ["email"]
+            }
+        }));
+        let good = message(json!({"type": "identify", "traits": {"email": "a@b.c", "age": 3}}));
+        assert_eq!(plan.check(&good), Verdict::Pass);
+
+        let bad = message(json!({"type": "identify", "traits": {"age": "old"}}));
+        let Verdict::Block(violations) = plan.check(&bad) else {
+            panic!("expected a block");
+        };
+        let paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+        assert!(paths.contains(&"traits"), "{violations:?}");
+        assert!(paths.contains(&"traits.age"), "{violations:?}");
+    }
+
+    #[test]
+    fn identify_without_identify_schema_passes() {
+        let plan = order_plan("block");
+        let identify = message(json!({"type": "identify", "traits": {"anything": true}}));
+        assert_eq!(plan.check(&identify), Verdict::Pass);
+    }
+
+    #[test]
+    fn other_message_types_pass() {
+        let plan = plan(json!({
+            "mode": "block",
+            "unplanned": "block",
+            "identify": {"required": ["email"]}
+        }));
+        for kind in ["page", "screen", "group", "alias"] {
+            let other = message(json!({"type": kind, "properties": {}, "traits": {}}));
+            assert_eq!(plan.check(&other), Verdict::Pass, "type {kind}");
+        }
+    }
+
+    #[test]
+    fn huge_offending_values_are_truncated_in_messages() {
+        let plan = plan(json!({"mode": "flag", "events": {"E": {"type": "array"}}}));
+        let big: serde_json::Map<String, Value> =
+            (0..500).map(|i| (format!("key{i}"), json!(i))).collect();
+        let event = message(json!({"type": "track", "event": "E", "properties": big}));
+        let Verdict::Flag(violations) = plan.check(&event) else {
+            panic!("expected a flag");
+        };
+        assert!(violations[0].message.chars().count() < MAX_MESSAGE_CHARS + 50);
+    }
+}
