@@ -1,0 +1,86 @@
+//! `cohort demo`: a realistic dataset sent through the real HTTP API.
+
+use crate::cli::DemoArgs;
+use crate::serve::{launch, wait_for_signal};
+use anyhow::Context;
+use cohort_demo::{DemoOptions, SendOptions, generate, send};
+use std::time::Duration;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let options = DemoOptions {
+        customers: args.customers,
+        days: args.days,
+        seed: args.seed,
+        ..DemoOptions::default()
+    };
+    let messages = generate(&options);
+    println!(
+        "Generated {} messages for {} customers over {} days (seed {}).",
+        messages.len(),
+        args.customers,
+        args.days,
+        args.seed
+    );
+    if let (Some(target), Some(key)) = (&args.target, &args.write_key) {
+        let summary = send(messages, &send_options(target.clone(), key.clone(), &args))
+            .await
+            .context("sending demo data")?;
+        println!("Sent {} messages in {} batches in {:.1?}.", summary.sent, summary.batches, summary.elapsed);
+        return Ok(());
+    }
+
+    let server = launch(&args.serve).await?;
+    let store = server.state().store().clone();
+    let (source, key) = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || -> anyhow::Result<_> {
+            let existing = store.catalog().sources()?.len();
+            let name = if existing == 0 { "demo".to_string() } else { format!("demo-{}", existing + 1) };
+            Ok(store.catalog().create_source(&name)?)
+        }
+    })
+    .await??;
+    println!("Created source {:?} (id {}) with write key {key}", source.name, source.id);
+    let base = format!("http://{}", server.addr());
+    let summary = send(messages, &send_options(base.clone(), key, &args))
+        .await
+        .context("sending demo data")?;
+    println!("Sent {} messages in {} batches in {:.1?}; processing…", summary.sent, summary.batches, summary.elapsed);
+    let target = store.committed_seq();
+    let settled = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.wait_applied(target, Duration::from_secs(600))
+    })
+    .await?;
+    let totals = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.profiles().totals()).await??
+    };
+    println!(
+        "{} customers, {} events, {} identities, {} merges{}.",
+        totals.customers,
+        totals.events,
+        totals.identities,
+        totals.merges,
+        if settled { "" } else { " (processing still running)" }
+    );
+    println!("Try:  curl -H \"Authorization: Bearer $COHORT_ADMIN_KEY\" {base}/api/v1/stats");
+    if args.exit {
+        server.shutdown().await?;
+        return Ok(());
+    }
+    println!("Serving; press Ctrl-C to stop.");
+    wait_for_signal().await;
+    server.shutdown().await?;
+    Ok(())
+}
+
+fn send_options(base_url: String, write_key: String, args: &DemoArgs) -> SendOptions {
+    SendOptions {
+        base_url,
+        write_key,
+        batch_size: 100,
+        concurrency: args.concurrency.max(1),
+        progress: true,
+    }
+}
