@@ -88,23 +88,35 @@ mod tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("wk_1:")
         );
-        assert_eq!(write_key_from_request(Some(&basic), None, None).as_deref(), Some("wk_1"));
+        assert_eq!(
+            write_key_from_request(Some(&basic), None, None).as_deref(),
+            Some("wk_1")
+        );
         assert_eq!(
             write_key_from_request(Some("Bearer wk_2"), None, None).as_deref(),
             Some("wk_2")
         );
-        assert_eq!(write_key_from_request(None, Some("wk_3"), None).as_deref(), Some("wk_3"));
+        assert_eq!(
+            write_key_from_request(None, Some("wk_3"), None).as_deref(),
+            Some("wk_3")
+        );
         assert_eq!(
             write_key_from_request(None, None, Some("a=1&writeKey=wk%5F4")).as_deref(),
             Some("wk_4")
         );
-        assert_eq!(write_key_from_body(&json!({"writeKey": "wk_5"})).as_deref(), Some("wk_5"));
+        assert_eq!(
+            write_key_from_body(&json!({"writeKey": "wk_5"})).as_deref(),
+            Some("wk_5")
+        );
     }
 
     #[test]
     fn malformed_credentials_yield_nothing() {
         assert_eq!(write_key_from_request(Some("Basic !!!"), None, None), None);
-        assert_eq!(write_key_from_request(Some("Bearer "), None, Some("writeKey=")), None);
+        assert_eq!(
+            write_key_from_request(Some("Bearer "), None, Some("writeKey=")),
+            None
+        );
         assert_eq!(write_key_from_request(None, None, Some("x=%")), None);
         assert_eq!(write_key_from_body(&json!({"writeKey": 5})), None);
     }

@@ -180,7 +180,10 @@ mod tests {
         assert_eq!(code(&vec![b' '; 600 * 1024]), "request_too_large");
         let err = decode_body(b"{}", Some("br"), &limits).unwrap_err();
         assert_eq!(err.code, "unsupported_encoding");
-        assert_eq!(decode_body(b"\x1f\x8bxx", None, &limits).unwrap_err().code, "invalid_gzip");
+        assert_eq!(
+            decode_body(b"\x1f\x8bxx", None, &limits).unwrap_err().code,
+            "invalid_gzip"
+        );
     }
 
     #[test]

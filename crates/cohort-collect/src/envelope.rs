@@ -125,8 +125,15 @@ mod tests {
 
     #[test]
     fn short_routes_match_long_ones() {
-        for (short, long) in [("t", "track"), ("i", "identify"), ("p", "page"), ("s", "screen"),
-                              ("g", "group"), ("a", "alias"), ("b", "batch")] {
+        for (short, long) in [
+            ("t", "track"),
+            ("i", "identify"),
+            ("p", "page"),
+            ("s", "screen"),
+            ("g", "group"),
+            ("a", "alias"),
+            ("b", "batch"),
+        ] {
             assert_eq!(Route::from_segment(short), Route::from_segment(long));
         }
         assert_eq!(Route::from_segment("import"), Some(Route::Batch));
@@ -158,12 +165,26 @@ mod tests {
 
     #[test]
     fn single_routes_set_the_type_and_batches_are_bounded() {
-        let msgs = expand(Route::Single(MessageType::Page), json!({"type": "track"}), &Limits::default()).unwrap();
+        let msgs = expand(
+            Route::Single(MessageType::Page),
+            json!({"type": "track"}),
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(msgs[0]["type"], "page");
-        let limits = Limits { max_batch_events: 2, ..Limits::default() };
+        let limits = Limits {
+            max_batch_events: 2,
+            ..Limits::default()
+        };
         let err = expand(Route::Batch, json!({"batch": [{}, {}, {}]}), &limits).unwrap_err();
         assert_eq!(err.code, "batch_too_large");
-        assert_eq!(expand(Route::Batch, json!({}), &limits).unwrap_err().code, "invalid_batch");
-        assert_eq!(expand(Route::Batch, json!([1]), &limits).unwrap_err().code, "invalid_body");
+        assert_eq!(
+            expand(Route::Batch, json!({}), &limits).unwrap_err().code,
+            "invalid_batch"
+        );
+        assert_eq!(
+            expand(Route::Batch, json!([1]), &limits).unwrap_err().code,
+            "invalid_body"
+        );
     }
 }

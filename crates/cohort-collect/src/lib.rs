@@ -7,12 +7,12 @@
 //! - [`normalise`]: per-source normalisation rules (emails, phones, gender, money).
 //! - [`tracking_plan`]: per-source JSON Schema tracking plans in allow, flag or block mode.
 
-pub mod normalise;
-pub mod tracking_plan;
 pub mod auth;
 pub mod decode;
 pub mod envelope;
 mod error;
+pub mod normalise;
+pub mod tracking_plan;
 pub mod validate;
 
 pub use decode::Limits;

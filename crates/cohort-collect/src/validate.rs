@@ -2,12 +2,12 @@
 //! correction, normalisation and the tracking plan. A message that fails becomes a [`Rejection`]
 //! that keeps the message as sent, so the failed-events store can hold and replay it.
 
+use crate::Limits;
 use crate::normalise::NormaliseRules;
 use crate::tracking_plan::{TrackingPlan, Verdict};
-use crate::Limits;
 use chrono::{DateTime, Utc};
-use cohort_core::message::{format_timestamp, identifiers, parse_timestamp};
 use cohort_core::MessageType;
+use cohort_core::message::{format_timestamp, identifiers, parse_timestamp};
 use cohort_identity::IdentityRules;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -47,8 +47,14 @@ impl Rejection {
 }
 
 /// Checks and shapes one message received at `received_at`.
-pub fn prepare(raw: Value, received_at: DateTime<Utc>, policy: &Policy) -> Result<Prepared, Rejection> {
-    let size = serde_json::to_vec(&raw).map(|v| v.len()).unwrap_or(usize::MAX);
+pub fn prepare(
+    raw: Value,
+    received_at: DateTime<Utc>,
+    policy: &Policy,
+) -> Result<Prepared, Rejection> {
+    let size = serde_json::to_vec(&raw)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > policy.limits.max_event_bytes {
         return Err(Rejection::new(
             "event_too_large",
@@ -60,7 +66,11 @@ pub fn prepare(raw: Value, received_at: DateTime<Utc>, policy: &Policy) -> Resul
         ));
     }
     let Value::Object(mut msg) = raw.clone() else {
-        return Err(Rejection::new("invalid_message", "message must be a JSON object", raw));
+        return Err(Rejection::new(
+            "invalid_message",
+            "message must be a JSON object",
+            raw,
+        ));
     };
     if let Err((code, why)) = check_spec(&msg) {
         return Err(Rejection::new(code, why, raw));
@@ -78,7 +88,11 @@ pub fn prepare(raw: Value, received_at: DateTime<Utc>, policy: &Policy) -> Resul
 
     let notes = policy.normalise.apply(&mut msg);
     if !notes.is_empty() {
-        annotate(&mut msg, "normalisation", notes.into_iter().map(Value::String).collect());
+        annotate(
+            &mut msg,
+            "normalisation",
+            notes.into_iter().map(Value::String).collect(),
+        );
     }
 
     // Checked after normalisation: "NULL " and " Test@Test.com" are junk too.
@@ -89,7 +103,10 @@ pub fn prepare(raw: Value, received_at: DateTime<Utc>, policy: &Policy) -> Resul
             "message has neither userId nor anonymousId".to_string()
         } else {
             let listed: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            format!("every identifier is a blocked junk value ({})", listed.join(", "))
+            format!(
+                "every identifier is a blocked junk value ({})",
+                listed.join(", ")
+            )
         };
         return Err(Rejection::new("missing_identifier", why, raw));
     }
@@ -98,7 +115,9 @@ pub fn prepare(raw: Value, received_at: DateTime<Utc>, policy: &Policy) -> Resul
         match plan.check(&msg) {
             Verdict::Pass => {}
             Verdict::Flag(violations) => {
-                let list = violations.iter().map(|v| json!({"path": v.path, "message": v.message}));
+                let list = violations
+                    .iter()
+                    .map(|v| json!({"path": v.path, "message": v.message}));
                 annotate(&mut msg, "violations", list.collect());
             }
             Verdict::Block(violations) => {
@@ -114,7 +133,10 @@ pub fn prepare(raw: Value, received_at: DateTime<Utc>, policy: &Policy) -> Resul
             }
         }
     }
-    Ok(Prepared { message_id, message: msg })
+    Ok(Prepared {
+        message_id,
+        message: msg,
+    })
 }
 
 /// Records governance notes under `context.protocols` (where Segment keeps its violations).
@@ -137,19 +159,30 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
         Some(Value::String(t)) => MessageType::parse(t).ok_or_else(|| {
             (
                 "invalid_type",
-                format!("\"type\" is {t:?}; expected one of track, identify, page, screen, group, alias"),
+                format!(
+                    "\"type\" is {t:?}; expected one of track, identify, page, screen, group, alias"
+                ),
             )
         })?,
         Some(_) => return Err(("invalid_type", "\"type\" must be a string".into())),
         None => return Err(("invalid_type", "message has no \"type\"".into())),
     };
-    for key in ["userId", "anonymousId", "previousId", "groupId", "messageId"] {
+    for key in [
+        "userId",
+        "anonymousId",
+        "previousId",
+        "groupId",
+        "messageId",
+    ] {
         match msg.get(key) {
             None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Number(_)) => {}
             Some(other) => {
                 return Err((
                     "invalid_field",
-                    format!("\"{key}\" must be a string or a number, not {}", type_name(other)),
+                    format!(
+                        "\"{key}\" must be a string or a number, not {}",
+                        type_name(other)
+                    ),
                 ));
             }
         }
@@ -173,7 +206,10 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
     match kind {
         MessageType::Track => {
             if !matches!(msg.get("event"), Some(Value::String(e)) if !e.trim().is_empty()) {
-                return Err(("missing_event", "track messages need a non-empty \"event\" name".into()));
+                return Err((
+                    "missing_event",
+                    "track messages need a non-empty \"event\" name".into(),
+                ));
             }
         }
         MessageType::Alias => {
@@ -240,10 +276,19 @@ fn fix_time(msg: &mut Map<String, Value>, received_at: DateTime<Utc>) -> Result<
         (None, _) => received_at,
     };
     if let Some(original) = original {
-        msg.insert("originalTimestamp".into(), Value::String(format_timestamp(original)));
+        msg.insert(
+            "originalTimestamp".into(),
+            Value::String(format_timestamp(original)),
+        );
     }
-    msg.insert("timestamp".into(), Value::String(format_timestamp(timestamp)));
-    msg.insert("receivedAt".into(), Value::String(format_timestamp(received_at)));
+    msg.insert(
+        "timestamp".into(),
+        Value::String(format_timestamp(timestamp)),
+    );
+    msg.insert(
+        "receivedAt".into(),
+        Value::String(format_timestamp(received_at)),
+    );
     Ok(())
 }
 
@@ -288,15 +333,44 @@ mod tests {
     fn spec_violations_get_their_own_codes() {
         assert_eq!(code(json!("x")), "invalid_message");
         assert_eq!(code(json!({"type": "jump", "userId": "u"})), "invalid_type");
-        assert_eq!(code(json!({"type": "track", "userId": "u"})), "missing_event");
-        assert_eq!(code(json!({"type": "track", "event": "A"})), "missing_identifier");
-        assert_eq!(code(json!({"type": "track", "event": "A", "userId": {"a": 1}})), "invalid_field");
-        assert_eq!(code(json!({"type": "track", "event": "A", "userId": "u", "properties": []})), "invalid_field");
-        assert_eq!(code(json!({"type": "alias", "userId": "u"})), "missing_identifier");
-        assert_eq!(code(json!({"type": "group", "userId": "u"})), "missing_field");
-        assert_eq!(code(json!({"type": "track", "event": "A", "userId": "u", "timestamp": "soon"})), "invalid_timestamp");
-        assert_eq!(code(json!({"type": "track", "event": "A", "userId": "null", "anonymousId": "undefined"})), "missing_identifier");
+        assert_eq!(
+            code(json!({"type": "track", "userId": "u"})),
+            "missing_event"
+        );
+        assert_eq!(
+            code(json!({"type": "track", "event": "A"})),
+            "missing_identifier"
+        );
+        assert_eq!(
+            code(json!({"type": "track", "event": "A", "userId": {"a": 1}})),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json!({"type": "track", "event": "A", "userId": "u", "properties": []})),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json!({"type": "alias", "userId": "u"})),
+            "missing_identifier"
+        );
+        assert_eq!(
+            code(json!({"type": "group", "userId": "u"})),
+            "missing_field"
+        );
+        assert_eq!(
+            code(json!({"type": "track", "event": "A", "userId": "u", "timestamp": "soon"})),
+            "invalid_timestamp"
+        );
+        assert_eq!(
+            code(
+                json!({"type": "track", "event": "A", "userId": "null", "anonymousId": "undefined"})
+            ),
+            "missing_identifier"
+        );
         let big = "x".repeat(40 * 1024);
-        assert_eq!(code(json!({"type": "track", "event": "A", "userId": "u", "properties": {"p": big}})), "event_too_large");
+        assert_eq!(
+            code(json!({"type": "track", "event": "A", "userId": "u", "properties": {"p": big}})),
+            "event_too_large"
+        );
     }
 }

@@ -86,10 +86,18 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip_and_accept_segment_spelling() {
-        for kind in [IdKind::UserId, IdKind::AnonymousId, IdKind::Email, IdKind::Phone] {
+        for kind in [
+            IdKind::UserId,
+            IdKind::AnonymousId,
+            IdKind::Email,
+            IdKind::Phone,
+        ] {
             assert_eq!(IdKind::parse(kind.as_str()), kind);
         }
         assert_eq!(IdKind::parse("userId"), IdKind::UserId);
-        assert_eq!(IdKind::parse("wechat_openid"), IdKind::Custom("wechat_openid".into()));
+        assert_eq!(
+            IdKind::parse("wechat_openid"),
+            IdKind::Custom("wechat_openid".into())
+        );
     }
 }

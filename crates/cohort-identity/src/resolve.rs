@@ -10,10 +10,7 @@ pub enum Skipped {
     /// Attaching it would exceed the per-kind limit of the customer.
     LimitReached(Identifier),
     /// It belongs to another customer, and merging the two would exceed a per-kind limit.
-    MergeRefused {
-        id: Identifier,
-        other: CustomerId,
-    },
+    MergeRefused { id: Identifier, other: CustomerId },
 }
 
 /// The outcome of resolving one event's identifiers.
@@ -30,8 +27,7 @@ pub struct Resolution {
 
 /// Resolves `ids` to one customer, attaching and merging as the rules allow.
 ///
-
-
+/// Fails with [`ResolveError::NoUsableIdentifier`] when every identifier is blocked or `ids` is empty.
 pub fn resolve<G: IdentityGraph>(
     rules: &IdentityRules,
     graph: &mut G,
@@ -220,7 +216,10 @@ mod tests {
         let login = run(&mut g, &[uid("u1"), anon("d1")]);
         assert_eq!(visit.customer, login.customer);
         assert!(!login.created, "identify must reuse the anonymous customer");
-        assert_eq!(g.identifiers_of(login.customer), vec![uid("u1"), anon("d1")]);
+        assert_eq!(
+            g.identifiers_of(login.customer),
+            vec![uid("u1"), anon("d1")]
+        );
     }
 
     #[test]
@@ -258,7 +257,11 @@ mod tests {
         let b = run(&mut g, &[uid("b"), email("TEST@test.com")]);
         assert_ne!(a.customer, b.customer);
         assert!(matches!(b.skipped[0], Skipped::Blocked(_)));
-        let err = resolve(&IdentityRules::default(), &mut g, &[uid("null"), anon("undefined")]);
+        let err = resolve(
+            &IdentityRules::default(),
+            &mut g,
+            &[uid("null"), anon("undefined")],
+        );
         assert!(matches!(err, Err(ResolveError::NoUsableIdentifier)));
     }
 
@@ -281,7 +284,10 @@ mod tests {
         let first = resolve(&rules, &mut g, &[uid("u"), email("a@x.org")]).unwrap();
         let second = resolve(&rules, &mut g, &[uid("u"), email("b@x.org")]).unwrap();
         assert_eq!(first.customer, second.customer);
-        assert_eq!(second.skipped, vec![Skipped::LimitReached(email("b@x.org"))]);
+        assert_eq!(
+            second.skipped,
+            vec![Skipped::LimitReached(email("b@x.org"))]
+        );
         assert_eq!(g.lookup(&email("b@x.org")).unwrap(), None);
     }
 

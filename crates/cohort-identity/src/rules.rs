@@ -28,18 +28,57 @@ pub struct IdentityRules {
 impl Default for IdentityRules {
     fn default() -> Self {
         let kinds = [
-            ("user_id", KindRule { limit: 1, priority: 100 }),
-            ("email", KindRule { limit: 5, priority: 80 }),
-            ("phone", KindRule { limit: 5, priority: 70 }),
-            ("anonymous_id", KindRule { limit: 200, priority: 10 }),
+            (
+                "user_id",
+                KindRule {
+                    limit: 1,
+                    priority: 100,
+                },
+            ),
+            (
+                "email",
+                KindRule {
+                    limit: 5,
+                    priority: 80,
+                },
+            ),
+            (
+                "phone",
+                KindRule {
+                    limit: 5,
+                    priority: 70,
+                },
+            ),
+            (
+                "anonymous_id",
+                KindRule {
+                    limit: 200,
+                    priority: 10,
+                },
+            ),
         ]
         .into_iter()
         .map(|(k, r)| (k.to_string(), r))
         .collect();
         let blocklist = [
-            "", "null", "undefined", "none", "nil", "nan", "0", "-1", "anonymous", "unknown",
-            "guest", "test", "test@test.com", "test@example.com", "noemail@example.com",
-            "user@example.com", "00000000-0000-0000-0000-000000000000", "[object object]",
+            "",
+            "null",
+            "undefined",
+            "none",
+            "nil",
+            "nan",
+            "0",
+            "-1",
+            "anonymous",
+            "unknown",
+            "guest",
+            "test",
+            "test@test.com",
+            "test@example.com",
+            "noemail@example.com",
+            "user@example.com",
+            "00000000-0000-0000-0000-000000000000",
+            "[object object]",
         ]
         .into_iter()
         .map(String::from)
@@ -118,6 +157,9 @@ mod tests {
     fn unknown_custom_kinds_use_the_custom_default() {
         let rules = IdentityRules::default();
         assert_eq!(rules.rule(&IdKind::UserId).limit, 1);
-        assert_eq!(rules.rule(&IdKind::Custom("loyalty".into())), rules.custom_default);
+        assert_eq!(
+            rules.rule(&IdKind::Custom("loyalty".into())),
+            rules.custom_default
+        );
     }
 }

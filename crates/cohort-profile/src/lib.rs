@@ -110,8 +110,10 @@ mod tests {
     #[test]
     fn only_configured_track_events_are_orders() {
         let rules = ProfileRules::default();
-        let order = json!({"type": "track", "event": "Order Completed", "properties": {"total": 12}});
-        let view = json!({"type": "track", "event": "Product Viewed", "properties": {"revenue": 5}});
+        let order =
+            json!({"type": "track", "event": "Order Completed", "properties": {"total": 12}});
+        let view =
+            json!({"type": "track", "event": "Product Viewed", "properties": {"revenue": 5}});
         let page = json!({"type": "page", "event": "Order Completed"});
         let bare = json!({"type": "track", "event": "Order Completed"});
         assert_eq!(rules.order_revenue(order.as_object().unwrap()), Some(12.0));

@@ -44,20 +44,26 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .map(String::from);
     let Some(key) = presented else {
-        return ApiError::unauthorized("the admin API needs Authorization: Bearer <admin key>").into_response();
+        return ApiError::unauthorized("the admin API needs Authorization: Bearer <admin key>")
+            .into_response();
     };
     let store = state.store().clone();
-    let verified = tokio::task::spawn_blocking(move || store.catalog().verify_admin_key(&key)).await;
+    let verified =
+        tokio::task::spawn_blocking(move || store.catalog().verify_admin_key(&key)).await;
     match verified {
         Ok(Ok(Some(_))) => next.run(request).await,
         Ok(Ok(None)) => ApiError::unauthorized("the admin key is not valid").into_response(),
         Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            .into_response(),
     }
 }
 
@@ -71,7 +77,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))
 }
 
 pub(crate) async fn healthz() -> Json<Value> {
@@ -82,8 +89,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if state.store().processing() {
         Json(json!({"status": "ready", "inbox_lag": state.store().lag()})).into_response()
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the event processor is not running")
-            .into_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the event processor is not running",
+        )
+        .into_response()
     }
 }
 
@@ -104,10 +115,16 @@ struct NewSource {
     name: String,
 }
 
-async fn create_source(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_source(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let NewSource { name } = json_body(&body)?;
     if name.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_body", "\"name\" must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "\"name\" must not be empty",
+        ));
     }
     let store = state.store().clone();
     let (source, key) = blocking(move || Ok(store.catalog().create_source(&name)?)).await?;
@@ -124,7 +141,10 @@ async fn list_sources(State(state): State<AppState>) -> Result<Json<Value>, ApiE
     Ok(Json(json!({"sources": sources})))
 }
 
-async fn get_source(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn get_source(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let source = blocking(move || Ok(store.catalog().source(id)?)).await?;
     source
@@ -138,7 +158,8 @@ async fn set_tracking_plan(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let spec: TrackingPlanSpec = json_body(&body)?;
-    TrackingPlan::compile(spec.clone()).map_err(|e| ApiError::bad_request("invalid_tracking_plan", e.to_string()))?;
+    TrackingPlan::compile(spec.clone())
+        .map_err(|e| ApiError::bad_request("invalid_tracking_plan", e.to_string()))?;
     let plan = serde_json::to_value(&spec)
         .map_err(|e| ApiError::bad_request("invalid_tracking_plan", e.to_string()))?;
     let store = state.store().clone();
@@ -148,7 +169,10 @@ async fn set_tracking_plan(
     Ok(Json(json!({"source_id": id, "tracking_plan": plan})))
 }
 
-async fn delete_tracking_plan(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn delete_tracking_plan(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     blocking(move || Ok(store.catalog().set_tracking_plan(id, None)?)).await?;
     state.0.sources.invalidate();
@@ -193,7 +217,10 @@ impl FailedQuery {
     }
 }
 
-async fn list_failed(State(state): State<AppState>, Query(q): Query<FailedQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_failed(
+    State(state): State<AppState>,
+    Query(q): Query<FailedQuery>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let filter = q.filter();
     let events = blocking(move || Ok(store.failed_events().list(&filter)?)).await?;
@@ -201,7 +228,10 @@ async fn list_failed(State(state): State<AppState>, Query(q): Query<FailedQuery>
     Ok(Json(json!({"failed_events": events, "next_after": next})))
 }
 
-async fn get_failed(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn get_failed(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let event = blocking(move || Ok(store.failed_events().get(id)?)).await?;
     event
@@ -209,7 +239,10 @@ async fn get_failed(State(state): State<AppState>, Path(id): Path<i64>) -> Resul
         .ok_or_else(|| ApiError::not_found(format!("failed event {id} not found")))
 }
 
-async fn replay_one(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<ReplayOutcome>, ApiError> {
+async fn replay_one(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<ReplayOutcome>, ApiError> {
     let store = state.store().clone();
     let event = blocking(move || Ok(store.failed_events().get(id)?))
         .await?
@@ -221,8 +254,15 @@ async fn replay_one(State(state): State<AppState>, Path(id): Path<i64>) -> Resul
         .ok_or_else(|| ApiError::not_found(format!("failed event {id} not found")))
 }
 
-async fn replay_matching(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let q: FailedQuery = if body.is_empty() { FailedQuery::default() } else { json_body(&body)? };
+async fn replay_matching(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let q: FailedQuery = if body.is_empty() {
+        FailedQuery::default()
+    } else {
+        json_body(&body)?
+    };
     let mut filter = q.filter();
     filter.pending_only = true;
     filter.limit = q.limit.unwrap_or(1000).min(10_000);
@@ -245,13 +285,18 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
-async fn search_profiles(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
+async fn search_profiles(
+    State(state): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let now = state.0.clock.now();
     let limit = q.limit.unwrap_or(50).min(1000);
     let found = blocking(move || {
         // Values arrive as text; numbers and booleans were stored as JSON, so try both readings.
-        let mut ids = store.profiles().search(&q.key, &Value::String(q.value.clone()), limit)?;
+        let mut ids = store
+            .profiles()
+            .search(&q.key, &Value::String(q.value.clone()), limit)?;
         if ids.is_empty()
             && let Ok(parsed) = serde_json::from_str::<Value>(&q.value)
         {
@@ -319,7 +364,10 @@ async fn profile_events(
         .ok_or_else(|| ApiError::not_found(format!("no customer has {kind} {value:?}")))
 }
 
-async fn list_events(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_events(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let page = blocking(move || Ok(store.profiles().events(&q.timeline())?)).await?;
     Ok(Json(json!(page)))
@@ -352,12 +400,23 @@ fn default_role() -> String {
     "admin".into()
 }
 
-async fn create_admin_key(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_admin_key(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let NewAdminKey { name, role } = json_body(&body)?;
     if role != "admin" {
-        return Err(ApiError::bad_request("invalid_role", format!("unknown role {role:?}; roles: admin")));
+        return Err(ApiError::bad_request(
+            "invalid_role",
+            format!("unknown role {role:?}; roles: admin"),
+        ));
     }
     let store = state.store().clone();
-    let (record, key) = blocking(move || Ok(store.catalog().create_admin_key(&name, &role)?)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"admin_key": record, "key": key}))).into_response())
+    let (record, key) =
+        blocking(move || Ok(store.catalog().create_admin_key(&name, &role)?)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"admin_key": record, "key": key})),
+    )
+        .into_response())
 }

@@ -48,15 +48,19 @@ impl From<StoreError> for ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: "overloaded",
                 message: if lag > 0 {
-                    format!("Cohort is shedding load: {lag} messages wait to be processed; retry later")
+                    format!(
+                        "Cohort is shedding load: {lag} messages wait to be processed; retry later"
+                    )
                 } else {
                     "Cohort is shedding load: the inbox queue is full; retry later".into()
                 },
                 retry_after: Some(1),
             },
-            StoreError::Conflict(what) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
-            }
+            StoreError::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             other => {
                 tracing::error!(error = %other, "store failure");

@@ -82,14 +82,18 @@ async fn ingest(
                 "request_too_large",
                 format!("request body exceeds {} bytes", limits.max_request_bytes),
             );
-            return Err(refuse_request(state, header_source.as_deref(), error, b"", received_at).await);
+            return Err(
+                refuse_request(state, header_source.as_deref(), error, b"", received_at).await,
+            );
         }
     };
     let decoded = decode_body(&raw, header(header::CONTENT_ENCODING.as_str()), limits);
     let body = match decoded {
         Ok(body) => body,
         Err(error) => {
-            return Err(refuse_request(state, header_source.as_deref(), error, &raw, received_at).await);
+            return Err(
+                refuse_request(state, header_source.as_deref(), error, &raw, received_at).await,
+            );
         }
     };
     let source = match header_source {
@@ -105,7 +109,9 @@ async fn ingest(
     };
     let messages = match expand(route, body, limits) {
         Ok(m) => m,
-        Err(error) => return Err(refuse_request(state, Some(&source), error, &raw, received_at).await),
+        Err(error) => {
+            return Err(refuse_request(state, Some(&source), error, &raw, received_at).await);
+        }
     };
 
     let (submission, failures) = prepare_all(messages, &source, received_at);
@@ -156,7 +162,9 @@ fn prepare_all(
                 submission.accepted.push((p.message_id, body));
             }
             Err(rejection) => {
-                submission.failed.push(failed_record(source.source.id, &rejection));
+                submission
+                    .failed
+                    .push(failed_record(source.source.id, &rejection));
                 failures.push((index, rejection));
             }
         }
@@ -219,7 +227,10 @@ pub struct ReplayOutcome {
 
 /// Runs failed events through the source's current policy again (after fixing a tracking plan, say);
 /// those that now pass are appended to the inbox and marked replayed in the same commit.
-pub async fn replay_failed(state: &AppState, events: Vec<FailedEvent>) -> Result<Vec<ReplayOutcome>, ApiError> {
+pub async fn replay_failed(
+    state: &AppState,
+    events: Vec<FailedEvent>,
+) -> Result<Vec<ReplayOutcome>, ApiError> {
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         outcomes.push(replay_one(state, event).await?);
@@ -236,23 +247,35 @@ async fn replay_one(state: &AppState, event: FailedEvent) -> Result<ReplayOutcom
         message: Some(message),
     };
     if event.replayed_at.is_some() {
-        return Ok(refuse("already_replayed", "this event was replayed before".into()));
+        return Ok(refuse(
+            "already_replayed",
+            "this event was replayed before".into(),
+        ));
     }
     if event.truncated {
-        return Ok(refuse("truncated", "only part of this request was kept; it cannot be replayed".into()));
+        return Ok(refuse(
+            "truncated",
+            "only part of this request was kept; it cannot be replayed".into(),
+        ));
     }
     let store = &state.0.store;
     let Some(source_id) = event.source_id else {
         return Ok(refuse("no_source", "the event has no source".into()));
     };
     let Some(source) = state.0.sources.entry(source_id)? else {
-        return Ok(refuse("no_source", format!("source {source_id} no longer exists")));
+        return Ok(refuse(
+            "no_source",
+            format!("source {source_id} no longer exists"),
+        ));
     };
     let policy: &Policy = &source.policy;
-    let parsed = match cohort_collect::decode::parse_json(event.payload.as_bytes(), &policy.limits) {
+    let parsed = match cohort_collect::decode::parse_json(event.payload.as_bytes(), &policy.limits)
+    {
         Ok(v) => v,
         Err(e) => {
-            store.failed_events().update_reason(event.id, e.code, &e.message)?;
+            store
+                .failed_events()
+                .update_reason(event.id, e.code, &e.message)?;
             return Ok(refuse(e.code, e.message));
         }
     };
@@ -266,8 +289,11 @@ async fn replay_one(state: &AppState, event: FailedEvent) -> Result<ReplayOutcom
         match kind {
             Some(kind) => Route::Single(kind),
             None => {
-                let message = "the payload has neither a \"batch\" nor a valid \"type\"".to_string();
-                store.failed_events().update_reason(event.id, "invalid_type", &message)?;
+                let message =
+                    "the payload has neither a \"batch\" nor a valid \"type\"".to_string();
+                store
+                    .failed_events()
+                    .update_reason(event.id, "invalid_type", &message)?;
                 return Ok(refuse("invalid_type", message));
             }
         }
@@ -275,7 +301,9 @@ async fn replay_one(state: &AppState, event: FailedEvent) -> Result<ReplayOutcom
     let messages = match expand(route, parsed, &policy.limits) {
         Ok(m) => m,
         Err(e) => {
-            store.failed_events().update_reason(event.id, e.code, &e.message)?;
+            store
+                .failed_events()
+                .update_reason(event.id, e.code, &e.message)?;
             return Ok(refuse(e.code, e.message));
         }
     };

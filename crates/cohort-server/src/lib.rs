@@ -71,7 +71,9 @@ impl RunningServer {
 
     /// Runs until the server stops (Ctrl-C or SIGTERM when started by [`serve_until_signal`]).
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Stops accepting requests, finishes those in flight.
@@ -107,7 +109,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     .map_err(|e| cohort_store::StoreError::Corrupt(format!("store open task failed: {e}")))??;
 
     if let Some(key) = &config.admin_key {
-        store.catalog().add_admin_key("COHORT_ADMIN_KEY", "admin", key)?;
+        store
+            .catalog()
+            .add_admin_key("COHORT_ADMIN_KEY", "admin", key)?;
     }
     let first_admin_key = if store.catalog().admin_key_count()? == 0 {
         Some(store.catalog().create_admin_key("initial", "admin")?.1)

@@ -37,7 +37,10 @@ impl SourceCache {
     }
 
     /// The source for a write key, or `None` when no enabled source has it.
-    pub(crate) fn authenticate(&self, write_key: &str) -> Result<Option<Arc<SourceEntry>>, StoreError> {
+    pub(crate) fn authenticate(
+        &self,
+        write_key: &str,
+    ) -> Result<Option<Arc<SourceEntry>>, StoreError> {
         let hash = hash_key(write_key);
         if let Some((entry, at)) = self
             .by_key_hash

@@ -19,7 +19,11 @@ pub(crate) struct Inner {
 
 impl AppState {
     pub fn new(store: Store, limits: Limits, metrics: PrometheusHandle) -> Self {
-        let sources = SourceCache::new(store.clone(), limits, Arc::new(store.config().identity.clone()));
+        let sources = SourceCache::new(
+            store.clone(),
+            limits,
+            Arc::new(store.config().identity.clone()),
+        );
         AppState(Arc::new(Inner {
             store,
             sources,

@@ -4,9 +4,9 @@
 //! applied position. A crash rolls the whole batch back and processing restarts from the recorded
 //! position; events are unique by (source, message ID), so a message applied twice changes nothing.
 
+use crate::StoreConfig;
 use crate::inbox::{InboxEntry, Progress, read_after};
 use crate::time::{day_of, to_micros};
-use crate::StoreConfig;
 use cohort_core::message::{event_key, identifiers, parse_timestamp, previous_id};
 use cohort_core::{CustomerId, IdKind, Identifier};
 use cohort_identity::{IdentityGraph, IdentityRules, ResolveError, resolve};
@@ -100,11 +100,18 @@ impl Processor {
                 continue;
             };
             let started = Instant::now();
-            match apply_batch(&mut self.state, &entries, &self.identity, &self.profile, last) {
+            match apply_batch(
+                &mut self.state,
+                &entries,
+                &self.identity,
+                &self.profile,
+                last,
+            ) {
                 Ok(()) => {
                     position = last;
                     self.progress.set_applied(last);
-                    metrics::counter!("cohort_events_processed_total").increment(entries.len() as u64);
+                    metrics::counter!("cohort_events_processed_total")
+                        .increment(entries.len() as u64);
                     metrics::histogram!("cohort_apply_batch_seconds")
                         .record(started.elapsed().as_secs_f64());
                 }
@@ -128,7 +135,10 @@ fn apply_batch(
     for entry in entries {
         apply_one(&tx, entry, identity, profile)?;
     }
-    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'applied_seq'", [last])?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'applied_seq'",
+        [last],
+    )?;
     tx.commit()
 }
 
@@ -241,7 +251,10 @@ fn set_traits(
          ON CONFLICT (customer_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
          WHERE excluded.updated_at >= traits.updated_at",
     )?;
-    debug_assert!(newer_wins(0, 0), "the SQL above encodes cohort_profile::newer_wins");
+    debug_assert!(
+        newer_wins(0, 0),
+        "the SQL above encodes cohort_profile::newer_wins"
+    );
     for (key, value) in traits {
         stmt.execute(params![customer, key, trait_text(value), ts])?;
     }
@@ -293,7 +306,11 @@ fn update_stats(
 }
 
 /// Folds everything known of `from` into `into` after the identity graph merged them.
-fn merge_profiles(tx: &Transaction<'_>, from: CustomerId, into: CustomerId) -> rusqlite::Result<()> {
+fn merge_profiles(
+    tx: &Transaction<'_>,
+    from: CustomerId,
+    into: CustomerId,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO traits (customer_id, key, value, updated_at)
            SELECT ?2, key, value, updated_at FROM traits WHERE customer_id = ?1 AND true
@@ -359,7 +376,10 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
             "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
         )?;
         let rows = stmt.query_map([customer], |r| {
-            Ok((IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, i64>(1)? as usize))
+            Ok((
+                IdKind::parse(&r.get::<_, String>(0)?),
+                r.get::<_, i64>(1)? as usize,
+            ))
         })?;
         rows.collect()
     }

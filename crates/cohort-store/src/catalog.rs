@@ -51,8 +51,7 @@ pub struct Catalog {
     conn: Mutex<Connection>,
 }
 
-const SOURCE_COLUMNS: &str =
-    "id, name, key_prefix, created_at, settings, tracking_plan, disabled";
+const SOURCE_COLUMNS: &str = "id, name, key_prefix, created_at, settings, tracking_plan, disabled";
 
 fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
     let settings: String = r.get(4)?;
@@ -140,7 +139,8 @@ impl Catalog {
 
     pub fn sources(&self) -> Result<Vec<Source>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id"))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id"))?;
         let rows = stmt.query_map([], source_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -153,7 +153,12 @@ impl Catalog {
         self.update_source(id, "tracking_plan", plan.map(Value::to_string))
     }
 
-    fn update_source(&self, id: i64, column: &str, value: Option<String>) -> Result<(), StoreError> {
+    fn update_source(
+        &self,
+        id: i64,
+        column: &str,
+        value: Option<String>,
+    ) -> Result<(), StoreError> {
         let changed = self.conn().execute(
             &format!("UPDATE sources SET {column} = ?2 WHERE id = ?1"),
             params![id, value],
@@ -165,7 +170,11 @@ impl Catalog {
     }
 
     /// Creates an admin key; returns its record and the key itself, shown only this once.
-    pub fn create_admin_key(&self, name: &str, role: &str) -> Result<(AdminKey, String), StoreError> {
+    pub fn create_admin_key(
+        &self,
+        name: &str,
+        role: &str,
+    ) -> Result<(AdminKey, String), StoreError> {
         let key = new_secret("ck_");
         let record = self.add_admin_key(name, role, &key)?;
         Ok((record, key))

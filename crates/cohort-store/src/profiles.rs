@@ -60,7 +60,10 @@ impl Profiles {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.pool.len() {
             if let Ok(conn) = self.pool[(start + i) % self.pool.len()].try_lock() {
@@ -78,7 +81,12 @@ impl Profiles {
         self.with(|conn| find_customer(conn, kind, value))
     }
 
-    pub fn profile(&self, kind: &str, value: &str, now: DateTime<Utc>) -> Result<Option<Profile>, StoreError> {
+    pub fn profile(
+        &self,
+        kind: &str,
+        value: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Profile>, StoreError> {
         self.with(|conn| {
             let Some(customer) = find_customer(conn, kind, value)? else {
                 return Ok(None);
@@ -87,7 +95,11 @@ impl Profiles {
         })
     }
 
-    pub fn timeline(&self, customer: CustomerId, q: &TimelineQuery) -> Result<EventPage, StoreError> {
+    pub fn timeline(
+        &self,
+        customer: CustomerId,
+        q: &TimelineQuery,
+    ) -> Result<EventPage, StoreError> {
         self.with(|conn| timeline(conn, Some(customer), q))
     }
 
@@ -97,7 +109,12 @@ impl Profiles {
     }
 
     /// Customers whose trait `key` equals `value` (a string, or JSON for other types).
-    pub fn search(&self, key: &str, value: &Value, limit: usize) -> Result<Vec<String>, StoreError> {
+    pub fn search(
+        &self,
+        key: &str,
+        value: &Value,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT customer_id FROM traits WHERE key = ?1 AND value = ?2 ORDER BY customer_id LIMIT ?3",
@@ -140,7 +157,11 @@ pub struct Totals {
     pub merges: i64,
 }
 
-fn find_customer(conn: &Connection, kind: &str, value: &str) -> Result<Option<CustomerId>, StoreError> {
+fn find_customer(
+    conn: &Connection,
+    kind: &str,
+    value: &str,
+) -> Result<Option<CustomerId>, StoreError> {
     if kind == "customer_id" {
         let Ok(id) = value.parse::<i64>() else {
             return Ok(None);
@@ -177,7 +198,10 @@ fn load_profile(
             "SELECT kind, value FROM identities WHERE customer_id = ?1 ORDER BY first_seen, kind, value",
         )?;
         let rows = stmt.query_map([customer], |r| {
-            Ok(Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?))
+            Ok(Identifier::new(
+                IdKind::parse(&r.get::<_, String>(0)?),
+                r.get::<_, String>(1)?,
+            ))
         })?;
         for r in rows {
             identities.push(r?);
@@ -186,9 +210,11 @@ fn load_profile(
 
     let mut traits = Map::new();
     {
-        let mut stmt =
-            conn.prepare_cached("SELECT key, value FROM traits WHERE customer_id = ?1 ORDER BY key")?;
-        let rows = stmt.query_map([customer], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT key, value FROM traits WHERE customer_id = ?1 ORDER BY key")?;
+        let rows = stmt.query_map([customer], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
         for r in rows {
             let (k, v) = r?;
             traits.insert(k, parse_trait(&v));
@@ -221,9 +247,12 @@ fn load_profile(
         computed.average_order_value = (orders > 0).then(|| round_cents(revenue / orders as f64));
     }
     {
-        let mut stmt =
-            conn.prepare_cached("SELECT name, count FROM event_counts WHERE customer_id = ?1 ORDER BY name")?;
-        let rows = stmt.query_map([customer], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, count FROM event_counts WHERE customer_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([customer], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         for r in rows {
             let (name, count) = r?;
             computed.event_counts.insert(name, count);
@@ -249,7 +278,10 @@ fn load_profile(
             Ok(MergeRecord {
                 from_customer: r.get::<_, i64>(0)?.to_string(),
                 into_customer: r.get::<_, i64>(1)?.to_string(),
-                because: Identifier::new(IdKind::parse(&r.get::<_, String>(2)?), r.get::<_, String>(3)?),
+                because: Identifier::new(
+                    IdKind::parse(&r.get::<_, String>(2)?),
+                    r.get::<_, String>(3)?,
+                ),
                 at: format_micros(r.get(4)?),
             })
         })?;
@@ -280,7 +312,11 @@ fn round_cents(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn timeline(conn: &Connection, customer: Option<CustomerId>, q: &TimelineQuery) -> Result<EventPage, StoreError> {
+fn timeline(
+    conn: &Connection,
+    customer: Option<CustomerId>,
+    q: &TimelineQuery,
+) -> Result<EventPage, StoreError> {
     // The cursor is "ts:seq" of the last event returned; pages go strictly backwards from it.
     let (cursor_ts, cursor_seq) = match q.cursor.as_deref().and_then(|c| c.split_once(':')) {
         Some((ts, seq)) => (

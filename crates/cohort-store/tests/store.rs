@@ -35,14 +35,24 @@ async fn duplicate_message_ids_are_acknowledged_but_stored_once() {
     let store = open(dir.path());
     let msg = json!({"type": "track", "event": "A", "anonymousId": "a1", "messageId": "m1",
                      "timestamp": "2026-01-01T00:00:00.000Z"});
-    let first = store.append(submission(1, &[msg.clone()])).await.unwrap();
-    let again = store.append(submission(1, &[msg.clone()])).await.unwrap();
+    let first = store
+        .append(submission(1, std::slice::from_ref(&msg)))
+        .await
+        .unwrap();
+    let again = store
+        .append(submission(1, std::slice::from_ref(&msg)))
+        .await
+        .unwrap();
     let other_source = store.append(submission(2, &[msg])).await.unwrap();
     assert_eq!((first.accepted, first.duplicates), (1, 0));
     assert_eq!((again.accepted, again.duplicates), (0, 1));
     assert_eq!(other_source.accepted, 1, "dedup is per source");
     settle(&store);
-    let profile = store.profiles().profile("anonymous_id", "a1", now()).unwrap().unwrap();
+    let profile = store
+        .profiles()
+        .profile("anonymous_id", "a1", now())
+        .unwrap()
+        .unwrap();
     assert_eq!(profile.computed.event_count, 2);
 }
 
@@ -65,8 +75,16 @@ async fn identify_after_anonymous_visit_builds_one_profile_with_traits_and_order
     ];
     store.append(submission(1, &msgs)).await.unwrap();
     settle(&store);
-    let by_email = store.profiles().profile("email", "ADA@example.org", now()).unwrap().unwrap();
-    let by_anon = store.profiles().profile("anonymous_id", "dev", now()).unwrap().unwrap();
+    let by_email = store
+        .profiles()
+        .profile("email", "ADA@example.org", now())
+        .unwrap()
+        .unwrap();
+    let by_anon = store
+        .profiles()
+        .profile("anonymous_id", "dev", now())
+        .unwrap()
+        .unwrap();
     assert_eq!(by_email.customer_id, by_anon.customer_id);
     assert_eq!(by_email.traits["plan"], "new");
     assert_eq!(by_email.traits["age"], 36);
@@ -75,24 +93,42 @@ async fn identify_after_anonymous_visit_builds_one_profile_with_traits_and_order
     assert_eq!(by_email.computed.total_revenue, 150.5);
     assert_eq!(by_email.computed.average_order_value, Some(75.25));
     assert_eq!(by_email.computed.event_counts["$identify"], 2);
-    assert_eq!(by_email.computed.first_seen.as_deref(), Some("2026-01-01T00:00:01.000Z"));
+    assert_eq!(
+        by_email.computed.first_seen.as_deref(),
+        Some("2026-01-01T00:00:01.000Z")
+    );
     let page = store
         .profiles()
-        .timeline(by_email.customer_id.parse().unwrap(), &cohort_store::TimelineQuery {
-            from: None, to: None, cursor: None, limit: 2,
-        })
+        .timeline(
+            by_email.customer_id.parse().unwrap(),
+            &cohort_store::TimelineQuery {
+                from: None,
+                to: None,
+                cursor: None,
+                limit: 2,
+            },
+        )
         .unwrap();
     assert_eq!(page.events.len(), 2);
     assert_eq!(page.events[0].message_id, "5");
     let rest = store
         .profiles()
-        .timeline(by_email.customer_id.parse().unwrap(), &cohort_store::TimelineQuery {
-            from: None, to: None, cursor: page.next_cursor.clone(), limit: 10,
-        })
+        .timeline(
+            by_email.customer_id.parse().unwrap(),
+            &cohort_store::TimelineQuery {
+                from: None,
+                to: None,
+                cursor: page.next_cursor.clone(),
+                limit: 10,
+            },
+        )
         .unwrap();
     assert_eq!(rest.events.len(), 3);
     assert!(rest.next_cursor.is_none());
-    assert_eq!(store.profiles().search("name", &json!("Ada"), 10).unwrap(), vec![by_email.customer_id.clone()]);
+    assert_eq!(
+        store.profiles().search("name", &json!("Ada"), 10).unwrap(),
+        vec![by_email.customer_id.clone()]
+    );
 }
 
 #[tokio::test]
@@ -109,12 +145,20 @@ async fn merged_customers_fold_stats_and_old_ids_lead_to_the_survivor() {
     ];
     store.append(submission(1, &msgs)).await.unwrap();
     settle(&store);
-    let p = store.profiles().profile("user_id", "u", now()).unwrap().unwrap();
+    let p = store
+        .profiles()
+        .profile("user_id", "u", now())
+        .unwrap()
+        .unwrap();
     assert_eq!(p.computed.orders, 2);
     assert_eq!(p.computed.total_revenue, 30.0);
     assert_eq!(p.merges.len(), 1);
     let gone = &p.merges[0].from_customer;
-    let via_old_id = store.profiles().profile("customer_id", gone, now()).unwrap().unwrap();
+    let via_old_id = store
+        .profiles()
+        .profile("customer_id", gone, now())
+        .unwrap()
+        .unwrap();
     assert_eq!(via_old_id.customer_id, p.customer_id);
     assert_eq!(store.profiles().totals().unwrap().customers, 1);
 }
@@ -133,11 +177,17 @@ async fn processing_resumes_from_the_applied_position_after_reopen() {
     let store = open(dir.path());
     assert_eq!(store.lag(), 0);
     let msgs: Vec<Value> = (50..60)
-        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")}))
+        .map(
+            |i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")}),
+        )
         .collect();
     store.append(submission(1, &msgs)).await.unwrap();
     settle(&store);
-    let p = store.profiles().profile("user_id", "u", now()).unwrap().unwrap();
+    let p = store
+        .profiles()
+        .profile("user_id", "u", now())
+        .unwrap()
+        .unwrap();
     assert_eq!(p.computed.event_count, 60);
 }
 
@@ -147,9 +197,15 @@ fn write_keys_are_shown_once_and_verified_by_hash() {
     let store = open(dir.path());
     let (source, key) = store.catalog().create_source("web").unwrap();
     assert!(key.starts_with("wk_"));
-    assert_eq!(store.catalog().source_by_key(&key).unwrap().unwrap().id, source.id);
+    assert_eq!(
+        store.catalog().source_by_key(&key).unwrap().unwrap().id,
+        source.id
+    );
     assert!(store.catalog().source_by_key("wk_wrong").unwrap().is_none());
     assert!(store.catalog().create_source("web").is_err());
     let raw = std::fs::read(dir.path().join("state.db")).unwrap();
-    assert!(!raw.windows(key.len()).any(|w| w == key.as_bytes()), "the key itself is never stored");
+    assert!(
+        !raw.windows(key.len()).any(|w| w == key.as_bytes()),
+        "the key itself is never stored"
+    );
 }
