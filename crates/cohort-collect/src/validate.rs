@@ -28,20 +28,20 @@ pub struct Prepared {
     pub message: Map<String, Value>,
 }
 
-/// A message refused, with the reason and the message as it was sent.
+/// A message refused, with the reason and the message as it was sent (serialised JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub code: &'static str,
     pub message: String,
-    pub raw: Value,
+    pub payload: String,
 }
 
 impl Rejection {
-    fn new(code: &'static str, message: impl Into<String>, raw: Value) -> Self {
+    fn new(code: &'static str, message: impl Into<String>, payload: String) -> Self {
         Self {
             code,
             message: message.into(),
-            raw,
+            payload,
         }
     }
 }
@@ -52,9 +52,9 @@ pub fn prepare(
     received_at: DateTime<Utc>,
     policy: &Policy,
 ) -> Result<Prepared, Rejection> {
-    let size = serde_json::to_vec(&raw)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    // Serialised once: the size check needs it, and a rejection keeps it as the payload.
+    let payload = serde_json::to_string(&raw).unwrap_or_default();
+    let size = payload.len();
     if size > policy.limits.max_event_bytes {
         return Err(Rejection::new(
             "event_too_large",
@@ -62,22 +62,22 @@ pub fn prepare(
                 "message is {size} bytes; at most {} are accepted per message",
                 policy.limits.max_event_bytes
             ),
-            raw,
+            payload,
         ));
     }
-    let Value::Object(mut msg) = raw.clone() else {
+    let Value::Object(mut msg) = raw else {
         return Err(Rejection::new(
             "invalid_message",
             "message must be a JSON object",
-            raw,
+            payload,
         ));
     };
     if let Err((code, why)) = check_spec(&msg) {
-        return Err(Rejection::new(code, why, raw));
+        return Err(Rejection::new(code, why, payload));
     }
 
     if let Err(why) = fix_time(&mut msg, received_at) {
-        return Err(Rejection::new("invalid_timestamp", why, raw));
+        return Err(Rejection::new("invalid_timestamp", why, payload));
     }
     let message_id = match msg.get("messageId") {
         Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
@@ -108,7 +108,7 @@ pub fn prepare(
                 listed.join(", ")
             )
         };
-        return Err(Rejection::new("missing_identifier", why, raw));
+        return Err(Rejection::new("missing_identifier", why, payload));
     }
 
     if let Some(plan) = &policy.tracking_plan {
@@ -128,7 +128,7 @@ pub fn prepare(
                 return Err(Rejection::new(
                     "tracking_plan_violation",
                     format!("blocked by the tracking plan: {}", text.join("; ")),
-                    raw,
+                    payload,
                 ));
             }
         }

@@ -177,7 +177,7 @@ fn failed_record(source_id: i64, r: &Rejection) -> NewFailedEvent {
         source_id: Some(source_id),
         code: r.code.to_string(),
         reason: r.message.clone(),
-        payload: r.raw.to_string(),
+        payload: r.payload.clone(),
         truncated: false,
     }
 }

@@ -66,8 +66,8 @@ fn every_auth_form_and_route_spelling_is_accepted() {
     }
     s.settle();
     let p = s.profile("user_id", "auth-user").expect("profile");
-    assert_eq!(p["computed"]["event_counts"]["Viewed"], 9);
-    assert_eq!(p["computed"]["event_count"], 14);
+    assert_eq!(p["computed"]["event_counts"]["Viewed"], 8);
+    assert_eq!(p["computed"]["event_count"], 13);
     assert_eq!(p["traits"]["plan"], "pro");
 }
 
