@@ -190,10 +190,19 @@ fn apply_one(
         metrics::counter!("cohort_events_unattributed_total").increment(1);
         return Ok(());
     };
-    if msg.get("type").and_then(Value::as_str) == Some("identify")
-        && let Some(traits) = msg.get("traits").and_then(Value::as_object)
-    {
-        set_traits(tx, customer, traits, ts)?;
+    if msg.get("type").and_then(Value::as_str) == Some("identify") {
+        // RudderStack's SDKs send identify traits only under context.traits; Segment's send them at
+        // the top level. Apply both, the top level last so it wins where they disagree.
+        let context_traits = msg
+            .get("context")
+            .and_then(|c| c.get("traits"))
+            .and_then(Value::as_object);
+        for traits in [context_traits, msg.get("traits").and_then(Value::as_object)]
+            .into_iter()
+            .flatten()
+        {
+            set_traits(tx, customer, traits, ts)?;
+        }
     }
     update_stats(tx, customer, &msg, ts, profile)
 }
