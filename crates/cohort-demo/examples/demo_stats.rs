@@ -1,6 +1,6 @@
 //! Prints what a dataset looks like: `cargo run -p cohort-demo --example demo_stats -- [customers] [days] [seed]`.
 //! With `--json N` it also prints the first N messages; with `--customer I` the timeline of
-//! customer I (zero-based).
+//! customer I (zero-based); with `--stream N` it times `stream_events(N, seed)` instead.
 
 use std::time::Instant;
 
@@ -19,6 +19,11 @@ fn main() {
         .position(|a| a == "--customer")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse::<usize>().ok());
+    let stream = args
+        .iter()
+        .position(|a| a == "--stream")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok());
     let numbers: Vec<u64> = args
         .iter()
         .enumerate()
@@ -32,6 +37,18 @@ fn main() {
         seed: numbers.get(2).copied().unwrap_or(defaults.seed),
         ..defaults
     };
+    if let Some(n) = stream {
+        let started = Instant::now();
+        let bytes: usize = cohort_demo::stream_events(n, opts.seed)
+            .map(|m| m.to_string().len())
+            .sum();
+        let elapsed = started.elapsed();
+        println!(
+            "{n} stream events, {bytes} bytes of JSON, in {elapsed:?} ({:.0} events/s)",
+            n as f64 / elapsed.as_secs_f64()
+        );
+        return;
+    }
     let started = Instant::now();
     let data = Dataset::generate(&opts);
     let elapsed = started.elapsed();
