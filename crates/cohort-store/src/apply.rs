@@ -40,6 +40,7 @@ impl ProcessorHandle {
             identity: config.identity.clone(),
             profile: config.profile.clone(),
             batch: config.apply_batch.max(1),
+            cache: IdentityCache::default(),
         };
         let (stop2, running2) = (stop.clone(), running.clone());
         let thread = std::thread::Builder::new()
@@ -79,6 +80,7 @@ struct Processor {
     identity: IdentityRules,
     profile: ProfileRules,
     batch: usize,
+    cache: IdentityCache,
 }
 
 impl Processor {
@@ -105,6 +107,7 @@ impl Processor {
                 &entries,
                 &self.identity,
                 &self.profile,
+                &mut self.cache,
                 last,
             ) {
                 Ok(()) => {
@@ -116,6 +119,8 @@ impl Processor {
                         .record(started.elapsed().as_secs_f64());
                 }
                 Err(e) => {
+                    // The transaction rolled back, so the cache may name rows that do not exist.
+                    self.cache.clear();
                     tracing::error!(error = %e, from = position, "applying a batch failed; retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
@@ -129,12 +134,15 @@ fn apply_batch(
     entries: &[InboxEntry],
     identity: &IdentityRules,
     profile: &ProfileRules,
+    cache: &mut IdentityCache,
     last: i64,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut deltas = StatsDeltas::default();
     for entry in entries {
-        apply_one(&tx, entry, identity, profile)?;
+        apply_one(&tx, entry, identity, profile, cache, &mut deltas)?;
     }
+    deltas.flush(&tx)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'applied_seq'",
         [last],
@@ -147,6 +155,8 @@ fn apply_one(
     entry: &InboxEntry,
     identity: &IdentityRules,
     profile: &ProfileRules,
+    cache: &mut IdentityCache,
+    deltas: &mut StatsDeltas,
 ) -> rusqlite::Result<()> {
     let msg: Map<String, Value> = match serde_json::from_str(&entry.body) {
         Ok(Value::Object(m)) => m,
@@ -167,9 +177,13 @@ fn apply_one(
     if let Some(previous) = previous_id(&msg) {
         ids.push(previous_identifier(tx, &previous)?);
     }
-    let mut graph = SqliteGraph { tx, at: ts };
+    let mut graph = SqliteGraph { tx, at: ts, cache };
     let customer = match resolve(identity, &mut graph, &ids) {
         Ok(resolution) => {
+            if !resolution.merged.is_empty() {
+                // Merges fold stored rows, so pending deltas must be stored first.
+                deltas.flush(tx)?;
+            }
             for (from, into) in &resolution.merged {
                 merge_profiles(tx, *from, *into)?;
             }
@@ -204,7 +218,8 @@ fn apply_one(
             set_traits(tx, customer, traits, ts)?;
         }
     }
-    update_stats(tx, customer, &msg, ts, profile)
+    deltas.add(customer, &msg, ts, profile);
+    Ok(())
 }
 
 /// An alias's previousId is whatever it was used as before: a user ID or an anonymous ID.
@@ -278,40 +293,102 @@ pub(crate) fn trait_text(value: &Value) -> String {
     }
 }
 
-fn update_stats(
-    tx: &Transaction<'_>,
-    customer: CustomerId,
-    msg: &Map<String, Value>,
-    ts: i64,
-    profile: &ProfileRules,
-) -> rusqlite::Result<()> {
-    let order = profile.order_revenue(msg);
-    let (orders, revenue) = order.map_or((0, 0.0), |r| (1, r));
-    tx.prepare_cached(
-        "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
-         VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5)
-         ON CONFLICT (customer_id) DO UPDATE SET
-           first_seen = MIN(first_seen, excluded.first_seen),
-           last_seen = MAX(last_seen, excluded.last_seen),
-           events = events + 1,
-           orders = orders + excluded.orders,
-           revenue = revenue + excluded.revenue,
-           last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))",
-    )?
-    .execute(params![customer, ts, orders, revenue, order.map(|_| ts)])?;
-    tx.prepare_cached(
-        "INSERT INTO event_counts (customer_id, name, count, last_at) VALUES (?1, ?2, 1, ?3)
-         ON CONFLICT (customer_id, name) DO UPDATE SET count = count + 1, last_at = MAX(last_at, excluded.last_at)",
-    )?
-    .execute(params![customer, event_key(msg), ts])?;
-    if order.is_some() {
-        tx.prepare_cached(
-            "INSERT INTO revenue_days (customer_id, day, revenue, orders) VALUES (?1, ?2, ?3, 1)
-             ON CONFLICT (customer_id, day) DO UPDATE SET revenue = revenue + excluded.revenue, orders = orders + 1",
-        )?
-        .execute(params![customer, day_of(ts), revenue])?;
+/// Computed-trait changes of one batch, summed in memory and written once per customer at the end
+/// of the batch: a busy customer's hundred events cost one upsert, not a hundred.
+#[derive(Default)]
+struct StatsDeltas {
+    customers: HashMap<CustomerId, CustomerDelta>,
+    counts: HashMap<(CustomerId, String), (i64, i64)>,
+    revenue_days: HashMap<(CustomerId, i64), (f64, i64)>,
+}
+
+struct CustomerDelta {
+    first_seen: i64,
+    last_seen: i64,
+    events: i64,
+    orders: i64,
+    revenue: f64,
+    last_order_at: Option<i64>,
+}
+
+impl StatsDeltas {
+    fn add(
+        &mut self,
+        customer: CustomerId,
+        msg: &Map<String, Value>,
+        ts: i64,
+        profile: &ProfileRules,
+    ) {
+        let order = profile.order_revenue(msg);
+        let c = self.customers.entry(customer).or_insert(CustomerDelta {
+            first_seen: ts,
+            last_seen: ts,
+            events: 0,
+            orders: 0,
+            revenue: 0.0,
+            last_order_at: None,
+        });
+        c.first_seen = c.first_seen.min(ts);
+        c.last_seen = c.last_seen.max(ts);
+        c.events += 1;
+        if let Some(revenue) = order {
+            c.orders += 1;
+            c.revenue += revenue;
+            c.last_order_at = Some(c.last_order_at.map_or(ts, |t| t.max(ts)));
+            let day = self
+                .revenue_days
+                .entry((customer, day_of(ts)))
+                .or_insert((0.0, 0));
+            day.0 += revenue;
+            day.1 += 1;
+        }
+        let count = self
+            .counts
+            .entry((customer, event_key(msg)))
+            .or_insert((0, ts));
+        count.0 += 1;
+        count.1 = count.1.max(ts);
     }
-    Ok(())
+
+    fn flush(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let mut stats = tx.prepare_cached(
+            "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (customer_id) DO UPDATE SET
+               first_seen = MIN(first_seen, excluded.first_seen),
+               last_seen = MAX(last_seen, excluded.last_seen),
+               events = events + excluded.events,
+               orders = orders + excluded.orders,
+               revenue = revenue + excluded.revenue,
+               last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))",
+        )?;
+        for (customer, d) in self.customers.drain() {
+            stats.execute(params![
+                customer,
+                d.first_seen,
+                d.last_seen,
+                d.events,
+                d.orders,
+                d.revenue,
+                d.last_order_at
+            ])?;
+        }
+        let mut counts = tx.prepare_cached(
+            "INSERT INTO event_counts (customer_id, name, count, last_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (customer_id, name) DO UPDATE SET count = count + excluded.count, last_at = MAX(last_at, excluded.last_at)",
+        )?;
+        for ((customer, name), (count, last_at)) in self.counts.drain() {
+            counts.execute(params![customer, name, count, last_at])?;
+        }
+        let mut days = tx.prepare_cached(
+            "INSERT INTO revenue_days (customer_id, day, revenue, orders) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (customer_id, day) DO UPDATE SET revenue = revenue + excluded.revenue, orders = orders + excluded.orders",
+        )?;
+        for ((customer, day), (revenue, orders)) in self.revenue_days.drain() {
+            days.execute(params![customer, day, revenue, orders])?;
+        }
+        Ok(())
+    }
 }
 
 /// Folds everything known of `from` into `into` after the identity graph merged them.
@@ -363,21 +440,63 @@ fn merge_profiles(
     Ok(())
 }
 
+/// Identifier owners seen recently, so a returning customer's events need no identity query.
+/// Merges are rare, so instead of rewriting cached owners a merge is remembered and followed.
+#[derive(Default)]
+pub(crate) struct IdentityCache {
+    owners: HashMap<Identifier, CustomerId>,
+    merged_into: HashMap<CustomerId, CustomerId>,
+}
+
+/// Entries kept before the cache starts over; about 100 bytes each.
+const IDENTITY_CACHE_LIMIT: usize = 2_000_000;
+
+impl IdentityCache {
+    fn get(&self, id: &Identifier) -> Option<CustomerId> {
+        let mut c = *self.owners.get(id)?;
+        while let Some(&next) = self.merged_into.get(&c) {
+            c = next;
+        }
+        Some(c)
+    }
+
+    fn put(&mut self, id: &Identifier, customer: CustomerId) {
+        if self.owners.len() >= IDENTITY_CACHE_LIMIT {
+            self.clear();
+        }
+        self.owners.insert(id.clone(), customer);
+    }
+
+    fn clear(&mut self) {
+        self.owners.clear();
+        self.merged_into.clear();
+    }
+}
+
 /// The identity graph inside the processing transaction.
 struct SqliteGraph<'a, 'c> {
     tx: &'a Transaction<'c>,
     at: i64,
+    cache: &'a mut IdentityCache,
 }
 
 impl IdentityGraph for SqliteGraph<'_, '_> {
     type Error = rusqlite::Error;
 
     fn lookup(&mut self, id: &Identifier) -> rusqlite::Result<Option<CustomerId>> {
+        if let Some(c) = self.cache.get(id) {
+            return Ok(Some(c));
+        }
         // Merges move identities to the survivor, so an identity row always names a live customer.
-        self.tx
+        let found: Option<CustomerId> = self
+            .tx
             .prepare_cached("SELECT customer_id FROM identities WHERE kind = ?1 AND value = ?2")?
             .query_row(params![id.kind.as_str(), id.value], |r| r.get(0))
-            .optional()
+            .optional()?;
+        if let Some(c) = found {
+            self.cache.put(id, c);
+        }
+        Ok(found)
     }
 
     fn kind_counts(&mut self, customer: CustomerId) -> rusqlite::Result<HashMap<IdKind, usize>> {
@@ -406,6 +525,7 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
                 "INSERT INTO identities (kind, value, customer_id, first_seen) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![id.kind.as_str(), id.value, customer, self.at])?;
+        self.cache.put(id, customer);
         Ok(())
     }
 
@@ -429,6 +549,7 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
             "INSERT INTO merges (from_customer, into_customer, kind, value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![from, into, because.kind.as_str(), because.value, self.at],
         )?;
+        self.cache.merged_into.insert(from, into);
         Ok(())
     }
 }

@@ -29,7 +29,10 @@ mod time;
 pub use catalog::{AdminKey, Catalog, Source, hash_key};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter, NewFailedEvent};
 pub use inbox::{Receipt, Submission};
-pub use profiles::{EventPage, Profiles, StoredEvent, TimelineQuery, Totals};
+pub use profiles::{
+    EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,
+    Totals, TraitRow,
+};
 
 use cohort_identity::IdentityRules;
 use cohort_profile::ProfileRules;

@@ -371,3 +371,157 @@ fn timeline(
         next_cursor,
     })
 }
+
+/// A processed event as stored, for exporters (the Parquet lake).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedEvent {
+    pub seq: i64,
+    pub source_id: i64,
+    pub message_id: String,
+    pub customer_id: Option<CustomerId>,
+    pub kind: String,
+    pub name: String,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub body: String,
+}
+
+/// One live customer's computed traits, for analytical snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRow {
+    pub customer_id: CustomerId,
+    pub created_at: DateTime<Utc>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub event_count: i64,
+    pub orders: i64,
+    pub total_revenue: f64,
+    pub revenue_30d: f64,
+    pub orders_30d: i64,
+    pub last_order_at: Option<DateTime<Utc>>,
+}
+
+/// One trait of one live customer; `number` is set when the value reads as a number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraitRow {
+    pub customer_id: CustomerId,
+    pub key: String,
+    pub value: String,
+    pub number: Option<f64>,
+}
+
+/// One identifier and its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityRow {
+    pub customer_id: CustomerId,
+    pub kind: String,
+    pub value: String,
+    pub first_seen: DateTime<Utc>,
+}
+
+impl Profiles {
+    /// Stored events after inbox position `seq`, in order (the lake exporter's feed).
+    pub fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<ExportedEvent>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, source_id, message_id, customer_id, type, name, ts, received_at, body
+                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![seq, limit.max(1) as i64], |r| {
+                Ok(ExportedEvent {
+                    seq: r.get(0)?,
+                    source_id: r.get(1)?,
+                    message_id: r.get(2)?,
+                    customer_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    name: r.get(5)?,
+                    timestamp: crate::time::from_micros(r.get(6)?),
+                    received_at: crate::time::from_micros(r.get(7)?),
+                    body: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// (merged-away customer, survivor) for every merge, so analytics can re-key old events.
+    pub fn merged_customers(&self) -> Result<Vec<(CustomerId, CustomerId)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, merged_into FROM customers WHERE merged_into IS NOT NULL ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Computed traits of every live customer.
+    pub fn profile_rows(&self, now: DateTime<Utc>) -> Result<Vec<ProfileRow>, StoreError> {
+        let window_start = day_of(to_micros(now)) - (self.rules.revenue_window_days - 1);
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.id, c.created_at, s.first_seen, s.last_seen, COALESCE(s.events, 0),
+                        COALESCE(s.orders, 0), COALESCE(s.revenue, 0), s.last_order_at,
+                        COALESCE(w.revenue, 0), COALESCE(w.orders, 0)
+                 FROM customers c
+                 LEFT JOIN customer_stats s ON s.customer_id = c.id
+                 LEFT JOIN (SELECT customer_id, SUM(revenue) AS revenue, SUM(orders) AS orders
+                            FROM revenue_days WHERE day >= ?1 GROUP BY customer_id) w ON w.customer_id = c.id
+                 WHERE c.merged_into IS NULL ORDER BY c.id",
+            )?;
+            let opt = |v: Option<i64>| v.map(crate::time::from_micros);
+            let rows = stmt.query_map([window_start], |r| {
+                Ok(ProfileRow {
+                    customer_id: r.get(0)?,
+                    created_at: crate::time::from_micros(r.get(1)?),
+                    first_seen: opt(r.get(2)?),
+                    last_seen: opt(r.get(3)?),
+                    event_count: r.get(4)?,
+                    orders: r.get(5)?,
+                    total_revenue: r.get(6)?,
+                    last_order_at: opt(r.get(7)?),
+                    revenue_30d: r.get(8)?,
+                    orders_30d: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Every trait of every live customer.
+    pub fn trait_rows(&self) -> Result<Vec<TraitRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT customer_id, key, value FROM traits ORDER BY customer_id, key",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let value: String = r.get(2)?;
+                Ok(TraitRow {
+                    customer_id: r.get(0)?,
+                    key: r.get(1)?,
+                    number: value.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+                    value,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Every identifier with its owner.
+    pub fn identity_rows(&self) -> Result<Vec<IdentityRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT customer_id, kind, value, first_seen FROM identities ORDER BY customer_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(IdentityRow {
+                    customer_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    value: r.get(2)?,
+                    first_seen: crate::time::from_micros(r.get(3)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}

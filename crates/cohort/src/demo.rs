@@ -64,7 +64,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         totals.merges,
         if settled { "" } else { " (processing still running)" }
     );
-    println!("Try:  curl -H \"Authorization: Bearer $COHORT_ADMIN_KEY\" {base}/api/v1/stats");
+    println!("Try:  curl -H \"Authorization: Bearer <admin key>\" {base}/api/v1/stats");
+    println!("      curl -H \"Authorization: Bearer <admin key>\" {base}/api/v1/profiles/customer_id/1");
     if args.exit {
         server.shutdown().await?;
         return Ok(());
