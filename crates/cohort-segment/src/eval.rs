@@ -1,0 +1,529 @@
+//! Real-time evaluation: is this one customer a member, right now?
+//!
+//! [`evaluate`] reads everything from a [`CustomerView`] and never fails: a value that cannot be
+//! read the way a condition needs (a text trait compared with `gt 5`) simply does not match.
+//! Validate conditions when they are saved ([`Condition::validate`]); an invalid operator/value
+//! pair evaluates to "no match" rather than an error.
+//!
+//! Time enters only through `now`, so the same inputs always give the same answer. Conditions
+//! for which [`time_sensitive`] is true can change membership while no event arrives, and must
+//! be re-evaluated on a schedule; [`referenced_events`] tells which event names can change
+//! membership when they arrive.
+
+use crate::condition::{ComputedKey, Condition, Op, PropertyFilter, Window, days_of};
+use crate::values::{
+    DateArg, Operand, parse_data_date, parse_number, scalar_text, trait_number, trait_text,
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use cohort_profile::ComputedTraits;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// What evaluation knows of one customer.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerView<'a> {
+    pub traits: &'a Map<String, Value>,
+    pub computed: &'a ComputedTraits,
+    /// The customer's events, in any order. Event conditions only see what is here, so pass the
+    /// history the segment's windows need (all of it for conditions without a window).
+    pub events: &'a [EventRecord],
+}
+
+/// One event of a customer: its counted name (`$page` for page calls, as in
+/// [`ComputedTraits::event_counts`]), its time and its properties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub name: String,
+    pub timestamp: DateTime<Utc>,
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+}
+
+/// Whether the customer satisfies `cond` at `now`. `segments` answers `in_segment` nodes.
+pub fn evaluate(
+    cond: &Condition,
+    customer: &CustomerView,
+    now: DateTime<Utc>,
+    segments: &dyn Fn(&str) -> bool,
+) -> bool {
+    match cond {
+        Condition::Trait { key, op, value } => compare(
+            Subject::Trait(customer.traits.get(key)),
+            *op,
+            value.as_ref(),
+            now,
+        ),
+        Condition::Computed { key, op, value } => {
+            compare_computed(customer.computed, key, *op, value.as_ref(), now)
+        }
+        Condition::Event {
+            name,
+            filters,
+            count,
+            window,
+        } => {
+            let range = window.as_ref().map(|w| TimeRange::of(w, now));
+            let matching = customer
+                .events
+                .iter()
+                .filter(|e| &e.name == name)
+                .filter(|e| range.is_none_or(|r| r.admits(e.timestamp)))
+                .filter(|e| filters.iter().all(|f| filter_matches(f, e, now)))
+                .count();
+            count.admits(matching as u64)
+        }
+        Condition::FollowedBy {
+            first,
+            then,
+            within_hours,
+        } => {
+            let thens = times_of(customer.events, then);
+            let span = TimeDelta::hours(i64::from(*within_hours));
+            customer
+                .events
+                .iter()
+                .filter(|e| &e.name == first)
+                .any(|f| has_then_within(&thens, f.timestamp, span))
+        }
+        Condition::NotFollowedBy {
+            first,
+            then,
+            within_hours,
+        } => {
+            let span = TimeDelta::hours(i64::from(*within_hours));
+            let Some(cutoff) = now.checked_sub_signed(span) else {
+                return false;
+            };
+            // Only a `first` whose window has closed can be judged; a newer one is still open.
+            let latest_closed = customer
+                .events
+                .iter()
+                .filter(|e| &e.name == first && e.timestamp <= cutoff)
+                .map(|e| e.timestamp)
+                .max();
+            match latest_closed {
+                Some(at) => !has_then_within(&times_of(customer.events, then), at, span),
+                None => false,
+            }
+        }
+        Condition::InSegment { segment } => segments(segment),
+        Condition::And { conditions } => conditions
+            .iter()
+            .all(|c| evaluate(c, customer, now, segments)),
+        Condition::Or { conditions } => conditions
+            .iter()
+            .any(|c| evaluate(c, customer, now, segments)),
+        Condition::Not { condition } => !evaluate(condition, customer, now, segments),
+    }
+}
+
+/// True when membership can change with the passage of time alone: a relative event window
+/// (`last_days`, `last_hours`), a `within_last` / `not_within_last` comparison, or a
+/// `not_followed_by` sequence (which completes when its hours elapse). Such segments must be
+/// re-evaluated periodically. Absolute windows (`between`) and `followed_by` only change when
+/// events arrive, so they do not count. Rolling computed traits (`revenue_30d`) change when the
+/// profile recomputes them, not here, so they do not count either.
+pub fn time_sensitive(cond: &Condition) -> bool {
+    match cond {
+        Condition::Trait { op, .. } | Condition::Computed { op, .. } => op.is_relative(),
+        Condition::Event {
+            filters, window, ..
+        } => {
+            matches!(window, Some(Window::LastDays(_) | Window::LastHours(_)))
+                || filters.iter().any(|f| f.op.is_relative())
+        }
+        Condition::NotFollowedBy { .. } => true,
+        Condition::FollowedBy { .. } | Condition::InSegment { .. } => false,
+        Condition::And { .. } | Condition::Or { .. } | Condition::Not { .. } => {
+            cond.children().iter().any(time_sensitive)
+        }
+    }
+}
+
+/// The event names whose arrival can change membership: those of `event` conditions, both names
+/// of sequences, and `event_counts.<name>` computed traits. Events behind other computed traits
+/// (orders, revenue) depend on the profile rules and are not listed.
+pub fn referenced_events(cond: &Condition) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    walk(cond, &mut |c| match c {
+        Condition::Event { name, .. } => {
+            out.insert(name.clone());
+        }
+        Condition::FollowedBy { first, then, .. }
+        | Condition::NotFollowedBy { first, then, .. } => {
+            out.insert(first.clone());
+            out.insert(then.clone());
+        }
+        Condition::Computed { key, .. } => {
+            if let Some(ComputedKey::EventCount(name)) = ComputedKey::parse(key) {
+                out.insert(name);
+            }
+        }
+        _ => {}
+    });
+    out
+}
+
+/// The segments named by `in_segment` nodes: what must be computed first, and how to detect
+/// a segment that depends on itself.
+pub fn referenced_segments(cond: &Condition) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    walk(cond, &mut |c| {
+        if let Condition::InSegment { segment } = c {
+            out.insert(segment.clone());
+        }
+    });
+    out
+}
+
+fn walk<'a>(cond: &'a Condition, visit: &mut dyn FnMut(&'a Condition)) {
+    visit(cond);
+    for child in cond.children() {
+        walk(child, visit);
+    }
+}
+
+fn times_of(events: &[EventRecord], name: &str) -> Vec<DateTime<Utc>> {
+    let mut times: Vec<_> = events
+        .iter()
+        .filter(|e| e.name == name)
+        .map(|e| e.timestamp)
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+/// Whether a time in `sorted` falls in `(start, start + span]`.
+fn has_then_within(sorted: &[DateTime<Utc>], start: DateTime<Utc>, span: TimeDelta) -> bool {
+    let after = sorted.partition_point(|t| *t <= start);
+    match (sorted.get(after), start.checked_add_signed(span)) {
+        (Some(t), Some(end)) => *t <= end,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// The instants an event window admits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeRange {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateArg>,
+}
+
+impl TimeRange {
+    pub fn of(window: &Window, now: DateTime<Utc>) -> TimeRange {
+        match window {
+            Window::LastDays(d) => TimeRange {
+                from: back(now, TimeDelta::days(i64::from(*d))),
+                to: None,
+            },
+            Window::LastHours(h) => TimeRange {
+                from: back(now, TimeDelta::hours(i64::from(*h))),
+                to: None,
+            },
+            Window::Between(from, to) => TimeRange {
+                from: crate::values::parse_date_arg(from).map(|d| d.at),
+                to: crate::values::parse_date_arg(to),
+            },
+        }
+    }
+
+    fn admits(self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|to| to.admits_up_to(t))
+    }
+}
+
+/// `now - span`, or `None` past the representable range (only reachable for unvalidated input).
+pub(crate) fn back(now: DateTime<Utc>, span: TimeDelta) -> Option<DateTime<Utc>> {
+    now.checked_sub_signed(span)
+}
+
+/// The start of a `{"days": n}` look-back.
+pub(crate) fn look_back(value: Option<&Value>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let days = i64::try_from(days_of(value)?).ok()?;
+    back(now, TimeDelta::days(days))
+}
+
+/// A value being compared, and how its kind of source reads it.
+#[derive(Debug, Clone, Copy)]
+enum Subject<'a> {
+    /// Traits read as `profile_traits` stores them: any value has a text.
+    Trait(Option<&'a Value>),
+    /// Event properties read as the JSON functions do: only strings have a text.
+    Property(Option<&'a Value>),
+}
+
+impl<'a> Subject<'a> {
+    fn value(self) -> Option<&'a Value> {
+        match self {
+            Subject::Trait(v) | Subject::Property(v) => v,
+        }
+    }
+
+    fn text(self) -> Option<String> {
+        match self {
+            Subject::Trait(v) => v.map(trait_text),
+            Subject::Property(v) => v.and_then(Value::as_str).map(str::to_string),
+        }
+    }
+
+    fn number(self) -> Option<f64> {
+        match self {
+            Subject::Trait(v) => v.and_then(trait_number),
+            Subject::Property(v) => match v? {
+                Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+                Value::String(s) => parse_number(s),
+                _ => None,
+            },
+        }
+    }
+
+    fn date(self) -> Option<DateTime<Utc>> {
+        parse_data_date(&self.text()?)
+    }
+
+    fn boolean(self) -> Option<bool> {
+        match (self, self.value()?) {
+            (Subject::Property(_), Value::Bool(b)) => Some(*b),
+            _ => match self.text()?.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+        }
+    }
+
+    /// List elements, for membership. A trait whose value is a list, or a list property.
+    fn list(self) -> Option<&'a Vec<Value>> {
+        self.value()?.as_array()
+    }
+}
+
+fn filter_matches(f: &PropertyFilter, event: &EventRecord, now: DateTime<Utc>) -> bool {
+    compare(
+        Subject::Property(event.properties.get(&f.property)),
+        f.op,
+        f.value.as_ref(),
+        now,
+    )
+}
+
+fn compare(subject: Subject, op: Op, value: Option<&Value>, now: DateTime<Utc>) -> bool {
+    if let Some(positive) = op.complement_of() {
+        return !compare(subject, positive, value, now);
+    }
+    match op {
+        Op::Exists => subject.value().is_some(),
+        Op::Eq => value.is_some_and(|v| equals(subject, v)),
+        Op::In => value
+            .and_then(Value::as_array)
+            .is_some_and(|items| items.iter().any(|v| equals(subject, v))),
+        Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+            let Some(operand) = value.and_then(Operand::of) else {
+                return false;
+            };
+            let ordering = match operand {
+                Operand::Number(n) => subject.number().and_then(|x| x.partial_cmp(&n)),
+                Operand::Date(d) => subject.date().map(|x| x.cmp(&d.at)),
+                Operand::Text(s) => subject.text().map(|x| x.as_str().cmp(s)),
+                Operand::Bool(_) => None,
+            };
+            ordering.is_some_and(|o| ordering_admits(op, o))
+        }
+        Op::Between => between(subject, value),
+        Op::Contains => {
+            let Some(needle) = value.and_then(scalar_text) else {
+                return false;
+            };
+            match subject.list() {
+                Some(items) => items
+                    .iter()
+                    .any(|e| scalar_text(e).is_some_and(|t| t == needle)),
+                None => subject.text().is_some_and(|t| t.contains(&needle)),
+            }
+        }
+        Op::StartsWith | Op::EndsWith => {
+            let (Some(text), Some(affix)) = (subject.text(), value.and_then(scalar_text)) else {
+                return false;
+            };
+            if op == Op::StartsWith {
+                text.starts_with(&affix)
+            } else {
+                text.ends_with(&affix)
+            }
+        }
+        Op::Before | Op::After => {
+            let Some(Operand::Date(d)) = value.and_then(Operand::of) else {
+                return false;
+            };
+            subject
+                .date()
+                .is_some_and(|t| if op == Op::Before { t < d.at } else { t > d.at })
+        }
+        Op::WithinLast | Op::NotWithinLast => {
+            let (Some(t), Some(start)) = (subject.date(), look_back(value, now)) else {
+                return false;
+            };
+            (t >= start) == (op == Op::WithinLast)
+        }
+        Op::IsTrue => subject.boolean() == Some(true),
+        Op::IsFalse => subject.boolean() == Some(false),
+        Op::Ne | Op::NotContains | Op::NotIn | Op::NotExists => false,
+    }
+}
+
+fn ordering_admits(op: Op, o: std::cmp::Ordering) -> bool {
+    use std::cmp::Ordering::*;
+    match op {
+        Op::Gt => o == Greater,
+        Op::Gte => o != Less,
+        Op::Lt => o == Less,
+        Op::Lte => o != Greater,
+        _ => false,
+    }
+}
+
+fn equals(subject: Subject, v: &Value) -> bool {
+    match Operand::of(v) {
+        Some(Operand::Number(n)) => subject.number() == Some(n),
+        Some(Operand::Date(d)) => subject.date() == Some(d.at),
+        Some(Operand::Text(s)) => subject.text().as_deref() == Some(s),
+        Some(Operand::Bool(b)) => subject.boolean() == Some(b),
+        None => false,
+    }
+}
+
+fn between(subject: Subject, value: Option<&Value>) -> bool {
+    let Some([lo, hi]) = value
+        .and_then(Value::as_array)
+        .and_then(|a| <&[Value; 2]>::try_from(a.as_slice()).ok())
+    else {
+        return false;
+    };
+    match (Operand::of(lo), Operand::of(hi)) {
+        (Some(Operand::Number(a)), Some(Operand::Number(b))) => {
+            subject.number().is_some_and(|x| a <= x && x <= b)
+        }
+        (Some(Operand::Date(a)), Some(Operand::Date(b))) => subject
+            .date()
+            .is_some_and(|t| a.at <= t && b.admits_up_to(t)),
+        (Some(Operand::Text(a)), Some(Operand::Text(b))) => subject
+            .text()
+            .is_some_and(|t| a <= t.as_str() && t.as_str() <= b),
+        _ => false,
+    }
+}
+
+/// A computed trait's value, typed.
+enum ComputedValue {
+    Number(Option<f64>),
+    Date(Option<DateTime<Utc>>),
+}
+
+fn computed_value(c: &ComputedTraits, key: &ComputedKey) -> ComputedValue {
+    let date = |s: &Option<String>| s.as_deref().and_then(parse_data_date);
+    match key {
+        ComputedKey::EventCount(name) => {
+            ComputedValue::Number(Some(c.event_counts.get(name).copied().unwrap_or(0) as f64))
+        }
+        ComputedKey::Date { column } => ComputedValue::Date(match *column {
+            "first_seen" => date(&c.first_seen),
+            "last_seen" => date(&c.last_seen),
+            _ => date(&c.last_order_at),
+        }),
+        ComputedKey::Number { column, .. } => ComputedValue::Number(match *column {
+            "event_count" => Some(c.event_count as f64),
+            "orders" => Some(c.orders as f64),
+            "total_revenue" => Some(c.total_revenue),
+            "revenue_30d" => Some(c.revenue_30d),
+            "orders_30d" => Some(c.orders_30d as f64),
+            _ => c.average_order_value,
+        }),
+    }
+}
+
+fn compare_computed(
+    computed: &ComputedTraits,
+    key: &str,
+    op: Op,
+    value: Option<&Value>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(kind) = ComputedKey::parse(key) else {
+        return false;
+    };
+    // Rendering the typed value as JSON lets computed traits share the trait comparison rules;
+    // dates become RFC 3339 text, which those rules read back as instants.
+    let as_json = match computed_value(computed, &kind) {
+        ComputedValue::Number(n) => n.and_then(serde_json::Number::from_f64).map(Value::Number),
+        ComputedValue::Date(d) => d.map(|t| Value::String(t.to_rfc3339())),
+    };
+    compare(Subject::Trait(as_json.as_ref()), op, value, now)
+}
+
+/// Whether a number (an event count) satisfies a numeric comparison; the SQL compiler asks this
+/// of 0 to decide whether customers without events are members.
+pub(crate) fn number_admits(op: Op, value: Option<&Value>, x: f64, now: DateTime<Utc>) -> bool {
+    let x = serde_json::Number::from_f64(x).map(Value::Number);
+    compare(Subject::Trait(x.as_ref()), op, value, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        crate::values::parse_date_arg(s).unwrap().at
+    }
+
+    #[test]
+    fn then_must_fall_strictly_after_first_and_within_the_span() {
+        let t = |s: &str| at(s);
+        let thens = vec![t("2026-01-01T10:00:00Z"), t("2026-01-03T00:00:00Z")];
+        let day = TimeDelta::hours(24);
+        assert!(!has_then_within(
+            &thens,
+            t("2026-01-01T10:00:00Z"),
+            TimeDelta::hours(1)
+        ));
+        assert!(has_then_within(
+            &thens,
+            t("2026-01-01T09:00:00Z"),
+            TimeDelta::hours(1)
+        ));
+        assert!(has_then_within(&thens, t("2026-01-02T00:00:00Z"), day));
+        assert!(!has_then_within(&thens, t("2026-01-03T00:00:00Z"), day));
+    }
+
+    #[test]
+    fn computed_dates_compare_as_instants_after_the_trait_rules() {
+        let computed = ComputedTraits {
+            last_seen: Some("2026-03-01T10:00:00.000Z".into()),
+            ..Default::default()
+        };
+        let now = at("2026-03-02T00:00:00Z");
+        assert!(compare_computed(
+            &computed,
+            "last_seen",
+            Op::After,
+            Some(&json!("2026-03-01")),
+            now
+        ));
+        assert!(compare_computed(
+            &computed,
+            "last_seen",
+            Op::WithinLast,
+            Some(&json!({"days": 1})),
+            now
+        ));
+        assert!(!compare_computed(
+            &computed,
+            "last_order_at",
+            Op::Exists,
+            None,
+            now
+        ));
+    }
+}
