@@ -11,8 +11,9 @@ section() { printf '\n==================== %s ====================\n' "$*"; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cohort/target}"
 VENV="${COHORT_VENV:-$HOME/.cache/cohort/venv}"
 
-section "cargo build -p cohort (debug)"
-cargo build -p cohort
+section "cargo build --workspace --all-targets (debug)"
+# One build with the features the tests use, so nextest reuses it instead of building again.
+cargo build --workspace --all-targets
 export COHORT_BIN="$CARGO_TARGET_DIR/debug/cohort"
 [ -x "$COHORT_BIN" ] || { echo "ERROR: $COHORT_BIN was not built" >&2; exit 1; }
 

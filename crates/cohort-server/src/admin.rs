@@ -34,6 +34,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/profiles/{kind}/{value}/events", get(profile_events))
         .route("/events", get(list_events))
         .route("/stats", get(stats))
+        .route("/query", post(query))
         .route("/admin-keys", post(create_admin_key))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -419,4 +420,87 @@ async fn create_admin_key(
         Json(json!({"admin_key": record, "key": key})),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct QueryRequest {
+    sql: String,
+    #[serde(default)]
+    format: Option<String>,
+    max_rows: Option<usize>,
+    timeout_secs: Option<f64>,
+}
+
+/// Read-only SQL over `events`, `profiles`, `profile_traits`, `identities` and `memberships`.
+async fn query(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: QueryRequest = json_body(&body)?;
+    let Some(analytics) = state.0.analytics.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the SQL engine is not running",
+        ));
+    };
+    let timeout = request.timeout_secs.unwrap_or(30.0);
+    if !(timeout > 0.0 && timeout <= 600.0) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "timeout_secs must be in (0, 600]",
+        ));
+    }
+    let options = cohort_lake::QueryOptions {
+        timeout: std::time::Duration::from_secs_f64(timeout),
+        max_rows: request.max_rows.unwrap_or(10_000).clamp(1, 1_000_000),
+    };
+    let result = analytics
+        .query(&request.sql, options)
+        .await
+        .map_err(query_error)?;
+    let render = |e: cohort_lake::LakeError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    };
+    match request.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let rows = result.to_json_rows().map_err(render)?;
+            let columns: Vec<Value> = result
+                .columns
+                .iter()
+                .map(|(name, kind)| json!({"name": name, "type": kind}))
+                .collect();
+            Ok(Json(json!({
+                "columns": columns,
+                "rows": rows,
+                "row_count": result.num_rows(),
+                "truncated": result.truncated,
+            }))
+            .into_response())
+        }
+        "csv" => {
+            let csv = result.to_csv().map_err(render)?;
+            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+        }
+        other => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("format {other:?} is not one of json, csv"),
+        )),
+    }
+}
+
+fn query_error(e: cohort_lake::LakeError) -> ApiError {
+    use cohort_lake::LakeError;
+    match e {
+        LakeError::NotReadOnly(_) => ApiError::bad_request("read_only", e.to_string()),
+        LakeError::Timeout(_) => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", e.to_string())
+        }
+        LakeError::Query(_) => ApiError::bad_request("invalid_query", e.to_string()),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
+    }
 }

@@ -11,12 +11,14 @@
 //! ```
 
 mod admin;
+mod analytics;
 mod error;
 mod ingest;
 mod metrics_setup;
 mod sources;
 mod state;
 
+pub use analytics::Analytics;
 pub use error::ApiError;
 pub use ingest::replay_failed;
 pub use sources::policy_for;
@@ -90,6 +92,8 @@ impl RunningServer {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] cohort_store::StoreError),
+    #[error("event lake: {0}")]
+    Lake(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -119,7 +123,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         None
     };
 
-    let state = AppState::new(store, config.limits, metrics);
+    let analytics =
+        Analytics::open(store.clone(), true).map_err(|e| StartError::Lake(e.to_string()))?;
+    let state = AppState::new(store, config.limits, metrics, Some(analytics));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {

@@ -15,10 +15,16 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     pub clock: Arc<dyn Clock>,
+    pub analytics: Option<Arc<crate::analytics::Analytics>>,
 }
 
 impl AppState {
-    pub fn new(store: Store, limits: Limits, metrics: PrometheusHandle) -> Self {
+    pub fn new(
+        store: Store,
+        limits: Limits,
+        metrics: PrometheusHandle,
+        analytics: Option<Arc<crate::analytics::Analytics>>,
+    ) -> Self {
         let sources = SourceCache::new(
             store.clone(),
             limits,
@@ -30,12 +36,13 @@ impl AppState {
             limits,
             metrics,
             clock: Arc::new(SystemClock),
+            analytics,
         }))
     }
 
     /// State for tools that run beside (or without) a server on the same data directory.
     pub fn offline(store: Store, limits: Limits) -> Self {
-        Self::new(store, limits, crate::metrics_setup::install())
+        Self::new(store, limits, crate::metrics_setup::install(), None)
     }
 
     pub fn store(&self) -> &Store {

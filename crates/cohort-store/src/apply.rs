@@ -293,6 +293,15 @@ pub(crate) fn trait_text(value: &Value) -> String {
     }
 }
 
+/// Adds a row's computed traits to an existing row: the rule shared by batch deltas and merges.
+const ADD_STATS: &str = "ON CONFLICT (customer_id) DO UPDATE SET
+    first_seen = MIN(first_seen, excluded.first_seen),
+    last_seen = MAX(last_seen, excluded.last_seen),
+    events = events + excluded.events,
+    orders = orders + excluded.orders,
+    revenue = revenue + excluded.revenue,
+    last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))";
+
 /// Computed-trait changes of one batch, summed in memory and written once per customer at the end
 /// of the batch: a busy customer's hundred events cost one upsert, not a hundred.
 #[derive(Default)]
@@ -352,15 +361,10 @@ impl StatsDeltas {
 
     fn flush(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let mut stats = tx.prepare_cached(
-            "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (customer_id) DO UPDATE SET
-               first_seen = MIN(first_seen, excluded.first_seen),
-               last_seen = MAX(last_seen, excluded.last_seen),
-               events = events + excluded.events,
-               orders = orders + excluded.orders,
-               revenue = revenue + excluded.revenue,
-               last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))",
+            &format!(
+                "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) {ADD_STATS}"
+            ),
         )?;
         for (customer, d) in self.customers.drain() {
             stats.execute(params![
@@ -406,16 +410,11 @@ fn merge_profiles(
     )?;
     tx.execute("DELETE FROM traits WHERE customer_id = ?1", [from])?;
     tx.execute(
-        "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
-           SELECT ?2, first_seen, last_seen, events, orders, revenue, last_order_at
-           FROM customer_stats WHERE customer_id = ?1 AND true
-         ON CONFLICT (customer_id) DO UPDATE SET
-           first_seen = MIN(first_seen, excluded.first_seen),
-           last_seen = MAX(last_seen, excluded.last_seen),
-           events = events + excluded.events,
-           orders = orders + excluded.orders,
-           revenue = revenue + excluded.revenue,
-           last_order_at = MAX(COALESCE(last_order_at, excluded.last_order_at), COALESCE(excluded.last_order_at, last_order_at))",
+        &format!(
+            "INSERT INTO customer_stats (customer_id, first_seen, last_seen, events, orders, revenue, last_order_at)
+               SELECT ?2, first_seen, last_seen, events, orders, revenue, last_order_at
+               FROM customer_stats WHERE customer_id = ?1 AND true {ADD_STATS}"
+        ),
         params![from, into],
     )?;
     tx.execute("DELETE FROM customer_stats WHERE customer_id = ?1", [from])?;

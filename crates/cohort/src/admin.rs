@@ -23,7 +23,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let (record, key) = store.catalog().create_admin_key(&name, "admin")?;
             out.print(
                 &json!({"id": record.id, "name": record.name, "role": record.role, "key": key}),
-                || format!("Created admin key {:?} (shown only this once):\n  {key}", record.name),
+                || {
+                    format!(
+                        "Created admin key {:?} (shown only this once):\n  {key}",
+                        record.name
+                    )
+                },
             );
             Ok(())
         }
@@ -34,7 +39,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .profile(&kind, &value, chrono::Utc::now())?
                 .with_context(|| format!("no customer has {kind} {value:?}"))?;
             let value = serde_json::to_value(&profile)?;
-            out.print(&value, || serde_json::to_string_pretty(&value).unwrap_or_default());
+            out.print(&value, || {
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            });
             Ok(())
         }
         AdminCommand::Stats => {
@@ -70,7 +77,7 @@ impl Output {
     }
 }
 
-fn find_source(store: &Store, name_or_id: &str) -> anyhow::Result<Source> {
+pub(crate) fn find_source(store: &Store, name_or_id: &str) -> anyhow::Result<Source> {
     if let Some(s) = store.catalog().source_by_name(name_or_id)? {
         return Ok(s);
     }
@@ -79,11 +86,12 @@ fn find_source(store: &Store, name_or_id: &str) -> anyhow::Result<Source> {
     {
         return Ok(s);
     }
-    bail!("no source named {name_or_id:?}")
+    bail!("no source named {name_or_id:?} (see `cohort admin source list`)")
 }
 
 fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -93,42 +101,75 @@ fn source(store: &Store, cmd: SourceCommand, out: &Output) -> anyhow::Result<()>
             let (source, key) = store.catalog().create_source(&name)?;
             out.print(
                 &json!({"id": source.id, "name": source.name, "write_key": key}),
-                || format!("Created source {:?} (id {}). Write key (shown only this once):\n  {key}", source.name, source.id),
+                || {
+                    format!(
+                        "Created source {:?} (id {}). Write key (shown only this once):\n  {key}",
+                        source.name, source.id
+                    )
+                },
             );
         }
         SourceCommand::List => {
             let sources = store.catalog().sources()?;
             out.print(&json!(sources), || {
-                let mut lines = vec![format!("{:>4}  {:<24} {:<12} {}", "id", "name", "key", "created")];
+                let mut lines = vec![format!(
+                    "{:>4}  {:<24} {:<12} {}",
+                    "id", "name", "key", "created"
+                )];
                 for s in &sources {
-                    lines.push(format!("{:>4}  {:<24} {:<12} {}", s.id, s.name, format!("{}…", s.key_prefix), s.created_at));
+                    lines.push(format!(
+                        "{:>4}  {:<24} {:<12} {}",
+                        s.id,
+                        s.name,
+                        format!("{}…", s.key_prefix),
+                        s.created_at
+                    ));
                 }
                 lines.join("\n")
             });
         }
-        SourceCommand::TrackingPlan { source, file, clear } => {
+        SourceCommand::TrackingPlan {
+            source,
+            file,
+            clear,
+        } => {
             let s = find_source(store, &source)?;
             if clear {
                 store.catalog().set_tracking_plan(s.id, None)?;
-                out.print(&json!({"source_id": s.id, "tracking_plan": null}), || format!("Removed the tracking plan of {:?}.", s.name));
+                out.print(&json!({"source_id": s.id, "tracking_plan": null}), || {
+                    format!("Removed the tracking plan of {:?}.", s.name)
+                });
                 return Ok(());
             }
-            let Some(file) = file else { bail!("give a plan file, or --clear") };
+            let Some(file) = file else {
+                bail!("give a plan file, or --clear")
+            };
             let spec: TrackingPlanSpec = serde_json::from_value(read_json(&file)?)
                 .with_context(|| format!("{} is not a tracking plan", file.display()))?;
             let events = spec.events.len();
             TrackingPlan::compile(spec.clone())?;
-            store.catalog().set_tracking_plan(s.id, Some(&serde_json::to_value(&spec)?))?;
+            store
+                .catalog()
+                .set_tracking_plan(s.id, Some(&serde_json::to_value(&spec)?))?;
             out.print(&json!({"source_id": s.id, "tracking_plan": spec}), || {
-                format!("Set the tracking plan of {:?}: {events} planned events.", s.name)
+                format!(
+                    "Set the tracking plan of {:?}: {events} planned events.",
+                    s.name
+                )
             });
         }
         SourceCommand::Normalisation { source, file } => {
             let s = find_source(store, &source)?;
-            let rules: NormaliseRules = serde_json::from_value(read_json(&file)?)
-                .with_context(|| format!("{} is not a set of normalisation rules", file.display()))?;
-            store.catalog().set_source_settings(s.id, &serde_json::to_value(&rules)?)?;
-            out.print(&json!({"source_id": s.id, "normalisation": rules}), || format!("Set the normalisation rules of {:?}.", s.name));
+            let rules: NormaliseRules =
+                serde_json::from_value(read_json(&file)?).with_context(|| {
+                    format!("{} is not a set of normalisation rules", file.display())
+                })?;
+            store
+                .catalog()
+                .set_source_settings(s.id, &serde_json::to_value(&rules)?)?;
+            out.print(&json!({"source_id": s.id, "normalisation": rules}), || {
+                format!("Set the normalisation rules of {:?}.", s.name)
+            });
         }
     }
     Ok(())
@@ -136,34 +177,78 @@ fn source(store: &Store, cmd: SourceCommand, out: &Output) -> anyhow::Result<()>
 
 async fn failed(store: &Store, cmd: FailedCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
-        FailedCommand::List { source, code, pending, limit, after } => {
-            let source_id = source.map(|s| find_source(store, &s).map(|s| s.id)).transpose()?;
-            let events = store.failed_events().list(&FailedFilter { source_id, code, pending_only: pending, after_id: after, limit })?;
+        FailedCommand::List {
+            source,
+            code,
+            pending,
+            limit,
+            after,
+        } => {
+            let source_id = source
+                .map(|s| find_source(store, &s).map(|s| s.id))
+                .transpose()?;
+            let events = store.failed_events().list(&FailedFilter {
+                source_id,
+                code,
+                pending_only: pending,
+                after_id: after,
+                limit,
+            })?;
             out.print(&json!(events), || {
-                let mut lines = vec![format!("{:>6}  {:<24} {:<26} {}", "id", "received", "code", "reason")];
+                let mut lines = vec![format!(
+                    "{:>6}  {:<24} {:<26} {}",
+                    "id", "received", "code", "reason"
+                )];
                 for e in &events {
-                    let state = if e.replayed_at.is_some() { " (replayed)" } else { "" };
-                    lines.push(format!("{:>6}  {:<24} {:<26} {}{state}", e.id, e.received_at, e.code, e.reason));
+                    let state = if e.replayed_at.is_some() {
+                        " (replayed)"
+                    } else {
+                        ""
+                    };
+                    lines.push(format!(
+                        "{:>6}  {:<24} {:<26} {}{state}",
+                        e.id, e.received_at, e.code, e.reason
+                    ));
                 }
                 lines.join("\n")
             });
         }
-        FailedCommand::Replay { ids, all, source, code } => {
+        FailedCommand::Replay {
+            ids,
+            all,
+            source,
+            code,
+        } => {
             let events = if all {
-                let source_id = source.map(|s| find_source(store, &s).map(|s| s.id)).transpose()?;
-                store.failed_events().list(&FailedFilter { source_id, code, pending_only: true, after_id: 0, limit: 10_000 })?
+                let source_id = source
+                    .map(|s| find_source(store, &s).map(|s| s.id))
+                    .transpose()?;
+                store.failed_events().list(&FailedFilter {
+                    source_id,
+                    code,
+                    pending_only: true,
+                    after_id: 0,
+                    limit: 10_000,
+                })?
             } else {
                 if ids.is_empty() {
                     bail!("name failed-event IDs to replay, or --all");
                 }
                 let mut events = Vec::new();
                 for id in ids {
-                    events.push(store.failed_events().get(id)?.with_context(|| format!("no failed event {id}"))?);
+                    events.push(
+                        store
+                            .failed_events()
+                            .get(id)?
+                            .with_context(|| format!("no failed event {id}"))?,
+                    );
                 }
                 events
             };
             let state = AppState::offline(store.clone(), Limits::default());
-            let outcomes = replay_failed(&state, events).await.map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            let outcomes = replay_failed(&state, events)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
             let replayed = outcomes.iter().filter(|o| o.replayed).count();
             out.print(&json!({"replayed": replayed, "still_failing": outcomes.len() - replayed, "outcomes": outcomes}), || {
                 let mut lines = vec![format!("Replayed {replayed} of {} failed events.", outcomes.len())];

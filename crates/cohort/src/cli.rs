@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "cohort", version, about = "Cohort: collect, unify, analyse and act on customer data in one binary")]
+#[command(
+    name = "cohort",
+    version,
+    about = "Cohort: collect, unify, analyse and act on customer data in one binary"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text (logs go to stderr; level via COHORT_LOG, e.g. `debug`).
     #[arg(long, global = true, env = "COHORT_LOG_JSON")]
@@ -17,14 +21,99 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server: Segment-compatible ingest, processing, admin and profile API.
-    #[command(after_help = "Example:\n  COHORT_ADMIN_KEY=ck_secret cohort serve --data ./cohort-data --listen 0.0.0.0:8080")]
+    #[command(
+        after_help = "Example:\n  COHORT_ADMIN_KEY=ck_secret cohort serve --data ./cohort-data --listen 0.0.0.0:8080"
+    )]
     Serve(ServeArgs),
     /// Generate a realistic e-commerce and app dataset and send it through the HTTP API.
-    #[command(after_help = "Examples:\n  cohort demo --customers 2000 --days 90          # start a server with demo data and keep serving\n  cohort demo --target http://127.0.0.1:8080 --write-key wk_...   # send to a running server")]
+    #[command(
+        after_help = "Examples:\n  cohort demo --customers 2000 --days 90          # start a server with demo data and keep serving\n  cohort demo --target http://127.0.0.1:8080 --write-key wk_...   # send to a running server"
+    )]
     Demo(DemoArgs),
     /// Administer sources, keys, failed events and profiles (works on the data directory directly).
-    #[command(after_help = "Examples:\n  cohort admin --data ./cohort-data source create web --json\n  cohort admin failed list --source web\n  cohort admin failed replay --all")]
+    #[command(
+        after_help = "Examples:\n  cohort admin --data ./cohort-data source create web --json\n  cohort admin failed list --source web\n  cohort admin failed replay --all"
+    )]
     Admin(AdminArgs),
+    /// Measure ingest throughput and profile-lookup latency on this machine (in-process server).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cohort bench ingest --events 200000 --durability normal\n  cohort bench lookup --profiles 10000 --rate 10000 --seconds 10"
+    )]
+    Bench(BenchCommand),
+    /// Run read-only SQL over `events`, `profiles`, `profile_traits`, `identities`, `memberships`.
+    #[command(
+        after_help = "Examples:\n  cohort query \"SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY n DESC\"\n  cohort query \"SELECT * FROM profiles WHERE revenue_30d > 5000\" --format csv > platinum.csv\n  cohort query \"SELECT * FROM events WHERE date >= DATE '2026-11-01'\" --format parquet --output nov.parquet"
+    )]
+    Query(QueryArgs),
+    /// Import historical Segment messages (NDJSON, JSON or CSV) into a data directory's inbox.
+    #[command(
+        after_help = "Examples:\n  cohort import --data ./cohort-data orders.csv --source shop\n  cohort import history.ndjson --source web --format ndjson\n\nCSV columns: type (default track), event, userId, anonymousId, messageId, timestamp,\nand properties.X / traits.X / context.X for nested fields. Rejected rows go to the\nfailed-events store. A running `cohort serve` on the same directory processes the\nimport as it lands; otherwise the next `cohort serve` does."
+    )]
+    Import(ImportArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BenchCommand {
+    /// Ingest throughput: POST pre-built batches over HTTP and time acks and processing.
+    #[command(
+        after_help = "Example:\n  cohort bench ingest --events 200000 --concurrency 8 --durability normal"
+    )]
+    Ingest(BenchIngestArgs),
+    /// Profile-lookup latency under an open-loop load at a fixed request rate.
+    #[command(
+        after_help = "Example:\n  cohort bench lookup --profiles 10000 --rate 10000 --seconds 10"
+    )]
+    Lookup(BenchLookupArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchIngestArgs {
+    /// Events to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Events per HTTP request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Store durability: `full` fsyncs every commit, `normal` at checkpoints.
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    pub durability: String,
+    /// Skip the DuckDB load comparison.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Seed of the generated events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchLookupArgs {
+    /// Customers to load before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    pub profiles: usize,
+    /// Target requests per second (open loop: requests follow a fixed schedule).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// How long to measure.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// File to import.
+    pub file: PathBuf,
+    /// Name (or ID) of the source the messages belong to.
+    #[arg(long)]
+    pub source: String,
+    /// File format; `auto` decides by extension (.ndjson/.jsonl, .json, .csv), then by content.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ndjson", "json", "csv"])]
+    pub format: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -117,7 +206,9 @@ pub enum SourceCommand {
     /// List sources.
     List,
     /// Set (or with --clear remove) a source's tracking plan from a JSON file.
-    #[command(after_help = "Example:\n  cohort admin source tracking-plan web plan.json\n\nplan.json: {\"mode\": \"block\", \"unplanned\": \"flag\", \"events\": {\"Order Completed\": {\"type\": \"object\", \"required\": [\"revenue\"]}}}")]
+    #[command(
+        after_help = "Example:\n  cohort admin source tracking-plan web plan.json\n\nplan.json: {\"mode\": \"block\", \"unplanned\": \"flag\", \"events\": {\"Order Completed\": {\"type\": \"object\", \"required\": [\"revenue\"]}}}"
+    )]
     TrackingPlan {
         source: String,
         file: Option<PathBuf>,
@@ -125,7 +216,9 @@ pub enum SourceCommand {
         clear: bool,
     },
     /// Set a source's normalisation rules from a JSON file.
-    #[command(after_help = "Example:\n  cohort admin source normalisation web rules.json\n\nrules.json: {\"default_phone_region\": \"US\", \"default_currency\": \"USD\"}")]
+    #[command(
+        after_help = "Example:\n  cohort admin source normalisation web rules.json\n\nrules.json: {\"default_phone_region\": \"US\", \"default_currency\": \"USD\"}"
+    )]
     Normalisation { source: String, file: PathBuf },
 }
 
@@ -139,7 +232,9 @@ pub enum KeyCommand {
 #[derive(Subcommand, Debug, Clone)]
 pub enum FailedCommand {
     /// List failed events.
-    #[command(after_help = "Example:\n  cohort admin failed list --source web --code tracking_plan_violation")]
+    #[command(
+        after_help = "Example:\n  cohort admin failed list --source web --code tracking_plan_violation"
+    )]
     List {
         #[arg(long)]
         source: Option<String>,
@@ -154,7 +249,9 @@ pub enum FailedCommand {
         after: i64,
     },
     /// Replay failed events through their source's current rules.
-    #[command(after_help = "Examples:\n  cohort admin failed replay 42\n  cohort admin failed replay --all --source web")]
+    #[command(
+        after_help = "Examples:\n  cohort admin failed replay 42\n  cohort admin failed replay --all --source web"
+    )]
     Replay {
         ids: Vec<i64>,
         #[arg(long, conflicts_with = "ids")]
@@ -164,4 +261,24 @@ pub enum FailedCommand {
         #[arg(long)]
         code: Option<String>,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueryArgs {
+    /// The SQL statement (read-only: SELECT, WITH, VALUES, EXPLAIN, DESCRIBE, SHOW).
+    pub sql: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv", "parquet"])]
+    pub format: String,
+    /// File to write (required for parquet).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Most rows returned.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rows: usize,
+    /// Seconds before the query is cancelled.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
 }

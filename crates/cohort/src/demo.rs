@@ -25,7 +25,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let summary = send(messages, &send_options(target.clone(), key.clone(), &args))
             .await
             .context("sending demo data")?;
-        println!("Sent {} messages in {} batches in {:.1?}.", summary.sent, summary.batches, summary.elapsed);
+        println!(
+            "Sent {} messages in {} batches in {:.1?}.",
+            summary.sent, summary.batches, summary.elapsed
+        );
         return Ok(());
     }
 
@@ -35,17 +38,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let store = store.clone();
         move || -> anyhow::Result<_> {
             let existing = store.catalog().sources()?.len();
-            let name = if existing == 0 { "demo".to_string() } else { format!("demo-{}", existing + 1) };
+            let name = if existing == 0 {
+                "demo".to_string()
+            } else {
+                format!("demo-{}", existing + 1)
+            };
             Ok(store.catalog().create_source(&name)?)
         }
     })
     .await??;
-    println!("Created source {:?} (id {}) with write key {key}", source.name, source.id);
+    println!(
+        "Created source {:?} (id {}) with write key {key}",
+        source.name, source.id
+    );
     let base = format!("http://{}", server.addr());
     let summary = send(messages, &send_options(base.clone(), key, &args))
         .await
         .context("sending demo data")?;
-    println!("Sent {} messages in {} batches in {:.1?}; processing…", summary.sent, summary.batches, summary.elapsed);
+    println!(
+        "Sent {} messages in {} batches in {:.1?}; processing…",
+        summary.sent, summary.batches, summary.elapsed
+    );
     let target = store.committed_seq();
     let settled = tokio::task::spawn_blocking({
         let store = store.clone();
@@ -62,10 +75,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         totals.events,
         totals.identities,
         totals.merges,
-        if settled { "" } else { " (processing still running)" }
+        if settled {
+            ""
+        } else {
+            " (processing still running)"
+        }
     );
     println!("Try:  curl -H \"Authorization: Bearer <admin key>\" {base}/api/v1/stats");
-    println!("      curl -H \"Authorization: Bearer <admin key>\" {base}/api/v1/profiles/customer_id/1");
+    println!(
+        "      curl -H \"Authorization: Bearer <admin key>\" {base}/api/v1/profiles/customer_id/1"
+    );
     if args.exit {
         server.shutdown().await?;
         return Ok(());

@@ -1,8 +1,11 @@
 //! The `cohort` binary: one process for the whole customer lifecycle.
 
 mod admin;
+mod bench;
 mod cli;
 mod demo;
+mod import;
+mod query;
 mod serve;
 
 use clap::Parser;
@@ -10,7 +13,10 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -22,6 +28,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Admin(args) => admin::run(args).await,
+            cli::Command::Bench(cmd) => bench::run(cmd).await,
+            cli::Command::Import(args) => import::run(args).await,
+            cli::Command::Query(args) => query::run(args).await,
         }
     });
     match result {

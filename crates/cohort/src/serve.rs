@@ -18,13 +18,21 @@ pub fn config(args: &ServeArgs) -> ServerConfig {
 
 /// Starts the server and announces it; prints a newly created admin key once.
 pub async fn launch(args: &ServeArgs) -> anyhow::Result<RunningServer> {
-    let server = start(config(args))
-        .await
-        .with_context(|| format!("starting Cohort on {} with data in {}", args.listen, args.data.data.display()))?;
+    let server = start(config(args)).await.with_context(|| {
+        format!(
+            "starting Cohort on {} with data in {}",
+            args.listen,
+            args.data.data.display()
+        )
+    })?;
     if let Some(key) = &server.first_admin_key {
         println!("Created the first admin API key (shown only this once; keep it safe):\n  {key}");
     }
-    println!("Cohort is listening on http://{}  (data: {})", server.addr(), args.data.data.display());
+    println!(
+        "Cohort is listening on http://{}  (data: {})",
+        server.addr(),
+        args.data.data.display()
+    );
     Ok(server)
 }
 
@@ -32,7 +40,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = launch(&args).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
-    server.shutdown().await.context("server stopped with an error")?;
+    server
+        .shutdown()
+        .await
+        .context("server stopped with an error")?;
     Ok(())
 }
 
@@ -40,13 +51,14 @@ pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -22,17 +22,31 @@ fn track(user: &str, id: &str) -> Value {
 fn every_auth_form_and_route_spelling_is_accepted() {
     let s = Server::start();
     let key = s.write_key.clone();
-    let body = |id: &str| json!({"userId": "auth-user", "event": "Viewed", "messageId": id}).to_string();
+    let body =
+        |id: &str| json!({"userId": "auth-user", "event": "Viewed", "messageId": id}).to_string();
     let bearer = format!("Bearer {key}");
     let cases: Vec<(String, Vec<(&str, String)>, String)> = vec![
-        ("/v1/track".into(), vec![("Authorization", basic(&key))], body("basic")),
-        ("/v1/t".into(), vec![("Authorization", bearer.clone())], body("bearer")),
-        ("/v1/track".into(), vec![("X-Write-Key", key.clone())], body("header")),
+        (
+            "/v1/track".into(),
+            vec![("Authorization", basic(&key))],
+            body("basic"),
+        ),
+        (
+            "/v1/t".into(),
+            vec![("Authorization", bearer.clone())],
+            body("bearer"),
+        ),
+        (
+            "/v1/track".into(),
+            vec![("X-Write-Key", key.clone())],
+            body("header"),
+        ),
         (format!("/v1/track?writeKey={key}"), vec![], body("query")),
         (
             "/v1/track".into(),
             vec![],
-            json!({"writeKey": key, "userId": "auth-user", "event": "Viewed", "messageId": "body"}).to_string(),
+            json!({"writeKey": key, "userId": "auth-user", "event": "Viewed", "messageId": "body"})
+                .to_string(),
         ),
     ];
     for (path, headers, body) in &cases {
@@ -47,18 +61,41 @@ fn every_auth_form_and_route_spelling_is_accepted() {
         "POST",
         "/v1/p",
         &[("Authorization", &auth), ("Content-Type", "text/plain")],
-        json!({"userId": "auth-user", "name": "Home", "messageId": "plain"}).to_string().as_bytes(),
+        json!({"userId": "auth-user", "name": "Home", "messageId": "plain"})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(plain.status, 200, "{}", plain.text());
-    let zipped = gzip(json!({"batch": [track("auth-user", "gz1"), track("auth-user", "gz2")]}).to_string().as_bytes());
-    let r = s.request("POST", "/v1/b", &[("Authorization", &auth), ("Content-Encoding", "gzip")], &zipped);
+    let zipped = gzip(
+        json!({"batch": [track("auth-user", "gz1"), track("auth-user", "gz2")]})
+            .to_string()
+            .as_bytes(),
+    );
+    let r = s.request(
+        "POST",
+        "/v1/b",
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+        &zipped,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["accepted"], 2);
     for (route, msg) in [
-        ("/v1/i", json!({"userId": "auth-user", "traits": {"plan": "pro"}, "messageId": "i"})),
-        ("/v1/s", json!({"userId": "auth-user", "name": "Cart", "messageId": "s"})),
-        ("/v1/g", json!({"userId": "auth-user", "groupId": "acme", "messageId": "g"})),
-        ("/v1/a", json!({"userId": "auth-user", "previousId": "old-anon", "messageId": "a"})),
+        (
+            "/v1/i",
+            json!({"userId": "auth-user", "traits": {"plan": "pro"}, "messageId": "i"}),
+        ),
+        (
+            "/v1/s",
+            json!({"userId": "auth-user", "name": "Cart", "messageId": "s"}),
+        ),
+        (
+            "/v1/g",
+            json!({"userId": "auth-user", "groupId": "acme", "messageId": "g"}),
+        ),
+        (
+            "/v1/a",
+            json!({"userId": "auth-user", "previousId": "old-anon", "messageId": "a"}),
+        ),
         ("/v1/import", json!({"batch": [track("auth-user", "imp")]})),
     ] {
         let r = s.ingest(route, &msg);
@@ -77,44 +114,181 @@ fn bad_input_gets_its_status_and_error_body_and_nothing_accepted_is_lost() {
     let auth = basic(&s.write_key);
     let hdr = [("Authorization", auth.as_str())];
     let expect = |r: common::Response, status: u16, code: &str| {
-        assert_eq!(r.status, status, "expected {status} {code}, got {}", r.text());
+        assert_eq!(
+            r.status,
+            status,
+            "expected {status} {code}, got {}",
+            r.text()
+        );
         let body = r.json();
         assert_eq!(body["code"], code, "{body}");
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
     };
 
     // Accepted before the abuse starts: must survive it.
-    assert_eq!(s.ingest("/v1/batch", &json!({"batch": [track("keeper", "k1"), track("keeper", "k2")]})).status, 200);
+    assert_eq!(
+        s.ingest(
+            "/v1/batch",
+            &json!({"batch": [track("keeper", "k1"), track("keeper", "k2")]})
+        )
+        .status,
+        200
+    );
 
-    expect(s.request("POST", "/v1/track", &hdr, b"{\"userId\": "), 400, "invalid_json");
-    expect(s.request("POST", "/v1/track", &hdr, b"{\"userId\": \"\xff\xfe\", \"event\": \"x\"}"), 400, "invalid_utf8");
-    expect(s.request("POST", "/v1/track", &hdr, &vec![b'['; 100_000]), 400, "too_deeply_nested");
-    expect(s.request("POST", "/v1/batch", &hdr, &vec![b' '; 600 * 1024]), 400, "request_too_large");
-    let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
     expect(
-        s.request("POST", "/v1/batch", &[("Authorization", &auth), ("Content-Encoding", "gzip")], &bomb),
+        s.request("POST", "/v1/track", &hdr, b"{\"userId\": "),
+        400,
+        "invalid_json",
+    );
+    expect(
+        s.request(
+            "POST",
+            "/v1/track",
+            &hdr,
+            b"{\"userId\": \"\xff\xfe\", \"event\": \"x\"}",
+        ),
+        400,
+        "invalid_utf8",
+    );
+    expect(
+        s.request("POST", "/v1/track", &hdr, &vec![b'['; 100_000]),
+        400,
+        "too_deeply_nested",
+    );
+    expect(
+        s.request("POST", "/v1/batch", &hdr, &vec![b' '; 600 * 1024]),
         400,
         "request_too_large",
     );
-    expect(s.request("POST", "/v1/batch", &[("Authorization", &auth), ("Content-Encoding", "gzip")], b"not gzip"), 400, "invalid_gzip");
+    let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
+    expect(
+        s.request(
+            "POST",
+            "/v1/batch",
+            &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+            &bomb,
+        ),
+        400,
+        "request_too_large",
+    );
+    expect(
+        s.request(
+            "POST",
+            "/v1/batch",
+            &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+            b"not gzip",
+        ),
+        400,
+        "invalid_gzip",
+    );
     let big = json!({"userId": "u", "event": "Big", "properties": {"blob": "x".repeat(40 * 1024)}});
     expect(s.ingest("/v1/track", &big), 400, "event_too_large");
-    expect(s.ingest("/v1/track", &json!({"userId": {"id": 1}, "event": "E"})), 400, "invalid_field");
-    expect(s.ingest("/v1/track", &json!({"userId": "u", "event": "E", "properties": [1, 2]})), 400, "invalid_field");
-    expect(s.ingest("/v1/track", &json!({"event": "E", "properties": {}})), 400, "missing_identifier");
-    expect(s.ingest("/v1/track", &json!({"userId": "null", "anonymousId": "undefined", "event": "E"})), 400, "missing_identifier");
-    expect(s.ingest("/v1/track", &json!({"userId": "u"})), 400, "missing_event");
-    expect(s.ingest("/v1/track", &json!({"userId": "u", "event": "E", "timestamp": "last tuesday"})), 400, "invalid_timestamp");
-    expect(s.ingest("/v1/batch", &json!({"batch": {"not": "an array"}})), 400, "invalid_batch");
+    expect(
+        s.ingest("/v1/track", &json!({"userId": {"id": 1}, "event": "E"})),
+        400,
+        "invalid_field",
+    );
+    expect(
+        s.ingest(
+            "/v1/track",
+            &json!({"userId": "u", "event": "E", "properties": [1, 2]}),
+        ),
+        400,
+        "invalid_field",
+    );
+    expect(
+        s.ingest("/v1/track", &json!({"event": "E", "properties": {}})),
+        400,
+        "missing_identifier",
+    );
+    expect(
+        s.ingest(
+            "/v1/track",
+            &json!({"userId": "null", "anonymousId": "undefined", "event": "E"}),
+        ),
+        400,
+        "missing_identifier",
+    );
+    expect(
+        s.ingest("/v1/track", &json!({"userId": "u"})),
+        400,
+        "missing_event",
+    );
+    expect(
+        s.ingest(
+            "/v1/track",
+            &json!({"userId": "u", "event": "E", "timestamp": "last tuesday"}),
+        ),
+        400,
+        "invalid_timestamp",
+    );
+    expect(
+        s.ingest("/v1/batch", &json!({"batch": {"not": "an array"}})),
+        400,
+        "invalid_batch",
+    );
     let too_many: Vec<Value> = (0..2501).map(|i| track("u", &format!("m{i}"))).collect();
-    expect(s.ingest("/v1/batch", &json!({"batch": too_many})), 400, "batch_too_large");
-    expect(s.request("POST", "/v1/track", &[("Authorization", "Bearer wk_wrong")], b"{}"), 401, "unauthorized");
-    expect(s.request("POST", "/v1/track", &[], json!({"userId": "u", "event": "E"}).to_string().as_bytes()), 401, "unauthorized");
-    expect(s.request("POST", "/v1/track", &[], json!({"writeKey": "nope", "userId": "u", "event": "E"}).to_string().as_bytes()), 401, "unauthorized");
+    expect(
+        s.ingest("/v1/batch", &json!({"batch": too_many})),
+        400,
+        "batch_too_large",
+    );
+    expect(
+        s.request(
+            "POST",
+            "/v1/track",
+            &[("Authorization", "Bearer wk_wrong")],
+            b"{}",
+        ),
+        401,
+        "unauthorized",
+    );
+    expect(
+        s.request(
+            "POST",
+            "/v1/track",
+            &[],
+            json!({"userId": "u", "event": "E"}).to_string().as_bytes(),
+        ),
+        401,
+        "unauthorized",
+    );
+    expect(
+        s.request(
+            "POST",
+            "/v1/track",
+            &[],
+            json!({"writeKey": "nope", "userId": "u", "event": "E"})
+                .to_string()
+                .as_bytes(),
+        ),
+        401,
+        "unauthorized",
+    );
     expect(s.request("POST", "/v1/trak", &hdr, b"{}"), 404, "not_found");
-    expect(s.request("GET", "/nothing/here", &[], b""), 404, "not_found");
-    expect(s.request("GET", "/api/v1/stats", &[], b""), 401, "unauthorized");
-    expect(s.request("GET", "/api/v1/stats", &[("Authorization", "Bearer wrong")], b""), 401, "unauthorized");
+    expect(
+        s.request("GET", "/nothing/here", &[], b""),
+        404,
+        "not_found",
+    );
+    expect(
+        s.request("GET", "/api/v1/stats", &[], b""),
+        401,
+        "unauthorized",
+    );
+    expect(
+        s.request(
+            "GET",
+            "/api/v1/stats",
+            &[("Authorization", "Bearer wrong")],
+            b"",
+        ),
+        401,
+        "unauthorized",
+    );
 
     // A batch keeps its good messages and reports the bad ones by index.
     let mixed = json!({"batch": [track("keeper", "k3"), {"type": "track", "userId": "keeper"}, "text", big]});
@@ -122,27 +296,65 @@ fn bad_input_gets_its_status_and_error_body_and_nothing_accepted_is_lost() {
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
     assert_eq!(body["accepted"], 1);
-    let codes: Vec<&str> = body["failed"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["missing_event", "invalid_message", "event_too_large"]);
+    let codes: Vec<&str> = body["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["missing_event", "invalid_message", "event_too_large"]
+    );
 
-    assert_eq!(s.request("GET", "/healthz", &[], b"").status, 200, "the server stays up");
+    assert_eq!(
+        s.request("GET", "/healthz", &[], b"").status,
+        200,
+        "the server stays up"
+    );
     s.settle();
-    assert_eq!(s.profile("user_id", "keeper").unwrap()["computed"]["event_count"], 3);
+    assert_eq!(
+        s.profile("user_id", "keeper").unwrap()["computed"]["event_count"],
+        3
+    );
 
     // Every refusal after authentication is kept with its reason and payload.
     let failed = s.admin_get("/api/v1/failed-events?limit=1000").json();
     let failed = failed["failed_events"].as_array().unwrap();
     let kept: Vec<&str> = failed.iter().map(|f| f["code"].as_str().unwrap()).collect();
     for code in [
-        "invalid_json", "invalid_utf8", "too_deeply_nested", "request_too_large", "invalid_gzip",
-        "event_too_large", "invalid_field", "missing_identifier", "missing_event", "invalid_timestamp",
-        "invalid_batch", "batch_too_large", "invalid_message",
+        "invalid_json",
+        "invalid_utf8",
+        "too_deeply_nested",
+        "request_too_large",
+        "invalid_gzip",
+        "event_too_large",
+        "invalid_field",
+        "missing_identifier",
+        "missing_event",
+        "invalid_timestamp",
+        "invalid_batch",
+        "batch_too_large",
+        "invalid_message",
     ] {
-        assert!(kept.contains(&code), "no failed event kept for {code}: {kept:?}");
+        assert!(
+            kept.contains(&code),
+            "no failed event kept for {code}: {kept:?}"
+        );
     }
-    assert!(failed.iter().all(|f| f["reason"].as_str().is_some_and(|r| !r.is_empty())));
-    let missing_event = failed.iter().find(|f| f["code"] == "missing_event").unwrap();
-    assert_eq!(serde_json::from_str::<Value>(missing_event["payload"].as_str().unwrap()).unwrap()["userId"], "u");
+    assert!(
+        failed
+            .iter()
+            .all(|f| f["reason"].as_str().is_some_and(|r| !r.is_empty()))
+    );
+    let missing_event = failed
+        .iter()
+        .find(|f| f["code"] == "missing_event")
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(missing_event["payload"].as_str().unwrap()).unwrap()["userId"],
+        "u"
+    );
 }
 
 #[test]
@@ -151,9 +363,15 @@ fn duplicates_by_message_id_are_acknowledged_once_counted_once() {
     let batch = json!({"batch": [track("dup", "d1"), track("dup", "d2")]});
     assert_eq!(s.ingest("/v1/batch", &batch).json()["accepted"], 2);
     let again = s.ingest("/v1/batch", &batch).json();
-    assert_eq!((again["accepted"].clone(), again["duplicates"].clone()), (json!(0), json!(2)));
+    assert_eq!(
+        (again["accepted"].clone(), again["duplicates"].clone()),
+        (json!(0), json!(2))
+    );
     s.settle();
-    assert_eq!(s.profile("user_id", "dup").unwrap()["computed"]["event_count"], 2);
+    assert_eq!(
+        s.profile("user_id", "dup").unwrap()["computed"]["event_count"],
+        2
+    );
 }
 
 #[test]
@@ -174,9 +392,15 @@ fn clock_skew_is_corrected_and_batch_context_merged() {
     let msg = &events["events"][0]["message"];
     assert_eq!(msg["context"]["library"]["name"], "test-lib");
     assert_eq!(msg["originalTimestamp"], "2030-01-01T00:00:00.000Z");
-    let received = chrono::DateTime::parse_from_rfc3339(msg["receivedAt"].as_str().unwrap()).unwrap();
-    let corrected = chrono::DateTime::parse_from_rfc3339(msg["timestamp"].as_str().unwrap()).unwrap();
-    assert_eq!((received - corrected).num_seconds(), 10, "timestamp = receivedAt - (sentAt - originalTimestamp)");
+    let received =
+        chrono::DateTime::parse_from_rfc3339(msg["receivedAt"].as_str().unwrap()).unwrap();
+    let corrected =
+        chrono::DateTime::parse_from_rfc3339(msg["timestamp"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (received - corrected).num_seconds(),
+        10,
+        "timestamp = receivedAt - (sentAt - originalTimestamp)"
+    );
 }
 
 #[test]
@@ -190,7 +414,11 @@ fn tracking_plan_blocks_then_replay_after_fixing_the_plan_accepts() {
     });
     let r = s.admin_send("PUT", "/api/v1/sources/1/tracking-plan", &plan);
     assert_eq!(r.status, 200, "{}", r.text());
-    let bad_plan = s.admin_send("PUT", "/api/v1/sources/1/tracking-plan", &json!({"mode": "block", "events": {"X": {"type": "nonsense"}}}));
+    let bad_plan = s.admin_send(
+        "PUT",
+        "/api/v1/sources/1/tracking-plan",
+        &json!({"mode": "block", "events": {"X": {"type": "nonsense"}}}),
+    );
     assert_eq!(bad_plan.status, 400);
     assert_eq!(bad_plan.json()["code"], "invalid_tracking_plan");
 
@@ -204,25 +432,59 @@ fn tracking_plan_blocks_then_replay_after_fixing_the_plan_accepts() {
 
     // Flag mode accepts and annotates.
     let flag = json!({"mode": "flag", "events": {"Order Completed": {"type": "object", "required": ["revenue"]}}});
-    assert_eq!(s.admin_send("PUT", "/api/v1/sources/1/tracking-plan", &flag).status, 200);
-    let flagged = s.ingest("/v1/track", &json!({"userId": "planner", "event": "Order Completed", "messageId": "o3"}));
+    assert_eq!(
+        s.admin_send("PUT", "/api/v1/sources/1/tracking-plan", &flag)
+            .status,
+        200
+    );
+    let flagged = s.ingest(
+        "/v1/track",
+        &json!({"userId": "planner", "event": "Order Completed", "messageId": "o3"}),
+    );
     assert_eq!(flagged.status, 200, "{}", flagged.text());
 
-    let failed = s.admin_get("/api/v1/failed-events?code=tracking_plan_violation").json();
+    let failed = s
+        .admin_get("/api/v1/failed-events?code=tracking_plan_violation")
+        .json();
     let id = failed["failed_events"][0]["id"].as_i64().unwrap();
     // Relax the plan, then replay the blocked event.
-    assert_eq!(s.admin_send("DELETE", "/api/v1/sources/1/tracking-plan", &json!({})).status, 200);
-    let replay = s.admin_send("POST", &format!("/api/v1/failed-events/{id}/replay"), &json!({}));
+    assert_eq!(
+        s.admin_send("DELETE", "/api/v1/sources/1/tracking-plan", &json!({}))
+            .status,
+        200
+    );
+    let replay = s.admin_send(
+        "POST",
+        &format!("/api/v1/failed-events/{id}/replay"),
+        &json!({}),
+    );
     assert_eq!(replay.status, 200, "{}", replay.text());
     assert_eq!(replay.json()["replayed"], true);
-    let again = s.admin_send("POST", &format!("/api/v1/failed-events/{id}/replay"), &json!({})).json();
+    let again = s
+        .admin_send(
+            "POST",
+            &format!("/api/v1/failed-events/{id}/replay"),
+            &json!({}),
+        )
+        .json();
     assert_eq!(again["replayed"], false, "a replay happens once");
     s.settle();
     let p = s.profile("user_id", "planner").unwrap();
     assert_eq!(p["computed"]["orders"], 3);
-    let events = s.admin_get("/api/v1/profiles/user_id/planner/events?limit=10").json();
-    let flagged_msg = events["events"].as_array().unwrap().iter().find(|e| e["message_id"] == "o3").unwrap();
-    assert!(flagged_msg["message"]["context"]["protocols"]["violations"].as_array().is_some_and(|v| !v.is_empty()));
+    let events = s
+        .admin_get("/api/v1/profiles/user_id/planner/events?limit=10")
+        .json();
+    let flagged_msg = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["message_id"] == "o3")
+        .unwrap();
+    assert!(
+        flagged_msg["message"]["context"]["protocols"]["violations"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    );
 }
 
 #[test]
@@ -231,20 +493,32 @@ fn normalisation_rules_apply_per_source() {
     let r = s.ingest("/v1/identify", &json!({"userId": "norm", "messageId": "n1",
         "traits": {"email": "  Li.Wei@Example.COM ", "phone": "+86 138-0013-8000", "gender": "男"}}));
     assert_eq!(r.status, 200);
-    let r = s.ingest("/v1/track", &json!({"userId": "norm", "messageId": "n2", "event": "Order Completed",
-        "properties": {"revenue": "¥1,299.50"}}));
+    let r = s.ingest(
+        "/v1/track",
+        &json!({"userId": "norm", "messageId": "n2", "event": "Order Completed",
+        "properties": {"revenue": "¥1,299.50"}}),
+    );
     assert_eq!(r.status, 200);
     s.settle();
-    let p = s.profile("email", "li.wei@example.com").expect("found by the normalised email");
+    let p = s
+        .profile("email", "li.wei@example.com")
+        .expect("found by the normalised email");
     assert_eq!(p["traits"]["phone"], "+8613800138000");
     assert_eq!(p["traits"]["gender"], "male");
     assert_eq!(p["computed"]["total_revenue"], 1299.5);
     assert!(s.profile("phone", "+8613800138000").is_some());
 
     let rules = json!({"default_phone_region": "US", "emails": false});
-    assert_eq!(s.admin_send("PUT", "/api/v1/sources/1/normalisation", &rules).status, 200);
-    let r = s.ingest("/v1/identify", &json!({"userId": "norm-us", "messageId": "n3",
-        "traits": {"email": "Keep.Case@Example.com", "phone": "(415) 555-2671"}}));
+    assert_eq!(
+        s.admin_send("PUT", "/api/v1/sources/1/normalisation", &rules)
+            .status,
+        200
+    );
+    let r = s.ingest(
+        "/v1/identify",
+        &json!({"userId": "norm-us", "messageId": "n3",
+        "traits": {"email": "Keep.Case@Example.com", "phone": "(415) 555-2671"}}),
+    );
     assert_eq!(r.status, 200);
     s.settle();
     let p = s.profile("user_id", "norm-us").unwrap();

@@ -39,13 +39,25 @@ impl Server {
             .args(["source", "create", "test", "--json"])
             .output()
             .expect("run cohort admin");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let created: Value = serde_json::from_slice(&out.stdout).expect("json from admin");
-        let write_key = created["write_key"].as_str().expect("write key").to_string();
+        let write_key = created["write_key"]
+            .as_str()
+            .expect("write key")
+            .to_string();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut child = Self::spawn(dir.path(), addr);
         Self::wait_ready(&mut child, addr);
-        Server { addr, dir, write_key, child }
+        Server {
+            addr,
+            dir,
+            write_key,
+            child,
+        }
     }
 
     fn spawn(dir: &std::path::Path, addr: SocketAddr) -> Child {
@@ -85,7 +97,13 @@ impl Server {
         Self::wait_ready(&mut self.child, self.addr);
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         send(self.addr, method, path, headers, body).expect("HTTP exchange")
     }
 
@@ -95,20 +113,31 @@ impl Server {
         self.request(
             "POST",
             route,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             body.to_string().as_bytes(),
         )
     }
 
     pub fn admin_get(&self, path: &str) -> Response {
-        self.request("GET", path, &[("Authorization", &format!("Bearer {ADMIN_KEY}"))], b"")
+        self.request(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+            b"",
+        )
     }
 
     pub fn admin_send(&self, method: &str, path: &str, body: &Value) -> Response {
         self.request(
             method,
             path,
-            &[("Authorization", &format!("Bearer {ADMIN_KEY}")), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &format!("Bearer {ADMIN_KEY}")),
+                ("Content-Type", "application/json"),
+            ],
             body.to_string().as_bytes(),
         )
     }
@@ -154,7 +183,11 @@ mod base64_lite {
     pub fn encode(input: &[u8]) -> String {
         let mut out = String::new();
         for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -202,7 +235,10 @@ pub fn send(
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -239,13 +275,19 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..pos]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..pos]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
         if size == 0 {
             break;
         }

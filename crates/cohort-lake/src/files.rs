@@ -1,0 +1,232 @@
+//! File layout of the lake and the visibility rule shared by the writer, the
+//! compactor and the reader.
+//!
+//! Layout: `<data_dir>/lake/events/date=YYYY-MM-DD/part-<first_seq>-<last_seq>.parquet`.
+//!
+//! A file named `part-A-B.parquet` in `date=D` holds *every* event of day `D`
+//! whose seq lies in `A..=B`. The writer keeps that true by writing contiguous
+//! slices of one seq-ordered stream, and the compactor by merging all visible
+//! files of a day. It follows that a file whose range lies inside the range of
+//! another file of the same day holds nothing new: the reader ignores it. That
+//! one rule makes compaction atomic for readers (the merged file appears with
+//! one `rename`, and from then on hides the files it replaces) and makes a
+//! crash between the rename and the deletes harmless.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+use crate::LakeError;
+
+pub(crate) const PART_PREFIX: &str = "part-";
+pub(crate) const PART_SUFFIX: &str = ".parquet";
+
+/// A seq range `first..=last` as encoded in a file name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SeqRange {
+    pub first: i64,
+    pub last: i64,
+}
+
+pub(crate) fn part_file_name(range: SeqRange) -> String {
+    format!("{PART_PREFIX}{}-{}{PART_SUFFIX}", range.first, range.last)
+}
+
+/// Parses `part-<first>-<last>.parquet`; any other name (temporary files,
+/// the journal, files dropped there by hand) is not part of the lake.
+pub(crate) fn parse_part_file_name(name: &str) -> Option<SeqRange> {
+    let core = name.strip_prefix(PART_PREFIX)?.strip_suffix(PART_SUFFIX)?;
+    let (first, last) = core.split_once('-')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(first) || !all_digits(last) {
+        return None;
+    }
+    let range = SeqRange {
+        first: first.parse().ok()?,
+        last: last.parse().ok()?,
+    };
+    (range.first <= range.last).then_some(range)
+}
+
+pub(crate) fn date_dir_name(date: NaiveDate) -> String {
+    format!("date={}", date.format("%Y-%m-%d"))
+}
+
+pub(crate) fn parse_date_dir_name(name: &str) -> Option<NaiveDate> {
+    let value = name.strip_prefix("date=")?;
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+}
+
+/// Something named by a seq range.
+pub(crate) type Ranged<T> = (SeqRange, T);
+
+/// Splits the ranges found in one day directory into (visible, covered).
+///
+/// Visible ranges come back sorted by `first`. A range is covered when another
+/// range of the same day contains it; equal ranges cannot occur since the
+/// range is the file name.
+pub(crate) fn split_visible<T: Clone>(items: &[Ranged<T>]) -> (Vec<Ranged<T>>, Vec<Ranged<T>>) {
+    let mut sorted: Vec<&Ranged<T>> = items.iter().collect();
+    // Widest first among equal starts, so that it hides the narrower ones.
+    sorted.sort_by(|a, b| a.0.first.cmp(&b.0.first).then(b.0.last.cmp(&a.0.last)));
+    let mut visible = Vec::new();
+    let mut covered = Vec::new();
+    let mut reach: Option<i64> = None;
+    for item in sorted {
+        match reach {
+            // Every earlier range starts at or before this one, so the one that
+            // reaches furthest contains this range iff it reaches past its end.
+            Some(r) if r >= item.0.last => covered.push(item.clone()),
+            _ => {
+                reach = Some(item.0.last);
+                visible.push(item.clone());
+            }
+        }
+    }
+    (visible, covered)
+}
+
+/// One Parquet file of the lake.
+#[derive(Clone, Debug)]
+pub(crate) struct PartFile {
+    pub date: NaiveDate,
+    pub range: SeqRange,
+    pub path: PathBuf,
+}
+
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> LakeError {
+    LakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Day directories under `events_dir`, sorted by date.
+pub(crate) fn list_days(events_dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, LakeError> {
+    let mut days = Vec::new();
+    let entries = match std::fs::read_dir(events_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(days),
+        Err(e) => return Err(io_err(events_dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(events_dir, e))?;
+        let name = entry.file_name();
+        if let Some(date) = name.to_str().and_then(parse_date_dir_name) {
+            days.push((date, entry.path()));
+        }
+    }
+    days.sort();
+    Ok(days)
+}
+
+/// All part files of one day directory, covered ones included.
+pub(crate) fn list_parts(date: NaiveDate, day_dir: &Path) -> Result<Vec<PartFile>, LakeError> {
+    let mut parts = Vec::new();
+    let entries = match std::fs::read_dir(day_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(parts),
+        Err(e) => return Err(io_err(day_dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(day_dir, e))?;
+        if let Some(range) = entry.file_name().to_str().and_then(parse_part_file_name) {
+            parts.push(PartFile {
+                date,
+                range,
+                path: entry.path(),
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// Visible and covered part files of a day.
+pub(crate) fn day_files(
+    date: NaiveDate,
+    day_dir: &Path,
+) -> Result<(Vec<PartFile>, Vec<PartFile>), LakeError> {
+    let parts = list_parts(date, day_dir)?;
+    let keyed: Vec<(SeqRange, PartFile)> = parts.into_iter().map(|p| (p.range, p)).collect();
+    let (visible, covered) = split_visible(&keyed);
+    Ok((
+        visible.into_iter().map(|(_, p)| p).collect(),
+        covered.into_iter().map(|(_, p)| p).collect(),
+    ))
+}
+
+/// Highest seq named by any part file: everything up to it is in the lake.
+pub(crate) fn max_seq(events_dir: &Path) -> Result<Option<i64>, LakeError> {
+    let mut max: Option<i64> = None;
+    for (date, dir) in list_days(events_dir)? {
+        for part in list_parts(date, &dir)? {
+            max = Some(max.map_or(part.range.last, |m| m.max(part.range.last)));
+        }
+    }
+    Ok(max)
+}
+
+/// Makes renames and creations in `dir` durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LakeError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(first: i64, last: i64) -> SeqRange {
+        SeqRange { first, last }
+    }
+
+    #[test]
+    fn names_round_trip_and_reject_strangers() {
+        assert_eq!(part_file_name(r(5, 17)), "part-5-17.parquet");
+        assert_eq!(parse_part_file_name("part-5-17.parquet"), Some(r(5, 17)));
+        for bad in [
+            ".part-5-17.parquet.tmp",
+            "part-5-17.parquet.tmp",
+            "part--1-3.parquet",
+            "part-9-3.parquet",
+            "part-a-3.parquet",
+            "part-3.parquet",
+            "_commit.json",
+        ] {
+            assert_eq!(parse_part_file_name(bad), None, "{bad}");
+        }
+        let d = NaiveDate::from_ymd_opt(2024, 3, 9).unwrap_or_default();
+        assert_eq!(date_dir_name(d), "date=2024-03-09");
+        assert_eq!(parse_date_dir_name("date=2024-03-09"), Some(d));
+        assert_eq!(parse_date_dir_name("date=2024-3"), None);
+    }
+
+    #[test]
+    fn covered_ranges_are_hidden() {
+        let items = vec![
+            (r(1, 10), "a"),
+            (r(11, 20), "b"),
+            (r(1, 20), "merged"),
+            (r(21, 30), "c"),
+            (r(5, 8), "replay"),
+        ];
+        let (visible, covered) = split_visible(&items);
+        let v: Vec<_> = visible.iter().map(|(_, n)| *n).collect();
+        let mut c: Vec<_> = covered.iter().map(|(_, n)| *n).collect();
+        c.sort_unstable();
+        assert_eq!(v, vec!["merged", "c"]);
+        assert_eq!(c, vec!["a", "b", "replay"]);
+    }
+
+    #[test]
+    fn disjoint_ranges_all_visible() {
+        let items = vec![(r(7, 9), 2), (r(1, 3), 1), (r(10, 10), 3)];
+        let (visible, covered) = split_visible(&items);
+        assert_eq!(
+            visible.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(covered.is_empty());
+    }
+}

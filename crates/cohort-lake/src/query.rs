@@ -1,0 +1,853 @@
+//! The query side: a DataFusion session over the lake and the state tables.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use futures::StreamExt;
+
+use crate::files::{io_err, parse_part_file_name};
+use crate::render;
+use crate::schema::{
+    DATE_COLUMN, event_file_schema, events_to_batch, identities_schema, memberships_schema,
+    profile_traits_schema, profiles_schema,
+};
+use crate::store::LakeStore;
+use crate::{LakeError, LakeEvent};
+
+/// Error a [`StateTables`] implementation returns.
+pub type StateError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The state store's tables, handed to the SQL engine as Arrow batches.
+///
+/// Each method is called once per query that reads the table, from the
+/// query's task, so it should answer quickly (from memory or one indexed
+/// read). Batches must carry the columns of the documented schemas
+/// ([`profiles_schema`](crate::profiles_schema) …) by name; a column of
+/// another type is cast (for example a timestamp in milliseconds), a missing
+/// one is an error. All timestamps are `TIMESTAMP` in microseconds, UTC.
+///
+/// | table | columns |
+/// | --- | --- |
+/// | `profiles` | `customer_id BIGINT, created_at TIMESTAMP, first_seen TIMESTAMP, last_seen TIMESTAMP, event_count BIGINT, orders BIGINT, total_revenue DOUBLE, revenue_30d DOUBLE, orders_30d BIGINT, last_order_at TIMESTAMP, average_order_value DOUBLE` |
+/// | `profile_traits` | `customer_id BIGINT, key VARCHAR, value VARCHAR, number DOUBLE` |
+/// | `identities` | `customer_id BIGINT, kind VARCHAR, value VARCHAR, first_seen TIMESTAMP` |
+/// | `memberships` | `segment VARCHAR, customer_id BIGINT, entered_at TIMESTAMP` |
+pub trait StateTables: Send + Sync {
+    /// One row per customer profile.
+    fn profiles(&self) -> Result<RecordBatch, StateError>;
+    /// One row per trait of a profile; `number` is set when the value is numeric.
+    fn profile_traits(&self) -> Result<RecordBatch, StateError>;
+    /// One row per identifier (email, user_id, anonymous_id …) of a profile.
+    fn identities(&self) -> Result<RecordBatch, StateError>;
+    /// One row per (segment, customer) currently in the segment.
+    fn memberships(&self) -> Result<RecordBatch, StateError>;
+}
+
+/// State with no rows, for tests and for a lake used without a state store.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmptyState;
+
+impl StateTables for EmptyState {
+    fn profiles(&self) -> Result<RecordBatch, StateError> {
+        Ok(RecordBatch::new_empty(profiles_schema()))
+    }
+    fn profile_traits(&self) -> Result<RecordBatch, StateError> {
+        Ok(RecordBatch::new_empty(profile_traits_schema()))
+    }
+    fn identities(&self) -> Result<RecordBatch, StateError> {
+        Ok(RecordBatch::new_empty(identities_schema()))
+    }
+    fn memberships(&self) -> Result<RecordBatch, StateError> {
+        Ok(RecordBatch::new_empty(memberships_schema()))
+    }
+}
+
+/// Limits of one query.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryOptions {
+    /// Wall-clock limit, planning included.
+    pub timeout: Duration,
+    /// Rows returned at most; more set [`QueryResult::truncated`].
+    pub max_rows: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_rows: 10_000,
+        }
+    }
+}
+
+/// Rows of a query.
+#[derive(Clone, Debug)]
+pub struct QueryResult {
+    /// `(name, SQL type)` of each column, in order (`BIGINT`, `DOUBLE`,
+    /// `VARCHAR`, `TIMESTAMP`, `DATE`, `BOOLEAN` …).
+    pub columns: Vec<(String, String)>,
+    /// The Arrow schema of the batches.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// Whether rows beyond [`QueryOptions::max_rows`] were cut off.
+    pub truncated: bool,
+}
+
+impl QueryResult {
+    /// Number of rows returned.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// One JSON object per row, every column present (`null` when NULL).
+    /// Timestamps are RFC 3339 strings.
+    pub fn to_json_rows(
+        &self,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, LakeError> {
+        render::json_rows(&self.schema, &self.batches)
+    }
+
+    /// CSV with a header line; nested values are rendered as text.
+    pub fn to_csv(&self) -> Result<String, LakeError> {
+        render::csv(&self.schema, &self.batches)
+    }
+
+    /// A boxed text table for terminals.
+    pub fn to_table_text(&self) -> Result<String, LakeError> {
+        render::table_text(&self.schema, &self.batches)
+    }
+
+    /// Writes the rows to a Parquet file (Snappy) at `path`, atomically
+    /// (temporary file, fsync, rename). Returns the number of rows written.
+    pub fn to_parquet(&self, path: impl AsRef<Path>) -> Result<usize, LakeError> {
+        render::parquet(&self.schema, &self.batches, path.as_ref())
+    }
+}
+
+/// What the providers read at query time; swapped by the setters.
+struct Shared {
+    recent: RwLock<Option<RecordBatch>>,
+    state: RwLock<Arc<dyn StateTables>>,
+}
+
+impl Shared {
+    fn recent(&self) -> Option<RecordBatch> {
+        // A poisoned lock still holds a whole value: the writers only swap it.
+        self.recent
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+    fn state(&self) -> Arc<dyn StateTables> {
+        Arc::clone(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// The SQL engine over the lake. Cheap to share (`Arc<Lake>`): queries run
+/// concurrently and read the files as they are when each query starts.
+///
+/// Tables: `events` (the Parquet lake, partitioned by `date`, plus the recent
+/// rows given to [`set_recent`](Self::set_recent)), and `profiles`,
+/// `profile_traits`, `identities`, `memberships` from [`StateTables`].
+/// Functions: DataFusion's built-ins (datetime, string, regex, math, arrays)
+/// and the JSON functions of `datafusion-functions-json` (`json_get_str`,
+/// `json_get_float`, `json_get_int`, `json_get_bool`, `json_get_json`,
+/// `json_as_text`, `json_contains`, `json_length`, `json_object_keys`, and the
+/// `->` / `->>` operators) for the `properties`, `context` and `traits` columns.
+pub struct Lake {
+    ctx: SessionContext,
+    shared: Arc<Shared>,
+    events_dir: PathBuf,
+    /// Queries run here, not on the caller's runtime: a CPU-bound plan then
+    /// cannot starve the caller's timers (the query timeout) or its other
+    /// tasks (HTTP handlers). `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Lake {
+    fn drop(&mut self) {
+        // A runtime dropped inside async code panics; this one may be.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Inserts a yield point above every operator that can emit many batches per
+/// input batch (joins, unnest). DataFusion yields to Tokio at its leaves only,
+/// so a cross join would otherwise run for minutes without ever returning to
+/// the scheduler, and could be neither timed out nor cancelled.
+#[derive(Debug)]
+struct YieldAfterAmplifiers;
+
+impl PhysicalOptimizerRule for YieldAfterAmplifiers {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let name = node.name();
+            if name.contains("Join") || name == "UnnestExec" {
+                Ok(Transformed::yes(
+                    Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
+                ))
+            } else {
+                Ok(Transformed::no(node))
+            }
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "cohort_yield_after_amplifiers"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Lake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lake")
+            .field("events_dir", &self.events_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+const LAKE_URL: &str = "lake://events";
+
+impl Lake {
+    /// Opens the lake under `<data_dir>/lake` for queries (creating the
+    /// directory if needed) with [`EmptyState`] as state tables.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, LakeError> {
+        let events_dir = data_dir.as_ref().join("lake").join("events");
+        std::fs::create_dir_all(&events_dir).map_err(|e| io_err(&events_dir, e))?;
+        let shared = Arc::new(Shared {
+            recent: RwLock::new(None),
+            state: RwLock::new(Arc::new(EmptyState)),
+        });
+
+        // DataFusion caches directory listings forever by default; the lake
+        // changes under it, so every query lists again (a few directories).
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()
+            .map_err(query_error)?;
+        let store_url = ObjectStoreUrl::parse(LAKE_URL).map_err(query_error)?;
+        let store = LakeStore::new(&events_dir)
+            .map_err(|e| LakeError::Query(format!("cannot open {}: {e}", events_dir.display())))?;
+        runtime.register_object_store(store_url.as_ref(), Arc::new(store));
+
+        let config = SessionConfig::new().with_information_schema(true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(YieldAfterAmplifiers))
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
+        datafusion_functions_json::register_all(&mut ctx).map_err(query_error)?;
+
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![(DATE_COLUMN.to_owned(), DataType::Date32)]);
+        let url = ListingTableUrl::parse(format!("{LAKE_URL}/")).map_err(query_error)?;
+        let listing = ListingTable::try_new(
+            ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(event_file_schema()),
+        )
+        .map_err(query_error)?;
+        let events = EventsTable {
+            listing: Arc::new(listing),
+            shared: Arc::clone(&shared),
+        };
+        ctx.register_table("events", Arc::new(events))
+            .map_err(query_error)?;
+        for table in StateTable::ALL {
+            let provider = StateProvider {
+                table,
+                schema: table.schema(),
+                shared: Arc::clone(&shared),
+            };
+            ctx.register_table(table.name(), Arc::new(provider))
+                .map_err(query_error)?;
+        }
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let query_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("cohort-lake-query")
+            .enable_time()
+            .build()
+            .map_err(|e| LakeError::Internal(format!("cannot start the query runtime: {e}")))?;
+        Ok(Self {
+            ctx,
+            shared,
+            events_dir,
+            runtime: Some(query_runtime),
+        })
+    }
+
+    /// Uses `state` for the `profiles`, `profile_traits`, `identities` and
+    /// `memberships` tables from now on.
+    pub fn with_state(self, state: Arc<dyn StateTables>) -> Self {
+        self.set_state(state);
+        self
+    }
+
+    /// Replaces the state tables' source.
+    pub fn set_state(&self, state: Arc<dyn StateTables>) {
+        *self
+            .shared
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+    }
+
+    /// Sets the processed events not yet written to Parquet; queries of
+    /// `events` see them next to the lake's rows. Rows whose seq is already in
+    /// a file the query reads are ignored, so a caller may clear them lazily
+    /// after [`LakeWriter::append`](crate::LakeWriter::append) without rows
+    /// being counted twice.
+    pub fn set_recent(&self, events: Vec<LakeEvent>) -> Result<(), LakeError> {
+        let batch = if events.is_empty() {
+            None
+        } else {
+            let refs: Vec<&LakeEvent> = events.iter().collect();
+            Some(events_to_batch(&refs, true)?)
+        };
+        *self
+            .shared
+            .recent
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = batch;
+        Ok(())
+    }
+
+    /// Runs one read-only SQL statement.
+    ///
+    /// Errors: [`LakeError::NotReadOnly`] for anything but a query (checked
+    /// before planning), [`LakeError::Timeout`] when `opts.timeout` passes (the
+    /// query is cancelled), [`LakeError::Query`] with DataFusion's message for
+    /// SQL and execution errors.
+    ///
+    /// Must be called from within a Tokio runtime (its timer measures the
+    /// timeout); the query itself runs on the lake's own threads.
+    pub async fn query(&self, sql: &str, opts: QueryOptions) -> Result<QueryResult, LakeError> {
+        check_read_only(sql)?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| LakeError::Internal("the lake is shutting down".into()))?;
+        let ctx = self.ctx.clone();
+        let sql = sql.to_owned();
+        let max_rows = opts.max_rows;
+        // A task of its own, so that abort() cancels it at its next yield.
+        let mut task = runtime.spawn(async move { run_with_retry(&ctx, &sql, max_rows).await });
+        match tokio::time::timeout(opts.timeout, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(LakeError::Query(format!("query task failed: {join}"))),
+            Err(_) => {
+                task.abort();
+                Err(LakeError::Timeout(opts.timeout))
+            }
+        }
+    }
+}
+
+/// Compaction deletes files a running query may have listed a moment before;
+/// planning again sees the merged file instead.
+async fn run_with_retry(
+    ctx: &SessionContext,
+    sql: &str,
+    max_rows: usize,
+) -> Result<QueryResult, LakeError> {
+    let mut attempt = 0;
+    loop {
+        match run(ctx, sql, max_rows).await {
+            Err(e) if attempt < 2 && is_file_not_found(&e) => {
+                attempt += 1;
+                tracing::debug!(attempt, "lake file vanished during query, retrying");
+            }
+            other => return other.map_err(query_error),
+        }
+    }
+}
+
+async fn run(
+    ctx: &SessionContext,
+    sql: &str,
+    max_rows: usize,
+) -> Result<QueryResult, DataFusionError> {
+    let df = ctx.sql_with_options(sql, read_only_options()).await?;
+    // One row more than asked tells whether rows were cut, and lets DataFusion
+    // stop early (top-k sorts, limited scans). EXPLAIN and DESCRIBE must stay
+    // the root of their plan; their few rows are cut below like any others.
+    let describes = matches!(
+        df.logical_plan(),
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+    );
+    let df = if describes {
+        df
+    } else {
+        df.limit(0, max_rows.checked_add(1))?
+    };
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let room = max_rows - rows;
+        if batch.num_rows() > room {
+            if room > 0 {
+                batches.push(batch.slice(0, room));
+            }
+            truncated = true;
+            break;
+        }
+        rows += batch.num_rows();
+        batches.push(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), sql_type_name(f.data_type())))
+        .collect();
+    Ok(QueryResult {
+        columns,
+        schema,
+        batches,
+        truncated,
+    })
+}
+
+fn read_only_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Accepts exactly one query (`SELECT`, `WITH`, `VALUES`, set operations),
+/// `EXPLAIN` of one, `DESCRIBE table` and `SHOW TABLES` / `SHOW COLUMNS`;
+/// rejects everything else before it is planned. Planning then checks again
+/// (no DDL, DML or session statements), which also catches `SELECT … INTO`.
+pub fn check_read_only(sql: &str) -> Result<(), LakeError> {
+    let statements =
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(query_error)?;
+    let mut iter = statements.iter();
+    let (Some(statement), None) = (iter.next(), iter.next()) else {
+        return Err(LakeError::Query(format!(
+            "expected exactly one SQL statement, got {}",
+            statements.len()
+        )));
+    };
+    check_statement(statement)
+}
+
+fn check_statement(statement: &DfStatement) -> Result<(), LakeError> {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_)
+            | SqlStatement::ExplainTable { .. }
+            | SqlStatement::ShowTables { .. }
+            | SqlStatement::ShowColumns { .. } => Ok(()),
+            SqlStatement::Explain { statement, .. } => {
+                check_statement(&DfStatement::Statement(statement.clone()))
+            }
+            other => Err(LakeError::NotReadOnly(first_keyword(&other.to_string()))),
+        },
+        DfStatement::Explain(explain) => check_statement(&explain.statement),
+        DfStatement::CreateExternalTable(_) => {
+            Err(LakeError::NotReadOnly("CREATE EXTERNAL TABLE".into()))
+        }
+        DfStatement::CopyTo(_) => Err(LakeError::NotReadOnly("COPY".into())),
+        DfStatement::Reset(_) => Err(LakeError::NotReadOnly("RESET".into())),
+    }
+}
+
+fn first_keyword(statement: &str) -> String {
+    let words: Vec<&str> = statement.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        // Two words name these statements better than one.
+        [first @ ("CREATE" | "DROP" | "ALTER" | "TRUNCATE"), second] => {
+            format!("{first} {second}")
+        }
+        [first, ..] => (*first).to_owned(),
+        [] => "an empty statement".to_owned(),
+    }
+}
+
+/// Converts a DataFusion error into [`LakeError::Query`] with the innermost
+/// message and without DataFusion's category prefixes.
+pub(crate) fn query_error(e: DataFusionError) -> LakeError {
+    LakeError::Query(clean_message(&e))
+}
+
+fn clean_message(e: &DataFusionError) -> String {
+    let root = e.find_root();
+    let text = match root {
+        DataFusionError::SQL(parser, _) => {
+            let msg = parser.to_string();
+            let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg);
+            format!("syntax error: {msg}")
+        }
+        DataFusionError::Plan(msg)
+        | DataFusionError::Execution(msg)
+        | DataFusionError::Configuration(msg) => msg.clone(),
+        DataFusionError::NotImplemented(msg) => format!("not supported: {msg}"),
+        DataFusionError::ResourcesExhausted(msg) => format!("resources exhausted: {msg}"),
+        DataFusionError::Internal(msg) => format!("internal error: {msg}"),
+        DataFusionError::SchemaError(err, _) => err.to_string(),
+        DataFusionError::ArrowError(err, _) => err.to_string(),
+        other => other.strip_backtrace(),
+    };
+    text.trim().to_owned()
+}
+
+fn is_file_not_found(e: &DataFusionError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(os) = err.downcast_ref::<datafusion::object_store::Error>()
+            && matches!(os, datafusion::object_store::Error::NotFound { .. })
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::NotFound
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// SQL names for the common Arrow types; Arrow's own name otherwise.
+pub(crate) fn sql_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 => "TINYINT UNSIGNED".into(),
+        DataType::UInt16 => "SMALLINT UNSIGNED".into(),
+        DataType::UInt32 => "INT UNSIGNED".into(),
+        DataType::UInt64 => "BIGINT UNSIGNED".into(),
+        DataType::Float16 | DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB".into(),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Timestamp(_, _) => "TIMESTAMP".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
+        DataType::Interval(_) => "INTERVAL".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Null => "NULL".into(),
+        DataType::Dictionary(_, value) => sql_type_name(value),
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+            format!("{}[]", sql_type_name(f.data_type()))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The `events` table: the listing table over the lake, plus the recent rows.
+#[derive(Debug)]
+struct EventsTable {
+    listing: Arc<ListingTable>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Highest seq covered by the files a plan reads.
+fn max_seq_in_plan(plan: &Arc<dyn ExecutionPlan>) -> Option<i64> {
+    let mut max = None;
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
+    {
+        for group in &config.file_groups {
+            for file in group.iter() {
+                if let Some(range) = file
+                    .object_meta
+                    .location
+                    .filename()
+                    .and_then(parse_part_file_name)
+                {
+                    max = max.max(Some(range.last));
+                }
+            }
+        }
+    }
+    for child in plan.children() {
+        max = max.max(max_seq_in_plan(child));
+    }
+    max
+}
+
+#[async_trait]
+impl TableProvider for EventsTable {
+    fn schema(&self) -> SchemaRef {
+        self.listing.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // Both inputs get the filters for pruning, but the recent rows are not
+        // filtered by their scan: DataFusion must still apply every filter.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let lake = self.listing.scan(state, projection, filters, limit).await?;
+        let Some(recent) = self.shared.recent() else {
+            return Ok(lake);
+        };
+        // Rows already in the files this plan reads would count twice.
+        let recent = match max_seq_in_plan(&lake) {
+            Some(covered) => {
+                let seq = recent
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("seq column is not BIGINT".into()))?;
+                let keep: BooleanArray = seq.iter().map(|s| s.map(|s| s > covered)).collect();
+                filter_record_batch(&recent, &keep)?
+            }
+            None => recent,
+        };
+        if recent.num_rows() == 0 {
+            return Ok(lake);
+        }
+        let schema = self.schema();
+        let recent = RecordBatch::try_new(Arc::clone(&schema), recent.columns().to_vec())?;
+        let memory = MemTable::try_new(schema, vec![vec![recent]])?;
+        let recent_plan = memory.scan(state, projection, filters, limit).await?;
+        UnionExec::try_new(vec![lake, recent_plan])
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StateTable {
+    Profiles,
+    ProfileTraits,
+    Identities,
+    Memberships,
+}
+
+impl StateTable {
+    const ALL: [StateTable; 4] = [
+        StateTable::Profiles,
+        StateTable::ProfileTraits,
+        StateTable::Identities,
+        StateTable::Memberships,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            StateTable::Profiles => "profiles",
+            StateTable::ProfileTraits => "profile_traits",
+            StateTable::Identities => "identities",
+            StateTable::Memberships => "memberships",
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        match self {
+            StateTable::Profiles => profiles_schema(),
+            StateTable::ProfileTraits => profile_traits_schema(),
+            StateTable::Identities => identities_schema(),
+            StateTable::Memberships => memberships_schema(),
+        }
+    }
+
+    fn fetch(self, state: &dyn StateTables) -> Result<RecordBatch, StateError> {
+        match self {
+            StateTable::Profiles => state.profiles(),
+            StateTable::ProfileTraits => state.profile_traits(),
+            StateTable::Identities => state.identities(),
+            StateTable::Memberships => state.memberships(),
+        }
+    }
+}
+
+/// A state table, fetched from [`StateTables`] when a query scans it.
+#[derive(Debug)]
+struct StateProvider {
+    table: StateTable,
+    schema: SchemaRef,
+    shared: Arc<Shared>,
+}
+
+/// Puts the caller's batch into the documented schema: columns by name,
+/// cast where the type differs.
+fn conform(
+    table: &str,
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, DataFusionError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                DataFusionError::Execution(format!(
+                    "state table {table} has no column {}",
+                    field.name()
+                ))
+            })?;
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type()).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "state table {table}, column {}: {e}",
+                        field.name()
+                    ))
+                })
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, DataFusionError>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+#[async_trait]
+impl TableProvider for StateProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let name = self.table.name();
+        let batch = self
+            .table
+            .fetch(self.shared.state().as_ref())
+            .map_err(|e| {
+                DataFusionError::Execution(format!("state table {name} unavailable: {e}"))
+            })?;
+        let batch = conform(name, &batch, &self.schema)?;
+        let memory = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
+        memory.scan(state, projection, filters, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_check_accepts_queries_only() {
+        for ok in [
+            "SELECT 1",
+            "select * from events where date = '2024-01-01';",
+            "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+            "VALUES (1), (2)",
+            "SELECT 1 UNION ALL SELECT 2",
+            "EXPLAIN SELECT 1",
+            "DESCRIBE events",
+            "SHOW TABLES",
+        ] {
+            assert!(check_read_only(ok).is_ok(), "{ok}");
+        }
+        for (bad, kind) in [
+            ("CREATE TABLE t (a INT)", "CREATE TABLE"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp/x'",
+                "CREATE EXTERNAL TABLE",
+            ),
+            ("INSERT INTO events VALUES (1)", "INSERT"),
+            ("DROP TABLE events", "DROP TABLE"),
+            ("COPY events TO '/tmp/x.parquet'", "COPY"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("DELETE FROM events", "DELETE"),
+            ("EXPLAIN INSERT INTO events VALUES (1)", "INSERT"),
+        ] {
+            match check_read_only(bad) {
+                Err(LakeError::NotReadOnly(k)) => assert_eq!(k, kind, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            check_read_only("SELECT 1; SELECT 2"),
+            Err(LakeError::Query(_))
+        ));
+    }
+
+    #[test]
+    fn type_names_are_sql() {
+        assert_eq!(sql_type_name(&DataType::Int64), "BIGINT");
+        assert_eq!(sql_type_name(&DataType::Utf8View), "VARCHAR");
+        assert_eq!(sql_type_name(&crate::timestamp_type()), "TIMESTAMP");
+    }
+}

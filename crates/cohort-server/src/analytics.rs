@@ -1,0 +1,268 @@
+//! The analytics side of the server: keeps the Parquet lake fed from processed events, hands the
+//! state store's tables to the SQL engine, and runs read-only queries.
+
+use chrono::Utc;
+use cohort_lake::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use cohort_lake::{
+    Lake, LakeError, LakeEvent, LakeWriter, QueryOptions, QueryResult, StateError, StateTables,
+    identities_schema, memberships_schema, profile_traits_schema, profiles_schema,
+};
+use cohort_store::{ExportedEvent, Store};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Events exported per lake append.
+const EXPORT_BATCH: usize = 20_000;
+/// Most not-yet-exported events a query reads from the state store; the exporter trails
+/// processing by about a second, so this only binds while it catches up after downtime.
+const MAX_RECENT: usize = 200_000;
+/// How often small lake files are merged.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+
+/// The SQL engine over the lake and the state store.
+pub struct Analytics {
+    lake: Lake,
+    store: Store,
+    /// Highest inbox position written to Parquet (0 before the first file).
+    exported: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Analytics {
+    /// Opens the lake for queries; with `export`, also starts the thread that writes processed
+    /// events to Parquet (only one process may do that: the lake holds a writer lock).
+    pub fn open(store: Store, export: bool) -> Result<Arc<Analytics>, LakeError> {
+        let lake = Lake::open(store.data_dir())?.with_state(Arc::new(StoreTables {
+            store: store.clone(),
+        }));
+        let analytics = Arc::new(Analytics {
+            exported: Arc::new(AtomicI64::new(
+                cohort_lake::last_seq(store.data_dir())?.unwrap_or(0),
+            )),
+            lake,
+            store,
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        if export {
+            let writer = LakeWriter::open(analytics.store.data_dir())?;
+            let (store, exported, stop) = (
+                analytics.store.clone(),
+                analytics.exported.clone(),
+                analytics.stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name("cohort-lake".into())
+                .spawn(move || export_loop(writer, &store, &exported, &stop))
+                .map_err(|e| LakeError::Internal(format!("cannot start the lake exporter: {e}")))?;
+        }
+        Ok(analytics)
+    }
+
+    /// Runs read-only SQL; events processed but not yet in Parquet are included.
+    pub async fn query(&self, sql: &str, opts: QueryOptions) -> Result<QueryResult, LakeError> {
+        let on_disk = cohort_lake::last_seq(self.store.data_dir())?.unwrap_or(0);
+        let after = self.exported.load(Ordering::Acquire).max(on_disk);
+        let store = self.store.clone();
+        let recent =
+            tokio::task::spawn_blocking(move || store.profiles().events_after(after, MAX_RECENT))
+                .await
+                .map_err(|e| LakeError::Internal(e.to_string()))?
+                .map_err(|e| LakeError::Internal(e.to_string()))?;
+        self.lake
+            .set_recent(recent.iter().map(to_lake_event).collect())?;
+        self.lake.query(sql, opts).await
+    }
+
+    /// Inbox position exported to Parquet.
+    pub fn exported_seq(&self) -> i64 {
+        self.exported.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Analytics {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn export_loop(mut writer: LakeWriter, store: &Store, exported: &AtomicI64, stop: &AtomicBool) {
+    let mut last_compaction = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let after = writer.last_seq().unwrap_or(0);
+        let batch = match store.profiles().events_after(after, EXPORT_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reading events for the lake failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if last_compaction.elapsed() > COMPACT_EVERY {
+                last_compaction = Instant::now();
+                if let Err(e) = writer.compact_all(4) {
+                    tracing::warn!(error = %e, "lake compaction failed");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let events: Vec<LakeEvent> = batch.iter().map(to_lake_event).collect();
+        match writer.append(&events) {
+            Ok(()) => {
+                let last = writer.last_seq().unwrap_or(after);
+                exported.store(last, Ordering::Release);
+                metrics::gauge!("cohort_lake_exported_seq").set(last as f64);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing to the lake failed; reopening the writer");
+                std::thread::sleep(Duration::from_secs(1));
+                let dir = store.data_dir().to_path_buf();
+                drop(writer);
+                writer = loop {
+                    match LakeWriter::open(&dir) {
+                        Ok(w) => break w,
+                        Err(e) if stop.load(Ordering::Acquire) => {
+                            tracing::error!(error = %e, "lake writer unavailable at shutdown");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot reopen the lake writer; retrying");
+                            std::thread::sleep(Duration::from_secs(5));
+                        }
+                    }
+                };
+            }
+        }
+    }
+}
+
+fn to_lake_event(e: &ExportedEvent) -> LakeEvent {
+    let message: Value = serde_json::from_str(&e.body).unwrap_or(Value::Null);
+    let text = |key: &str| {
+        message.get(key).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let object = |key: &str| match message.get(key) {
+        Some(v @ Value::Object(_)) => v.clone(),
+        _ => Value::Object(Default::default()),
+    };
+    LakeEvent {
+        seq: e.seq,
+        source_id: e.source_id,
+        message_id: e.message_id.clone(),
+        customer_id: e.customer_id,
+        kind: e.kind.clone(),
+        name: e.name.clone(),
+        timestamp: e.timestamp,
+        received_at: e.received_at,
+        user_id: text("userId"),
+        anonymous_id: text("anonymousId"),
+        properties: object("properties"),
+        context: object("context"),
+        traits: object("traits"),
+    }
+}
+
+/// The state store's tables as Arrow batches, read fresh for each query.
+struct StoreTables {
+    store: Store,
+}
+
+fn micros(t: Option<chrono::DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_micros())
+}
+
+fn timestamps(values: Vec<Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+}
+
+impl StateTables for StoreTables {
+    fn profiles(&self) -> Result<RecordBatch, StateError> {
+        let rows = self.store.profiles().profile_rows(Utc::now())?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.customer_id),
+            )),
+            timestamps(
+                rows.iter()
+                    .map(|r| Some(r.created_at.timestamp_micros()))
+                    .collect(),
+            ),
+            timestamps(rows.iter().map(|r| micros(r.first_seen)).collect()),
+            timestamps(rows.iter().map(|r| micros(r.last_seen)).collect()),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.event_count),
+            )),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.orders))),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.total_revenue),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.revenue_30d),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.orders_30d),
+            )),
+            timestamps(rows.iter().map(|r| micros(r.last_order_at)).collect()),
+            Arc::new(Float64Array::from(
+                rows.iter()
+                    .map(|r| (r.orders > 0).then(|| r.total_revenue / r.orders as f64))
+                    .collect::<Vec<_>>(),
+            )),
+        ];
+        Ok(RecordBatch::try_new(profiles_schema(), columns)?)
+    }
+
+    fn profile_traits(&self) -> Result<RecordBatch, StateError> {
+        let rows = self.store.profiles().trait_rows()?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.customer_id),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.key.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.value.as_str()),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.number).collect::<Vec<_>>(),
+            )),
+        ];
+        Ok(RecordBatch::try_new(profile_traits_schema(), columns)?)
+    }
+
+    fn identities(&self) -> Result<RecordBatch, StateError> {
+        let rows = self.store.profiles().identity_rows()?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.customer_id),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.kind.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.value.as_str()),
+            )),
+            timestamps(
+                rows.iter()
+                    .map(|r| Some(r.first_seen.timestamp_micros()))
+                    .collect(),
+            ),
+        ];
+        Ok(RecordBatch::try_new(identities_schema(), columns)?)
+    }
+
+    fn memberships(&self) -> Result<RecordBatch, StateError> {
+        // Segments arrive with the segment engine; until then the table exists and is empty.
+        Ok(RecordBatch::new_empty(memberships_schema()))
+    }
+}

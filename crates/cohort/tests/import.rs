@@ -1,0 +1,204 @@
+//! `cohort import` end to end: files go into the inbox offline, with bad rows in the failed-events
+//! store, and a server started afterwards on the same directory processes them.
+
+mod common;
+
+use common::{ADMIN_KEY, cohort, free_port, send};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the server by PID even when an assertion fails first.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn import(dir: &Path, file: &Path) -> String {
+    let out = cohort()
+        .args(["import", "--data"])
+        .arg(dir)
+        .arg(file)
+        .args(["--source", "shop"])
+        .env("COHORT_LOG", "warn")
+        .output()
+        .expect("run cohort import");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "import failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn admin_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let r = send(
+        addr,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+        b"",
+    )
+    .expect("HTTP exchange");
+    let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, body)
+}
+
+#[test]
+fn imported_files_are_processed_and_bad_rows_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = cohort()
+        .args(["admin", "--data"])
+        .arg(&data)
+        .args(["source", "create", "shop", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let csv = dir.path().join("orders.csv");
+    std::fs::write(
+        &csv,
+        "type,event,userId,messageId,timestamp,properties.revenue,properties.currency,traits.email\n\
+         track,Order Completed,imp-u1,csv-1,2025-01-02T03:04:05Z,19.90,CNY,\n\
+         track,Product Viewed,imp-u1,csv-2,2025-01-02T03:00:00Z,5,CNY,\n\
+         identify,,imp-u1,csv-3,2025-01-01T00:00:00Z,,,ada@example.org\n\
+         track,Broken,imp-u1,csv-4,2025-01-02T03:00:00Z,1,CNY,x,one cell too many\n",
+    )
+    .unwrap();
+    let ndjson = dir.path().join("history.ndjson");
+    std::fs::write(
+        &ndjson,
+        "{\"type\":\"track\",\"event\":\"App Opened\",\"userId\":\"imp-u1\",\"timestamp\":\"2025-01-03T00:00:00Z\"}\n\
+         \n\
+         {\"type\":\"page\",\"name\":\"Home\",\"userId\":\"imp-u1\",\"messageId\":\"nd-2\"}\n\
+         {\"type\": \"track\", oops\n",
+    )
+    .unwrap();
+    let json = dir.path().join("batch.json");
+    std::fs::write(
+        &json,
+        r#"{"context": {"ip": "10.0.0.1"}, "batch": [{"type": "track", "event": "Signed Up", "userId": "imp-u1", "messageId": "js-1"}]}"#,
+    )
+    .unwrap();
+
+    let summary = import(&data, &csv);
+    assert!(
+        summary.contains("read 4, accepted 3, duplicates 0, failed 1"),
+        "{summary}"
+    );
+    let summary = import(&data, &ndjson);
+    assert!(
+        summary.contains("read 3, accepted 2, duplicates 0, failed 1"),
+        "{summary}"
+    );
+    // Messages without a messageId get a stable one, so a second import of a file deduplicates.
+    let again = import(&data, &ndjson);
+    assert!(again.contains("accepted 0, duplicates 2"), "{again}");
+    let summary = import(&data, &json);
+    assert!(summary.contains("read 1, accepted 1"), "{summary}");
+
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _server = Killed(
+        cohort()
+            .args(["serve", "--data"])
+            .arg(&data)
+            .args(["--listen", &addr.to_string()])
+            .env("COHORT_ADMIN_KEY", ADMIN_KEY)
+            .env("COHORT_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let profile = loop {
+        if let Ok(r) = send(
+            addr,
+            "GET",
+            "/api/v1/profiles/user_id/imp-u1",
+            &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+            b"",
+        ) && r.status == 200
+        {
+            let profile: Value = serde_json::from_slice(&r.body).unwrap();
+            if profile["computed"]["event_count"] == 6 {
+                break profile;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the imported events were not all processed in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(profile["traits"]["email"], "ada@example.org");
+    assert_eq!(profile["computed"]["event_counts"]["Order Completed"], 1);
+    assert_eq!(profile["computed"]["total_revenue"], 19.9);
+
+    let (status, failed) = admin_get(addr, "/api/v1/failed-events");
+    assert_eq!(status, 200);
+    let failed = failed["failed_events"].as_array().unwrap();
+    let csv_row = failed
+        .iter()
+        .find(|f| f["code"] == "invalid_csv_row")
+        .expect("the bad CSV row");
+    assert!(
+        csv_row["reason"].as_str().unwrap().starts_with("line 5:"),
+        "{csv_row}"
+    );
+    assert!(
+        csv_row["payload"]
+            .as_str()
+            .unwrap()
+            .contains("one cell too many")
+    );
+    let json_row = failed
+        .iter()
+        .find(|f| f["code"] == "invalid_json")
+        .expect("the bad NDJSON row");
+    assert!(
+        json_row["reason"].as_str().unwrap().starts_with("line 4:"),
+        "{json_row}"
+    );
+    assert!(json_row["payload"].as_str().unwrap().contains("oops"));
+}
+
+#[test]
+fn importing_into_a_missing_source_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(
+        cohort()
+            .args(["admin", "--data"])
+            .arg(&data)
+            .args(["source", "create", "web"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let file = dir.path().join("x.ndjson");
+    std::fs::write(&file, "{}\n").unwrap();
+    let out = cohort()
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(&file)
+        .args(["--source", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no source named \"nope\""));
+}
