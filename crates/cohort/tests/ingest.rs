@@ -25,7 +25,9 @@ fn every_auth_form_and_route_spelling_is_accepted() {
     let body =
         |id: &str| json!({"userId": "auth-user", "event": "Viewed", "messageId": id}).to_string();
     let bearer = format!("Bearer {key}");
-    let cases: Vec<(String, Vec<(&str, String)>, String)> = vec![
+    // (path, headers, body)
+    type AuthCase<'a> = (String, Vec<(&'a str, String)>, String);
+    let cases: Vec<AuthCase> = vec![
         (
             "/v1/track".into(),
             vec![("Authorization", basic(&key))],
