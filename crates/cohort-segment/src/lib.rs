@@ -48,6 +48,7 @@
 
 pub mod condition;
 pub mod eval;
+pub mod rfm;
 pub mod sql;
 mod values;
 
