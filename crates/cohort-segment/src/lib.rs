@@ -50,6 +50,7 @@ pub mod condition;
 pub mod eval;
 pub mod rfm;
 pub mod sql;
+pub mod tags;
 mod values;
 
 pub use condition::{
