@@ -20,6 +20,7 @@
 mod apply;
 mod catalog;
 mod conn;
+mod derived;
 mod failed;
 mod inbox;
 mod profiles;
@@ -27,6 +28,7 @@ mod schema;
 mod time;
 
 pub use catalog::{AdminKey, Catalog, Source, hash_key};
+pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter, NewFailedEvent};
 pub use inbox::{Receipt, Submission};
 pub use profiles::{
