@@ -1,0 +1,316 @@
+//! Request building blocks shared by the analyses, and their validation.
+
+use chrono::{Datelike, Duration, Months, NaiveDate};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::AnalysisError;
+
+/// Longest range an analysis accepts, in days (ten years of daily buckets).
+pub(crate) const MAX_RANGE_DAYS: i64 = 3660;
+/// Longest event name, property, trait or segment name accepted.
+const MAX_NAME_CHARS: usize = 256;
+/// Most property filters on one event.
+const MAX_FILTERS: usize = 10;
+/// Default and largest number of breakdown groups.
+pub(crate) const DEFAULT_BREAKDOWN_LIMIT: usize = 10;
+pub(crate) const MAX_BREAKDOWN_LIMIT: usize = 50;
+
+/// Bucket size of a time series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Interval {
+    Day,
+    Week,
+    Month,
+}
+
+impl TryFrom<String> for Interval {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "day" => Ok(Interval::Day),
+            "week" => Ok(Interval::Week),
+            "month" => Ok(Interval::Month),
+            // serde reports this for the field `interval`, so the message names it.
+            other => Err(format!(
+                "interval must be day, week or month, not {other:?}"
+            )),
+        }
+    }
+}
+
+impl Interval {
+    /// The SQL keyword of `date_trunc`.
+    pub(crate) fn unit(self) -> &'static str {
+        match self {
+            Interval::Day => "day",
+            Interval::Week => "week",
+            Interval::Month => "month",
+        }
+    }
+
+    /// First day of the bucket holding `day`.
+    pub(crate) fn start_of(self, day: NaiveDate) -> NaiveDate {
+        match self {
+            Interval::Day => day,
+            Interval::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+            Interval::Month => day.with_day(1).unwrap_or(day),
+        }
+    }
+
+    /// First day of the bucket after the one starting at `start`.
+    fn next(self, start: NaiveDate) -> Option<NaiveDate> {
+        match self {
+            Interval::Day => start.checked_add_signed(Duration::days(1)),
+            Interval::Week => start.checked_add_signed(Duration::days(7)),
+            Interval::Month => start.checked_add_months(Months::new(1)),
+        }
+    }
+
+    /// Start days of the buckets covering `[from, to)`, in order.
+    pub(crate) fn buckets(self, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+        let mut out = Vec::new();
+        if from >= to {
+            return out;
+        }
+        let mut start = self.start_of(from);
+        while start < to {
+            out.push(start);
+            match self.next(start) {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+/// What to group a breakdown by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Breakdown {
+    /// A top-level key of the event's `properties`, compared as text.
+    Property(String),
+    /// A profile trait (the `profile_traits` table), the customer's current value.
+    Trait(String),
+}
+
+impl Breakdown {
+    pub(crate) fn validate(&self, field: &str) -> Result<(), AnalysisError> {
+        match self {
+            Breakdown::Property(p) => check_name(&format!("{field}.property"), p),
+            Breakdown::Trait(t) => check_name(&format!("{field}.trait"), t),
+        }
+    }
+}
+
+/// A property equality test on an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyFilter {
+    /// A top-level key of the event's `properties`.
+    pub property: String,
+    /// A string, number or boolean. Strings compare with the property's text
+    /// (so `"42"` matches `42` and `"42"`), numbers numerically (a numeric
+    /// string counts, so `42` matches `42`, `42.0` and `"42"`), booleans
+    /// with booleans and the strings `"true"` / `"false"`.
+    pub equals: Value,
+}
+
+impl PropertyFilter {
+    fn validate(&self, field: &str) -> Result<(), AnalysisError> {
+        check_name(&format!("{field}.property"), &self.property)?;
+        match &self.equals {
+            Value::String(_) | Value::Bool(_) => Ok(()),
+            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Ok(()),
+            other => Err(AnalysisError::invalid(
+                format!("{field}.equals"),
+                format!("must be a string, a number or a boolean, not {other}"),
+            )),
+        }
+    }
+}
+
+/// An event name with optional property filters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    /// The event name (`$page`, `$screen`, `$identify` … for other message types).
+    pub event: String,
+    /// Every filter must hold.
+    #[serde(default)]
+    pub filters: Vec<PropertyFilter>,
+}
+
+impl EventSpec {
+    /// An event without filters.
+    pub fn named(event: impl Into<String>) -> Self {
+        EventSpec {
+            event: event.into(),
+            filters: Vec::new(),
+        }
+    }
+
+    pub(crate) fn validate(&self, field: &str) -> Result<(), AnalysisError> {
+        check_name(&format!("{field}.event"), &self.event)?;
+        check_filters(&format!("{field}.filters"), &self.filters)
+    }
+}
+
+/// One group of a breakdown.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum GroupKey {
+    /// Events or customers with this value.
+    Value(String),
+    /// Events or customers without the property or trait.
+    None,
+    /// Everything outside the largest groups.
+    Other,
+}
+
+impl GroupKey {
+    /// The text a chart legend or a table shows.
+    pub fn label(&self) -> String {
+        match self {
+            GroupKey::Value(v) => v.clone(),
+            GroupKey::None => "(none)".into(),
+            GroupKey::Other => "(other)".into(),
+        }
+    }
+}
+
+/// Reads a `YYYY-MM-DD` date, naming the field when it is not one.
+fn date_field<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<NaiveDate, D::Error> {
+    let text = String::deserialize(d)?;
+    NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| {
+        D::Error::custom(format!(
+            "{field} must be a date like 2024-05-01, not {text:?}"
+        ))
+    })
+}
+
+pub(crate) fn from_field<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+    date_field(d, "from")
+}
+
+pub(crate) fn to_field<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+    date_field(d, "to")
+}
+
+pub(crate) fn default_interval() -> Interval {
+    Interval::Day
+}
+
+pub(crate) fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), AnalysisError> {
+    if from > to {
+        return Err(AnalysisError::invalid(
+            "from",
+            format!("{from} is after to ({to}); the range is [from, to)"),
+        ));
+    }
+    let days = (to - from).num_days();
+    if days > MAX_RANGE_DAYS {
+        return Err(AnalysisError::invalid(
+            "to",
+            format!("the range spans {days} days; at most {MAX_RANGE_DAYS} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), AnalysisError> {
+    if name.trim().is_empty() {
+        return Err(AnalysisError::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(AnalysisError::invalid(
+            field,
+            format!("is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_filters(field: &str, filters: &[PropertyFilter]) -> Result<(), AnalysisError> {
+    if filters.len() > MAX_FILTERS {
+        return Err(AnalysisError::invalid(
+            field,
+            format!(
+                "{} filters; at most {MAX_FILTERS} are allowed",
+                filters.len()
+            ),
+        ));
+    }
+    for (i, f) in filters.iter().enumerate() {
+        f.validate(&format!("{field}[{i}]"))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn check_segment(segment: Option<&str>) -> Result<(), AnalysisError> {
+    segment.map_or(Ok(()), |s| check_name("segment", s))
+}
+
+/// The breakdown limit asked for, or the default.
+pub(crate) fn breakdown_limit(limit: Option<usize>) -> Result<usize, AnalysisError> {
+    match limit {
+        None => Ok(DEFAULT_BREAKDOWN_LIMIT),
+        Some(n) if (1..=MAX_BREAKDOWN_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(AnalysisError::invalid(
+            "breakdown_limit",
+            format!("must be between 1 and {MAX_BREAKDOWN_LIMIT}, not {n}"),
+        )),
+    }
+}
+
+/// `part / whole`, or `None` when `whole` is zero.
+pub(crate) fn ratio(part: f64, whole: f64) -> Option<f64> {
+    (whole != 0.0).then(|| part / whole)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap_or_default()
+    }
+
+    #[test]
+    fn buckets_cover_the_range() {
+        // 2024-05-01 is a Wednesday.
+        assert_eq!(
+            Interval::Week.buckets(d(2024, 5, 1), d(2024, 5, 14)),
+            vec![d(2024, 4, 29), d(2024, 5, 6), d(2024, 5, 13)]
+        );
+        assert_eq!(
+            Interval::Month.buckets(d(2024, 1, 31), d(2024, 3, 1)),
+            vec![d(2024, 1, 1), d(2024, 2, 1)]
+        );
+        assert_eq!(Interval::Day.buckets(d(2024, 5, 1), d(2024, 5, 3)).len(), 2);
+        assert!(
+            Interval::Day
+                .buckets(d(2024, 5, 1), d(2024, 5, 1))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn interval_errors_name_the_field() {
+        let err = serde_json::from_str::<Interval>("\"hour\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("interval must be day, week or month"), "{err}");
+    }
+}

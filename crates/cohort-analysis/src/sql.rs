@@ -1,0 +1,125 @@
+//! SQL fragments over the lake's tables. Every value that comes from a
+//! request goes through [`lit`] (string literals) or is formatted from a typed
+//! value (dates, numbers); the events table is always aliased `e`.
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use crate::common::{Breakdown, EventSpec, Interval, PropertyFilter};
+
+/// A SQL string literal. Standard SQL escapes a quote by doubling it, and
+/// DataFusion's default dialect treats backslashes as ordinary characters,
+/// so this is the whole escaping.
+pub(crate) fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub(crate) fn date_lit(d: NaiveDate) -> String {
+    format!("DATE '{}'", d.format("%Y-%m-%d"))
+}
+
+/// A finite number as a DOUBLE literal (`{:?}` keeps every digit and uses an
+/// exponent the SQL parser reads).
+fn float_lit(x: f64) -> String {
+    format!("CAST({x:?} AS DOUBLE)")
+}
+
+/// The UTC bucket start of the events' timestamp, as a DATE.
+pub(crate) fn bucket(interval: Interval) -> String {
+    bucket_of(interval, "e.\"timestamp\"")
+}
+
+/// The UTC bucket start of a TIMESTAMP expression, as a DATE.
+pub(crate) fn bucket_of(interval: Interval, timestamp: &str) -> String {
+    match interval {
+        Interval::Day => format!("CAST({timestamp} AS DATE)"),
+        other => format!("CAST(date_trunc('{}', {timestamp}) AS DATE)", other.unit()),
+    }
+}
+
+/// Days since 1970-01-01 of a DATE expression, as BIGINT.
+pub(crate) fn day_number(date_expr: &str) -> String {
+    format!("CAST(CAST({date_expr} AS INT) AS BIGINT)")
+}
+
+/// Events whose UTC day is in `[from, to)`: the `date` partition column is
+/// the UTC day of `timestamp`, so this is exact and prunes whole directories.
+pub(crate) fn in_days(from: NaiveDate, to: NaiveDate) -> String {
+    format!("e.date >= {} AND e.date < {}", date_lit(from), date_lit(to))
+}
+
+fn property_text(key: &str) -> String {
+    format!("json_as_text(e.properties, {})", lit(key))
+}
+
+fn filter(f: &PropertyFilter) -> String {
+    let key = lit(&f.property);
+    match &f.equals {
+        Value::String(s) => format!("{} = {}", property_text(&f.property), lit(s)),
+        Value::Bool(b) => format!("json_get_bool(e.properties, {key}) = {b}"),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x.is_finite() => {
+                format!("json_get_float(e.properties, {key}) = {}", float_lit(x))
+            }
+            // Validation rejects these; never match rather than fail.
+            _ => "FALSE".to_owned(),
+        },
+        _ => "FALSE".to_owned(),
+    }
+}
+
+/// `(e.event = '…' AND <filters>)`.
+pub(crate) fn matches(spec: &EventSpec) -> String {
+    let mut parts = vec![format!("e.event = {}", lit(&spec.event))];
+    parts.extend(spec.filters.iter().map(filter));
+    format!("({})", parts.join(" AND "))
+}
+
+/// All filters, each prefixed with ` AND `.
+pub(crate) fn and_filters(filters: &[PropertyFilter]) -> String {
+    filters
+        .iter()
+        .map(|f| format!(" AND {}", filter(f)))
+        .collect()
+}
+
+/// ` AND e.customer_id IN (members)` when a segment is given.
+pub(crate) fn and_segment(segment: Option<&str>) -> String {
+    match segment {
+        Some(s) => format!(
+            " AND e.customer_id IN (SELECT customer_id FROM memberships WHERE segment = {})",
+            lit(s)
+        ),
+        None => String::new(),
+    }
+}
+
+/// The expression of a breakdown's value and the join it needs (empty for
+/// event properties). The trait join keeps one value per customer.
+pub(crate) fn breakdown(b: Option<&Breakdown>) -> (String, String) {
+    match b {
+        None => ("CAST(NULL AS VARCHAR)".to_owned(), String::new()),
+        Some(Breakdown::Property(p)) => (property_text(p), String::new()),
+        Some(Breakdown::Trait(t)) => (
+            "bt.value".to_owned(),
+            format!(
+                " LEFT JOIN (SELECT customer_id, min(value) AS value FROM profile_traits \
+                 WHERE key = {} GROUP BY customer_id) bt ON bt.customer_id = e.customer_id",
+                lit(t)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_quotes_only() {
+        assert_eq!(lit("it's"), "'it''s'");
+        assert_eq!(lit("a\\'b"), "'a\\''b'");
+        assert_eq!(float_lit(0.1), "CAST(0.1 AS DOUBLE)");
+        assert_eq!(float_lit(42.0), "CAST(42.0 AS DOUBLE)");
+    }
+}
