@@ -99,6 +99,7 @@
 //! ```
 
 mod files;
+mod merges;
 mod query;
 mod render;
 mod schema;

@@ -36,6 +36,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
 use crate::files::{io_err, parse_part_file_name};
+use crate::merges::{MergeMap, survivor_udf};
 use crate::render;
 use crate::schema::{
     DATE_COLUMN, event_file_schema, events_to_batch, identities_schema, memberships_schema,
@@ -71,6 +72,11 @@ pub trait StateTables: Send + Sync {
     fn identities(&self) -> Result<RecordBatch, StateError>;
     /// One row per (segment, customer) currently in the segment.
     fn memberships(&self) -> Result<RecordBatch, StateError>;
+    /// (merged-away customer, surviving customer) pairs; `events.customer_id` is mapped
+    /// through them. Called once per query.
+    fn customer_merges(&self) -> Result<Vec<(i64, i64)>, StateError> {
+        Ok(Vec::new())
+    }
 }
 
 /// State with no rows, for tests and for a lake used without a state store.
@@ -159,9 +165,25 @@ impl QueryResult {
 struct Shared {
     recent: RwLock<Option<RecordBatch>>,
     state: RwLock<Arc<dyn StateTables>>,
+    merges: Arc<MergeMap>,
 }
 
 impl Shared {
+    /// Loads the merge map the `events` view applies, once per query.
+    fn refresh_merges(&self) -> Result<(), LakeError> {
+        let state = Arc::clone(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let pairs = state
+            .customer_merges()
+            .map_err(|e| LakeError::Query(format!("reading customer merges: {e}")))?;
+        self.merges.set(pairs);
+        Ok(())
+    }
+
     fn recent(&self) -> Option<RecordBatch> {
         // A poisoned lock still holds a whole value: the writers only swap it.
         self.recent
@@ -263,6 +285,7 @@ impl Lake {
         let shared = Arc::new(Shared {
             recent: RwLock::new(None),
             state: RwLock::new(Arc::new(EmptyState)),
+            merges: Arc::new(MergeMap::default()),
         });
 
         // DataFusion caches directory listings forever by default; the lake
@@ -285,6 +308,8 @@ impl Lake {
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         datafusion_functions_json::register_all(&mut ctx).map_err(query_error)?;
+        let survivor = survivor_udf(Arc::clone(&shared.merges));
+        ctx.register_udf(survivor.clone());
 
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -300,7 +325,10 @@ impl Lake {
             listing: Arc::new(listing),
             shared: Arc::clone(&shared),
         };
-        ctx.register_table("events", Arc::new(events))
+        let events: Arc<dyn TableProvider> = Arc::new(events);
+        ctx.register_table(RAW_EVENTS, Arc::clone(&events))
+            .map_err(query_error)?;
+        ctx.register_table("events", events_view(events, &survivor)?)
             .map_err(query_error)?;
         for table in StateTable::ALL {
             let provider = StateProvider {
@@ -380,8 +408,12 @@ impl Lake {
         let ctx = self.ctx.clone();
         let sql = sql.to_owned();
         let max_rows = opts.max_rows;
+        let shared = Arc::clone(&self.shared);
         // A task of its own, so that abort() cancels it at its next yield.
-        let mut task = runtime.spawn(async move { run_with_retry(&ctx, &sql, max_rows).await });
+        let mut task = runtime.spawn(async move {
+            shared.refresh_merges()?;
+            run_with_retry(&ctx, &sql, max_rows).await
+        });
         match tokio::time::timeout(opts.timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(LakeError::Query(format!("query task failed: {join}"))),
@@ -594,6 +626,37 @@ pub(crate) fn sql_type_name(t: &DataType) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// The table of events as written; `events` is this with merged customers mapped to survivors.
+const RAW_EVENTS: &str = "events_raw";
+
+/// `SELECT …, cohort_survivor(customer_id) AS customer_id, … FROM events_raw`. Filters on the
+/// other columns (the `date` partition, names, times) still reach the scan.
+fn events_view(
+    raw: Arc<dyn TableProvider>,
+    survivor: &datafusion::logical_expr::ScalarUDF,
+) -> Result<Arc<dyn TableProvider>, LakeError> {
+    use datafusion::datasource::{ViewTable, provider_as_source};
+    use datafusion::logical_expr::LogicalPlanBuilder;
+    let schema = raw.schema();
+    let columns: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = Expr::Column(datafusion::common::Column::new_unqualified(f.name()));
+            if f.name() == "customer_id" {
+                survivor.call(vec![column]).alias("customer_id")
+            } else {
+                column
+            }
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::scan(RAW_EVENTS, provider_as_source(raw), None)
+        .and_then(|b| b.project(columns))
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(query_error)?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// The `events` table: the listing table over the lake, plus the recent rows.

@@ -678,3 +678,73 @@ fn negative_and_duplicate_seqs_are_refused() -> TestResult {
     assert!(parquet_files(dir.path()).is_empty());
     Ok(())
 }
+
+/// State whose only content is a merge: customer 100 was merged into 102.
+struct MergedState;
+
+impl StateTables for MergedState {
+    fn profiles(&self) -> Result<RecordBatch, StateError> {
+        EmptyState.profiles()
+    }
+    fn profile_traits(&self) -> Result<RecordBatch, StateError> {
+        EmptyState.profile_traits()
+    }
+    fn identities(&self) -> Result<RecordBatch, StateError> {
+        EmptyState.identities()
+    }
+    fn memberships(&self) -> Result<RecordBatch, StateError> {
+        EmptyState.memberships()
+    }
+    fn customer_merges(&self) -> Result<Vec<(i64, i64)>, StateError> {
+        Ok(vec![(100, 102)])
+    }
+}
+
+#[tokio::test]
+async fn events_of_merged_customers_count_for_the_survivor() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut writer = LakeWriter::open(dir.path())?;
+    // Customers 100, 101, 102, 100, 101, 102 by seq % 3.
+    writer.append(&(0..6).map(|s| order(s, 3, 10.0)).collect::<Vec<_>>())?;
+    let lake = Lake::open(dir.path())?;
+    let per_customer =
+        "SELECT customer_id, count(*) AS n FROM events GROUP BY customer_id ORDER BY customer_id";
+    let before = rows(&lake, per_customer).await?;
+    assert_eq!(before.len(), 3);
+
+    lake.set_state(Arc::new(MergedState));
+    let after = rows(&lake, per_customer).await?;
+    let pairs: Vec<(i64, i64)> = after
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].as_i64().unwrap_or(-1),
+                r["n"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, vec![(101, 2), (102, 4)]);
+    // Filters on the mapped column see survivors; the raw table keeps what was written.
+    assert_eq!(
+        one(&lake, "SELECT count(*) FROM events WHERE customer_id = 100").await?,
+        json!(0)
+    );
+    assert_eq!(
+        one(
+            &lake,
+            "SELECT count(*) FROM events_raw WHERE customer_id = 100"
+        )
+        .await?,
+        json!(2)
+    );
+    // Partition pruning still works through the view.
+    assert_eq!(
+        one(
+            &lake,
+            "SELECT count(*) FROM events WHERE date = DATE '2024-05-03' AND customer_id = 102"
+        )
+        .await?,
+        json!(4)
+    );
+    Ok(())
+}

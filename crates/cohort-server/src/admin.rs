@@ -36,6 +36,9 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/stats", get(stats))
         .route("/query", post(query))
         .route("/admin-keys", post(create_admin_key))
+        .merge(crate::analyses::routes())
+        .merge(crate::segments::routes())
+        .merge(crate::rfm::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -57,10 +60,17 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
             .into_response();
     };
     let store = state.store().clone();
+    let hash = cohort_store::hash_key(&key);
+    if state.0.admin_keys.is_fresh(&hash) {
+        return next.run(request).await;
+    }
     let verified =
         tokio::task::spawn_blocking(move || store.catalog().verify_admin_key(&key)).await;
     match verified {
-        Ok(Ok(Some(_))) => next.run(request).await,
+        Ok(Ok(Some(_))) => {
+            state.0.admin_keys.remember(hash);
+            next.run(request).await
+        }
         Ok(Ok(None)) => ApiError::unauthorized("the admin key is not valid").into_response(),
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -64,6 +64,12 @@ impl Analytics {
 
     /// Runs read-only SQL; events processed but not yet in Parquet are included.
     pub async fn query(&self, sql: &str, opts: QueryOptions) -> Result<QueryResult, LakeError> {
+        self.lake().await?.query(sql, opts).await
+    }
+
+    /// The lake, with the events processed but not yet in Parquet loaded as its recent rows, for
+    /// callers that run several queries (the analyses).
+    pub async fn lake(&self) -> Result<&Lake, LakeError> {
         let on_disk = cohort_lake::last_seq(self.store.data_dir())?.unwrap_or(0);
         let after = self.exported.load(Ordering::Acquire).max(on_disk);
         let store = self.store.clone();
@@ -74,7 +80,7 @@ impl Analytics {
                 .map_err(|e| LakeError::Internal(e.to_string()))?;
         self.lake
             .set_recent(recent.iter().map(to_lake_event).collect())?;
-        self.lake.query(sql, opts).await
+        Ok(&self.lake)
     }
 
     /// Inbox position exported to Parquet.
@@ -262,7 +268,24 @@ impl StateTables for StoreTables {
     }
 
     fn memberships(&self) -> Result<RecordBatch, StateError> {
-        // Segments arrive with the segment engine; until then the table exists and is empty.
-        Ok(RecordBatch::new_empty(memberships_schema()))
+        let rows = self.store.segments().membership_rows()?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.segment.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.customer_id),
+            )),
+            timestamps(
+                rows.iter()
+                    .map(|r| Some(r.entered_at.timestamp_micros()))
+                    .collect(),
+            ),
+        ];
+        Ok(RecordBatch::try_new(memberships_schema(), columns)?)
+    }
+
+    fn customer_merges(&self) -> Result<Vec<(i64, i64)>, StateError> {
+        Ok(self.store.profiles().merged_customers()?)
     }
 }

@@ -62,6 +62,7 @@ impl From<StoreError> for ApiError {
                 format!("{what} already exists"),
             ),
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Invalid(message) => ApiError::bad_request("invalid_request", message),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError {

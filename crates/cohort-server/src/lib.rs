@@ -11,16 +11,23 @@
 //! ```
 
 mod admin;
+mod analyses;
 mod analytics;
 mod error;
 mod ingest;
 mod metrics_setup;
+mod rfm;
+mod segments;
 mod sources;
 mod state;
 
 pub use analytics::Analytics;
 pub use error::ApiError;
 pub use ingest::replay_failed;
+pub use rfm::{RfmParams, RfmRun, RfmRunError, latest_rfm, run_rfm};
+pub use segments::{
+    ALL_ROWS, batch_members, export_sql, moves_with_time, refresh as refresh_segment,
+};
 pub use sources::policy_for;
 pub use state::AppState;
 
@@ -39,6 +46,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// An admin key chosen by the operator (`COHORT_ADMIN_KEY`); registered at start.
     pub admin_key: Option<String>,
+    /// How often segments whose membership moves with time are re-evaluated in batch.
+    pub segment_refresh: std::time::Duration,
+    /// Install the shipped tag definitions that are missing, at start.
+    pub builtin_tags: bool,
 }
 
 impl ServerConfig {
@@ -48,6 +59,8 @@ impl ServerConfig {
             store: StoreConfig::new(data_dir),
             limits: Limits::default(),
             admin_key: None,
+            segment_refresh: std::time::Duration::from_secs(60),
+            builtin_tags: true,
         }
     }
 }
@@ -125,6 +138,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 
     let analytics =
         Analytics::open(store.clone(), true).map_err(|e| StartError::Lake(e.to_string()))?;
+    {
+        let (analytics, store) = (analytics.clone(), store.clone());
+        let (install, every) = (config.builtin_tags, config.segment_refresh);
+        tokio::spawn(async move {
+            if install {
+                segments::install_builtin_tags(&analytics, &store).await;
+            }
+            segments::start_time_refresh(analytics, store, every);
+        });
+    }
     let state = AppState::new(store, config.limits, metrics, Some(analytics));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

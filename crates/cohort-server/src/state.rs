@@ -16,6 +16,35 @@ pub(crate) struct Inner {
     pub metrics: PrometheusHandle,
     pub clock: Arc<dyn Clock>,
     pub analytics: Option<Arc<crate::analytics::Analytics>>,
+    pub admin_keys: VerifiedKeys,
+}
+
+/// Admin keys verified recently, by hash: the admin API's hot paths (profile lookups) then skip a
+/// store read per request. Entries expire quickly so a revoked key stops working within seconds.
+#[derive(Default)]
+pub(crate) struct VerifiedKeys {
+    verified: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl VerifiedKeys {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Distinct keys remembered at most; beyond it the map starts over.
+    const CAPACITY: usize = 1024;
+
+    pub(crate) fn is_fresh(&self, hash: &str) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < Self::TTL)
+    }
+
+    pub(crate) fn remember(&self, hash: String) {
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= Self::CAPACITY {
+            verified.clear();
+        }
+        verified.insert(hash, std::time::Instant::now());
+    }
 }
 
 impl AppState {
@@ -37,6 +66,7 @@ impl AppState {
             metrics,
             clock: Arc::new(SystemClock),
             analytics,
+            admin_keys: VerifiedKeys::default(),
         }))
     }
 

@@ -24,7 +24,9 @@ mod derived;
 mod failed;
 mod inbox;
 mod profiles;
+mod realtime;
 mod schema;
+mod segments;
 mod time;
 
 pub use catalog::{AdminKey, Catalog, Source, hash_key};
@@ -34,6 +36,10 @@ pub use inbox::{Receipt, Submission};
 pub use profiles::{
     EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,
     Totals, TraitRow,
+};
+pub use segments::{
+    MAX_NAME as MAX_SEGMENT_NAME, Member, MembershipChange, MembershipDiff, MembershipRow,
+    NewSegment, SegmentDef, SegmentKind, Segments,
 };
 
 use cohort_identity::IdentityRules;
@@ -60,6 +66,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A definition or request the store refuses; the message names the offending field.
+    #[error("{0}")]
+    Invalid(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -120,7 +129,9 @@ struct Inner {
     inbox: inbox::InboxWriter,
     progress: Arc<inbox::Progress>,
     processor: Option<apply::ProcessorHandle>,
+    realtime: Option<realtime::RealtimeHandle>,
     catalog: Catalog,
+    segments: Segments,
     failed: FailedEvents,
     profiles: Profiles,
 }
@@ -155,6 +166,7 @@ impl Store {
                 .collect::<Result<_, _>>()?,
             config.profile.clone(),
         );
+        let segments = Segments::new(conn::open(&state_path, config.durability)?);
         let inbox = inbox::InboxWriter::start(inbox_conn, progress.clone(), &config);
         let processor = if config.process {
             let reader = conn::open(&inbox_path, config.durability)?;
@@ -167,13 +179,24 @@ impl Store {
         } else {
             None
         };
+        let realtime = if config.process {
+            Some(realtime::RealtimeHandle::start(
+                conn::open(&state_path, config.durability)?,
+                progress.clone(),
+                config.profile.clone(),
+            ))
+        } else {
+            None
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
                 inbox,
                 progress,
                 processor,
+                realtime,
                 catalog,
+                segments,
                 failed,
                 profiles,
             }),
@@ -230,6 +253,11 @@ impl Store {
         &self.inner.failed
     }
 
+    /// Segment and tag definitions and their members.
+    pub fn segments(&self) -> &Segments {
+        &self.inner.segments
+    }
+
     pub fn profiles(&self) -> &Profiles {
         &self.inner.profiles
     }
@@ -247,6 +275,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(p) = self.processor.take() {
             p.stop();
+        }
+        if let Some(r) = self.realtime.take() {
+            r.stop();
         }
     }
 }

@@ -208,64 +208,12 @@ fn load_profile(
         }
     }
 
-    let mut traits = Map::new();
-    {
-        let mut stmt = conn
-            .prepare_cached("SELECT key, value FROM traits WHERE customer_id = ?1 ORDER BY key")?;
-        let rows = stmt.query_map([customer], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for r in rows {
-            let (k, v) = r?;
-            traits.insert(k, parse_trait(&v));
-        }
-    }
-
-    let mut computed = ComputedTraits::default();
-    let stats = conn
-        .prepare_cached(
-            "SELECT first_seen, last_seen, events, orders, revenue, last_order_at FROM customer_stats WHERE customer_id = ?1",
-        )?
-        .query_row([customer], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-            ))
-        })
-        .optional()?;
-    if let Some((first, last, events, orders, revenue, last_order)) = stats {
-        computed.first_seen = Some(format_micros(first));
-        computed.last_seen = Some(format_micros(last));
-        computed.event_count = events;
-        computed.orders = orders;
-        computed.total_revenue = round_cents(revenue);
-        computed.last_order_at = last_order.map(format_micros);
-        computed.average_order_value = (orders > 0).then(|| round_cents(revenue / orders as f64));
-    }
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, count FROM event_counts WHERE customer_id = ?1 ORDER BY name",
-        )?;
-        let rows = stmt.query_map([customer], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })?;
-        for r in rows {
-            let (name, count) = r?;
-            computed.event_counts.insert(name, count);
-        }
-    }
-    let window_start = day_of(to_micros(now)) - (rules.revenue_window_days - 1);
-    let (revenue_30d, orders_30d) = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(revenue), 0), COALESCE(SUM(orders), 0) FROM revenue_days WHERE customer_id = ?1 AND day >= ?2",
-        )?
-        .query_row(params![customer, window_start], |r| Ok((r.get::<_, f64>(0)?, r.get::<_, i64>(1)?)))?;
-    computed.revenue_30d = round_cents(revenue_30d);
-    computed.orders_30d = orders_30d;
+    let traits = load_traits(conn, customer)?;
+    let mut computed = load_computed(conn, customer, now, rules)?;
+    // Shown to people in cents; segment evaluation uses the unrounded figures, as SQL does.
+    computed.total_revenue = round_cents(computed.total_revenue);
+    computed.revenue_30d = round_cents(computed.revenue_30d);
+    computed.average_order_value = computed.average_order_value.map(round_cents);
 
     let mut merges = Vec::new();
     {
@@ -298,6 +246,79 @@ fn load_profile(
         computed,
         merges,
     })
+}
+
+/// A customer's traits.
+pub(crate) fn load_traits(
+    conn: &Connection,
+    customer: CustomerId,
+) -> rusqlite::Result<Map<String, Value>> {
+    let mut traits = Map::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT key, value FROM traits WHERE customer_id = ?1 ORDER BY key")?;
+    let rows = stmt.query_map([customer], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for r in rows {
+        let (k, v) = r?;
+        traits.insert(k, parse_trait(&v));
+    }
+    Ok(traits)
+}
+
+/// A customer's computed traits as of `now` (the rolling windows end at `now`), unrounded.
+pub(crate) fn load_computed(
+    conn: &Connection,
+    customer: CustomerId,
+    now: DateTime<Utc>,
+    rules: &ProfileRules,
+) -> rusqlite::Result<ComputedTraits> {
+    let mut computed = ComputedTraits::default();
+    let stats = conn
+        .prepare_cached(
+            "SELECT first_seen, last_seen, events, orders, revenue, last_order_at FROM customer_stats WHERE customer_id = ?1",
+        )?
+        .query_row([customer], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, f64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .optional()?;
+    if let Some((first, last, events, orders, revenue, last_order)) = stats {
+        computed.first_seen = Some(format_micros(first));
+        computed.last_seen = Some(format_micros(last));
+        computed.event_count = events;
+        computed.orders = orders;
+        computed.total_revenue = revenue;
+        computed.last_order_at = last_order.map(format_micros);
+        computed.average_order_value = (orders > 0).then(|| revenue / orders as f64);
+    }
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, count FROM event_counts WHERE customer_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([customer], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for r in rows {
+            let (name, count) = r?;
+            computed.event_counts.insert(name, count);
+        }
+    }
+    let window_start = day_of(to_micros(now)) - (rules.revenue_window_days - 1);
+    let (revenue_30d, orders_30d) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(revenue), 0), COALESCE(SUM(orders), 0) FROM revenue_days WHERE customer_id = ?1 AND day >= ?2",
+        )?
+        .query_row(params![customer, window_start], |r| Ok((r.get::<_, f64>(0)?, r.get::<_, i64>(1)?)))?;
+    computed.revenue_30d = revenue_30d;
+    computed.orders_30d = orders_30d;
+    Ok(computed)
 }
 
 fn parse_trait(text: &str) -> Value {

@@ -33,7 +33,8 @@ CREATE INDEX failed_events_source ON failed_events (source_id, id);
 "#];
 
 /// The state file: catalogue (sources, keys) and the customer state built from processed events.
-const STATE: &[&str] = &[r#"
+const STATE: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (key, value) VALUES ('applied_seq', 0);
 CREATE TABLE sources (
@@ -123,7 +124,47 @@ CREATE TABLE events (
 );
 CREATE INDEX events_customer_ts ON events (customer_id, ts);
 CREATE INDEX events_ts ON events (ts);
-"#];
+"#,
+    r#"
+CREATE TABLE segments (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL UNIQUE,
+    kind        TEXT    NOT NULL,
+    description TEXT    NOT NULL DEFAULT '',
+    condition   TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    version     INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE memberships (
+    segment_id  INTEGER NOT NULL,
+    customer_id INTEGER NOT NULL,
+    entered_at  INTEGER NOT NULL,
+    PRIMARY KEY (segment_id, customer_id)
+) WITHOUT ROWID;
+CREATE INDEX memberships_customer ON memberships (customer_id);
+CREATE TABLE membership_events (
+    id          INTEGER PRIMARY KEY,
+    segment_id  INTEGER NOT NULL,
+    customer_id INTEGER NOT NULL,
+    entered     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    reason      TEXT    NOT NULL
+);
+CREATE INDEX membership_events_customer ON membership_events (customer_id, id);
+CREATE INDEX membership_events_segment ON membership_events (segment_id, id);
+CREATE TABLE segment_pending (customer_id INTEGER PRIMARY KEY);
+INSERT INTO meta (key, value) VALUES ('segments_seq', 0), ('segments_merge_id', 0);
+CREATE TABLE analysis_runs (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    params     TEXT    NOT NULL,
+    report     TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX analysis_runs_kind ON analysis_runs (kind, id);
+"#,
+];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
     migrate(conn, INBOX)

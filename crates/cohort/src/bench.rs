@@ -35,6 +35,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Lookup(args) => lookup(args).await,
+        BenchCommand::Analytics(args) => crate::bench_analytics::run(args).await,
     }
 }
 
@@ -956,7 +957,7 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn print_machine() {
+pub(crate) fn print_machine() {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -980,12 +981,17 @@ fn print_machine() {
         }
     );
     // Other work on the machine skews every figure below; say how busy it was.
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!(
         "Load average before the run (1, 5, 15 min): {}",
-        load.join(" ")
+        load_average()
     );
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
+pub(crate) fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    load.join(" ")
 }
 
 fn meminfo_kb(key: &str) -> Option<u64> {
@@ -1000,7 +1006,7 @@ fn status_kb(text: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn peak_rss() -> String {
+pub(crate) fn peak_rss() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| status_kb(&s, "VmHWM"))
@@ -1010,7 +1016,7 @@ fn peak_rss() -> String {
         )
 }
 
-fn fmt_int(n: u64) -> String {
+pub(crate) fn fmt_int(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

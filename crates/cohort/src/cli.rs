@@ -46,11 +46,32 @@ pub enum Command {
         after_help = "Examples:\n  cohort query \"SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY n DESC\"\n  cohort query \"SELECT * FROM profiles WHERE revenue_30d > 5000\" --format csv > platinum.csv\n  cohort query \"SELECT * FROM events WHERE date >= DATE '2026-11-01'\" --format parquet --output nov.parquet"
     )]
     Query(QueryArgs),
+    /// Analyses: active customers, event trends, funnels, retention cohorts, revenue and orders.
+    #[command(
+        after_help = "Examples:\n  cohort analyse active --from 2026-01-01 --to 2026-04-01 --interval week --by-trait city\n  cohort analyse trends --event \"Product Viewed\" --event \"Order Completed\" --interval week\n  cohort analyse funnel --step \"Product Viewed\" --step \"Product Added\" --step \"Order Completed\" --window 7d\n  cohort analyse retention --first-event \"Signed Up\" --returning-event \"Order Completed\" --period week\n  cohort analyse revenue --interval month --by-property currency --json\n\nThe same analyses over HTTP: POST /api/v1/analyses/{active-customers,trends,funnel,retention,revenue}."
+    )]
+    Analyse(crate::analyse::AnalyseArgs),
+    /// Define segments (typed JSON conditions) and list, export and follow their members.
+    #[command(
+        after_help = "Examples:\n  cohort segment create platinum --condition '{\"type\": \"and\", \"conditions\": [{\"type\": \"computed\", \"key\": \"revenue_30d\", \"op\": \"gt\", \"value\": 5000}, {\"type\": \"computed\", \"key\": \"last_seen\", \"op\": \"within_last\", \"value\": \"30d\"}]}'\n  cohort segment preview --condition @rule.json\n  cohort segment members platinum --limit 50\n  cohort segment export platinum --format parquet --output platinum.parquet\n  cohort segment history email ada@example.com"
+    )]
+    Segment(SegmentArgs),
+    /// Rule-based tags on profiles (the same conditions as segments; 100+ ship built in).
+    #[command(
+        after_help = "Examples:\n  cohort tag list\n  cohort tag members lifecycle:loyal\n  cohort tag history user_id u-1001"
+    )]
+    Tag(SegmentArgs),
     /// Import historical Segment messages (NDJSON, JSON or CSV) into a data directory's inbox.
     #[command(
         after_help = "Examples:\n  cohort import --data ./cohort-data orders.csv --source shop\n  cohort import history.ndjson --source web --format ndjson\n\nCSV columns: type (default track), event, userId, anonymousId, messageId, timestamp,\nand properties.X / traits.X / context.X for nested fields. Rejected rows go to the\nfailed-events store. A running `cohort serve` on the same directory processes the\nimport as it lands; otherwise the next `cohort serve` does."
     )]
     Import(ImportArgs),
+    /// Score customers by recency, frequency and monetary value, name their RFM segment and cluster
+    /// them (k-means); results go onto profiles as rfm_* traits, the report is printed and kept.
+    #[command(
+        after_help = "Examples:\n  cohort rfm --data ./cohort-data\n  cohort rfm --window-days 180 --k 4 --json > rfm.json\n  cohort rfm --as-of 2026-03-01\n\nThe same run over HTTP: POST /api/v1/rfm/run {\"window_days\": 365, \"k\": 5};\nthe latest report: GET /api/v1/rfm/report."
+    )]
+    Rfm(RfmArgs),
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -65,6 +86,12 @@ pub enum BenchCommand {
         after_help = "Example:\n  cohort bench lookup --profiles 10000 --rate 10000 --seconds 10"
     )]
     Lookup(BenchLookupArgs),
+    /// Segment, funnel, retention, RFM and k-means times on generated Parquet data, side by side
+    /// with DuckDB running the equivalent SQL over the same files.
+    #[command(
+        after_help = "Examples:\n  cohort bench analytics --customers 100000 --events 5000000 --data ./bench-data\n  cohort bench analytics --python ~/.venv/bin/python --repeat 5   # 1M customers, 50M events\n\nThe data is generated once into --data and reused while --customers, --events and\n--seed stay the same. DuckDB runs in `PYTHON -c` (pip install duckdb; scikit-learn\nadds a k-means reference)."
+    )]
+    Analytics(BenchAnalyticsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -87,6 +114,35 @@ pub struct BenchIngestArgs {
     /// Seed of the generated events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchAnalyticsArgs {
+    /// Customers to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub customers: usize,
+    /// Events to aim at (the generator lands within about a percent).
+    #[arg(long, default_value_t = 50_000_000)]
+    pub events: usize,
+    /// Directory for the generated data, kept and reused when it already holds data of the same
+    /// --customers, --events and --seed. Default: a temporary directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Keep the temporary data directory (a --data directory is always kept).
+    #[arg(long)]
+    pub keep: bool,
+    /// Skip the DuckDB side.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Runs of each query per engine; the median and the best are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Python interpreter with the duckdb package.
+    #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
+    pub python: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,6 +179,66 @@ pub struct DataArgs {
     pub data: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: SegmentCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SegmentCommand {
+    /// List definitions with their member counts.
+    List,
+    /// Create a definition and fill it from the data so far.
+    Create {
+        name: String,
+        /// The condition as JSON, or @FILE to read it from a file.
+        #[arg(long)]
+        condition: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Change a definition's condition or description and re-evaluate it.
+    Update {
+        name: String,
+        #[arg(long)]
+        condition: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a definition (its members exit).
+    Delete { name: String },
+    /// Count the customers a condition matches now, without saving it.
+    Preview {
+        #[arg(long)]
+        condition: String,
+    },
+    /// Current members, by customer ID.
+    Members {
+        name: String,
+        /// Start after this customer ID (paging).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Members with their user ID, email and phone, as CSV or Parquet.
+    Export {
+        name: String,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "parquet"])]
+        format: String,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Entries and exits of one customer, found by an identifier (email, user_id, phone …).
+    History { id_type: String, value: String },
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -136,6 +252,13 @@ pub struct ServeArgs {
     /// `full` fsyncs every commit (survives power loss); `normal` survives process crashes only.
     #[arg(long, env = "COHORT_DURABILITY", default_value = "full", value_parser = ["full", "normal"])]
     pub durability: String,
+    /// Seconds between batch re-evaluations of segments whose membership moves with time
+    /// ("active in the last 30 days"); events update every segment in real time regardless.
+    #[arg(long, env = "COHORT_SEGMENT_REFRESH_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_refresh_secs: u64,
+    /// Do not install the shipped tag definitions on start.
+    #[arg(long)]
+    pub no_builtin_tags: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -281,4 +404,22 @@ pub struct QueryArgs {
     /// Seconds before the query is cancelled.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RfmArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Days of orders to score, ending with the analysis date.
+    #[arg(long, default_value_t = 365)]
+    pub window_days: u32,
+    /// Clusters for k-means (fewer when customers are few or alike).
+    #[arg(long, default_value_t = 5)]
+    pub k: usize,
+    /// Analysis date (YYYY-MM-DD, UTC); recency counts days to it. Default: today.
+    #[arg(long)]
+    pub as_of: Option<chrono::NaiveDate>,
+    /// Print the run as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }

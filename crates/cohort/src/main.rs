@@ -1,11 +1,15 @@
 //! The `cohort` binary: one process for the whole customer lifecycle.
 
 mod admin;
+mod analyse;
 mod bench;
+mod bench_analytics;
 mod cli;
 mod demo;
 mod import;
 mod query;
+mod rfm;
+mod segment;
 mod serve;
 
 use clap::Parser;
@@ -31,6 +35,12 @@ fn main() -> std::process::ExitCode {
             cli::Command::Bench(cmd) => bench::run(cmd).await,
             cli::Command::Import(args) => import::run(args).await,
             cli::Command::Query(args) => query::run(args).await,
+            cli::Command::Analyse(args) => analyse::run(args).await,
+            cli::Command::Rfm(args) => rfm::run(args).await,
+            cli::Command::Segment(args) => {
+                segment::run(args, cohort_store::SegmentKind::Segment).await
+            }
+            cli::Command::Tag(args) => segment::run(args, cohort_store::SegmentKind::Tag).await,
         }
     });
     match result {

@@ -16,6 +16,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub write_key: String,
     child: Child,
+    extra: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -32,6 +33,11 @@ pub fn cohort() -> Command {
 impl Server {
     /// Starts a server with one source named "test".
     pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with one source named "test" and extra `cohort serve` arguments.
+    pub fn start_with(serve_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = cohort()
             .args(["admin", "--data"])
@@ -50,21 +56,24 @@ impl Server {
             .expect("write key")
             .to_string();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut child = Self::spawn(dir.path(), addr);
+        let extra: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
+        let mut child = Self::spawn(dir.path(), addr, &extra);
         Self::wait_ready(&mut child, addr);
         Server {
             addr,
             dir,
             write_key,
             child,
+            extra,
         }
     }
 
-    fn spawn(dir: &std::path::Path, addr: SocketAddr) -> Child {
+    fn spawn(dir: &std::path::Path, addr: SocketAddr, extra: &[String]) -> Child {
         cohort()
             .args(["serve", "--data"])
             .arg(dir)
             .args(["--listen", &addr.to_string()])
+            .args(extra)
             .env("COHORT_ADMIN_KEY", ADMIN_KEY)
             .env("COHORT_LOG", "warn")
             .stdout(Stdio::null())
@@ -93,7 +102,7 @@ impl Server {
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path(), self.addr);
+        self.child = Self::spawn(self.dir.path(), self.addr, &self.extra);
         Self::wait_ready(&mut self.child, self.addr);
     }
 

@@ -1,0 +1,644 @@
+//! Segments and tags over HTTP, and their batch evaluation.
+//!
+//! Real-time membership is the store's job (it re-decides customers as their events are
+//! processed). This module does the other half: it compiles a condition to SQL and runs it over
+//! the lake and the state tables, to fill a segment when it is created or changed, to preview a
+//! condition, and to re-evaluate segments whose membership moves with time alone.
+
+use crate::analytics::Analytics;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use cohort_lake::arrow::array::{Array, Int64Array};
+use cohort_lake::{LakeError, QueryOptions};
+use cohort_segment::{COMPUTED_KEYS, Condition, time_sensitive, to_sql};
+use cohort_store::{MembershipDiff, NewSegment, SegmentDef, SegmentKind, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Batch evaluations may scan everything; they get more time than an interactive query.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// A row limit no member list reaches (SQL limits are signed 64-bit, so not `usize::MAX`).
+pub const ALL_ROWS: usize = 1 << 40;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/segments", get(list_segments).post(create_segment))
+        .route("/segments/preview", post(preview))
+        .route(
+            "/segments/{name}",
+            get(get_segment).put(update_segment).delete(delete_segment),
+        )
+        .route("/segments/{name}/members", get(members))
+        .route("/segments/{name}/export", get(export))
+        .route("/segments/{name}/changes", get(segment_changes))
+        .route("/segment-changes", get(all_changes))
+        .route("/tags", get(list_tags))
+        .route("/tags/{name}/customers", get(members))
+        .route("/profiles/{kind}/{value}/segments", get(profile_segments))
+        .route("/profiles/{kind}/{value}/tags", get(profile_tags))
+}
+
+/// The customers matching `condition` at `now`, by one SQL query over the lake and the state
+/// tables. The query sees the events processed so far, as real-time evaluation does.
+pub async fn batch_members(
+    analytics: &Analytics,
+    condition: &Condition,
+    now: DateTime<Utc>,
+) -> Result<HashSet<i64>, LakeError> {
+    let inner = to_sql(condition, now).map_err(|e| LakeError::Query(format!("condition.{e}")))?;
+    // The condition compiler expects events as (customer_id, name, timestamp, properties) with
+    // naive UTC timestamps; the lake's `events` view already maps merged customers.
+    let sql = format!(
+        "WITH events AS (SELECT customer_id, event AS name, CAST(\"timestamp\" AS TIMESTAMP) AS \"timestamp\", properties \
+         FROM events WHERE customer_id IS NOT NULL) \
+         SELECT DISTINCT customer_id FROM ({inner}) AS members WHERE customer_id IS NOT NULL"
+    );
+    let result = analytics
+        .query(
+            &sql,
+            QueryOptions {
+                timeout: BATCH_TIMEOUT,
+                max_rows: ALL_ROWS,
+            },
+        )
+        .await?;
+    let mut members = HashSet::with_capacity(result.num_rows());
+    for batch in &result.batches {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| LakeError::Internal("segment query returned no BIGINT ids".into()))?;
+        members.extend(ids.iter().flatten());
+    }
+    Ok(members)
+}
+
+/// Evaluates a stored segment in batch and makes the result its membership.
+pub async fn refresh(
+    analytics: &Analytics,
+    store: &Store,
+    def: &SegmentDef,
+    reason: &'static str,
+) -> Result<MembershipDiff, ApiError> {
+    let watermark = {
+        let store = store.clone();
+        blocking(move || Ok(store.segments().last_change_id()?)).await?
+    };
+    let members = batch_members(analytics, &def.condition, Utc::now())
+        .await
+        .map_err(|e| lake_error(&def.name, e))?;
+    let store = store.clone();
+    let id = def.id;
+    blocking(move || {
+        Ok(store
+            .segments()
+            .apply_members(id, &members, reason, watermark)?)
+    })
+    .await
+}
+
+/// Whether membership can change with time alone, so the periodic refresh must cover it:
+/// relative windows, and the rolling computed traits (`revenue_30d`, `orders_30d`), which
+/// depend on the current day.
+pub fn moves_with_time(condition: &Condition) -> bool {
+    if time_sensitive(condition) {
+        return true;
+    }
+    match condition {
+        Condition::Computed { key, .. } => key.ends_with("_30d"),
+        other => other.children().iter().any(moves_with_time),
+    }
+}
+
+/// Re-evaluates, every `every`, the segments whose membership moves with time (and those that
+/// refer to them), until the store is dropped.
+pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let defs = {
+                let store = store.clone();
+                match blocking(move || Ok(store.segments().ordered()?)).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "cannot list segments to refresh");
+                        continue;
+                    }
+                }
+            };
+            let mut moving: BTreeSet<String> = BTreeSet::new();
+            for def in defs {
+                let depends = cohort_segment::referenced_segments(&def.condition)
+                    .iter()
+                    .any(|s| moving.contains(s));
+                if !(depends || moves_with_time(&def.condition)) {
+                    continue;
+                }
+                moving.insert(def.name.clone());
+                match refresh(&analytics, &store, &def, "time").await {
+                    Ok(diff) if diff.entered + diff.exited > 0 => {
+                        tracing::info!(segment = %def.name, entered = diff.entered, exited = diff.exited, "segment refreshed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(segment = %def.name, error = %e.message, "segment refresh failed");
+                    }
+                }
+            }
+            metrics::counter!("cohort_segment_refresh_rounds_total").increment(1);
+        }
+    });
+}
+
+/// Installs the shipped tag definitions that are not stored yet and fills them.
+pub(crate) async fn install_builtin_tags(analytics: &Analytics, store: &Store) {
+    let existing: HashSet<String> = {
+        let store = store.clone();
+        match blocking(move || Ok(store.segments().list(None)?)).await {
+            Ok(list) => list.into_iter().map(|(d, _)| d.name).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot read tags; built-in tags not installed");
+                return;
+            }
+        }
+    };
+    let mut installed = 0usize;
+    for tag in cohort_segment::tags::builtin_tags() {
+        if existing.contains(&tag.name) {
+            continue;
+        }
+        let new = NewSegment {
+            name: tag.name.clone(),
+            kind: SegmentKind::Tag,
+            description: tag.description.clone(),
+            condition: tag.condition.clone(),
+        };
+        let created = {
+            let store = store.clone();
+            blocking(move || Ok(store.segments().create(&new)?)).await
+        };
+        match created {
+            Ok(def) => {
+                installed += 1;
+                if let Err(e) = refresh(analytics, store, &def, "definition").await {
+                    tracing::warn!(tag = %def.name, error = %e.message, "filling a built-in tag failed");
+                }
+            }
+            Err(e) => tracing::warn!(tag = %tag.name, error = %e.message, "built-in tag refused"),
+        }
+    }
+    if installed > 0 {
+        tracing::info!(installed, "built-in tags installed");
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+fn analytics_of(state: &AppState) -> Result<Arc<Analytics>, ApiError> {
+    state.0.analytics.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the SQL engine is not running",
+        )
+    })
+}
+
+fn lake_error(segment: &str, e: LakeError) -> ApiError {
+    match e {
+        LakeError::Timeout(t) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("evaluating {segment:?} took longer than {t:?}"),
+        ),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "evaluation_failed",
+            format!("evaluating {segment:?}: {other}"),
+        ),
+    }
+}
+
+fn parse_condition(value: Value) -> Result<Condition, ApiError> {
+    let condition = Condition::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_condition", format!("condition.{e}")))?;
+    condition
+        .validate()
+        .map_err(|e| ApiError::bad_request("invalid_condition", format!("condition.{e}")))?;
+    Ok(condition)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))
+}
+
+#[derive(Serialize)]
+struct SegmentView {
+    #[serde(flatten)]
+    def: SegmentDef,
+    member_count: i64,
+    /// Re-evaluated periodically because membership moves with time.
+    refreshed_with_time: bool,
+}
+
+fn view(def: SegmentDef, member_count: i64) -> SegmentView {
+    let refreshed_with_time = moves_with_time(&def.condition);
+    SegmentView {
+        def,
+        member_count,
+        refreshed_with_time,
+    }
+}
+
+async fn list_of(state: &AppState, kind: SegmentKind) -> Result<Json<Value>, ApiError> {
+    let store = state.store().clone();
+    let list = blocking(move || Ok(store.segments().list(Some(kind))?)).await?;
+    let items: Vec<SegmentView> = list.into_iter().map(|(d, n)| view(d, n)).collect();
+    let key = if kind == SegmentKind::Tag {
+        "tags"
+    } else {
+        "segments"
+    };
+    Ok(Json(json!({ key: items })))
+}
+
+async fn list_segments(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    list_of(&state, SegmentKind::Segment).await
+}
+
+async fn list_tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    list_of(&state, SegmentKind::Tag).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    name: String,
+    #[serde(default)]
+    description: String,
+    condition: Value,
+    #[serde(default = "default_kind")]
+    kind: SegmentKind,
+}
+
+fn default_kind() -> SegmentKind {
+    SegmentKind::Segment
+}
+
+async fn create_segment(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: CreateRequest = json_body(&body)?;
+    let analytics = analytics_of(&state)?;
+    let new = NewSegment {
+        name: request.name,
+        kind: request.kind,
+        description: request.description,
+        condition: parse_condition(request.condition)?,
+    };
+    let store = state.store().clone();
+    let def = blocking(move || Ok(store.segments().create(&new)?)).await?;
+    let diff = refresh(&analytics, state.store(), &def, "definition").await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"segment": view(def, diff.members as i64), "evaluation": diff})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    description: Option<String>,
+    condition: Option<Value>,
+}
+
+async fn update_segment(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: UpdateRequest = json_body(&body)?;
+    let analytics = analytics_of(&state)?;
+    let condition = request.condition.map(parse_condition).transpose()?;
+    let store = state.store().clone();
+    let def = blocking(move || {
+        Ok(store
+            .segments()
+            .update(&name, request.description.as_deref(), condition.as_ref())?)
+    })
+    .await?;
+    let diff = refresh(&analytics, state.store(), &def, "definition").await?;
+    Ok(Json(
+        json!({"segment": view(def, diff.members as i64), "evaluation": diff}),
+    ))
+}
+
+async fn delete_segment(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.store().clone();
+    blocking(move || Ok(store.segments().delete(&name)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_segment(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store().clone();
+    let (def, count) = blocking(move || {
+        let def = store.segments().get(&name)?;
+        let count = store.segments().member_count(def.id)?;
+        Ok((def, count))
+    })
+    .await?;
+    Ok(Json(json!({"segment": view(def, count)})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    condition: Value,
+    #[serde(default = "default_sample")]
+    sample: usize,
+}
+
+fn default_sample() -> usize {
+    10
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: PreviewRequest = json_body(&body)?;
+    let condition = parse_condition(request.condition)?;
+    let analytics = analytics_of(&state)?;
+    let members = batch_members(&analytics, &condition, Utc::now())
+        .await
+        .map_err(|e| lake_error("the condition", e))?;
+    let mut sample: Vec<i64> = members.iter().copied().collect();
+    sample.sort_unstable();
+    sample.truncate(request.sample.min(1000));
+    Ok(Json(json!({
+        "count": members.len(),
+        "sample_customer_ids": sample,
+        "refreshed_with_time": moves_with_time(&condition),
+        "computed_keys": COMPUTED_KEYS,
+    })))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn members(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 10000",
+        ));
+    }
+    let after = page.after.unwrap_or(0);
+    let store = state.store().clone();
+    let (def, rows, total) = blocking(move || {
+        let def = store.segments().get(&name)?;
+        let rows = store.segments().members(def.id, after, limit)?;
+        let total = store.segments().member_count(def.id)?;
+        Ok((def, rows, total))
+    })
+    .await?;
+    let next_after = (rows.len() == limit)
+        .then(|| rows.last().map(|m| m.customer_id))
+        .flatten();
+    Ok(Json(json!({
+        "segment": def.name,
+        "kind": def.kind,
+        "total": total,
+        "members": rows,
+        "next_after": next_after,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format.unwrap_or_else(|| "csv".into());
+    if format != "csv" && format != "parquet" {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("format must be csv or parquet, not {format:?}"),
+        ));
+    }
+    let analytics = analytics_of(&state)?;
+    let store = state.store().clone();
+    let lookup = name.clone();
+    let def = blocking(move || Ok(store.segments().get(&lookup)?)).await?;
+    let sql = export_sql(&def.name);
+    let result = analytics
+        .query(
+            &sql,
+            QueryOptions {
+                timeout: BATCH_TIMEOUT,
+                max_rows: ALL_ROWS,
+            },
+        )
+        .await
+        .map_err(|e| lake_error(&def.name, e))?;
+    let render =
+        |e: LakeError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+    let file_name = sanitize_file_name(&def.name);
+    if format == "csv" {
+        let body = result.to_csv().map_err(render)?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{file_name}.csv\""),
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    let bytes = blocking(move || {
+        let io = |e: std::io::Error| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        };
+        let dir = tempfile::tempdir().map_err(io)?;
+        let path = dir.path().join("export.parquet");
+        result.to_parquet(&path).map_err(render)?;
+        std::fs::read(&path).map_err(io)
+    })
+    .await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.apache.parquet".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}.parquet\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// One row per member with the identifiers people export for: user ID, email, phone.
+pub fn export_sql(segment: &str) -> String {
+    let name = segment.replace('\'', "''");
+    format!(
+        "SELECT m.customer_id, m.entered_at, \
+           MAX(CASE WHEN i.kind = 'user_id' THEN i.value END) AS user_id, \
+           MAX(CASE WHEN i.kind = 'email' THEN i.value END) AS email, \
+           MAX(CASE WHEN i.kind = 'phone' THEN i.value END) AS phone \
+         FROM memberships m LEFT JOIN identities i ON i.customer_id = m.customer_id \
+         WHERE m.segment = '{name}' \
+         GROUP BY m.customer_id, m.entered_at ORDER BY m.customer_id"
+    )
+}
+
+fn sanitize_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn changes(
+    state: &AppState,
+    segment: Option<String>,
+    q: ChangesQuery,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let after = q.after.unwrap_or(0);
+    let store = state.store().clone();
+    let rows = blocking(move || {
+        let id = match segment {
+            Some(name) => Some(store.segments().get(&name)?.id),
+            None => None,
+        };
+        Ok(store.segments().changes(after, id, None, limit)?)
+    })
+    .await?;
+    let next_after = rows.last().map(|c| c.id).unwrap_or(after);
+    Ok(Json(json!({"changes": rows, "next_after": next_after})))
+}
+
+async fn segment_changes(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    changes(&state, Some(name), q).await
+}
+
+async fn all_changes(
+    State(state): State<AppState>,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    changes(&state, None, q).await
+}
+
+async fn customer_memberships(
+    state: &AppState,
+    kind: String,
+    value: String,
+    want: SegmentKind,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store().clone();
+    let found = blocking(move || {
+        let Some(customer) = store.profiles().find_customer(&kind, &value)? else {
+            return Ok(None);
+        };
+        let current = store.segments().of_customer(customer)?;
+        let history = store.segments().changes(0, None, Some(customer), 10_000)?;
+        Ok(Some((customer, current, history)))
+    })
+    .await?;
+    let Some((customer, current, history)) = found else {
+        return Err(ApiError::not_found("no customer has that identifier"));
+    };
+    let current: Vec<Value> = current
+        .into_iter()
+        .filter(|(_, k, _)| *k == want)
+        .map(|(name, _, entered_at)| json!({"name": name, "entered_at": entered_at}))
+        .collect();
+    let history: Vec<_> = history.into_iter().filter(|c| c.kind == want).collect();
+    let key = if want == SegmentKind::Tag {
+        "tags"
+    } else {
+        "segments"
+    };
+    Ok(Json(json!({
+        "customer_id": customer.to_string(),
+        key: current,
+        "history": history,
+    })))
+}
+
+async fn profile_segments(
+    State(state): State<AppState>,
+    Path((kind, value)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    customer_memberships(&state, kind, value, SegmentKind::Segment).await
+}
+
+async fn profile_tags(
+    State(state): State<AppState>,
+    Path((kind, value)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    customer_memberships(&state, kind, value, SegmentKind::Tag).await
+}

@@ -1,0 +1,343 @@
+//! Segment definitions, real-time membership as events are processed, and batch membership.
+
+use chrono::{Duration as TimeDelta, Utc};
+use cohort_segment::Condition;
+use cohort_store::{NewSegment, SegmentKind, Store, StoreConfig, StoreError, Submission};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(StoreConfig::new(dir)).unwrap()
+}
+
+fn cond(v: Value) -> Condition {
+    Condition::from_value(v).unwrap()
+}
+
+fn segment(name: &str, condition: Value) -> NewSegment {
+    NewSegment {
+        name: name.into(),
+        kind: SegmentKind::Segment,
+        description: String::new(),
+        condition: cond(condition),
+    }
+}
+
+async fn send(store: &Store, messages: &[Value]) {
+    let submission = Submission {
+        source_id: 1,
+        received_at: Utc::now(),
+        accepted: messages
+            .iter()
+            .map(|m| (m["messageId"].as_str().unwrap().to_string(), m.to_string()))
+            .collect(),
+        ..Submission::default()
+    };
+    store.append(submission).await.unwrap();
+    assert!(store.wait_applied(store.committed_seq(), Duration::from_secs(10)));
+}
+
+fn ago(days: i64) -> String {
+    (Utc::now() - TimeDelta::days(days)).to_rfc3339()
+}
+
+/// Waits until the real-time engine has caught up with `predicate`.
+fn eventually(what: &str, mut predicate: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if predicate() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn members(store: &Store, name: &str) -> HashSet<i64> {
+    let def = store.segments().get(name).unwrap();
+    store
+        .segments()
+        .members(def.id, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.customer_id)
+        .collect()
+}
+
+fn customer(store: &Store, user: &str) -> i64 {
+    store
+        .profiles()
+        .find_customer("user_id", user)
+        .unwrap()
+        .unwrap()
+}
+
+fn order(id: &str, user: &str, revenue: f64, at: &str) -> Value {
+    json!({"type": "track", "event": "Order Completed", "userId": user, "messageId": id,
+           "timestamp": at, "properties": {"revenue": revenue}})
+}
+
+#[tokio::test]
+async fn customers_enter_and_leave_as_their_events_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .segments()
+        .create(&segment(
+            "big spenders",
+            json!({"type": "computed", "key": "total_revenue", "op": "gt", "value": 1000}),
+        ))
+        .unwrap();
+    store
+        .segments()
+        .create(&segment(
+            "vip in shanghai",
+            json!({"type": "and", "conditions": [
+                {"type": "in_segment", "segment": "big spenders"},
+                {"type": "trait", "key": "city", "op": "eq", "value": "上海"}]}),
+        ))
+        .unwrap();
+
+    send(
+        &store,
+        &[
+            order("o1", "ada", 600.0, &ago(2)),
+            order("o2", "bob", 50.0, &ago(2)),
+            json!({"type": "identify", "userId": "ada", "messageId": "i1", "timestamp": ago(1),
+                   "traits": {"city": "上海"}}),
+        ],
+    )
+    .await;
+    let ada = customer(&store, "ada");
+    // 600 is not over 1000 yet.
+    caught_up(&store);
+    assert!(members(&store, "big spenders").is_empty());
+
+    send(&store, &[order("o3", "ada", 700.0, &ago(1))]).await;
+    eventually("ada enters both", || {
+        members(&store, "vip in shanghai") == HashSet::from([ada])
+    });
+    assert_eq!(members(&store, "big spenders"), HashSet::from([ada]));
+
+    // Moving away takes her out of the dependent segment only.
+    send(
+        &store,
+        &[
+            json!({"type": "identify", "userId": "ada", "messageId": "i2", "timestamp": ago(0),
+                  "traits": {"city": "北京"}}),
+        ],
+    )
+    .await;
+    eventually("ada leaves the city segment", || {
+        members(&store, "vip in shanghai").is_empty()
+    });
+    assert_eq!(members(&store, "big spenders"), HashSet::from([ada]));
+
+    let history = store.segments().changes(0, None, Some(ada), 100).unwrap();
+    let seen: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|c| (c.segment.as_str(), c.change, c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("big spenders", "entered", "event"),
+            ("vip in shanghai", "entered", "event"),
+            ("vip in shanghai", "exited", "event"),
+        ]
+    );
+    // The feed is ordered and resumable by ID.
+    let after_first = store
+        .segments()
+        .changes(history[0].id, None, None, 100)
+        .unwrap();
+    assert_eq!(after_first.len(), 2);
+}
+
+/// Waits until the real-time engine has decided everything processed so far.
+fn caught_up(store: &Store) {
+    let applied = store.applied_seq();
+    eventually("the segment engine", || {
+        store.segments().evaluated_seq().unwrap() >= applied
+    });
+}
+
+#[tokio::test]
+async fn event_conditions_with_windows_and_property_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .segments()
+        .create(&segment(
+            "repeat buyers",
+            json!({"type": "event", "name": "Order Completed",
+                   "where": [{"property": "revenue", "op": "gt", "value": 100}],
+                   "count": {"op": "gte", "value": 2}, "window": {"last_days": 30}}),
+        ))
+        .unwrap();
+    send(
+        &store,
+        &[
+            order("a1", "ann", 150.0, &ago(3)),
+            order("a2", "ann", 90.0, &ago(2)),
+            order("b1", "ben", 150.0, &ago(40)),
+            order("b2", "ben", 150.0, &ago(2)),
+            order("c1", "cat", 500.0, &ago(5)),
+            order("c2", "cat", 101.0, &ago(1)),
+        ],
+    )
+    .await;
+    let cat = customer(&store, "cat");
+    eventually("cat enters", || {
+        members(&store, "repeat buyers") == HashSet::from([cat])
+    });
+    send(&store, &[order("a3", "ann", 120.0, &ago(0))]).await;
+    let ann = customer(&store, "ann");
+    eventually("ann enters", || {
+        members(&store, "repeat buyers") == HashSet::from([cat, ann])
+    });
+}
+
+#[tokio::test]
+async fn merged_away_customers_leave_and_survivors_are_decided_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .segments()
+        .create(&segment(
+            "seen",
+            json!({"type": "computed", "key": "event_count", "op": "gte", "value": 1}),
+        ))
+        .unwrap();
+    send(
+        &store,
+        &[
+            json!({"type": "track", "event": "Viewed", "anonymousId": "anon-1", "messageId": "v1", "timestamp": ago(1)}),
+            json!({"type": "track", "event": "Viewed", "userId": "dan", "messageId": "v2", "timestamp": ago(1)}),
+        ],
+    )
+    .await;
+    eventually("two members", || members(&store, "seen").len() == 2);
+    // An alias joins the anonymous customer to dan's.
+    send(
+        &store,
+        &[json!({"type": "alias", "userId": "dan", "previousId": "anon-1", "messageId": "al", "timestamp": ago(0)})],
+    )
+    .await;
+    let dan = customer(&store, "dan");
+    eventually("one member", || {
+        members(&store, "seen") == HashSet::from([dan])
+    });
+    let exits = store
+        .segments()
+        .changes(0, None, None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.change == "exited")
+        .collect::<Vec<_>>();
+    assert_eq!(exits.len(), 1);
+    assert_eq!(exits[0].reason, "merge");
+}
+
+#[tokio::test]
+async fn batch_results_record_entries_and_exits_but_keep_newer_real_time_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let def = store
+        .segments()
+        .create(&segment(
+            "anyone",
+            json!({"type": "trait", "key": "plan", "op": "eq", "value": "pro"}),
+        ))
+        .unwrap();
+    send(
+        &store,
+        &[
+            json!({"type": "identify", "userId": "u1", "messageId": "p1", "traits": {"plan": "pro"}}),
+            json!({"type": "identify", "userId": "u2", "messageId": "p2", "traits": {"plan": "free"}}),
+        ],
+    )
+    .await;
+    let (u1, u2) = (customer(&store, "u1"), customer(&store, "u2"));
+    eventually("u1 in", || members(&store, "anyone") == HashSet::from([u1]));
+
+    // A batch that started before u1's decision cannot undo it.
+    let diff = store
+        .segments()
+        .apply_members(def.id, &HashSet::from([u2]), "definition", 0)
+        .unwrap();
+    assert_eq!((diff.entered, diff.exited), (1, 0));
+    assert_eq!(members(&store, "anyone"), HashSet::from([u1, u2]));
+    // u2 was queued for real-time re-evaluation, which settles on the truth: not a member.
+    eventually("u2 settled", || {
+        members(&store, "anyone") == HashSet::from([u1])
+    });
+
+    // A batch from after the last change applies fully.
+    let watermark = store.segments().last_change_id().unwrap();
+    let diff = store
+        .segments()
+        .apply_members(def.id, &HashSet::new(), "time", watermark)
+        .unwrap();
+    assert_eq!((diff.entered, diff.exited, diff.members), (0, 1, 0));
+}
+
+#[test]
+fn definitions_are_validated_named_and_acyclic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        process: false,
+        ..StoreConfig::new(dir.path())
+    })
+    .unwrap();
+    let segments = store.segments();
+    let base = json!({"type": "trait", "key": "x", "op": "exists"});
+    segments.create(&segment("a", base.clone())).unwrap();
+    assert!(matches!(
+        segments.create(&segment("a", base.clone())),
+        Err(StoreError::Conflict(_))
+    ));
+    for bad in ["", " padded", "tab\there"] {
+        assert!(
+            matches!(segments.create(&segment(bad, base.clone())), Err(StoreError::Invalid(m)) if m.starts_with("name")),
+            "{bad:?}"
+        );
+    }
+    let missing = segments
+        .create(&segment(
+            "b",
+            json!({"type": "in_segment", "segment": "nope"}),
+        ))
+        .unwrap_err();
+    assert!(missing.to_string().contains("\"nope\""), "{missing}");
+    segments
+        .create(&segment("b", json!({"type": "in_segment", "segment": "a"})))
+        .unwrap();
+    let cycle = segments
+        .update(
+            "a",
+            None,
+            Some(&cond(json!({"type": "in_segment", "segment": "b"}))),
+        )
+        .unwrap_err();
+    assert!(cycle.to_string().contains("itself"), "{cycle}");
+    let in_use = segments.delete("a").unwrap_err();
+    assert!(in_use.to_string().contains("used by b"), "{in_use}");
+    let order: Vec<String> = segments
+        .ordered()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(order, vec!["a", "b"]);
+    let updated = segments.update("b", Some("refers to a"), None).unwrap();
+    assert_eq!(
+        (updated.version, updated.description.as_str()),
+        (2, "refers to a")
+    );
+    segments.delete("b").unwrap();
+    segments.delete("a").unwrap();
+    assert!(segments.list(None).unwrap().is_empty());
+    assert!(matches!(segments.get("a"), Err(StoreError::NotFound(_))));
+}

@@ -1,0 +1,477 @@
+//! `cohort analyse`: active customers, trends, funnels, retention and revenue over a data
+//! directory, printed as tables (or the API's JSON with `--json`).
+
+use crate::cli::DataArgs;
+use anyhow::{Context, bail};
+use chrono::{Duration, NaiveDate, Utc};
+use clap::{Args, Subcommand};
+use cohort_analysis::{
+    ActiveRequest, Breakdown, ConversionWindow, EventSpec, FunnelRequest, Interval, PropertyFilter,
+    RetentionPeriod, RetentionRequest, RevenueRequest, RunOptions, TrendsRequest,
+};
+use cohort_server::Analytics;
+use cohort_store::{Store, StoreConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct AnalyseArgs {
+    #[command(subcommand)]
+    pub command: AnalyseCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AnalyseCommand {
+    /// Daily, weekly or monthly active customers.
+    #[command(
+        after_help = "Examples:\n  cohort analyse active --from 2026-01-01 --to 2026-04-01 --interval week\n  cohort analyse active --interval month --by-trait city --limit 5\n  cohort analyse active --event \"Order Completed\" --segment vip --json"
+    )]
+    Active {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        series: SeriesArgs,
+        /// Count only customers with this event (any event by default).
+        #[arg(long)]
+        event: Option<String>,
+    },
+    /// Events and distinct customers per day, week or month, per event name.
+    #[command(
+        after_help = "Examples:\n  cohort analyse trends --event \"Product Viewed\" --event \"Order Completed\" --interval week\n  cohort analyse trends --event '$page' --where plan=pro --by-property category"
+    )]
+    Trends {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        series: SeriesArgs,
+        /// Event name (repeat for several).
+        #[arg(long = "event", required_unless_present = "request")]
+        events: Vec<String>,
+        /// Keep events whose property equals a value: KEY=VALUE (repeatable).
+        #[arg(long = "where", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+    },
+    /// An ordered funnel: customers per step, conversion and median time to convert.
+    #[command(
+        after_help = "Examples:\n  cohort analyse funnel --step \"Product Viewed\" --step \"Product Added\" --step \"Order Completed\" --window 7d\n  cohort analyse funnel --step Viewed --step Bought --step-where 2:currency=EUR --by-property source\n\nA customer converts when any step-1 event in the range is followed by the next steps,\nin order, within the window from that step-1 event (see docs/API.md, Analyses)."
+    )]
+    Funnel {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        breakdown: BreakdownArgs,
+        /// Step event name, in order (2 to 10 steps).
+        #[arg(long = "step")]
+        steps: Vec<String>,
+        /// A property filter on one step: STEP:KEY=VALUE, steps counted from 1 (repeatable).
+        #[arg(long = "step-where", value_name = "STEP:KEY=VALUE")]
+        step_filters: Vec<String>,
+        /// Conversion window: 12h, 7d …
+        #[arg(long, default_value = "30d")]
+        window: String,
+    },
+    /// Retention cohorts: of the customers whose first A fell in a day or week, who did B in the
+    /// periods after.
+    #[command(
+        after_help = "Examples:\n  cohort analyse retention --first-event \"Signed Up\" --returning-event \"Order Completed\" --period week --periods 8\n  cohort analyse retention --first-event \"App Opened\" --period day --periods 30"
+    )]
+    Retention {
+        #[command(flatten)]
+        common: Common,
+        /// The event that puts a customer in a cohort (its first occurrence in the range).
+        #[arg(long)]
+        first_event: Option<String>,
+        /// The event that counts as returning (default: the first event).
+        #[arg(long)]
+        returning_event: Option<String>,
+        #[arg(long, default_value = "day", value_parser = ["day", "week"])]
+        period: String,
+        /// Last period shown (default 7 days or 8 weeks).
+        #[arg(long)]
+        periods: Option<usize>,
+    },
+    /// Revenue, orders, buyers and average order value per day, week or month.
+    #[command(
+        after_help = "Examples:\n  cohort analyse revenue --interval month --by-property currency\n  cohort analyse revenue --order-event \"Checkout Completed\" --segment vip"
+    )]
+    Revenue {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        series: SeriesArgs,
+        /// The event that is an order.
+        #[arg(long, default_value = "Order Completed")]
+        order_event: String,
+        /// Keep orders whose property equals a value: KEY=VALUE (repeatable).
+        #[arg(long = "where", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+    },
+}
+
+impl AnalyseCommand {
+    fn common(&self) -> &Common {
+        match self {
+            AnalyseCommand::Active { common, .. }
+            | AnalyseCommand::Trends { common, .. }
+            | AnalyseCommand::Funnel { common, .. }
+            | AnalyseCommand::Retention { common, .. }
+            | AnalyseCommand::Revenue { common, .. } => common,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    #[command(flatten)]
+    data: DataArgs,
+    /// First day of the range (UTC, inclusive). Default: 30 days before --to.
+    #[arg(long)]
+    from: Option<NaiveDate>,
+    /// Day after the range (UTC, exclusive). Default: tomorrow, so today is included.
+    #[arg(long)]
+    to: Option<NaiveDate>,
+    /// Only customers in this segment.
+    #[arg(long)]
+    segment: Option<String>,
+    /// The whole request as the API's JSON body, or @FILE; the other analysis flags are ignored.
+    #[arg(long, value_name = "JSON|@FILE")]
+    request: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds before each query is cancelled.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct BreakdownArgs {
+    /// Break down by an event property.
+    #[arg(long, conflicts_with = "by_trait")]
+    by_property: Option<String>,
+    /// Break down by a profile trait.
+    #[arg(long)]
+    by_trait: Option<String>,
+    /// Largest groups kept (the rest are "(other)").
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl BreakdownArgs {
+    fn breakdown(&self) -> Option<Breakdown> {
+        match (&self.by_property, &self.by_trait) {
+            (Some(p), _) => Some(Breakdown::Property(p.clone())),
+            (None, Some(t)) => Some(Breakdown::Trait(t.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SeriesArgs {
+    #[arg(long, default_value = "day", value_parser = ["day", "week", "month"])]
+    interval: String,
+    #[command(flatten)]
+    breakdown: BreakdownArgs,
+}
+
+impl SeriesArgs {
+    fn interval(&self) -> anyhow::Result<Interval> {
+        self.interval
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))
+    }
+}
+
+impl Common {
+    fn range(&self) -> (NaiveDate, NaiveDate) {
+        let to = self
+            .to
+            .unwrap_or_else(|| Utc::now().date_naive() + Duration::days(1));
+        let from = self.from.unwrap_or(to - Duration::days(30));
+        (from, to)
+    }
+
+    /// The `--request` body, when given.
+    fn request<T: DeserializeOwned>(&self) -> anyhow::Result<Option<T>> {
+        let Some(text) = &self.request else {
+            return Ok(None);
+        };
+        let text = match text.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+            }
+            None => text.clone(),
+        };
+        Ok(Some(
+            serde_json::from_str(&text).context("--request is not a valid request")?,
+        ))
+    }
+}
+
+/// `KEY=VALUE`; the value is a number or boolean when it reads as one, text otherwise.
+fn parse_filter(text: &str) -> anyhow::Result<PropertyFilter> {
+    let Some((key, value)) = text.split_once('=') else {
+        bail!("filter {text:?} is not KEY=VALUE");
+    };
+    let equals = match serde_json::from_str::<Value>(value) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(value.to_owned()),
+    };
+    Ok(PropertyFilter {
+        property: key.to_owned(),
+        equals,
+    })
+}
+
+fn parse_filters(texts: &[String]) -> anyhow::Result<Vec<PropertyFilter>> {
+    texts.iter().map(|t| parse_filter(t)).collect()
+}
+
+/// `12h`, `7d`.
+fn parse_window(text: &str) -> anyhow::Result<ConversionWindow> {
+    let bad = || anyhow::anyhow!("window {text:?} is not like 12h or 7d");
+    let Some((split, _)) = text.char_indices().last() else {
+        return Err(bad());
+    };
+    let (number, unit) = text.split_at(split);
+    let n: u32 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "h" => Ok(ConversionWindow::Hours(n)),
+        "d" => Ok(ConversionWindow::Days(n)),
+        _ => Err(bad()),
+    }
+}
+
+fn funnel_steps(names: &[String], filters: &[String]) -> anyhow::Result<Vec<EventSpec>> {
+    let mut steps: Vec<EventSpec> = names.iter().map(EventSpec::named).collect();
+    for text in filters {
+        let Some((step, filter)) = text.split_once(':') else {
+            bail!("--step-where {text:?} is not STEP:KEY=VALUE");
+        };
+        let index: usize = step
+            .parse()
+            .with_context(|| format!("--step-where {text:?}: {step:?} is not a step number"))?;
+        let Some(target) = index.checked_sub(1).and_then(|i| steps.get_mut(i)) else {
+            bail!(
+                "--step-where {text:?}: there is no step {index} (steps are 1 to {})",
+                names.len()
+            );
+        };
+        target.filters.push(parse_filter(filter)?);
+    }
+    Ok(steps)
+}
+
+fn print<T: Serialize>(
+    json: bool,
+    result: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        print!("{}", table(result));
+    }
+    Ok(())
+}
+
+pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
+    let dir = args.command.common().data.data.clone();
+    let mut config = StoreConfig::new(&dir);
+    config.process = false;
+    let store = tokio::task::spawn_blocking(move || Store::open(config))
+        .await?
+        .with_context(|| format!("opening the data directory {}", dir.display()))?;
+    // A running server owns the lake writer; this process only reads (events not yet in Parquet
+    // come from the state store).
+    let analytics = Analytics::open(store, false).context("opening the event lake")?;
+    let lake = analytics.lake().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fail = |e: cohort_analysis::AnalysisError| anyhow::anyhow!("{e}");
+    match args.command {
+        AnalyseCommand::Active {
+            common,
+            series,
+            event,
+        } => {
+            let request = match common.request()? {
+                Some(r) => r,
+                None => {
+                    let (from, to) = common.range();
+                    ActiveRequest {
+                        from,
+                        to,
+                        interval: series.interval()?,
+                        event,
+                        segment: common.segment.clone(),
+                        breakdown: series.breakdown.breakdown(),
+                        breakdown_limit: series.breakdown.limit,
+                    }
+                }
+            };
+            let opts = options(&common)?;
+            let result = cohort_analysis::active_customers(lake, &request, &opts)
+                .await
+                .map_err(fail)?;
+            print(common.json, &result, |r| r.to_table())
+        }
+        AnalyseCommand::Trends {
+            common,
+            series,
+            events,
+            filters,
+        } => {
+            let request = match common.request()? {
+                Some(r) => r,
+                None => {
+                    let (from, to) = common.range();
+                    TrendsRequest {
+                        from,
+                        to,
+                        interval: series.interval()?,
+                        events,
+                        filters: parse_filters(&filters)?,
+                        segment: common.segment.clone(),
+                        breakdown: series.breakdown.breakdown(),
+                        breakdown_limit: series.breakdown.limit,
+                    }
+                }
+            };
+            let opts = options(&common)?;
+            let result = cohort_analysis::trends(lake, &request, &opts)
+                .await
+                .map_err(fail)?;
+            print(common.json, &result, |r| r.to_table())
+        }
+        AnalyseCommand::Funnel {
+            common,
+            breakdown,
+            steps,
+            step_filters,
+            window,
+        } => {
+            let request = match common.request()? {
+                Some(r) => r,
+                None => {
+                    let (from, to) = common.range();
+                    FunnelRequest {
+                        from,
+                        to,
+                        steps: funnel_steps(&steps, &step_filters)?,
+                        window: parse_window(&window)?,
+                        segment: common.segment.clone(),
+                        breakdown: breakdown.breakdown(),
+                        breakdown_limit: breakdown.limit,
+                    }
+                }
+            };
+            let opts = options(&common)?;
+            let result = cohort_analysis::funnel(lake, &request, &opts)
+                .await
+                .map_err(fail)?;
+            print(common.json, &result, |r| r.to_table())
+        }
+        AnalyseCommand::Retention {
+            common,
+            first_event,
+            returning_event,
+            period,
+            periods,
+        } => {
+            let request = match common.request()? {
+                Some(r) => r,
+                None => {
+                    let (from, to) = common.range();
+                    let Some(first) = first_event else {
+                        bail!("--first-event is required (or give the whole --request)");
+                    };
+                    let returning = returning_event.unwrap_or_else(|| first.clone());
+                    RetentionRequest {
+                        from,
+                        to,
+                        period: period
+                            .parse::<RetentionPeriod>()
+                            .map_err(|e| anyhow::anyhow!(e))?,
+                        periods,
+                        first_event: EventSpec::named(first),
+                        returning_event: EventSpec::named(returning),
+                        segment: common.segment.clone(),
+                    }
+                }
+            };
+            let opts = options(&common)?;
+            let result = cohort_analysis::retention(lake, &request, &opts)
+                .await
+                .map_err(fail)?;
+            print(common.json, &result, |r| r.to_table())
+        }
+        AnalyseCommand::Revenue {
+            common,
+            series,
+            order_event,
+            filters,
+        } => {
+            let request = match common.request()? {
+                Some(r) => r,
+                None => {
+                    let (from, to) = common.range();
+                    RevenueRequest {
+                        from,
+                        to,
+                        interval: series.interval()?,
+                        order_event,
+                        filters: parse_filters(&filters)?,
+                        segment: common.segment.clone(),
+                        breakdown: series.breakdown.breakdown(),
+                        breakdown_limit: series.breakdown.limit,
+                    }
+                }
+            };
+            let opts = options(&common)?;
+            let result = cohort_analysis::revenue(lake, &request, &opts)
+                .await
+                .map_err(fail)?;
+            print(common.json, &result, |r| r.to_table())
+        }
+    }
+}
+
+fn options(common: &Common) -> anyhow::Result<RunOptions> {
+    if !(common.timeout > 0.0 && common.timeout <= 86_400.0) {
+        bail!("--timeout must be in (0, 86400] seconds");
+    }
+    Ok(RunOptions {
+        timeout: std::time::Duration::from_secs_f64(common.timeout),
+        ..RunOptions::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_windows_and_steps_parse() -> anyhow::Result<()> {
+        assert_eq!(
+            parse_filter("plan=pro")?.equals,
+            Value::String("pro".into())
+        );
+        assert_eq!(parse_filter("n=42")?.equals, serde_json::json!(42));
+        assert_eq!(
+            parse_filter("zip=01234")?.equals,
+            serde_json::json!("01234")
+        );
+        assert_eq!(parse_filter("a=b=c")?.equals, serde_json::json!("b=c"));
+        assert!(parse_filter("plan").is_err());
+        assert_eq!(parse_window("7d")?, ConversionWindow::Days(7));
+        assert_eq!(parse_window("12h")?, ConversionWindow::Hours(12));
+        assert!(parse_window("7w").is_err() && parse_window("").is_err());
+        assert!(parse_window("7天").is_err());
+        let steps = funnel_steps(&["A".into(), "B".into()], &["2:currency=EUR".into()])?;
+        assert_eq!(steps[1].filters[0].property, "currency");
+        assert!(funnel_steps(&["A".into()], &["3:x=y".into()]).is_err());
+        assert!(funnel_steps(&["A".into()], &["0:x=y".into()]).is_err());
+        Ok(())
+    }
+}

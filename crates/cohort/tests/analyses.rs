@@ -1,0 +1,187 @@
+//! Analyses end to end: a hand-built journey ingested over HTTP, analysed through the API and the
+//! CLI.
+
+mod common;
+
+use common::{Server, cohort};
+use serde_json::{Value, json};
+
+fn track(user: &str, event: &str, at: &str, id: &str) -> Value {
+    json!({"type": "track", "userId": user, "event": event, "timestamp": at, "messageId": id,
+           "properties": {"source": if user == "f1" { "ads" } else { "email" }}})
+}
+
+/// f1 views, adds and buys within two hours; f2 adds two days after viewing (outside a one-day
+/// window); f3 adds before viewing. f1 and f2 sign up in the week of 2025-03-03; f1 orders the
+/// next week.
+fn seed(s: &Server) {
+    let batch = vec![
+        track("f1", "Viewed", "2025-03-03T10:00:00Z", "a1"),
+        track("f1", "Added", "2025-03-03T11:00:00Z", "a2"),
+        track("f1", "Bought", "2025-03-03T12:00:00Z", "a3"),
+        track("f2", "Viewed", "2025-03-03T10:00:00Z", "b1"),
+        track("f2", "Added", "2025-03-05T10:00:00Z", "b2"),
+        track("f3", "Added", "2025-03-04T09:00:00Z", "c1"),
+        track("f3", "Viewed", "2025-03-04T10:00:00Z", "c2"),
+        track("f1", "Signed Up", "2025-03-03T09:00:00Z", "d1"),
+        track("f2", "Signed Up", "2025-03-04T09:00:00Z", "d2"),
+        track("f1", "Order Completed", "2025-03-11T09:00:00Z", "d3"),
+    ];
+    assert_eq!(s.ingest("/v1/batch", &json!({"batch": batch})).status, 200);
+    s.settle();
+}
+
+fn funnel_body() -> Value {
+    json!({"from": "2025-03-03", "to": "2025-03-10", "window": {"days": 1},
+           "steps": [{"event": "Viewed"}, {"event": "Added"}, {"event": "Bought"}]})
+}
+
+#[test]
+fn funnel_and_retention_over_the_api() {
+    let s = Server::start();
+    seed(&s);
+    let r = s.admin_send("POST", "/api/v1/analyses/funnel", &funnel_body());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let customers: Vec<i64> = body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["customers"].as_i64().unwrap())
+        .collect();
+    assert_eq!(customers, vec![3, 1, 1], "{body}");
+    assert_eq!(body["steps"][1]["median_seconds_from_first"], 3600.0);
+    assert_eq!(body["steps"][2]["median_seconds_from_first"], 7200.0);
+    assert_eq!(body["steps"][2]["conversion_from_previous"], 1.0);
+
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/retention",
+        &json!({"from": "2025-03-03", "to": "2025-03-10", "period": "week", "periods": 2,
+                "first_event": {"event": "Signed Up"},
+                "returning_event": {"event": "Order Completed"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["cohorts"][0]["start"], "2025-03-03", "{body}");
+    assert_eq!(body["cohorts"][0]["customers"], 2);
+    assert_eq!(body["cohorts"][0]["returned"], json!([0, 1, 0]));
+    assert_eq!(body["cohorts"][0]["percentages"], json!([0.0, 50.0, 0.0]));
+
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/active-customers",
+        &json!({"from": "2025-03-03", "to": "2025-03-05", "breakdown": {"property": "source"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["buckets"], json!(["2025-03-03", "2025-03-04"]));
+    assert_eq!(body["series"][0]["customers"], json!([2, 2]), "{body}");
+    assert_eq!(body["series"][0]["total"], 3);
+}
+
+#[test]
+fn bad_requests_and_auth() {
+    let s = Server::start();
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/funnel",
+        &json!({"from": "2025-03-10", "to": "2025-03-03", "steps": [{"event": "a"}, {"event": "b"}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["code"], "invalid_request");
+    assert!(r.json()["message"].as_str().unwrap().contains("from"));
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/trends",
+        &json!({"from": "2025-03-01", "to": "2025-03-03", "interval": "hour", "events": ["a"]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["code"], "invalid_body");
+    assert!(r.text().contains("interval must be day, week or month"));
+    let r = s.request(
+        "POST",
+        "/api/v1/analyses/revenue",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn cli_prints_a_funnel_table() {
+    let s = Server::start();
+    seed(&s);
+    let out = cohort()
+        .args(["analyse", "funnel", "--data"])
+        .arg(s.dir.path())
+        .args([
+            "--from",
+            "2025-03-03",
+            "--to",
+            "2025-03-10",
+            "--window",
+            "1d",
+            "--step",
+            "Viewed",
+            "--step",
+            "Added",
+            "--step",
+            "Bought",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("customers"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[2].starts_with("1") && lines[2].contains("Viewed"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].contains("33.3%") && lines[3].contains("1h 0m"),
+        "{stdout}"
+    );
+
+    let out = cohort()
+        .args(["analyse", "retention", "--data"])
+        .arg(s.dir.path())
+        .args([
+            "--from",
+            "2025-03-03",
+            "--to",
+            "2025-03-10",
+            "--period",
+            "week",
+            "--periods",
+            "2",
+            "--first-event",
+            "Signed Up",
+            "--returning-event",
+            "Order Completed",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["total"]["returned"], json!([0, 1, 0]));
+
+    let bad = cohort()
+        .args(["analyse", "funnel", "--data"])
+        .arg(s.dir.path())
+        .args(["--step", "only-one"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 2 steps"));
+}
