@@ -300,10 +300,9 @@ fn properties_of(body: &str) -> Map<String, Value> {
 
 /// The live customer an ID stands for: itself, the survivor it was merged into, or nothing.
 fn survivor(conn: &Connection, customer: CustomerId) -> rusqlite::Result<Option<CustomerId>> {
-    Ok(conn
-        .prepare_cached("SELECT COALESCE(merged_into, id) FROM customers WHERE id = ?1")?
+    conn.prepare_cached("SELECT COALESCE(merged_into, id) FROM customers WHERE id = ?1")?
         .query_row([customer], |r| r.get(0))
-        .optional()?)
+        .optional()
 }
 
 fn leave_all(

@@ -63,7 +63,7 @@ pub enum Command {
     Tag(SegmentArgs),
     /// Import historical Segment messages (NDJSON, JSON or CSV) into a data directory's inbox.
     #[command(
-        after_help = "Examples:\n  cohort import --data ./cohort-data orders.csv --source shop\n  cohort import history.ndjson --source web --format ndjson\n\nCSV columns: type (default track), event, userId, anonymousId, messageId, timestamp,\nand properties.X / traits.X / context.X for nested fields. Rejected rows go to the\nfailed-events store. A running `cohort serve` on the same directory processes the\nimport as it lands; otherwise the next `cohort serve` does."
+        after_help = "Examples:\n  cohort import --data ./cohort-data orders.csv --source shop\n  cohort import history.ndjson --source web --format ndjson\n  cohort import customers.parquet --source crm --rows profiles\n  cohort import transactions.csv --source shop --rows events --event \"Order Completed\"\n\nCSV columns: type (default track), event, userId, anonymousId, messageId, timestamp,\nand properties.X / traits.X / context.X for nested fields. Rejected rows go to the\nfailed-events store. A running `cohort serve` on the same directory processes the\nimport as it lands; otherwise the next `cohort serve` does."
     )]
     Import(ImportArgs),
     /// Score customers by recency, frequency and monetary value, name their RFM segment and cluster
@@ -167,9 +167,19 @@ pub struct ImportArgs {
     /// Name (or ID) of the source the messages belong to.
     #[arg(long)]
     pub source: String,
-    /// File format; `auto` decides by extension (.ndjson/.jsonl, .json, .csv), then by content.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "ndjson", "json", "csv"])]
+    /// File format; `auto` decides by extension (.ndjson/.jsonl, .json, .csv, .parquet), then by
+    /// content.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ndjson", "json", "csv", "parquet"])]
     pub format: String,
+    /// What a row is: `messages` (Segment-shaped: type, event, userId, properties.x …),
+    /// `profiles` (one customer per row: user_id / anonymous_id / email …, every other column a
+    /// trait) or `events` (one event per row, named by an `event` column or --event; every other
+    /// column a property, `timestamp` its time).
+    #[arg(long, default_value = "messages", value_parser = ["messages", "profiles", "events"])]
+    pub rows: String,
+    /// Event name for `--rows events` files without an `event` column.
+    #[arg(long)]
+    pub event: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -37,6 +37,7 @@ enum Format {
     Ndjson,
     Json,
     Csv,
+    Parquet,
 }
 
 impl Format {
@@ -45,6 +46,7 @@ impl Format {
             Format::Ndjson => "NDJSON",
             Format::Json => "JSON",
             Format::Csv => "CSV",
+            Format::Parquet => "Parquet",
         }
     }
 
@@ -54,6 +56,7 @@ impl Format {
             "ndjson" => return Ok(Format::Ndjson),
             "json" => return Ok(Format::Json),
             "csv" => return Ok(Format::Csv),
+            "parquet" => return Ok(Format::Parquet),
             _ => {}
         }
         let ext = path
@@ -64,6 +67,7 @@ impl Format {
             "ndjson" | "jsonl" => return Ok(Format::Ndjson),
             "json" => return Ok(Format::Json),
             "csv" => return Ok(Format::Csv),
+            "parquet" | "pq" => return Ok(Format::Parquet),
             _ => {}
         }
         let mut head = [0u8; 512];
@@ -74,6 +78,9 @@ impl Format {
             .iter()
             .copied()
             .find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
+        if head[..n].starts_with(b"PAR1") {
+            return Ok(Format::Parquet);
+        }
         Ok(match first {
             Some(b'[') => Format::Json,
             Some(b'{') => Format::Ndjson,
@@ -135,11 +142,23 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
             bar: bar.clone(),
         },
     );
-    let mut sink = Sink::new(&store, &source, &policy);
+    let shape = match args.rows.as_str() {
+        "profiles" => Shape::Profiles,
+        "events" => Shape::Events(args.event.clone()),
+        _ => Shape::Segment,
+    };
+    let mut sink = Sink::new(&store, &source, &policy, shape);
     let result = match format {
         Format::Ndjson => read_ndjson(reader, &mut sink),
         Format::Json => read_json(reader, &mut sink),
-        Format::Csv => read_csv(reader, &mut sink),
+        Format::Csv => {
+            sink.text_cells = true;
+            read_csv(reader, &mut sink)
+        }
+        Format::Parquet => {
+            bar.set_length(0);
+            read_parquet(&args.file, &bar, &mut sink)
+        }
     };
     // Whatever was read before a fatal error is committed and reported, not left half-done.
     let flushed = sink.flush();
@@ -198,6 +217,9 @@ struct Stats {
 /// Shapes messages with the source's policy and commits them in chunks.
 struct Sink<'a> {
     store: &'a Store,
+    shape: Shape,
+    /// Cells arrive as text (CSV): values moved into traits or properties get their type back.
+    text_cells: bool,
     source_id: i64,
     policy: &'a Policy,
     received_at: DateTime<Utc>,
@@ -207,9 +229,11 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    fn new(store: &'a Store, source: &Source, policy: &'a Policy) -> Self {
+    fn new(store: &'a Store, source: &Source, policy: &'a Policy, shape: Shape) -> Self {
         Self {
             store,
+            shape,
+            text_cells: false,
             source_id: source.id,
             policy,
             received_at: Utc::now(),
@@ -229,6 +253,11 @@ impl<'a> Sink<'a> {
             self.received_at = Utc::now();
         }
         self.stats.read += 1;
+        if let Value::Object(msg) = &mut raw
+            && self.shape != Shape::Segment
+        {
+            *msg = reshape(&self.shape, std::mem::take(msg), self.text_cells);
+        }
         if let Value::Object(msg) = &mut raw {
             // As on the HTTP routes: a key inside a message is a credential, not data to keep.
             msg.remove("writeKey");
@@ -310,6 +339,121 @@ impl<'a> Sink<'a> {
         self.stats.failed += failed as u64;
         Ok(())
     }
+}
+
+/// How rows map to messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// Rows are Segment messages already (`type`, `event`, `userId`, `properties.x` …).
+    Segment,
+    /// Rows are customers: an identify each; every column but the identifiers is a trait.
+    Profiles,
+    /// Rows are events (transactions): a track each, named by the `event` column or the given
+    /// name; every column but the identifiers and the time is a property.
+    Events(Option<String>),
+}
+
+/// Turns a flat row into a Segment message for [`Shape::Profiles`] and [`Shape::Events`].
+fn reshape(shape: &Shape, row: Map<String, Value>, text_cells: bool) -> Map<String, Value> {
+    let (kind, bag) = match shape {
+        Shape::Profiles => ("identify", "traits"),
+        _ => ("track", "properties"),
+    };
+    let mut msg = Map::new();
+    let mut fields = Map::new();
+    msg.insert("type".into(), Value::String(kind.into()));
+    if let Shape::Events(Some(name)) = shape {
+        msg.insert("event".into(), Value::String(name.clone()));
+    }
+    let as_text = |v: Value| match v {
+        Value::String(s) => Value::String(s),
+        Value::Number(n) => Value::String(n.to_string()),
+        other => other,
+    };
+    for (key, value) in row {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "userId" | "user_id" => {
+                msg.insert("userId".into(), as_text(value));
+            }
+            "anonymousId" | "anonymous_id" => {
+                msg.insert("anonymousId".into(), as_text(value));
+            }
+            "messageId" | "message_id" => {
+                msg.insert("messageId".into(), as_text(value));
+            }
+            "timestamp" | "context" => {
+                msg.insert(key, value);
+            }
+            "event" if kind == "track" => {
+                msg.insert("event".into(), as_text(value));
+            }
+            "type" => {}
+            "traits" | "properties" => {
+                if let Value::Object(inner) = value {
+                    fields.extend(inner);
+                }
+            }
+            _ => {
+                let value = match value {
+                    Value::String(s) if text_cells => typed(&s),
+                    other => other,
+                };
+                let path: Vec<String> = key.split('.').map(str::to_string).collect();
+                if path.iter().any(String::is_empty) {
+                    fields.insert(key, value);
+                } else {
+                    insert_path(&mut fields, &path, value);
+                }
+            }
+        }
+    }
+    msg.insert(bag.into(), Value::Object(fields));
+    msg
+}
+
+/// Reads Parquet row groups as record batches and each row as a flat JSON object (columns by
+/// name; structs become objects, lists arrays, timestamps RFC 3339 text).
+fn read_parquet(path: &Path, bar: &ProgressBar, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+    use cohort_lake::QueryResult;
+    use cohort_lake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    bar.set_length(rows);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let schema = builder.schema().clone();
+    let reader = builder
+        .with_batch_size(CHUNK)
+        .build()
+        .context("reading the Parquet file")?;
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.context("reading a Parquet row group")?;
+        let n = batch.num_rows();
+        // QueryResult renders Arrow rows as JSON the same way query results are rendered.
+        let rendered = QueryResult {
+            columns: Vec::new(),
+            schema: schema.clone(),
+            batches: vec![batch],
+            truncated: false,
+        }
+        .to_json_rows()
+        .context("converting Parquet rows")?;
+        for object in rendered {
+            row += 1;
+            sink.message(&format!("row {row}"), Value::Object(object))?;
+        }
+        bar.inc(n as u64);
+    }
+    Ok(())
 }
 
 /// `import-` and 32 hex digits of SHA-256 over the position and the message: stable across runs

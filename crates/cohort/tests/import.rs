@@ -202,3 +202,94 @@ fn importing_into_a_missing_source_fails_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no source named \"nope\""));
 }
+
+/// `--rows profiles` from Parquet and `--rows events` from CSV: flat business exports become
+/// identifies with traits and tracks with properties, and a running server applies them.
+#[test]
+fn profiles_from_parquet_and_transactions_from_csv() {
+    use cohort_lake::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use cohort_lake::arrow::datatypes::{DataType, Field, Schema};
+    use cohort_lake::parquet::arrow::ArrowWriter;
+    use std::sync::Arc;
+
+    let s = common::Server::start();
+    let files = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("credit", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![501, 502])),
+            Arc::new(StringArray::from(vec![Some("p1@example.com"), None])),
+            Arc::new(StringArray::from(vec![Some("杭州"), Some("Leeds")])),
+            Arc::new(Float64Array::from(vec![Some(12.5), None])),
+        ],
+    )
+    .unwrap();
+    let parquet = files.path().join("customers.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&parquet).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let csv = files.path().join("orders.csv");
+    std::fs::write(
+        &csv,
+        "user_id,timestamp,revenue,order_id,sku\n501,2026-05-01T10:00:00Z,99.5,A-1,sku-9\n502,2026-05-02T10:00:00Z,20,A-2,sku-1\n",
+    )
+    .unwrap();
+
+    let run = |file: &Path, extra: &[&str]| {
+        let out = cohort()
+            .args(["import", "--data"])
+            .arg(s.dir.path())
+            .arg(file)
+            .args(["--source", "test"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = run(&parquet, &["--rows", "profiles"]);
+    assert!(
+        said.contains("(Parquet)") && said.contains("accepted 2"),
+        "{said}"
+    );
+    let said = run(&csv, &["--rows", "events", "--event", "Order Completed"]);
+    assert!(said.contains("accepted 2"), "{said}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = s.profile("user_id", "501");
+        if let Some(p) = &p
+            && p["computed"]["orders"] == 1
+        {
+            assert_eq!(p["traits"]["city"], "杭州");
+            assert_eq!(p["traits"]["credit"], 12.5);
+            assert_eq!(p["traits"]["email"], "p1@example.com");
+            assert_eq!(p["computed"]["total_revenue"], 99.5);
+            break;
+        }
+        assert!(Instant::now() < deadline, "import not processed: {p:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = s.admin_get("/api/v1/profiles/user_id/502/events").json();
+    let order = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "Order Completed")
+        .cloned()
+        .expect("the order");
+    assert_eq!(order["message"]["properties"]["order_id"], "A-2");
+    assert_eq!(order["message"]["properties"]["revenue"], 20);
+}
