@@ -162,6 +162,6 @@ impl ActiveCustomers {
         let mut total = vec!["total".to_owned()];
         total.extend(self.series.iter().map(|s| table::int(s.total)));
         rows.push(total);
-        table::render(&headers, &rows)
+        table::render(&headers, &rows, 1)
     }
 }

@@ -442,7 +442,7 @@ fn steps_table(steps: &[FunnelStep]) -> String {
             ]
         })
         .collect();
-    table::render(&headers, &rows)
+    table::render(&headers, &rows, 2)
 }
 
 impl Funnel {

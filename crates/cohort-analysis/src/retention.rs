@@ -310,6 +310,6 @@ impl Retention {
             &self.total.returned,
             &self.total.percentages,
         ));
-        table::render(&headers, &rows)
+        table::render(&headers, &rows, 1)
     }
 }

@@ -201,6 +201,6 @@ impl Revenue {
                 table::money(s.totals.average_order_value),
             ]);
         }
-        table::render(&headers, &rows)
+        table::render(&headers, &rows, 2)
     }
 }

@@ -25,9 +25,9 @@ fn width(s: &str) -> usize {
     s.chars().map(char_width).sum()
 }
 
-/// A table with a header line and a rule; the first column is left-aligned,
-/// the others right-aligned (they hold numbers).
-pub(crate) fn render(headers: &[String], rows: &[Vec<String>]) -> String {
+/// A table with a header line and a rule; the first `left` columns (labels)
+/// are left-aligned, the others (numbers) right-aligned.
+pub(crate) fn render(headers: &[String], rows: &[Vec<String>], left: usize) -> String {
     let columns = headers.len();
     let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
     for row in rows {
@@ -43,7 +43,7 @@ pub(crate) fn render(headers: &[String], rows: &[Vec<String>]) -> String {
             if i > 0 {
                 out.push_str("  ");
             }
-            if i == 0 {
+            if i < left {
                 out.push_str(cell);
                 out.push_str(&pad);
             } else {
@@ -109,6 +109,7 @@ mod tests {
                 vec!["上海".into(), "12".into()],
                 vec!["Paris".into(), "3".into()],
             ],
+            1,
         );
         assert_eq!(text, "city    n\n-----  --\n上海   12\nParis   3\n");
         assert_eq!(duration(Some(93_784.0)), "1d 2h");

@@ -197,6 +197,6 @@ impl Trends {
                 table::int(s.total_customers),
             ]);
         }
-        table::render(&headers, &rows)
+        table::render(&headers, &rows, 2)
     }
 }
