@@ -394,6 +394,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             "identities": totals.identities,
             "merges": totals.merges,
             "inbox_lag": store.lag(),
+            "segment_lag": store.segment_lag()?,
             "failed_events": store.failed_events().count(None)?,
         })))
     })

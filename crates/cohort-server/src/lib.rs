@@ -138,13 +138,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 
     let analytics =
         Analytics::open(store.clone(), true).map_err(|e| StartError::Lake(e.to_string()))?;
+    let new_tags = if config.builtin_tags {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || segments::create_builtin_tags(&store))
+            .await
+            .map_err(|e| cohort_store::StoreError::Corrupt(format!("tag install task failed: {e}")))??
+    } else {
+        Vec::new()
+    };
     {
         let (analytics, store) = (analytics.clone(), store.clone());
-        let (install, every) = (config.builtin_tags, config.segment_refresh);
+        let every = config.segment_refresh;
         tokio::spawn(async move {
-            if install {
-                segments::install_builtin_tags(&analytics, &store).await;
-            }
+            segments::fill(&analytics, &store, new_tags).await;
             segments::start_time_refresh(analytics, store, every);
         });
     }

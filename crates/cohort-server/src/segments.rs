@@ -163,19 +163,17 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
     });
 }
 
-/// Installs the shipped tag definitions that are not stored yet and fills them.
-pub(crate) async fn install_builtin_tags(analytics: &Analytics, store: &Store) {
-    let existing: HashSet<String> = {
-        let store = store.clone();
-        match blocking(move || Ok(store.segments().list(None)?)).await {
-            Ok(list) => list.into_iter().map(|(d, _)| d.name).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e.message, "cannot read tags; built-in tags not installed");
-                return;
-            }
-        }
-    };
-    let mut installed = 0usize;
+/// Stores the shipped tag definitions that are missing; returns those it created. The real-time
+/// engine applies them to every customer whose events arrive from now on; [`fill`] evaluates
+/// them over the data already there.
+pub(crate) fn create_builtin_tags(store: &Store) -> Result<Vec<SegmentDef>, cohort_store::StoreError> {
+    let existing: HashSet<String> = store
+        .segments()
+        .list(None)?
+        .into_iter()
+        .map(|(d, _)| d.name)
+        .collect();
+    let mut created = Vec::new();
     for tag in cohort_segment::tags::builtin_tags() {
         if existing.contains(&tag.name) {
             continue;
@@ -186,22 +184,30 @@ pub(crate) async fn install_builtin_tags(analytics: &Analytics, store: &Store) {
             description: tag.description.clone(),
             condition: tag.condition.clone(),
         };
-        let created = {
-            let store = store.clone();
-            blocking(move || Ok(store.segments().create(&new)?)).await
-        };
-        match created {
-            Ok(def) => {
-                installed += 1;
-                if let Err(e) = refresh(analytics, store, &def, "definition").await {
-                    tracing::warn!(tag = %def.name, error = %e.message, "filling a built-in tag failed");
-                }
-            }
-            Err(e) => tracing::warn!(tag = %tag.name, error = %e.message, "built-in tag refused"),
+        match store.segments().create(&new) {
+            Ok(def) => created.push(def),
+            Err(e) => tracing::warn!(tag = %tag.name, error = %e, "built-in tag refused"),
         }
     }
-    if installed > 0 {
-        tracing::info!(installed, "built-in tags installed");
+    if !created.is_empty() {
+        tracing::info!(created = created.len(), "built-in tags installed");
+    }
+    Ok(created)
+}
+
+/// Evaluates new definitions over the data already stored, in dependency order.
+pub(crate) async fn fill(analytics: &Analytics, store: &Store, defs: Vec<SegmentDef>) {
+    let has_data = {
+        let store = store.clone();
+        blocking(move || Ok(store.applied_seq() > 0)).await.unwrap_or(true)
+    };
+    if !has_data {
+        return;
+    }
+    for def in defs {
+        if let Err(e) = refresh(analytics, store, &def, "definition").await {
+            tracing::warn!(segment = %def.name, error = %e.message, "filling a segment failed");
+        }
     }
 }
 

@@ -253,6 +253,29 @@ impl Store {
         &self.inner.failed
     }
 
+    /// Inbox positions applied to customer state but not yet to real-time segment membership.
+    pub fn segment_lag(&self) -> Result<u64, StoreError> {
+        if !self.processing() {
+            return Ok(0);
+        }
+        let evaluated = self.inner.segments.evaluated_seq()?;
+        Ok(self.applied_seq().saturating_sub(evaluated).max(0) as u64)
+    }
+
+    /// Waits until real-time segment membership covers everything applied so far.
+    pub fn wait_segments(&self, timeout: std::time::Duration) -> Result<bool, StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.segment_lag()? == 0 {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Segment and tag definitions and their members.
     pub fn segments(&self) -> &Segments {
         &self.inner.segments

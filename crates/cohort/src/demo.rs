@@ -62,9 +62,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let target = store.committed_seq();
     let settled = tokio::task::spawn_blocking({
         let store = store.clone();
-        move || store.wait_applied(target, Duration::from_secs(600))
+        move || -> anyhow::Result<bool> {
+            Ok(store.wait_applied(target, Duration::from_secs(600))
+                && store.wait_segments(Duration::from_secs(600))?)
+        }
     })
-    .await?;
+    .await??;
     let totals = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.profiles().totals()).await??
@@ -80,6 +83,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         } else {
             " (processing still running)"
         }
+    );
+    let tags = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store
+                .segments()
+                .list(Some(cohort_store::SegmentKind::Tag))
+        })
+        .await??
+    };
+    let tagged: i64 = tags.iter().map(|(_, n)| n).sum();
+    println!(
+        "{} tags defined, {} in use, {} tag assignments (cohort tag list).",
+        tags.len(),
+        tags.iter().filter(|(_, n)| *n > 0).count(),
+        tagged
     );
     println!("Try:  curl -H \"Authorization: Bearer <admin key>\" {base}/api/v1/stats");
     println!(
