@@ -87,9 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tags = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
-            store
-                .segments()
-                .list(Some(cohort_store::SegmentKind::Tag))
+            store.segments().list(Some(cohort_store::SegmentKind::Tag))
         })
         .await??
     };
