@@ -6,23 +6,25 @@
 //! each customer's scores, named segment and cluster, and an [`RfmReport`] with group sizes,
 //! revenue shares, mean scores and cluster centroids.
 //!
-//! # Scores: quintiles by mid-rank
+//! # Scores: quintiles by rank, ties at their lowest rank
 //!
 //! Each measure is scored 1 to 5, 5 being best: most recent, most orders, most revenue. Customers
-//! are ranked from worst to best; customers with equal values form one tie group and share its
-//! *mid-rank* (the average of the positions it occupies), so equal values always get the same
-//! score, whatever order the rows came in. With positions `a..=b` (1-based) of a tie group among
-//! `n` customers, the group's percentile is `((a + b) / 2 - 0.5) / n` and its score
-//! `floor(5 × percentile) + 1`, computed in integers as `5(a + b - 1) / 2n + 1`.
+//! are ranked from worst to best; customers with equal values form one tie group and all take the
+//! rank of its first position (the "competition" rank of SQL's `rank()` and `percent_rank()`), so
+//! equal values always get the same score, whatever order the rows came in. A customer at rank `a`
+//! (1-based) among `n` has the percentile `(a - 0.5) / n` and the score `floor(5 × percentile) +
+//! 1`, computed in integers as `5(2a - 1) / 2n + 1`.
 //!
 //! - With distinct values and `n` a multiple of 5 these are exact quintiles (10 customers: two
 //!   per score).
 //! - Small populations spread out from the middle instead of piling up at one end: one customer
 //!   scores 3; two score 2 and 4; three 1, 3, 5; four 1, 2, 4, 5.
-//! - A measure on which everybody is equal scores 3 for everybody: it tells nothing.
-//! - A tie group straddling a quintile boundary lands where its middle lands. When most customers
-//!   ordered once, they all share one frequency score (2 when 70 % of them did), rather than the
-//!   order of rows deciding who gets 1 and who gets 2.
+//! - A tie group scores where it starts. The common case is the bottom of frequency: when half
+//!   the customers ordered once, they all score F = 1, the lowest frequency there is, rather than
+//!   the order of rows deciding who gets 1 and who gets 2 (or a mid-rank lifting them all to 2
+//!   and leaving F = 1, and with it New Customers and Promising, empty). The price is at the top:
+//!   a value shared by more than a fifth of the customers cannot score 5, and when everybody is
+//!   equal on a measure everybody scores 1 on it (3 when there are one or two customers).
 //!
 //! # Named segments
 //!
@@ -376,7 +378,7 @@ pub fn analyse(rows: &[RfmInput], options: &RfmOptions) -> Result<RfmAnalysis, R
 
     let totals = Totals {
         customers: rows.len(),
-        revenue: rows.iter().map(|r| r.revenue).sum(),
+        revenue: rows.iter().fold(0.0, |sum, r| sum + r.revenue),
     };
     let segments = RfmSegment::ALL
         .into_iter()
@@ -414,8 +416,8 @@ pub fn analyse(rows: &[RfmInput], options: &RfmOptions) -> Result<RfmAnalysis, R
     Ok(RfmAnalysis { customers, report })
 }
 
-/// Scores 1 to 5 by quintile of `goodness` (higher is better), ties sharing their mid-rank; see
-/// the module documentation. NaN sorts above every number, so it is "best"; callers pass none.
+/// Scores 1 to 5 by quintile of `goodness` (higher is better), ties taking the rank of their
+/// first position; see the module documentation. NaN sorts above every number, so it is "best"; callers pass none.
 pub fn quintile_scores(goodness: &[f64]) -> Vec<u8> {
     let n = goodness.len();
     let mut order: Vec<usize> = (0..n).collect();
@@ -431,8 +433,8 @@ pub fn quintile_scores(goodness: &[f64]) -> Vec<u8> {
         {
             end += 1;
         }
-        // 1-based positions a = start + 1 and b = end + 1, so a + b - 1 = start + end + 1.
-        let score = (5 * (start + end + 1) / (2 * n) + 1).min(5) as u8;
+        // The group's rank is its first 1-based position a = start + 1, so 2a - 1 = 2 start + 1.
+        let score = (5 * (2 * start + 1) / (2 * n) + 1).min(5) as u8;
         for &i in &order[start..=end] {
             scores[i] = score;
         }
@@ -462,7 +464,8 @@ fn group_stats(
         .filter(|(_, c)| member(c))
         .collect();
     let size = members.len();
-    let revenue: f64 = members.iter().map(|(r, _)| r.revenue).sum();
+    // A fold from +0.0: an empty f64 sum is -0.0, which prints as "-0".
+    let revenue = members.iter().fold(0.0, |sum, (r, _)| sum + r.revenue);
     let mean = |f: &dyn Fn(&RfmInput, &RfmCustomer) -> f64| {
         (size > 0).then(|| members.iter().map(|(r, c)| f(r, c)).sum::<f64>() / size as f64)
     };
@@ -626,22 +629,55 @@ mod tests {
     }
 
     #[test]
-    fn ties_share_the_score_of_their_mid_rank() {
-        // Four tied at the bottom occupy positions 1-4: mid-rank 2.5 of 5, percentile 0.4.
+    fn ties_take_the_score_of_their_first_rank() {
+        // Four tied at the bottom share rank 1 of 5: percentile 0.1, score 1.
         assert_eq!(
             quintile_scores(&[1.0, 1.0, 2.0, 1.0, 1.0]),
-            vec![3, 3, 5, 3, 3]
+            vec![1, 1, 5, 1, 1]
         );
-        assert_eq!(quintile_scores(&[4.0; 7]), vec![3; 7]);
-        // 7 of 10 ordered once: positions 1-7, mid-rank 4, percentile 0.35, score 2.
+        // Everybody equal: the first rank, so 1, except for one or two customers.
+        assert_eq!(quintile_scores(&[4.0; 7]), vec![1; 7]);
+        assert_eq!(quintile_scores(&[4.0; 2]), vec![2; 2]);
+        // 7 of 10 ordered once (rank 1: F = 1); the two with 2 orders share rank 8
+        // (percentile 0.75, score 4); the best is rank 10.
         let orders = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 5.0];
-        assert_eq!(quintile_scores(&orders), vec![2, 2, 2, 2, 2, 2, 2, 5, 5, 5]);
+        assert_eq!(quintile_scores(&orders), vec![1, 1, 1, 1, 1, 1, 1, 4, 4, 5]);
+        // Three tied at the top start at rank 8: they score 4, and nobody scores 5.
+        let top = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0, 9.0, 9.0];
+        assert_eq!(quintile_scores(&top), vec![1, 1, 2, 2, 3, 3, 4, 4, 4, 4]);
         // Input order never matters.
         let mut reversed = orders;
         reversed.reverse();
         let mut expected = quintile_scores(&orders);
         expected.reverse();
         assert_eq!(quintile_scores(&reversed), expected);
+    }
+
+    #[test]
+    fn one_time_buyers_who_just_ordered_are_new_customers() {
+        // Six of ten ordered once; the two most recent of them spent least.
+        let rows = vec![
+            row(1, 0, 1, 10.0),
+            row(2, 5, 1, 20.0),
+            row(3, 10, 1, 500.0),
+            row(4, 40, 1, 30.0),
+            row(5, 60, 1, 600.0),
+            row(6, 90, 1, 40.0),
+            row(7, 20, 3, 900.0),
+            row(8, 30, 5, 1500.0),
+            row(9, 100, 2, 700.0),
+            row(10, 200, 8, 3000.0),
+        ];
+        let result = analyse(&rows, &RfmOptions::default()).unwrap();
+        let c = &result.customers;
+        assert_eq!(c[0].scores.code(), "511");
+        assert_eq!(c[1].scores.code(), "511");
+        assert_eq!(c[0].segment, RfmSegment::NewCustomers);
+        assert_eq!(c[1].segment, RfmSegment::NewCustomers);
+        assert!(c[..6].iter().all(|c| c.scores.frequency == 1));
+        // Recency 10 days is the third best (rank 8): R = 4; revenue 500 is rank 5: M = 3.
+        assert_eq!(c[2].scores.code(), "413");
+        assert_eq!(c[2].segment, RfmSegment::PotentialLoyalist);
     }
 
     #[test]
