@@ -113,6 +113,7 @@ use chrono::{DateTime, Utc};
 
 pub use query::{
     EmptyState, Lake, QueryOptions, QueryResult, StateError, StateTables, check_read_only,
+    default_memory_limit,
 };
 pub use schema::{
     event_file_schema, events_table_schema, identities_schema, memberships_schema,

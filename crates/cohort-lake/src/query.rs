@@ -276,10 +276,47 @@ impl fmt::Debug for Lake {
 
 const LAKE_URL: &str = "lake://events";
 
+/// Below this, even small queries fail; a smaller setting is raised to it.
+const MIN_MEMORY_LIMIT: usize = 16 << 20;
+
+/// Working memory for SQL: `COHORT_QUERY_MEMORY_MB` if set, else a quarter of
+/// the machine's memory (at least 256 MB, at most 8 GB), so a runaway query
+/// cannot take the memory ingest and processing need.
+pub fn default_memory_limit() -> usize {
+    if let Some(mb) = std::env::var("COHORT_QUERY_MEMORY_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return mb.saturating_mul(1 << 20);
+    }
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+        })
+        .unwrap_or(4 << 20);
+    (total_kb.saturating_mul(1024) / 4).clamp(256 << 20, 8 << 30)
+}
+
 impl Lake {
     /// Opens the lake under `<data_dir>/lake` for queries (creating the
-    /// directory if needed) with [`EmptyState`] as state tables.
+    /// directory if needed) with [`EmptyState`] as state tables. Queries share
+    /// [`default_memory_limit`] bytes of working memory.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, LakeError> {
+        Self::open_with_memory_limit(data_dir, default_memory_limit())
+    }
+
+    /// [`Lake::open`] with a given limit on the memory all running queries
+    /// hold at once (hash tables, sorts, buffered rows). Sorts and
+    /// aggregations beyond it spill to temporary files where DataFusion can;
+    /// a query that still does not fit fails with "resources exhausted"
+    /// instead of taking the server's memory.
+    pub fn open_with_memory_limit(
+        data_dir: impl AsRef<Path>,
+        memory_limit: usize,
+    ) -> Result<Self, LakeError> {
         let events_dir = data_dir.as_ref().join("lake").join("events");
         std::fs::create_dir_all(&events_dir).map_err(|e| io_err(&events_dir, e))?;
         let shared = Arc::new(Shared {
@@ -291,6 +328,7 @@ impl Lake {
         // DataFusion caches directory listings forever by default; the lake
         // changes under it, so every query lists again (a few directories).
         let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(memory_limit.max(MIN_MEMORY_LIMIT), 1.0)
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()
             .map_err(query_error)?;

@@ -748,3 +748,34 @@ async fn events_of_merged_customers_count_for_the_survivor() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_query_beyond_the_memory_limit_fails_clearly_and_the_next_one_runs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut writer = LakeWriter::open(dir.path())?;
+    let events: Vec<LakeEvent> = (0..600)
+        .map(|s| order(s, 1 + (s % 5) as u32, 1.0))
+        .collect();
+    writer.append(&events)?;
+    let lake = Lake::open_with_memory_limit(dir.path(), 16 << 20)?;
+    // The hash join holds its whole build side (360,000 rows of ~200 bytes) in memory and
+    // cannot spill it.
+    let err = lake
+        .query(
+            "SELECT count(*) FROM (SELECT a.properties || b.properties AS p FROM events a, events b) x \
+             JOIN (SELECT a.properties || b.properties AS q FROM events a, events b) y ON x.p = y.q",
+            QueryOptions {
+                timeout: Duration::from_secs(30),
+                max_rows: 10,
+            },
+        )
+        .await
+        .err()
+        .ok_or("the query should not fit")?;
+    assert!(
+        err.to_string().contains("resources exhausted"),
+        "unexpected error: {err}"
+    );
+    assert_eq!(count(&lake).await?, 600);
+    Ok(())
+}
