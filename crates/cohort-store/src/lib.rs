@@ -253,13 +253,15 @@ impl Store {
         &self.inner.failed
     }
 
-    /// Inbox positions applied to customer state but not yet to real-time segment membership.
+    /// Work the real-time segment engine has not done yet: inbox positions applied to customer
+    /// state but not to membership, plus customers queued for re-evaluation.
     pub fn segment_lag(&self) -> Result<u64, StoreError> {
         if !self.processing() {
             return Ok(0);
         }
         let evaluated = self.inner.segments.evaluated_seq()?;
-        Ok(self.applied_seq().saturating_sub(evaluated).max(0) as u64)
+        let behind = self.applied_seq().saturating_sub(evaluated).max(0);
+        Ok((behind + self.inner.segments.pending_count()?.max(0)) as u64)
     }
 
     /// Waits until real-time segment membership covers everything applied so far.

@@ -356,6 +356,15 @@ impl Segments {
         })
     }
 
+    /// Customers queued for real-time re-evaluation.
+    pub fn pending_count(&self) -> Result<i64, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM segment_pending")?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+
     /// The newest membership change's ID (0 before any).
     pub fn last_change_id(&self) -> Result<i64, StoreError> {
         self.with(|conn| {

@@ -68,6 +68,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     })
     .await??;
+    // RFM scores become profile traits (and the rfm:* tags); segments then take them in.
+    let rfm = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let run = cohort_server::run_rfm(&store, cohort_server::RfmParams::default())
+                .map_err(|e| anyhow::anyhow!("RFM: {e}"))?;
+            store.wait_segments(Duration::from_secs(600))?;
+            Ok(format!(
+                "RFM scored {} customers into {} named segments and {} clusters (cohort rfm --data {}).",
+                run.report.customers,
+                run.report.segments.iter().filter(|s| s.stats.customers > 0).count(),
+                run.report.clusters.len(),
+                store.data_dir().display()
+            ))
+        })
+        .await??
+    };
     let totals = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.profiles().totals()).await??
@@ -92,6 +109,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await??
     };
     let tagged: i64 = tags.iter().map(|(_, n)| n).sum();
+    println!("{rfm}");
     println!(
         "{} tags defined, {} in use, {} tag assignments (cohort tag list).",
         tags.len(),
