@@ -71,6 +71,8 @@ struct Definitions {
     ordered: Vec<SegmentDef>,
     /// Event names any definition looks at; events of other names are not loaded.
     event_names: HashSet<String>,
+    /// Event names some definition filters by property: only these events' bodies are parsed.
+    filtered_names: HashSet<String>,
 }
 
 impl Definitions {
@@ -88,11 +90,27 @@ impl Definitions {
             .iter()
             .flat_map(|d| referenced_events(&d.condition))
             .collect();
+        let mut filtered_names = HashSet::new();
+        for d in &defs {
+            collect_filtered_names(&d.condition, &mut filtered_names);
+        }
         Ok(Some(Definitions {
             fingerprint,
             ordered: evaluation_order(defs),
             event_names,
+            filtered_names,
         }))
+    }
+}
+
+fn collect_filtered_names(condition: &Condition, out: &mut HashSet<String>) {
+    if let Condition::Event { name, filters, .. } = condition
+        && !filters.is_empty()
+    {
+        out.insert(name.clone());
+    }
+    for child in condition.children() {
+        collect_filtered_names(child, out);
     }
 }
 
@@ -232,7 +250,12 @@ fn decide(
 ) -> rusqlite::Result<Vec<(i64, bool)>> {
     let traits = load_traits(conn, customer)?;
     let computed = load_computed(conn, customer, now, rules)?;
-    let events = load_events(conn, customer, &definitions.event_names)?;
+    let events = load_events(
+        conn,
+        customer,
+        &definitions.event_names,
+        &definitions.filtered_names,
+    )?;
     let view = CustomerView {
         traits: &traits,
         computed: &computed,
@@ -264,6 +287,7 @@ fn load_events(
     conn: &Connection,
     customer: CustomerId,
     names: &HashSet<String>,
+    filtered: &HashSet<String>,
 ) -> rusqlite::Result<Vec<EventRecord>> {
     if names.is_empty() {
         return Ok(Vec::new());
@@ -278,11 +302,16 @@ fn load_events(
         if !names.contains(&name) {
             continue;
         }
-        let body: String = row.get(2)?;
+        // Parsing the body is most of the cost; only property filters need it.
+        let properties = if filtered.contains(&name) {
+            properties_of(&row.get::<_, String>(2)?)
+        } else {
+            Map::new()
+        };
         events.push(EventRecord {
             name,
             timestamp: from_micros(row.get(1)?),
-            properties: properties_of(&body),
+            properties,
         });
     }
     Ok(events)
