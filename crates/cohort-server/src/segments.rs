@@ -5,6 +5,7 @@
 //! the lake and the state tables, to fill a segment when it is created or changed, to preview a
 //! condition, and to re-evaluate segments whose membership moves with time alone.
 
+use crate::admin::{blocking, json_body};
 use crate::analytics::Analytics;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -166,7 +167,9 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
 /// Stores the shipped tag definitions that are missing; returns those it created. The real-time
 /// engine applies them to every customer whose events arrive from now on; [`fill`] evaluates
 /// them over the data already there.
-pub(crate) fn create_builtin_tags(store: &Store) -> Result<Vec<SegmentDef>, cohort_store::StoreError> {
+pub(crate) fn create_builtin_tags(
+    store: &Store,
+) -> Result<Vec<SegmentDef>, cohort_store::StoreError> {
     let existing: HashSet<String> = store
         .segments()
         .list(None)?
@@ -199,7 +202,9 @@ pub(crate) fn create_builtin_tags(store: &Store) -> Result<Vec<SegmentDef>, coho
 pub(crate) async fn fill(analytics: &Analytics, store: &Store, defs: Vec<SegmentDef>) {
     let has_data = {
         let store = store.clone();
-        blocking(move || Ok(store.applied_seq() > 0)).await.unwrap_or(true)
+        blocking(move || Ok(store.applied_seq() > 0))
+            .await
+            .unwrap_or(true)
     };
     if !has_data {
         return;
@@ -209,14 +214,6 @@ pub(crate) async fn fill(analytics: &Analytics, store: &Store, defs: Vec<Segment
             tracing::warn!(segment = %def.name, error = %e.message, "filling a segment failed");
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
 fn analytics_of(state: &AppState) -> Result<Arc<Analytics>, ApiError> {
@@ -251,11 +248,6 @@ fn parse_condition(value: Value) -> Result<Condition, ApiError> {
         .validate()
         .map_err(|e| ApiError::bad_request("invalid_condition", format!("condition.{e}")))?;
     Ok(condition)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))
 }
 
 #[derive(Serialize)]
