@@ -117,7 +117,7 @@ pub use query::{
 };
 pub use schema::{
     event_file_schema, events_table_schema, identities_schema, memberships_schema,
-    profile_traits_schema, profiles_schema, timestamp_type,
+    profile_traits_schema, profiles_schema, segment_changes_schema, timestamp_type,
 };
 pub use writer::{Compaction, LakeFile, LakeWriter};
 

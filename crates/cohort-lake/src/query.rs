@@ -40,7 +40,7 @@ use crate::merges::{MergeMap, survivor_udf};
 use crate::render;
 use crate::schema::{
     DATE_COLUMN, event_file_schema, events_to_batch, identities_schema, memberships_schema,
-    profile_traits_schema, profiles_schema,
+    profile_traits_schema, profiles_schema, segment_changes_schema,
 };
 use crate::store::LakeStore;
 use crate::{LakeError, LakeEvent};
@@ -63,6 +63,7 @@ pub type StateError = Box<dyn std::error::Error + Send + Sync>;
 /// | `profile_traits` | `customer_id BIGINT, key VARCHAR, value VARCHAR, number DOUBLE` |
 /// | `identities` | `customer_id BIGINT, kind VARCHAR, value VARCHAR, first_seen TIMESTAMP` |
 /// | `memberships` | `segment VARCHAR, customer_id BIGINT, entered_at TIMESTAMP` |
+/// | `segment_changes` | `id BIGINT, segment VARCHAR, kind VARCHAR, customer_id BIGINT, change VARCHAR, at TIMESTAMP, reason VARCHAR` |
 pub trait StateTables: Send + Sync {
     /// One row per customer profile.
     fn profiles(&self) -> Result<RecordBatch, StateError>;
@@ -72,6 +73,10 @@ pub trait StateTables: Send + Sync {
     fn identities(&self) -> Result<RecordBatch, StateError>;
     /// One row per (segment, customer) currently in the segment.
     fn memberships(&self) -> Result<RecordBatch, StateError>;
+    /// One row per entry into or exit from a segment or tag, oldest first.
+    fn segment_changes(&self) -> Result<RecordBatch, StateError> {
+        Ok(RecordBatch::new_empty(segment_changes_schema()))
+    }
     /// (merged-away customer, surviving customer) pairs; `events.customer_id` is mapped
     /// through them. Called once per query.
     fn customer_merges(&self) -> Result<Vec<(i64, i64)>, StateError> {
@@ -795,14 +800,16 @@ enum StateTable {
     ProfileTraits,
     Identities,
     Memberships,
+    SegmentChanges,
 }
 
 impl StateTable {
-    const ALL: [StateTable; 4] = [
+    const ALL: [StateTable; 5] = [
         StateTable::Profiles,
         StateTable::ProfileTraits,
         StateTable::Identities,
         StateTable::Memberships,
+        StateTable::SegmentChanges,
     ];
 
     fn name(self) -> &'static str {
@@ -811,6 +818,7 @@ impl StateTable {
             StateTable::ProfileTraits => "profile_traits",
             StateTable::Identities => "identities",
             StateTable::Memberships => "memberships",
+            StateTable::SegmentChanges => "segment_changes",
         }
     }
 
@@ -820,6 +828,7 @@ impl StateTable {
             StateTable::ProfileTraits => profile_traits_schema(),
             StateTable::Identities => identities_schema(),
             StateTable::Memberships => memberships_schema(),
+            StateTable::SegmentChanges => segment_changes_schema(),
         }
     }
 
@@ -829,6 +838,7 @@ impl StateTable {
             StateTable::ProfileTraits => state.profile_traits(),
             StateTable::Identities => state.identities(),
             StateTable::Memberships => state.memberships(),
+            StateTable::SegmentChanges => state.segment_changes(),
         }
     }
 }

@@ -125,6 +125,20 @@ pub fn memberships_schema() -> SchemaRef {
     ]))
 }
 
+/// `segment_changes(id BIGINT, segment VARCHAR, kind VARCHAR, customer_id BIGINT,
+/// change VARCHAR, at TIMESTAMP, reason VARCHAR)`: entries (`change = 'entered'`) and exits.
+pub fn segment_changes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        nullable("id", DataType::Int64),
+        nullable("segment", DataType::Utf8),
+        nullable("kind", DataType::Utf8),
+        nullable("customer_id", DataType::Int64),
+        nullable("change", DataType::Utf8),
+        nullable("at", timestamp_type()),
+        nullable("reason", DataType::Utf8),
+    ]))
+}
+
 /// The UTC calendar day an event belongs to (its partition).
 pub(crate) fn event_date(event: &LakeEvent) -> NaiveDate {
     event.timestamp.date_naive()

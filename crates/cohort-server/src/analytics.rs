@@ -8,6 +8,7 @@ use cohort_lake::arrow::array::{
 use cohort_lake::{
     Lake, LakeError, LakeEvent, LakeWriter, QueryOptions, QueryResult, StateError, StateTables,
     identities_schema, memberships_schema, profile_traits_schema, profiles_schema,
+    segment_changes_schema,
 };
 use cohort_store::{ExportedEvent, Store};
 use serde_json::Value;
@@ -283,6 +284,35 @@ impl StateTables for StoreTables {
             ),
         ];
         Ok(RecordBatch::try_new(memberships_schema(), columns)?)
+    }
+
+    fn segment_changes(&self) -> Result<RecordBatch, StateError> {
+        let rows = self
+            .store
+            .segments()
+            .changes(0, None, None, usize::MAX >> 2)?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.segment.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+                if r.kind == cohort_store::SegmentKind::Tag {
+                    "tag"
+                } else {
+                    "segment"
+                }
+            }))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.customer_id),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.change))),
+            timestamps(rows.iter().map(|r| Some(r.at.timestamp_micros())).collect()),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.reason.as_str()),
+            )),
+        ];
+        Ok(RecordBatch::try_new(segment_changes_schema(), columns)?)
     }
 
     fn customer_merges(&self) -> Result<Vec<(i64, i64)>, StateError> {

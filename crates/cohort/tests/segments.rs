@@ -142,6 +142,18 @@ fn segments_fill_in_batch_then_follow_events_in_real_time() {
         &json!({"sql": "SELECT count(*) AS n FROM memberships WHERE segment = 'platinum'"}),
     );
     assert_eq!(q.json()["rows"][0]["n"], 2, "{}", q.text());
+    // ... and the entries as events, for analyses and attribution.
+    let q = s.admin_send(
+        "POST",
+        "/api/v1/query",
+        &json!({"sql": "SELECT reason, count(*) AS n FROM segment_changes WHERE segment = 'platinum' AND change = 'entered' GROUP BY reason ORDER BY reason"}),
+    );
+    assert_eq!(
+        q.json()["rows"],
+        json!([{"reason": "definition", "n": 1}, {"reason": "event", "n": 1}]),
+        "{}",
+        q.text()
+    );
 
     // Narrowing the definition re-evaluates it; Bob leaves with reason "definition".
     let updated = s.admin_send(
