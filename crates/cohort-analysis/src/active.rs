@@ -93,7 +93,7 @@ pub async fn active_customers(
 ) -> Result<ActiveCustomers, AnalysisError> {
     request.validate()?;
     let buckets = request.interval.buckets(request.from, request.to);
-    let (group, join) = sql::breakdown(request.breakdown.as_ref());
+    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
     let event = request
         .event
         .as_deref()

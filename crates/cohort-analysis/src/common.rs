@@ -98,8 +98,10 @@ impl Interval {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Breakdown {
-    /// A top-level key of the event's `properties`, compared as text.
+    /// A path within the event's `properties` (see [`PropertyFilter`]), compared as text.
     Property(String),
+    /// A path within the event's `context` (`device.type`, `os.name` …), compared as text.
+    Context(String),
     /// A profile trait (the `profile_traits` table), the customer's current value.
     Trait(String),
 }
@@ -107,19 +109,121 @@ pub enum Breakdown {
 impl Breakdown {
     pub(crate) fn validate(&self, field: &str) -> Result<(), AnalysisError> {
         match self {
-            Breakdown::Property(p) => check_name(&format!("{field}.property"), p),
+            Breakdown::Property(p) => check_path(&format!("{field}.property"), p),
+            Breakdown::Context(c) => check_path(&format!("{field}.context"), c),
             Breakdown::Trait(t) => check_name(&format!("{field}.trait"), t),
         }
     }
 }
 
-/// A property equality test on an event.
+/// Most keys in one property or context path.
+pub const MAX_PATH_KEYS: usize = 16;
+
+/// A value of an event, read from one of its JSON columns by a path of keys
+/// (the syntax is on [`PropertyFilter`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum EventField {
+    /// Keys within `properties`.
+    Property(Vec<String>),
+    /// Keys within `context`.
+    Context(Vec<String>),
+}
+
+impl EventField {
+    /// The SQL column the path starts from (on the events table `e`).
+    pub(crate) fn column(&self) -> &'static str {
+        match self {
+            EventField::Property(_) => "e.properties",
+            EventField::Context(_) => "e.context",
+        }
+    }
+
+    pub(crate) fn keys(&self) -> &[String] {
+        match self {
+            EventField::Property(k) | EventField::Context(k) => k,
+        }
+    }
+}
+
+/// The keys of a dotted path (see [`EventField`]), or why it is not one.
+pub(crate) fn path_keys(path: &str) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    let mut key = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped @ ('.' | '\\')) => key.push(escaped),
+                _ => {
+                    return Err(format!(
+                        "{path:?}: a backslash escapes a dot or a backslash only (\\. or \\\\)"
+                    ));
+                }
+            },
+            '.' => keys.push(std::mem::take(&mut key)),
+            other => key.push(other),
+        }
+    }
+    keys.push(key);
+    if let Some(i) = keys.iter().position(String::is_empty) {
+        return Err(format!(
+            "{path:?}: key {} of the path is empty (keys are separated by dots; write \\. for a dot in a key)",
+            i + 1
+        ));
+    }
+    if keys.len() > MAX_PATH_KEYS {
+        return Err(format!(
+            "{path:?} has {} keys; at most {MAX_PATH_KEYS} are allowed",
+            keys.len()
+        ));
+    }
+    Ok(keys)
+}
+
+/// One key as a path element: dots and backslashes escaped, so that
+/// `escape_key("utm.source")` is the path of the top-level key `utm.source`.
+pub fn escape_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        if c == '.' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(crate) fn check_path(field: &str, path: &str) -> Result<(), AnalysisError> {
+    check_name(field, path)?;
+    path_keys(path)
+        .map(|_| ())
+        .map_err(|message| AnalysisError::invalid(field, message))
+}
+
+/// An equality test on a value of an event: give `property` (a path within
+/// the event's `properties`) or `context` (a path within its `context`), not
+/// both.
+///
+/// # Paths
+///
+/// A path is written as its keys joined by dots: `plan` is the top-level key
+/// `plan`, `address.city` the key `city` of the object under `address`. A key
+/// that contains a dot or a backslash escapes it with a backslash (`utm\.source`
+/// is the one key `utm.source`, `a\\b` the key `a\b`); any other backslash is an
+/// error. A numeric key reaching an array indexes it (`items.0.sku`; negative
+/// counts from the end). Empty keys are errors.
+///
+/// Breakdowns ([`Breakdown::Property`], [`Breakdown::Context`]) take the same paths.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyFilter {
-    /// A top-level key of the event's `properties`.
-    pub property: String,
-    /// A string, number or boolean. Strings compare with the property's text
+    /// A path within the event's `properties` (`plan`, `address.city`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// A path within the event's `context` (`device.type`, `os.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// A string, number or boolean. Strings compare with the value's text
     /// (so `"42"` matches `42` and `"42"`), numbers numerically (a numeric
     /// string counts, so `42` matches `42`, `42.0` and `"42"`), booleans
     /// with booleans and the strings `"true"` / `"false"`.
@@ -127,8 +231,57 @@ pub struct PropertyFilter {
 }
 
 impl PropertyFilter {
+    /// A test on a path within `properties`.
+    pub fn on_property(path: impl Into<String>, equals: Value) -> Self {
+        PropertyFilter {
+            property: Some(path.into()),
+            context: None,
+            equals,
+        }
+    }
+
+    /// A test on a path within `context`.
+    pub fn on_context(path: impl Into<String>, equals: Value) -> Self {
+        PropertyFilter {
+            property: None,
+            context: Some(path.into()),
+            equals,
+        }
+    }
+
+    /// The value tested, once validated.
+    pub(crate) fn field(&self) -> Result<EventField, AnalysisError> {
+        match (&self.property, &self.context) {
+            (Some(p), None) => path_keys(p)
+                .map(EventField::Property)
+                .map_err(|m| AnalysisError::invalid("property", m)),
+            (None, Some(c)) => path_keys(c)
+                .map(EventField::Context)
+                .map_err(|m| AnalysisError::invalid("context", m)),
+            _ => Err(AnalysisError::invalid(
+                "property",
+                "give property or context (one of them)",
+            )),
+        }
+    }
+
     fn validate(&self, field: &str) -> Result<(), AnalysisError> {
-        check_name(&format!("{field}.property"), &self.property)?;
+        match (&self.property, &self.context) {
+            (Some(p), None) => check_path(&format!("{field}.property"), p)?,
+            (None, Some(c)) => check_path(&format!("{field}.context"), c)?,
+            (None, None) => {
+                return Err(AnalysisError::invalid(
+                    format!("{field}.property"),
+                    "give property (a path within the event's properties) or context (a path within its context)",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(AnalysisError::invalid(
+                    format!("{field}.context"),
+                    "give property or context, not both",
+                ));
+            }
+        }
         match &self.equals {
             Value::String(_) | Value::Bool(_) => Ok(()),
             Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Ok(()),
@@ -302,6 +455,53 @@ mod tests {
             Interval::Day
                 .buckets(d(2024, 5, 1), d(2024, 5, 1))
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn paths_split_on_unescaped_dots() {
+        let keys = |p: &str| path_keys(p).unwrap_or_else(|e| vec![format!("error: {e}")]);
+        assert_eq!(keys("plan"), vec!["plan"]);
+        assert_eq!(keys("device.type"), vec!["device", "type"]);
+        assert_eq!(keys(r"utm\.source.x"), vec!["utm.source", "x"]);
+        assert_eq!(keys(r"a\\.b"), vec![r"a\", "b"]);
+        assert_eq!(keys(r"a\\\.b"), vec![r"a\.b"]);
+        assert_eq!(keys("上海.ö ü"), vec!["上海", "ö ü"]);
+        let too_deep = format!("{}k", "k.".repeat(MAX_PATH_KEYS));
+        for bad in ["a..b", ".a", "a.", r"a\b", "a\\", &too_deep] {
+            assert!(path_keys(bad).is_err(), "{bad:?}");
+        }
+        let deepest = format!("{}k", "k.".repeat(MAX_PATH_KEYS - 1));
+        assert_eq!(path_keys(&deepest).map(|k| k.len()), Ok(MAX_PATH_KEYS));
+        for key in ["utm.source", r"a\b", r"\.", "plain", "it's"] {
+            assert_eq!(keys(&escape_key(key)), vec![key], "{key:?}");
+        }
+    }
+
+    #[test]
+    fn filters_need_exactly_one_of_property_and_context() {
+        let field = |f: PropertyFilter| match f.validate("filters[0]") {
+            Err(AnalysisError::Invalid { field, .. }) => field,
+            Err(other) => format!("{other}"),
+            Ok(()) => "ok".into(),
+        };
+        let both = PropertyFilter {
+            property: Some("a".into()),
+            context: Some("b".into()),
+            equals: Value::Bool(true),
+        };
+        assert_eq!(field(both), "filters[0].context");
+        let neither = PropertyFilter {
+            property: None,
+            context: None,
+            equals: Value::Bool(true),
+        };
+        assert_eq!(field(neither), "filters[0].property");
+        let bad_path = PropertyFilter::on_context("device..type", Value::Bool(true));
+        assert_eq!(field(bad_path), "filters[0].context");
+        assert_eq!(
+            field(PropertyFilter::on_context("os.name", "iOS".into())),
+            "ok"
         );
     }
 

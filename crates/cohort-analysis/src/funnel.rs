@@ -74,7 +74,8 @@ impl ConversionWindow {
 /// * Each customer counts once, at the furthest step any of their attempts
 ///   reached. The earliest attempt that reached it is the customer's attempt:
 ///   its times give the time to convert, and its step-1 event the breakdown
-///   value (a property of the step-1 event, or the customer's trait).
+///   value (a property or context value of the step-1 event, or the
+///   customer's trait).
 ///
 /// Per step: customers who reached it, conversion from the previous step and
 /// from the first, and the median time from step 1 (the mean of the two
@@ -296,14 +297,18 @@ pub async fn funnel(
     let steps = request.steps.len();
     let window_secs = request.window.seconds();
     let window_us = window_secs * MICROS_PER_SEC;
-    let matches: Vec<String> = request.steps.iter().map(sql::matches).collect();
+    let matches: Vec<String> = request
+        .steps
+        .iter()
+        .map(sql::matches)
+        .collect::<Result<_, _>>()?;
     let mask = matches
         .iter()
         .enumerate()
         .map(|(j, m)| format!("CASE WHEN {m} THEN {} ELSE 0 END", 1u32 << j))
         .collect::<Vec<_>>()
         .join(" + ");
-    let (group, join) = sql::breakdown(request.breakdown.as_ref());
+    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
     // Later steps may happen up to the window after the last possible start.
     let until = request.to + Duration::days(window_secs / 86_400 + 1);
     let sql = format!(

@@ -20,17 +20,30 @@
 //!   as events but never as customers).
 //! * **Segments**: `segment` keeps customers currently in that segment
 //!   (`memberships` table).
-//! * **Breakdowns** group by an event property (`{"property": "plan"}`, the
-//!   top-level key of `properties`, compared as text) or a profile trait
-//!   (`{"trait": "city"}`, the customer's current value). The `limit`
-//!   largest groups (default 10, at most 50) are kept; the rest are one
-//!   `other` group; events without the value form the `none` group. Every
-//!   result also has the `all` series, which is not the sum of the groups for
-//!   distinct counts (a customer can be in several property groups).
-//! * **Filters** (`[{"property": "plan", "equals": "pro"}]`) keep events whose
-//!   property equals a string, number or boolean.
-//! * All user text reaches SQL as escaped string literals, property names
-//!   included (they are arguments of the JSON functions, never identifiers).
+//! * **Paths** address a value inside an event's JSON: `{"property": "plan"}`
+//!   is the top-level key `plan` of `properties`, `{"property": "address.city"}`
+//!   the key `city` of the object under `address`, and `{"context":
+//!   "device.type"}` a path within the event's `context` (`os.name`,
+//!   `library.name`, `campaign.source`, `locale` …). Keys are joined by dots;
+//!   a dot or a backslash inside a key is escaped with a backslash
+//!   (`utm\.source` is the one key `utm.source`; [`escape_key`] does it); a
+//!   numeric key reaching an array indexes it (`items.0.sku`). See
+//!   [`PropertyFilter`].
+//! * **Breakdowns** group by an event property or context path
+//!   (`{"property": "plan"}`, `{"context": "device.type"}`, compared as text)
+//!   or a profile trait (`{"trait": "city"}`, the customer's current value).
+//!   The `limit` largest groups (default 10, at most 50) are kept; the rest
+//!   are one `other` group; events without the value form the `none` group.
+//!   Every result also has the `all` series, which is not the sum of the
+//!   groups for distinct counts (a customer can be in several property
+//!   groups). Funnels and retention put each customer in one group (that of
+//!   their first step or cohort-defining event), so their groups add up.
+//! * **Filters** (`[{"property": "plan", "equals": "pro"}]`, or `{"context":
+//!   "os.name", "equals": "iOS"}`) keep events whose value at the path
+//!   equals a string, number or boolean.
+//! * All user text reaches SQL as escaped string literals, every key of a
+//!   path included (they are arguments of the JSON functions, never
+//!   identifiers).
 //!
 //! The semantics of each analysis are on its request type: [`ActiveRequest`],
 //! [`TrendsRequest`], [`FunnelRequest`], [`RetentionRequest`],
@@ -50,12 +63,15 @@ mod trends;
 use std::time::Duration;
 
 pub use active::{ActiveCustomers, ActiveRequest, ActiveSeries, active_customers};
-pub use common::{Breakdown, EventSpec, GroupKey, Interval, PropertyFilter};
+pub use common::{
+    Breakdown, EventSpec, GroupKey, Interval, MAX_PATH_KEYS, PropertyFilter, escape_key,
+};
 pub use funnel::{
     ConversionWindow, Funnel, FunnelGroup, FunnelRequest, FunnelStep, MAX_FUNNEL_STEPS, funnel,
 };
 pub use retention::{
-    Retention, RetentionCohort, RetentionPeriod, RetentionRequest, RetentionTotal, retention,
+    Retention, RetentionCohort, RetentionGroup, RetentionPeriod, RetentionRequest, RetentionTotal,
+    retention,
 };
 pub use revenue::{Revenue, RevenueRequest, RevenueSeries, RevenueTotals, revenue};
 pub use trends::{TrendSeries, Trends, TrendsRequest, trends};

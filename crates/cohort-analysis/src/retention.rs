@@ -6,8 +6,11 @@ use chrono::{Duration, NaiveDate};
 use cohort_lake::Lake;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{EventSpec, Interval, check_range, check_segment, from_field, ratio, to_field};
-use crate::read::{self, opt_date, opt_i64};
+use crate::common::{
+    Breakdown, EventSpec, GroupKey, Interval, breakdown_limit, check_range, check_segment,
+    from_field, ratio, to_field,
+};
+use crate::read::{self, opt_date, opt_i64, opt_str};
 use crate::sql;
 use crate::table;
 use crate::{AnalysisError, RunOptions};
@@ -76,7 +79,8 @@ fn default_period() -> RetentionPeriod {
 ///
 /// ```json
 /// {"from": "2024-05-01", "to": "2024-06-01", "period": "week", "periods": 8,
-///  "first_event": {"event": "Signed Up"}, "returning_event": {"event": "Order Completed"}}
+///  "first_event": {"event": "Signed Up"}, "returning_event": {"event": "Order Completed"},
+///  "breakdown": {"property": "utm.source"}, "breakdown_limit": 5}
 /// ```
 ///
 /// * A customer's cohort is the UTC day or ISO week (from Monday) of their
@@ -92,6 +96,14 @@ fn default_period() -> RetentionPeriod {
 /// Cohorts are every day or week of the range, empty ones included;
 /// percentages are 0–100 and `null` for an empty cohort. `total` adds up all
 /// cohorts.
+///
+/// With a `breakdown`, each customer is in the group of their cohort-defining
+/// event: a property or context value of that first `first_event`, or the
+/// customer's trait. The `breakdown_limit` groups with the most customers
+/// (ties by value) get a matrix each, then `none` (no value) and `other` (the
+/// rest); every customer is in exactly one group, so the groups' matrices add
+/// up to the overall one. Ranking the groups costs one more scan of the
+/// `first_event` events in the range.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRequest {
@@ -108,6 +120,10 @@ pub struct RetentionRequest {
     pub returning_event: EventSpec,
     #[serde(default)]
     pub segment: Option<String>,
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
+    #[serde(default)]
+    pub breakdown_limit: Option<usize>,
 }
 
 impl RetentionRequest {
@@ -132,7 +148,12 @@ impl RetentionRequest {
         }
         self.first_event.validate("first_event")?;
         self.returning_event.validate("returning_event")?;
-        check_segment(self.segment.as_deref())
+        check_segment(self.segment.as_deref())?;
+        if let Some(b) = &self.breakdown {
+            b.validate("breakdown")?;
+        }
+        breakdown_limit(self.breakdown_limit)?;
+        Ok(())
     }
 }
 
@@ -144,6 +165,19 @@ pub struct Retention {
     pub to: NaiveDate,
     pub period: RetentionPeriod,
     pub periods: usize,
+    pub cohorts: Vec<RetentionCohort>,
+    pub total: RetentionTotal,
+    /// One matrix per breakdown group, in display order (the largest groups,
+    /// then `none` and `other` when they have customers); empty without a
+    /// breakdown.
+    pub breakdown: Vec<RetentionGroup>,
+}
+
+/// The retention matrix of one breakdown group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionGroup {
+    pub label: String,
+    pub group: GroupKey,
     pub cohorts: Vec<RetentionCohort>,
     pub total: RetentionTotal,
 }
@@ -174,6 +208,12 @@ fn percentages(returned: &[u64], customers: u64) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// Group index of customers without a breakdown value (every customer,
+/// without a breakdown) and of those outside the largest groups; top groups
+/// are 1…N.
+const NONE: i64 = 0;
+const OTHER: i64 = -1;
+
 /// Runs the analysis (validating the request first).
 pub async fn retention(
     lake: &Lake,
@@ -184,6 +224,7 @@ pub async fn retention(
     let periods = request.periods();
     let interval = request.period.interval();
     let cohort_starts = interval.buckets(request.from, request.to);
+    let limit = breakdown_limit(request.breakdown_limit)?;
     // The last period of the last cohort ends at most this many days after `to`.
     let until = request.to + Duration::days((periods as i64 + 1) * request.period.days());
     let index = format!(
@@ -192,124 +233,219 @@ pub async fn retention(
         sql::day_number("f.cohort"),
         request.period.days()
     );
-    let sql = format!(
-        "WITH a AS (\
-           SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, e.seq AS seq, \
+    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
+    // Each customer's first `first_event` in the range, its cohort and its
+    // breakdown value.
+    let firsts = format!(
+        "a AS (\
+           SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, e.seq AS seq, {group} AS g, \
                   row_number() OVER (PARTITION BY e.customer_id ORDER BY e.\"timestamp\", e.seq) AS rn \
-           FROM events e \
+           FROM events e{join} \
            WHERE {first_days} AND e.customer_id IS NOT NULL AND {first}{segment}), \
          firsts AS (\
-           SELECT customer_id, ts AS first_ts, seq AS first_seq, {cohort} AS cohort FROM a WHERE rn = 1), \
-         returns AS (\
-           SELECT DISTINCT f.customer_id AS customer_id, f.cohort AS cohort, {index} AS k \
-           FROM firsts f JOIN events e ON e.customer_id = f.customer_id \
-           WHERE {return_days} AND {returning} \
-             AND e.\"timestamp\" >= f.first_ts AND e.seq <> f.first_seq) \
-         SELECT cohort, CAST(-1 AS BIGINT) AS k, count(*) AS n FROM firsts GROUP BY cohort \
-         UNION ALL \
-         SELECT cohort, CAST(k AS BIGINT) AS k, count(*) AS n FROM returns \
-         WHERE k >= 0 AND k <= {periods} GROUP BY cohort, k",
+           SELECT customer_id, ts AS first_ts, seq AS first_seq, {cohort} AS cohort, g FROM a WHERE rn = 1)",
         first_days = sql::in_days(request.from, request.to),
-        first = sql::matches(&request.first_event),
+        first = sql::matches(&request.first_event)?,
         segment = sql::and_segment(request.segment.as_deref()),
         cohort = sql::bucket_of(interval, "ts"),
-        return_days = sql::in_days(request.from, until),
-        returning = sql::matches(&request.returning_event),
     );
-    let max_rows = (cohort_starts.len() * (periods + 2)).max(1);
+    // The largest groups, then each customer's group index.
+    let top = match &request.breakdown {
+        Some(_) => top_groups(lake, opts, &firsts, limit).await?,
+        None => Vec::new(),
+    };
+    let mut tag = format!("CASE WHEN g IS NULL THEN {NONE}");
+    for (i, value) in top.iter().enumerate() {
+        tag.push_str(&format!(" WHEN g = {} THEN {}", sql::lit(value), i + 1));
+    }
+    tag.push_str(&format!(" ELSE {OTHER} END"));
+    let sql = format!(
+        "WITH {firsts}, \
+         tagged AS (SELECT customer_id, first_ts, first_seq, cohort, CAST({tag} AS BIGINT) AS gi FROM firsts), \
+         returns AS (\
+           SELECT DISTINCT f.customer_id AS customer_id, f.cohort AS cohort, f.gi AS gi, {index} AS k \
+           FROM tagged f JOIN events e ON e.customer_id = f.customer_id \
+           WHERE {return_days} AND {returning} \
+             AND e.\"timestamp\" >= f.first_ts AND e.seq <> f.first_seq) \
+         SELECT cohort, gi, CAST(-1 AS BIGINT) AS k, count(*) AS n FROM tagged GROUP BY cohort, gi \
+         UNION ALL \
+         SELECT cohort, gi, CAST(k AS BIGINT) AS k, count(*) AS n FROM returns \
+         WHERE k >= 0 AND k <= {periods} GROUP BY cohort, gi, k",
+        return_days = sql::in_days(request.from, until),
+        returning = sql::matches(&request.returning_event)?,
+    );
+    // Without a breakdown every customer is in `none` (group 0).
+    let groups_bound = top.len() + 2;
+    let max_rows = (cohort_starts.len() * (periods + 2) * groups_bound).max(1);
     let result = read::query(lake, &sql, opts, max_rows, "the retention matrix").await?;
 
-    let mut sizes: HashMap<NaiveDate, u64> = HashMap::new();
-    let mut cells: HashMap<(NaiveDate, usize), u64> = HashMap::new();
+    let mut sizes: HashMap<(i64, NaiveDate), u64> = HashMap::new();
+    let mut cells: HashMap<(i64, NaiveDate, usize), u64> = HashMap::new();
     for batch in &result.batches {
         let cohort = read::dates(batch, "cohort")?;
+        let gi = read::i64s(batch, "gi")?;
         let k = read::i64s(batch, "k")?;
         let n = read::i64s(batch, "n")?;
         for i in 0..batch.num_rows() {
-            let (Some(cohort), Some(k), Some(n)) =
-                (opt_date(&cohort, i), opt_i64(&k, i), opt_i64(&n, i))
-            else {
+            let (Some(cohort), Some(gi), Some(k), Some(n)) = (
+                opt_date(&cohort, i),
+                opt_i64(&gi, i),
+                opt_i64(&k, i),
+                opt_i64(&n, i),
+            ) else {
                 continue;
             };
             let n = u64::try_from(n).unwrap_or(0);
             match usize::try_from(k) {
                 Ok(k) => {
-                    cells.insert((cohort, k), n);
+                    cells.insert((gi, cohort, k), n);
                 }
                 Err(_) => {
-                    sizes.insert(cohort, n);
+                    sizes.insert((gi, cohort), n);
                 }
             }
         }
     }
 
-    let cohorts: Vec<RetentionCohort> = cohort_starts
-        .iter()
-        .map(|start| {
-            let customers = sizes.get(start).copied().unwrap_or(0);
-            let returned: Vec<u64> = (0..=periods)
-                .map(|k| cells.get(&(*start, k)).copied().unwrap_or(0))
-                .collect();
-            RetentionCohort {
-                start: *start,
-                customers,
-                percentages: percentages(&returned, customers),
-                returned,
+    // A matrix over the customers of the given group indexes.
+    let matrix = |groups: &[i64]| {
+        let cohorts: Vec<RetentionCohort> = cohort_starts
+            .iter()
+            .map(|start| {
+                let customers = groups
+                    .iter()
+                    .map(|g| sizes.get(&(*g, *start)).copied().unwrap_or(0))
+                    .sum();
+                let returned: Vec<u64> = (0..=periods)
+                    .map(|k| {
+                        groups
+                            .iter()
+                            .map(|g| cells.get(&(*g, *start, k)).copied().unwrap_or(0))
+                            .sum()
+                    })
+                    .collect();
+                RetentionCohort {
+                    start: *start,
+                    customers,
+                    percentages: percentages(&returned, customers),
+                    returned,
+                }
+            })
+            .collect();
+        let customers = cohorts.iter().map(|c| c.customers).sum();
+        let returned: Vec<u64> = (0..=periods)
+            .map(|k| cohorts.iter().map(|c| c.returned[k]).sum())
+            .collect();
+        let total = RetentionTotal {
+            customers,
+            percentages: percentages(&returned, customers),
+            returned,
+        };
+        (cohorts, total)
+    };
+
+    let mut keys: Vec<(i64, GroupKey)> = (1..)
+        .zip(top)
+        .map(|(gi, value)| (gi, GroupKey::Value(value)))
+        .collect();
+    keys.push((NONE, GroupKey::None));
+    keys.push((OTHER, GroupKey::Other));
+    let all_groups: Vec<i64> = keys.iter().map(|(gi, _)| *gi).collect();
+    let mut breakdown = Vec::new();
+    if request.breakdown.is_some() {
+        for (gi, key) in keys {
+            let (cohorts, total) = matrix(&[gi]);
+            if total.customers > 0 {
+                breakdown.push(RetentionGroup {
+                    label: key.label(),
+                    group: key,
+                    cohorts,
+                    total,
+                });
             }
-        })
-        .collect();
-    let customers = cohorts.iter().map(|c| c.customers).sum();
-    let returned: Vec<u64> = (0..=periods)
-        .map(|k| cohorts.iter().map(|c| c.returned[k]).sum())
-        .collect();
+        }
+    }
+    let (cohorts, total) = matrix(&all_groups);
     Ok(Retention {
         from: request.from,
         to: request.to,
         period: request.period,
         periods,
-        total: RetentionTotal {
-            customers,
-            percentages: percentages(&returned, customers),
-            returned,
-        },
         cohorts,
+        total,
+        breakdown,
     })
 }
 
+/// The `limit` breakdown values with the most customers (ties by value, so
+/// the choice is stable), given the `a` and `firsts` CTEs.
+async fn top_groups(
+    lake: &Lake,
+    opts: &RunOptions,
+    firsts: &str,
+    limit: usize,
+) -> Result<Vec<String>, AnalysisError> {
+    let sql = format!(
+        "WITH {firsts} SELECT g, count(*) AS n FROM firsts WHERE g IS NOT NULL \
+         GROUP BY g ORDER BY n DESC, g LIMIT {limit}"
+    );
+    let result = read::query(lake, &sql, opts, limit, "the breakdown").await?;
+    let mut out = Vec::new();
+    for batch in &result.batches {
+        let g = read::strings(batch, "g")?;
+        out.extend((0..batch.num_rows()).filter_map(|i| opt_str(&g, i)));
+    }
+    Ok(out)
+}
+
+fn matrix_table(
+    unit: &str,
+    periods: usize,
+    cohorts: &[RetentionCohort],
+    total: &RetentionTotal,
+) -> String {
+    let mut headers = vec!["cohort".to_owned(), "customers".to_owned()];
+    headers.extend((0..=periods).map(|k| format!("{unit} {k}")));
+    let row = |label: String, customers: u64, returned: &[u64], pct: &[Option<f64>]| {
+        let mut row = vec![label, table::int(customers)];
+        row.extend(
+            returned
+                .iter()
+                .zip(pct)
+                .map(|(r, p)| format!("{r} ({})", table::percent(p.map(|p| p / 100.0)))),
+        );
+        row
+    };
+    let mut rows: Vec<Vec<String>> = cohorts
+        .iter()
+        .map(|c| {
+            row(
+                c.start.to_string(),
+                c.customers,
+                &c.returned,
+                &c.percentages,
+            )
+        })
+        .collect();
+    rows.push(row(
+        "total".to_owned(),
+        total.customers,
+        &total.returned,
+        &total.percentages,
+    ));
+    table::render(&headers, &rows, 1)
+}
+
 impl Retention {
-    /// One row per cohort and a total row; cells are `count (percent)`.
+    /// One row per cohort and a total row; cells are `count (percent)`. With
+    /// a breakdown, then one such table per group under its label.
     pub fn to_table(&self) -> String {
         let unit = self.period.interval().unit();
-        let mut headers = vec!["cohort".to_owned(), "customers".to_owned()];
-        headers.extend((0..=self.periods).map(|k| format!("{unit} {k}")));
-        let row = |label: String, customers: u64, returned: &[u64], pct: &[Option<f64>]| {
-            let mut row = vec![label, table::int(customers)];
-            row.extend(
-                returned
-                    .iter()
-                    .zip(pct)
-                    .map(|(r, p)| format!("{r} ({})", table::percent(p.map(|p| p / 100.0)))),
-            );
-            row
-        };
-        let mut rows: Vec<Vec<String>> = self
-            .cohorts
-            .iter()
-            .map(|c| {
-                row(
-                    c.start.to_string(),
-                    c.customers,
-                    &c.returned,
-                    &c.percentages,
-                )
-            })
-            .collect();
-        rows.push(row(
-            "total".to_owned(),
-            self.total.customers,
-            &self.total.returned,
-            &self.total.percentages,
-        ));
-        table::render(&headers, &rows, 1)
+        let mut out = matrix_table(unit, self.periods, &self.cohorts, &self.total);
+        for g in &self.breakdown {
+            out.push_str(&format!("\n{}\n", g.label));
+            out.push_str(&matrix_table(unit, self.periods, &g.cohorts, &g.total));
+        }
+        out
     }
 }

@@ -109,7 +109,7 @@ pub async fn revenue(
 ) -> Result<Revenue, AnalysisError> {
     request.validate()?;
     let buckets = request.interval.buckets(request.from, request.to);
-    let (group, join) = sql::breakdown(request.breakdown.as_ref());
+    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
     let base = format!(
         "SELECT '' AS k, {bucket} AS bucket, {group} AS g, e.customer_id AS customer_id, \
          coalesce(e.revenue, json_get_float(e.properties, 'total'), \
@@ -118,7 +118,7 @@ pub async fn revenue(
         bucket = sql::bucket(request.interval),
         days = sql::in_days(request.from, request.to),
         event = lit(&request.order_event),
-        filters = sql::and_filters(&request.filters),
+        filters = sql::and_filters(&request.filters)?,
         segment = sql::and_segment(request.segment.as_deref()),
     );
     let limit = breakdown_limit(request.breakdown_limit)?;

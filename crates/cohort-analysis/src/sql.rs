@@ -5,7 +5,8 @@
 use chrono::NaiveDate;
 use serde_json::Value;
 
-use crate::common::{Breakdown, EventSpec, Interval, PropertyFilter};
+use crate::AnalysisError;
+use crate::common::{Breakdown, EventField, EventSpec, Interval, PropertyFilter, path_keys};
 
 /// A SQL string literal. Standard SQL escapes a quote by doubling it, and
 /// DataFusion's default dialect treats backslashes as ordinary characters,
@@ -48,38 +49,52 @@ pub(crate) fn in_days(from: NaiveDate, to: NaiveDate) -> String {
     format!("e.date >= {} AND e.date < {}", date_lit(from), date_lit(to))
 }
 
-fn property_text(key: &str) -> String {
-    format!("json_as_text(e.properties, {})", lit(key))
+/// The path's elements as SQL string literals, after the column: `, 'a', 'b'`.
+fn path_args(field: &EventField) -> String {
+    field
+        .keys()
+        .iter()
+        .map(|k| format!(", {}", lit(k)))
+        .collect()
 }
 
-fn filter(f: &PropertyFilter) -> String {
-    let key = lit(&f.property);
-    match &f.equals {
-        Value::String(s) => format!("{} = {}", property_text(&f.property), lit(s)),
-        Value::Bool(b) => format!("json_get_bool(e.properties, {key}) = {b}"),
+/// The value at a path as text (a JSON string decoded, any other value as its
+/// JSON text; NULL when missing or JSON `null`).
+fn text_at(field: &EventField) -> String {
+    format!("json_as_text({}{})", field.column(), path_args(field))
+}
+
+fn filter(f: &PropertyFilter) -> Result<String, AnalysisError> {
+    let field = f.field()?;
+    let (column, path) = (field.column(), path_args(&field));
+    Ok(match &f.equals {
+        Value::String(s) => format!("{} = {}", text_at(&field), lit(s)),
+        Value::Bool(b) => format!("json_get_bool({column}{path}) = {b}"),
         Value::Number(n) => match n.as_f64() {
             Some(x) if x.is_finite() => {
-                format!("json_get_float(e.properties, {key}) = {}", float_lit(x))
+                format!("json_get_float({column}{path}) = {}", float_lit(x))
             }
             // Validation rejects these; never match rather than fail.
             _ => "FALSE".to_owned(),
         },
         _ => "FALSE".to_owned(),
-    }
+    })
 }
 
 /// `(e.event = '…' AND <filters>)`.
-pub(crate) fn matches(spec: &EventSpec) -> String {
+pub(crate) fn matches(spec: &EventSpec) -> Result<String, AnalysisError> {
     let mut parts = vec![format!("e.event = {}", lit(&spec.event))];
-    parts.extend(spec.filters.iter().map(filter));
-    format!("({})", parts.join(" AND "))
+    for f in &spec.filters {
+        parts.push(filter(f)?);
+    }
+    Ok(format!("({})", parts.join(" AND ")))
 }
 
 /// All filters, each prefixed with ` AND `.
-pub(crate) fn and_filters(filters: &[PropertyFilter]) -> String {
+pub(crate) fn and_filters(filters: &[PropertyFilter]) -> Result<String, AnalysisError> {
     filters
         .iter()
-        .map(|f| format!(" AND {}", filter(f)))
+        .map(|f| Ok(format!(" AND {}", filter(f)?)))
         .collect()
 }
 
@@ -95,11 +110,22 @@ pub(crate) fn and_segment(segment: Option<&str>) -> String {
 }
 
 /// The expression of a breakdown's value and the join it needs (empty for
-/// event properties). The trait join keeps one value per customer.
-pub(crate) fn breakdown(b: Option<&Breakdown>) -> (String, String) {
-    match b {
+/// event properties and context). The trait join keeps one value per
+/// customer.
+pub(crate) fn breakdown(b: Option<&Breakdown>) -> Result<(String, String), AnalysisError> {
+    let path = |field: &str, path: &str| {
+        path_keys(path).map_err(|message| AnalysisError::invalid(field, message))
+    };
+    Ok(match b {
         None => ("CAST(NULL AS VARCHAR)".to_owned(), String::new()),
-        Some(Breakdown::Property(p)) => (property_text(p), String::new()),
+        Some(Breakdown::Property(p)) => (
+            text_at(&EventField::Property(path("breakdown.property", p)?)),
+            String::new(),
+        ),
+        Some(Breakdown::Context(c)) => (
+            text_at(&EventField::Context(path("breakdown.context", c)?)),
+            String::new(),
+        ),
         Some(Breakdown::Trait(t)) => (
             "bt.value".to_owned(),
             format!(
@@ -108,7 +134,7 @@ pub(crate) fn breakdown(b: Option<&Breakdown>) -> (String, String) {
                 lit(t)
             ),
         ),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -121,5 +147,25 @@ mod tests {
         assert_eq!(lit("a\\'b"), "'a\\''b'");
         assert_eq!(float_lit(0.1), "CAST(0.1 AS DOUBLE)");
         assert_eq!(float_lit(42.0), "CAST(42.0 AS DOUBLE)");
+    }
+
+    #[test]
+    fn paths_become_one_literal_per_key() -> Result<(), AnalysisError> {
+        let f = PropertyFilter::on_context(r"device.ty'pe\.x", Value::String("it's".into()));
+        assert_eq!(
+            filter(&f)?,
+            "json_as_text(e.context, 'device', 'ty''pe.x') = 'it''s'"
+        );
+        let f = PropertyFilter::on_property("a.b", Value::from(2));
+        assert_eq!(
+            filter(&f)?,
+            "json_get_float(e.properties, 'a', 'b') = CAST(2.0 AS DOUBLE)"
+        );
+        let (g, join) = breakdown(Some(&Breakdown::Property(r"utm\.source".into())))?;
+        assert_eq!(
+            (g.as_str(), join.as_str()),
+            ("json_as_text(e.properties, 'utm.source')", "")
+        );
+        Ok(())
     }
 }

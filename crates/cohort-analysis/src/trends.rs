@@ -120,7 +120,7 @@ pub async fn trends(
 ) -> Result<Trends, AnalysisError> {
     request.validate()?;
     let buckets = request.interval.buckets(request.from, request.to);
-    let (group, join) = sql::breakdown(request.breakdown.as_ref());
+    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
     let names: Vec<String> = request.events.iter().map(|e| lit(e)).collect();
     let base = format!(
         "SELECT e.event AS k, {bucket} AS bucket, {group} AS g, e.customer_id AS customer_id \
@@ -128,7 +128,7 @@ pub async fn trends(
         bucket = sql::bucket(request.interval),
         days = sql::in_days(request.from, request.to),
         names = names.join(", "),
-        filters = sql::and_filters(&request.filters),
+        filters = sql::and_filters(&request.filters)?,
         segment = sql::and_segment(request.segment.as_deref()),
     );
     let limit = breakdown_limit(request.breakdown_limit)?;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use cohort_analysis::{
     ActiveRequest, AnalysisError, Breakdown, ConversionWindow, EventSpec, FunnelRequest, GroupKey,
-    Interval, PropertyFilter, RetentionPeriod, RetentionRequest, RevenueRequest, RunOptions,
-    TrendsRequest,
+    Interval, PropertyFilter, Retention, RetentionPeriod, RetentionRequest, RevenueRequest,
+    RunOptions, TrendsRequest, escape_key,
 };
 use cohort_lake::arrow::array::TimestampMicrosecondArray;
 use cohort_lake::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
@@ -53,6 +53,12 @@ fn ev(seq: i64, customer: Option<i64>, when: DateTime<Utc>, name: &str, props: V
         context: json!({}),
         traits: Value::Null,
     }
+}
+
+/// The event with this `context`.
+fn in_context(mut e: LakeEvent, context: Value) -> LakeEvent {
+    e.context = context;
+    e
 }
 
 /// Traits and segment memberships for breakdowns and segments.
@@ -568,12 +574,18 @@ async fn empty_ranges_give_empty_or_zero_series() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn user_text_is_escaped_not_executed() -> TestResult {
-    let nasty = "it's \"q\" \\ ; -- ') OR 1=1 --";
+    let nasty = "it's \"q\" \\ ; -- ') OR 1=1 -- a.b";
     let events = vec![
-        ev(1, Some(1), at(5, 1, 10, 0), nasty, json!({nasty: nasty})),
+        in_context(
+            ev(1, Some(1), at(5, 1, 10, 0), nasty, json!({nasty: nasty})),
+            json!({nasty: {nasty: "deep"}}),
+        ),
         ev(2, Some(2), at(5, 1, 11, 0), nasty, json!({nasty: "other"})),
         ev(3, Some(3), at(5, 1, 12, 0), "Plain", json!({})),
     ];
+    // A path of the one key `nasty`, and of `nasty` within `nasty`.
+    let key = escape_key(nasty);
+    let deep = format!("{key}.{key}");
     let (_dir, lake) = lake_with(
         &events,
         TestState {
@@ -586,17 +598,20 @@ async fn user_text_is_escaped_not_executed() -> TestResult {
         to: day(5, 2),
         interval: Interval::Day,
         events: vec![nasty.into()],
-        filters: vec![PropertyFilter {
-            property: nasty.into(),
-            equals: json!(nasty),
-        }],
+        filters: vec![PropertyFilter::on_property(key.clone(), json!(nasty))],
         segment: None,
-        breakdown: Some(Breakdown::Property(nasty.into())),
+        breakdown: Some(Breakdown::Property(key.clone())),
         breakdown_limit: None,
     };
     let result = cohort_analysis::trends(&lake, &request, &opts()).await?;
     assert_eq!(result.series[0].events, vec![1]);
     assert_eq!(result.series[1].group, Some(GroupKey::Value(nasty.into())));
+    let mut request = request;
+    request.filters = vec![PropertyFilter::on_context(deep.clone(), json!("deep"))];
+    request.breakdown = Some(Breakdown::Context(deep));
+    let result = cohort_analysis::trends(&lake, &request, &opts()).await?;
+    assert_eq!(result.series[0].events, vec![1]);
+    assert_eq!(result.series[1].group, Some(GroupKey::Value("deep".into())));
     let segment = ActiveRequest {
         from: day(5, 1),
         to: day(5, 2),
@@ -742,10 +757,7 @@ fn funnel_request() -> FunnelRequest {
             EventSpec::named(ADD),
             EventSpec {
                 event: BUY.into(),
-                filters: vec![PropertyFilter {
-                    property: "currency".into(),
-                    equals: json!("EUR"),
-                }],
+                filters: vec![PropertyFilter::on_property("currency", json!("EUR"))],
             },
         ],
         window: ConversionWindow::Days(1),
@@ -859,61 +871,95 @@ async fn funnel_segment_window_in_hours_and_repeated_steps() -> TestResult {
 // ---------------------------------------------------------------------------
 // Retention over hand-built journeys.
 
-#[tokio::test(flavor = "multi_thread")]
-async fn weekly_retention_over_hand_built_journeys() -> TestResult {
+const UP: &str = "Signed Up";
+const ORDER: &str = "Order Completed";
+
+/// See `weekly_retention_over_hand_built_journeys` for what each customer
+/// does. Sign-ups carry `utm.source` (nested) and `context.device.type`; the
+/// cohort-defining one is the first in the range.
+fn weekly_journeys() -> Vec<LakeEvent> {
     let mut seq = 0;
-    let mut e = |c: i64, when: DateTime<Utc>, name: &str| {
-        seq += 1;
-        ev(seq, Some(c), when, name, json!({}))
-    };
-    let (up, order) = ("Signed Up", "Order Completed");
+    let mut e =
+        |c: i64, when: DateTime<Utc>, name: &str, source: Option<&str>, device: Option<&str>| {
+            seq += 1;
+            let props = match source {
+                Some(s) => json!({"utm": {"source": s}}),
+                None => json!({}),
+            };
+            let context = match device {
+                Some(d) => json!({"device": {"type": d}}),
+                None => json!({}),
+            };
+            in_context(ev(seq, Some(c), when, name, props), context)
+        };
+    let (up, order) = (UP, ORDER);
     // Weeks start on Mondays: May 6, 13, 20, 27, June 3, 10.
-    let events = vec![
+    vec![
         // 1: cohort May 6; orders in weeks 0, 1 and 3.
-        e(1, at(5, 6, 10, 0), up),
-        e(1, at(5, 6, 12, 0), order),
-        e(1, at(5, 14, 9, 0), order),
-        e(1, at(5, 27, 0, 0), order),
+        e(1, at(5, 6, 10, 0), up, Some("ads"), Some("ios")),
+        e(1, at(5, 6, 12, 0), order, None, None),
+        e(1, at(5, 14, 9, 0), order, None, None),
+        e(1, at(5, 27, 0, 0), order, None, None),
         // 2: signs up on Sunday night, orders on Monday: week 1.
-        e(2, at(5, 12, 23, 0), up),
-        e(2, at(5, 13, 1, 0), order),
+        e(2, at(5, 12, 23, 0), up, Some("ads"), Some("web")),
+        e(2, at(5, 13, 1, 0), order, None, None),
         // 3: ordered before signing up only.
-        e(3, at(5, 7, 9, 0), order),
-        e(3, at(5, 8, 9, 0), up),
-        // 4: cohort May 13; signs up again later; two orders in week 1.
-        e(4, at(5, 14, 9, 0), up),
-        e(4, at(5, 21, 9, 0), up),
-        e(4, at(5, 21, 10, 0), order),
-        e(4, at(5, 22, 10, 0), order),
-        // 5: signed up before the range too; the first sign-up in range counts
-        //    (May 15); its only later order is in week 4, past the matrix.
-        e(5, at(5, 5, 9, 0), up),
-        e(5, at(5, 15, 11, 0), order),
-        e(5, at(5, 15, 12, 0), up),
-        e(5, at(6, 10, 12, 0), order),
+        e(3, at(5, 7, 9, 0), order, Some("seo"), Some("web")),
+        e(3, at(5, 8, 9, 0), up, Some("email"), Some("ios")),
+        // 4: cohort May 13; signs up again later (from ads, on the web); two
+        //    orders in week 1.
+        e(4, at(5, 14, 9, 0), up, Some("email"), Some("android")),
+        e(4, at(5, 21, 9, 0), up, Some("ads"), Some("web")),
+        e(4, at(5, 21, 10, 0), order, None, None),
+        e(4, at(5, 22, 10, 0), order, None, None),
+        // 5: signed up before the range too (from ads); the first sign-up in
+        //    range counts (May 15, no source); its only later order is in
+        //    week 4, past the matrix.
+        e(5, at(5, 5, 9, 0), up, Some("ads"), Some("web")),
+        e(5, at(5, 15, 11, 0), order, None, None),
+        e(5, at(5, 15, 12, 0), up, None, Some("ios")),
+        e(5, at(6, 10, 12, 0), order, None, None),
         // 6: signs up at the last minute of the cohort week, orders a minute later.
-        e(6, at(5, 19, 23, 59), up),
-        e(6, at(5, 20, 0, 0), order),
+        e(6, at(5, 19, 23, 59), up, Some("seo"), None),
+        e(6, at(5, 20, 0, 0), order, None, None),
         // 7: signs up after the range.
-        e(7, at(5, 20, 9, 0), up),
-        e(7, at(5, 21, 9, 0), order),
-    ];
-    let (_dir, lake) = lake_with(
-        &events,
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
-    let request = RetentionRequest {
+        e(7, at(5, 20, 9, 0), up, Some("ads"), Some("ios")),
+        e(7, at(5, 21, 9, 0), order, None, None),
+    ]
+}
+
+fn weekly_request() -> RetentionRequest {
+    RetentionRequest {
         from: day(5, 6),
         to: day(5, 20),
         period: RetentionPeriod::Week,
         periods: Some(3),
-        first_event: EventSpec::named(up),
-        returning_event: EventSpec::named(order),
+        first_event: EventSpec::named(UP),
+        returning_event: EventSpec::named(ORDER),
         segment: None,
-    };
+        breakdown: None,
+        breakdown_limit: None,
+    }
+}
+
+/// Cities of the weekly journeys' customers (5 and 7 have none).
+fn weekly_state() -> TestState {
+    TestState {
+        traits: vec![
+            (1, "city", "Paris"),
+            (2, "city", "Paris"),
+            (3, "city", "Rome"),
+            (4, "city", "Berlin"),
+            (6, "city", "Berlin"),
+        ],
+        members: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weekly_retention_over_hand_built_journeys() -> TestResult {
+    let (_dir, lake) = lake_with(&weekly_journeys(), weekly_state())?;
+    let request = weekly_request();
     let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
     let cohorts: Vec<(NaiveDate, u64, Vec<u64>)> = result
         .cohorts
@@ -929,6 +975,7 @@ async fn weekly_retention_over_hand_built_journeys() -> TestResult {
     );
     assert_eq!(result.total.customers, 6);
     assert_eq!(result.total.returned, vec![1, 4, 0, 1]);
+    assert!(result.breakdown.is_empty());
     assert_eq!(
         result.cohorts[0].percentages,
         vec![
@@ -942,6 +989,421 @@ async fn weekly_retention_over_hand_built_journeys() -> TestResult {
     assert!(
         table.contains("week 3") && table.contains("2 (66.7%)"),
         "{table}"
+    );
+    Ok(())
+}
+
+/// A matrix as (cohort start, customers, returned per period) rows and the total.
+type Matrix = (Vec<(NaiveDate, u64, Vec<u64>)>, (u64, Vec<u64>));
+
+/// The breakdown of a retention result: per group, its key and matrix.
+fn groups_of(result: &Retention) -> Vec<(GroupKey, Matrix)> {
+    result
+        .breakdown
+        .iter()
+        .map(|g| {
+            let cohorts = g
+                .cohorts
+                .iter()
+                .map(|c| (c.start, c.customers, c.returned.clone()))
+                .collect();
+            (
+                g.group.clone(),
+                (cohorts, (g.total.customers, g.total.returned.clone())),
+            )
+        })
+        .collect()
+}
+
+/// The overall matrix of the weekly journeys; see
+/// `weekly_retention_over_hand_built_journeys`.
+fn weekly_overall(result: &Retention) -> Result<(), Box<dyn std::error::Error>> {
+    let cohorts: Vec<(NaiveDate, u64, Vec<u64>)> = result
+        .cohorts
+        .iter()
+        .map(|c| (c.start, c.customers, c.returned.clone()))
+        .collect();
+    assert_eq!(
+        cohorts,
+        vec![
+            (day(5, 6), 3, vec![1, 2, 0, 1]),
+            (day(5, 13), 3, vec![0, 2, 0, 0]),
+        ]
+    );
+    assert_eq!(result.total.returned, vec![1, 4, 0, 1]);
+    // Every customer is in one group: the groups add up to the overall matrix.
+    for (i, cohort) in result.cohorts.iter().enumerate() {
+        let customers: u64 = result
+            .breakdown
+            .iter()
+            .map(|g| g.cohorts[i].customers)
+            .sum();
+        assert_eq!(customers, cohort.customers);
+        for k in 0..=result.periods {
+            let returned: u64 = result
+                .breakdown
+                .iter()
+                .map(|g| g.cohorts[i].returned[k])
+                .sum();
+            assert_eq!(returned, cohort.returned[k]);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_breakdown_by_a_nested_property_of_the_first_event() -> TestResult {
+    let (_dir, lake) = lake_with(&weekly_journeys(), weekly_state())?;
+    let mut request = weekly_request();
+    request.breakdown = Some(Breakdown::Property("utm.source".into()));
+    request.breakdown_limit = Some(2);
+    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
+    weekly_overall(&result)?;
+    let (may6, may13) = (day(5, 6), day(5, 13));
+    let zero = || vec![0, 0, 0, 0];
+    // By the cohort-defining sign-up: ads 1, 2 (4's later sign-up and 5's
+    // earlier one do not count); email 3, 4; seo 6; none 5. ads and email tie
+    // with 2 customers and are the top 2; seo is `other`.
+    assert_eq!(
+        groups_of(&result),
+        vec![
+            (
+                GroupKey::Value("ads".into()),
+                (
+                    vec![(may6, 2, vec![1, 2, 0, 1]), (may13, 0, zero())],
+                    (2, vec![1, 2, 0, 1])
+                )
+            ),
+            (
+                GroupKey::Value("email".into()),
+                (
+                    vec![(may6, 1, zero()), (may13, 1, vec![0, 1, 0, 0])],
+                    (2, vec![0, 1, 0, 0])
+                )
+            ),
+            (
+                GroupKey::None,
+                (vec![(may6, 0, zero()), (may13, 1, zero())], (1, zero()))
+            ),
+            (
+                GroupKey::Other,
+                (
+                    vec![(may6, 0, zero()), (may13, 1, vec![0, 1, 0, 0])],
+                    (1, vec![0, 1, 0, 0])
+                )
+            ),
+        ]
+    );
+    let ads = &result.breakdown[0];
+    assert_eq!(ads.label, "ads");
+    assert_eq!(
+        ads.cohorts[0].percentages,
+        vec![Some(50.0), Some(100.0), Some(0.0), Some(50.0)]
+    );
+    assert_eq!(ads.cohorts[1].percentages, vec![None; 4]);
+    // Chart-ready JSON: the overall matrix, then one per group.
+    let body = serde_json::to_value(&result)?;
+    assert_eq!(
+        body["breakdown"][0]["group"],
+        json!({"kind": "value", "value": "ads"})
+    );
+    assert_eq!(body["breakdown"][3]["group"], json!({"kind": "other"}));
+    assert_eq!(
+        body["breakdown"][1]["total"]["returned"],
+        json!([0, 1, 0, 0])
+    );
+    assert_eq!(
+        body["breakdown"][1]["cohorts"][1]["percentages"],
+        json!([0.0, 100.0, 0.0, 0.0])
+    );
+    // The table: the overall matrix, then each group's under its label.
+    let table = result.to_table();
+    let labels: Vec<&str> = table
+        .lines()
+        .filter(|l| !l.is_empty() && !l.contains("  ") && !l.starts_with('-'))
+        .collect();
+    assert_eq!(labels, vec!["ads", "email", "(none)", "(other)"], "{table}");
+    assert!(table.contains("2 (100.0%)"), "{table}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_breakdown_by_context_and_by_trait() -> TestResult {
+    let (_dir, lake) = lake_with(&weekly_journeys(), weekly_state())?;
+    let (may6, may13) = (day(5, 6), day(5, 13));
+    let zero = || vec![0, 0, 0, 0];
+    let one = || vec![0, 1, 0, 0];
+
+    // Device of the cohort-defining sign-up: ios 1, 3, 5; android 4; web 2;
+    // none 6 (ties by name: android before web).
+    let mut request = weekly_request();
+    request.breakdown = Some(Breakdown::Context("device.type".into()));
+    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
+    weekly_overall(&result)?;
+    assert_eq!(
+        groups_of(&result),
+        vec![
+            (
+                GroupKey::Value("ios".into()),
+                (
+                    vec![(may6, 2, vec![1, 1, 0, 1]), (may13, 1, zero())],
+                    (3, vec![1, 1, 0, 1])
+                )
+            ),
+            (
+                GroupKey::Value("android".into()),
+                (vec![(may6, 0, zero()), (may13, 1, one())], (1, one()))
+            ),
+            (
+                GroupKey::Value("web".into()),
+                (vec![(may6, 1, one()), (may13, 0, zero())], (1, one()))
+            ),
+            (
+                GroupKey::None,
+                (vec![(may6, 0, zero()), (may13, 1, one())], (1, one()))
+            ),
+        ]
+    );
+
+    // City trait, top 1: Berlin (4, 6) ties with Paris (1, 2) and wins by
+    // name; Paris and Rome (3) are `other`; 5 has no city.
+    let mut request = weekly_request();
+    request.breakdown = Some(Breakdown::Trait("city".into()));
+    request.breakdown_limit = Some(1);
+    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
+    weekly_overall(&result)?;
+    assert_eq!(
+        groups_of(&result),
+        vec![
+            (
+                GroupKey::Value("Berlin".into()),
+                (
+                    vec![(may6, 0, zero()), (may13, 2, vec![0, 2, 0, 0])],
+                    (2, vec![0, 2, 0, 0])
+                )
+            ),
+            (
+                GroupKey::None,
+                (vec![(may6, 0, zero()), (may13, 1, zero())], (1, zero()))
+            ),
+            (
+                GroupKey::Other,
+                (
+                    vec![(may6, 3, vec![1, 2, 0, 1]), (may13, 0, zero())],
+                    (3, vec![1, 2, 0, 1])
+                )
+            ),
+        ]
+    );
+
+    // With a segment and a filter on the first event: only 1, 2, 3 and 4
+    // are in the segment; of their cohort-defining sign-ups, those on ios
+    // are 1's and 3's.
+    let state = TestState {
+        traits: vec![],
+        members: vec![("s", 1), ("s", 2), ("s", 3), ("s", 4)],
+    };
+    let (_dir2, lake) = lake_with(&weekly_journeys(), state)?;
+    let mut request = weekly_request();
+    request.segment = Some("s".into());
+    request.first_event.filters = vec![PropertyFilter::on_context("device.type", json!("ios"))];
+    request.breakdown = Some(Breakdown::Property("utm.source".into()));
+    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
+    assert_eq!(
+        groups_of(&result),
+        vec![
+            (
+                GroupKey::Value("ads".into()),
+                (
+                    vec![(may6, 1, vec![1, 1, 0, 1]), (may13, 0, zero())],
+                    (1, vec![1, 1, 0, 1])
+                )
+            ),
+            (
+                GroupKey::Value("email".into()),
+                (vec![(may6, 1, zero()), (may13, 0, zero())], (1, zero()))
+            ),
+        ]
+    );
+    assert_eq!(result.total.customers, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_property_and_context_paths() -> TestResult {
+    let visit = "Visited";
+    let events = vec![
+        in_context(
+            ev(
+                1,
+                Some(1),
+                at(5, 1, 10, 0),
+                visit,
+                json!({"address": {"city": "Paris"}, "utm.source": "ads", "items": [{"sku": "A"}]}),
+            ),
+            json!({"device": {"type": "ios"}, "os": {"name": "iOS"}}),
+        ),
+        in_context(
+            ev(
+                2,
+                Some(2),
+                at(5, 1, 11, 0),
+                visit,
+                json!({"address": {"city": "Berlin"}, "utm": {"source": "email"},
+                       "items": [{"sku": "A"}, {"sku": "B"}]}),
+            ),
+            json!({"device": {"type": "android"}, "os": {"name": "Android"}}),
+        ),
+        in_context(
+            ev(
+                3,
+                Some(3),
+                at(5, 1, 12, 0),
+                visit,
+                json!({"address": {"city": "Paris", "zip": 75001}, "utm": {"source": "ads"}}),
+            ),
+            json!({"device": {"type": "ios"}, "os": {"name": "iOS", "version": 17}}),
+        ),
+        // `address` is text here, and there is no context.
+        ev(
+            4,
+            Some(4),
+            at(5, 1, 13, 0),
+            visit,
+            json!({"address": "Paris"}),
+        ),
+    ];
+    let (_dir, lake) = lake_with(
+        &events,
+        TestState {
+            traits: vec![],
+            members: vec![],
+        },
+    )?;
+    let run = |filters: Value, breakdown: Value| {
+        let lake = &lake;
+        async move {
+            let request: TrendsRequest = serde_json::from_value(json!({
+                "from": "2024-05-01", "to": "2024-05-02", "events": [visit],
+                "filters": filters, "breakdown": breakdown
+            }))?;
+            let result = cohort_analysis::trends(lake, &request, &opts()).await?;
+            let groups: Vec<(String, u64)> = result
+                .series
+                .iter()
+                .map(|s| (s.label.clone(), s.total_events))
+                .collect();
+            Ok::<_, Box<dyn std::error::Error>>(groups)
+        }
+    };
+    let count = |filters: Value| {
+        let run = &run;
+        async move { Ok::<_, Box<dyn std::error::Error>>(run(filters, Value::Null).await?[0].1) }
+    };
+    let all = |groups: &[(&str, u64)]| -> Vec<(String, u64)> {
+        groups
+            .iter()
+            .map(|(l, n)| {
+                (
+                    format!("{visit}{}{l}", if l.is_empty() { "" } else { ": " }),
+                    *n,
+                )
+            })
+            .collect()
+    };
+    // Nested property paths; the top-level key still works as before.
+    assert_eq!(
+        count(json!([{"property": "address.city", "equals": "Paris"}])).await?,
+        2
+    );
+    assert_eq!(
+        count(json!([{"property": "address", "equals": "Paris"}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"property": "address.zip", "equals": 75001}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"property": "address.zip", "equals": "75001"}])).await?,
+        1
+    );
+    // `utm.source` is the nested key, `utm\.source` the top-level key with a dot.
+    assert_eq!(
+        count(json!([{"property": "utm.source", "equals": "ads"}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"property": "utm\\.source", "equals": "ads"}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"property": "utm\\.source", "equals": "email"}])).await?,
+        0
+    );
+    // A numeric key indexes an array; a negative one counts from its end.
+    assert_eq!(
+        count(json!([{"property": "items.0.sku", "equals": "A"}])).await?,
+        2
+    );
+    assert_eq!(
+        count(json!([{"property": "items.1.sku", "equals": "B"}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"property": "items.-1.sku", "equals": "B"}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"property": "items.-1.sku", "equals": "A"}])).await?,
+        1
+    );
+    // Context paths, alone and with a property filter.
+    assert_eq!(
+        count(json!([{"context": "device.type", "equals": "ios"}])).await?,
+        2
+    );
+    assert_eq!(
+        count(json!([{"context": "os.version", "equals": 17}])).await?,
+        1
+    );
+    assert_eq!(
+        count(json!([{"context": "os.name", "equals": "iOS"},
+                     {"property": "address.city", "equals": "Berlin"}]))
+        .await?,
+        0
+    );
+    assert_eq!(
+        count(json!([{"context": "os.name", "equals": "Android"},
+                     {"property": "address.city", "equals": "Berlin"}]))
+        .await?,
+        1
+    );
+    // Breakdowns by nested paths.
+    assert_eq!(
+        run(json!([]), json!({"property": "address.city"})).await?,
+        all(&[("", 4), ("Paris", 2), ("Berlin", 1), ("(none)", 1)])
+    );
+    assert_eq!(
+        run(json!([]), json!({"context": "device.type"})).await?,
+        all(&[("", 4), ("ios", 2), ("android", 1), ("(none)", 1)])
+    );
+    assert_eq!(
+        run(json!([]), json!({"property": "utm\\.source"})).await?,
+        all(&[("", 4), ("ads", 1), ("(none)", 3)])
+    );
+    // An object is grouped by its JSON text (ranked by events, then by text).
+    assert_eq!(
+        run(
+            json!([{"context": "os.name", "equals": "iOS"}]),
+            json!({"context": "os"})
+        )
+        .await?,
+        all(&[
+            ("", 2),
+            (r#"{"name":"iOS","version":17}"#, 1),
+            (r#"{"name":"iOS"}"#, 1)
+        ])
     );
     Ok(())
 }
@@ -1111,5 +1573,85 @@ async fn bad_requests_name_the_field() -> TestResult {
         trends.validate().err().map(field_of).as_deref(),
         Some("events")
     );
+
+    // Paths: empty keys, stray backslashes, too deep; property or context.
+    let trends = |extra: Value| -> Result<TrendsRequest, serde_json::Error> {
+        let mut body = json!({"from": "2024-05-01", "to": "2024-05-08", "events": ["a"]});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        serde_json::from_value(body)
+    };
+    let deep = "k.".repeat(cohort_analysis::MAX_PATH_KEYS) + "k";
+    for (extra, field) in [
+        (
+            json!({"breakdown": {"property": "a..b"}}),
+            "breakdown.property",
+        ),
+        (
+            json!({"breakdown": {"context": "device."}}),
+            "breakdown.context",
+        ),
+        (
+            json!({"breakdown": {"property": "a\\b"}}),
+            "breakdown.property",
+        ),
+        (json!({"breakdown": {"context": deep}}), "breakdown.context"),
+        (
+            json!({"filters": [{"property": ".plan", "equals": "x"}]}),
+            "filters[0].property",
+        ),
+        (json!({"filters": [{"equals": "x"}]}), "filters[0].property"),
+        (
+            json!({"filters": [{"property": "a", "context": "b", "equals": "x"}]}),
+            "filters[0].context",
+        ),
+        (
+            json!({"filters": [{"property": "a", "equals": 1}, {"context": "os.", "equals": 1}]}),
+            "filters[1].context",
+        ),
+    ] {
+        let request = trends(extra.clone())?;
+        let err = cohort_analysis::trends(&lake, &request, &opts()).await;
+        assert_eq!(err.err().map(field_of).as_deref(), Some(field), "{extra}");
+    }
+    let err = trends(json!({"breakdown": {"device": "type"}}))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("unknown variant `device`"), "{err}");
+    let bad_step_path = funnel(
+        json!([{"event": "a"}, {"event": "b", "filters": [{"context": "a..b", "equals": 1}]}]),
+    )?;
+    assert_eq!(
+        bad_step_path.validate().err().map(field_of).as_deref(),
+        Some("steps[1].filters[0].context")
+    );
+
+    // Retention breakdowns.
+    let retention = |extra: Value| -> Result<RetentionRequest, serde_json::Error> {
+        let mut body = json!({"from": "2024-05-01", "to": "2024-05-08",
+                              "first_event": {"event": "a"}, "returning_event": {"event": "b"}});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        serde_json::from_value(body)
+    };
+    for (extra, field) in [
+        (json!({"breakdown_limit": 51}), "breakdown_limit"),
+        (json!({"breakdown": {"trait": ""}}), "breakdown.trait"),
+        (
+            json!({"breakdown": {"property": "utm."}}),
+            "breakdown.property",
+        ),
+        (
+            json!({"first_event": {"event": "a", "filters": [{"equals": 1}]}}),
+            "first_event.filters[0].property",
+        ),
+    ] {
+        let request = retention(extra.clone())?;
+        let err = cohort_analysis::retention(&lake, &request, &opts()).await;
+        assert_eq!(err.err().map(field_of).as_deref(), Some(field), "{extra}");
+    }
     Ok(())
 }

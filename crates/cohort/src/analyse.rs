@@ -38,7 +38,7 @@ pub enum AnalyseCommand {
     },
     /// Events and distinct customers per day, week or month, per event name.
     #[command(
-        after_help = "Examples:\n  cohort analyse trends --event \"Product Viewed\" --event \"Order Completed\" --interval week\n  cohort analyse trends --event '$page' --where plan=pro --by-property category"
+        after_help = "Examples:\n  cohort analyse trends --event \"Product Viewed\" --event \"Order Completed\" --interval week\n  cohort analyse trends --event '$page' --where plan=pro --by-property category\n  cohort analyse trends --event \"App Opened\" --where-context os.name=iOS --by-context device.type\n\nProperty and context paths are keys joined by dots (address.city); write \\. for a dot inside a key."
     )]
     Trends {
         #[command(flatten)]
@@ -48,9 +48,8 @@ pub enum AnalyseCommand {
         /// Event name (repeat for several).
         #[arg(long = "event", required_unless_present = "request")]
         events: Vec<String>,
-        /// Keep events whose property equals a value: KEY=VALUE (repeatable).
-        #[arg(long = "where", value_name = "KEY=VALUE")]
-        filters: Vec<String>,
+        #[command(flatten)]
+        filters: FilterArgs,
     },
     /// An ordered funnel: customers per step, conversion and median time to convert.
     #[command(
@@ -64,9 +63,12 @@ pub enum AnalyseCommand {
         /// Step event name, in order (2 to 10 steps).
         #[arg(long = "step")]
         steps: Vec<String>,
-        /// A property filter on one step: STEP:KEY=VALUE, steps counted from 1 (repeatable).
-        #[arg(long = "step-where", value_name = "STEP:KEY=VALUE")]
+        /// A property filter on one step: STEP:PATH=VALUE, steps counted from 1 (repeatable).
+        #[arg(long = "step-where", value_name = "STEP:PATH=VALUE")]
         step_filters: Vec<String>,
+        /// A context filter on one step: STEP:PATH=VALUE (repeatable).
+        #[arg(long = "step-where-context", value_name = "STEP:PATH=VALUE")]
+        step_context_filters: Vec<String>,
         /// Conversion window: 12h, 7d …
         #[arg(long, default_value = "30d")]
         window: String,
@@ -74,11 +76,13 @@ pub enum AnalyseCommand {
     /// Retention cohorts: of the customers whose first A fell in a day or week, who did B in the
     /// periods after.
     #[command(
-        after_help = "Examples:\n  cohort analyse retention --first-event \"Signed Up\" --returning-event \"Order Completed\" --period week --periods 8\n  cohort analyse retention --first-event \"App Opened\" --period day --periods 30"
+        after_help = "Examples:\n  cohort analyse retention --first-event \"Signed Up\" --returning-event \"Order Completed\" --period week --periods 8\n  cohort analyse retention --first-event \"App Opened\" --period day --periods 30\n  cohort analyse retention --first-event \"Signed Up\" --period week --by-property utm.source --limit 5\n  cohort analyse retention --first-event \"App Opened\" --by-context device.type\n\nA breakdown groups customers by a property or context value of their cohort-defining first\nevent (or by their trait) and prints one matrix per group after the overall one."
     )]
     Retention {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        breakdown: BreakdownArgs,
         /// The event that puts a customer in a cohort (its first occurrence in the range).
         #[arg(long)]
         first_event: Option<String>,
@@ -103,9 +107,8 @@ pub enum AnalyseCommand {
         /// The event that is an order.
         #[arg(long, default_value = "Order Completed")]
         order_event: String,
-        /// Keep orders whose property equals a value: KEY=VALUE (repeatable).
-        #[arg(long = "where", value_name = "KEY=VALUE")]
-        filters: Vec<String>,
+        #[command(flatten)]
+        filters: FilterArgs,
     },
 }
 
@@ -147,9 +150,12 @@ pub struct Common {
 
 #[derive(Args, Debug)]
 pub struct BreakdownArgs {
-    /// Break down by an event property.
-    #[arg(long, conflicts_with = "by_trait")]
+    /// Break down by an event property: a path within properties (plan, address.city).
+    #[arg(long, conflicts_with_all = ["by_trait", "by_context"])]
     by_property: Option<String>,
+    /// Break down by an event context value: a path within context (device.type, os.name).
+    #[arg(long, conflicts_with = "by_trait")]
+    by_context: Option<String>,
     /// Break down by a profile trait.
     #[arg(long)]
     by_trait: Option<String>,
@@ -160,11 +166,32 @@ pub struct BreakdownArgs {
 
 impl BreakdownArgs {
     fn breakdown(&self) -> Option<Breakdown> {
-        match (&self.by_property, &self.by_trait) {
-            (Some(p), _) => Some(Breakdown::Property(p.clone())),
-            (None, Some(t)) => Some(Breakdown::Trait(t.clone())),
-            (None, None) => None,
+        match (&self.by_property, &self.by_context, &self.by_trait) {
+            (Some(p), _, _) => Some(Breakdown::Property(p.clone())),
+            (None, Some(c), _) => Some(Breakdown::Context(c.clone())),
+            (None, None, Some(t)) => Some(Breakdown::Trait(t.clone())),
+            (None, None, None) => None,
         }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    /// Keep events whose property equals a value: PATH=VALUE, PATH within properties
+    /// (repeatable).
+    #[arg(long = "where", value_name = "PATH=VALUE")]
+    properties: Vec<String>,
+    /// Keep events whose context value equals a value: PATH=VALUE, PATH within context
+    /// (device.type=mobile; repeatable).
+    #[arg(long = "where-context", value_name = "PATH=VALUE")]
+    context: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filters(&self) -> anyhow::Result<Vec<PropertyFilter>> {
+        let mut out = parse_filters(&self.properties, Root::Property)?;
+        out.extend(parse_filters(&self.context, Root::Context)?);
+        Ok(out)
     }
 }
 
@@ -210,23 +237,31 @@ impl Common {
     }
 }
 
-/// `KEY=VALUE`; the value is a number or boolean when it reads as one, text otherwise.
-fn parse_filter(text: &str) -> anyhow::Result<PropertyFilter> {
-    let Some((key, value)) = text.split_once('=') else {
-        bail!("filter {text:?} is not KEY=VALUE");
+/// What a filter's path is within.
+#[derive(Clone, Copy, Debug)]
+enum Root {
+    Property,
+    Context,
+}
+
+/// `PATH=VALUE` (the path ends at the first `=`); the value is a number or boolean when it reads
+/// as one, text otherwise.
+fn parse_filter(text: &str, root: Root) -> anyhow::Result<PropertyFilter> {
+    let Some((path, value)) = text.split_once('=') else {
+        bail!("filter {text:?} is not PATH=VALUE");
     };
     let equals = match serde_json::from_str::<Value>(value) {
         Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
         _ => Value::String(value.to_owned()),
     };
-    Ok(PropertyFilter {
-        property: key.to_owned(),
-        equals,
+    Ok(match root {
+        Root::Property => PropertyFilter::on_property(path, equals),
+        Root::Context => PropertyFilter::on_context(path, equals),
     })
 }
 
-fn parse_filters(texts: &[String]) -> anyhow::Result<Vec<PropertyFilter>> {
-    texts.iter().map(|t| parse_filter(t)).collect()
+fn parse_filters(texts: &[String], root: Root) -> anyhow::Result<Vec<PropertyFilter>> {
+    texts.iter().map(|t| parse_filter(t, root)).collect()
 }
 
 /// `12h`, `7d`.
@@ -244,22 +279,34 @@ fn parse_window(text: &str) -> anyhow::Result<ConversionWindow> {
     }
 }
 
-fn funnel_steps(names: &[String], filters: &[String]) -> anyhow::Result<Vec<EventSpec>> {
+fn funnel_steps(
+    names: &[String],
+    filters: &[String],
+    context_filters: &[String],
+) -> anyhow::Result<Vec<EventSpec>> {
     let mut steps: Vec<EventSpec> = names.iter().map(EventSpec::named).collect();
-    for text in filters {
+    let all = filters
+        .iter()
+        .map(|t| ("--step-where", t, Root::Property))
+        .chain(
+            context_filters
+                .iter()
+                .map(|t| ("--step-where-context", t, Root::Context)),
+        );
+    for (flag, text, root) in all {
         let Some((step, filter)) = text.split_once(':') else {
-            bail!("--step-where {text:?} is not STEP:KEY=VALUE");
+            bail!("{flag} {text:?} is not STEP:PATH=VALUE");
         };
         let index: usize = step
             .parse()
-            .with_context(|| format!("--step-where {text:?}: {step:?} is not a step number"))?;
+            .with_context(|| format!("{flag} {text:?}: {step:?} is not a step number"))?;
         let Some(target) = index.checked_sub(1).and_then(|i| steps.get_mut(i)) else {
             bail!(
-                "--step-where {text:?}: there is no step {index} (steps are 1 to {})",
+                "{flag} {text:?}: there is no step {index} (steps are 1 to {})",
                 names.len()
             );
         };
-        target.filters.push(parse_filter(filter)?);
+        target.filters.push(parse_filter(filter, root)?);
     }
     Ok(steps)
 }
@@ -331,7 +378,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                         to,
                         interval: series.interval()?,
                         events,
-                        filters: parse_filters(&filters)?,
+                        filters: filters.filters()?,
                         segment: common.segment.clone(),
                         breakdown: series.breakdown.breakdown(),
                         breakdown_limit: series.breakdown.limit,
@@ -349,6 +396,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
             breakdown,
             steps,
             step_filters,
+            step_context_filters,
             window,
         } => {
             let request = match common.request()? {
@@ -358,7 +406,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                     FunnelRequest {
                         from,
                         to,
-                        steps: funnel_steps(&steps, &step_filters)?,
+                        steps: funnel_steps(&steps, &step_filters, &step_context_filters)?,
                         window: parse_window(&window)?,
                         segment: common.segment.clone(),
                         breakdown: breakdown.breakdown(),
@@ -374,6 +422,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
         }
         AnalyseCommand::Retention {
             common,
+            breakdown,
             first_event,
             returning_event,
             period,
@@ -397,6 +446,8 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                         first_event: EventSpec::named(first),
                         returning_event: EventSpec::named(returning),
                         segment: common.segment.clone(),
+                        breakdown: breakdown.breakdown(),
+                        breakdown_limit: breakdown.limit,
                     }
                 }
             };
@@ -421,7 +472,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                         to,
                         interval: series.interval()?,
                         order_event,
-                        filters: parse_filters(&filters)?,
+                        filters: filters.filters()?,
                         segment: common.segment.clone(),
                         breakdown: series.breakdown.breakdown(),
                         breakdown_limit: series.breakdown.limit,
@@ -453,25 +504,33 @@ mod tests {
 
     #[test]
     fn filters_windows_and_steps_parse() -> anyhow::Result<()> {
+        let p = |t: &str| parse_filter(t, Root::Property);
+        assert_eq!(p("plan=pro")?.equals, Value::String("pro".into()));
+        assert_eq!(p("n=42")?.equals, serde_json::json!(42));
+        assert_eq!(p("zip=01234")?.equals, serde_json::json!("01234"));
+        assert_eq!(p("a=b=c")?.equals, serde_json::json!("b=c"));
+        assert!(p("plan").is_err());
         assert_eq!(
-            parse_filter("plan=pro")?.equals,
-            Value::String("pro".into())
+            p("address.city=Paris")?,
+            PropertyFilter::on_property("address.city", "Paris".into())
         );
-        assert_eq!(parse_filter("n=42")?.equals, serde_json::json!(42));
         assert_eq!(
-            parse_filter("zip=01234")?.equals,
-            serde_json::json!("01234")
+            parse_filter("device.type=ios", Root::Context)?,
+            PropertyFilter::on_context("device.type", "ios".into())
         );
-        assert_eq!(parse_filter("a=b=c")?.equals, serde_json::json!("b=c"));
-        assert!(parse_filter("plan").is_err());
         assert_eq!(parse_window("7d")?, ConversionWindow::Days(7));
         assert_eq!(parse_window("12h")?, ConversionWindow::Hours(12));
         assert!(parse_window("7w").is_err() && parse_window("").is_err());
         assert!(parse_window("7天").is_err());
-        let steps = funnel_steps(&["A".into(), "B".into()], &["2:currency=EUR".into()])?;
-        assert_eq!(steps[1].filters[0].property, "currency");
-        assert!(funnel_steps(&["A".into()], &["3:x=y".into()]).is_err());
-        assert!(funnel_steps(&["A".into()], &["0:x=y".into()]).is_err());
+        let steps = funnel_steps(
+            &["A".into(), "B".into()],
+            &["2:currency=EUR".into()],
+            &["1:os.name=iOS".into()],
+        )?;
+        assert_eq!(steps[1].filters[0].property.as_deref(), Some("currency"));
+        assert_eq!(steps[0].filters[0].context.as_deref(), Some("os.name"));
+        assert!(funnel_steps(&["A".into()], &["3:x=y".into()], &[]).is_err());
+        assert!(funnel_steps(&["A".into()], &[], &["0:x=y".into()]).is_err());
         Ok(())
     }
 }

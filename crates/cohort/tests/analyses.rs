@@ -6,9 +6,16 @@ mod common;
 use common::{Server, cohort};
 use serde_json::{Value, json};
 
+/// f1 comes from ads on an iPhone, the others from email on the web (`utm.source` is nested).
 fn track(user: &str, event: &str, at: &str, id: &str) -> Value {
+    let (source, device) = if user == "f1" {
+        ("ads", "ios")
+    } else {
+        ("email", "web")
+    };
     json!({"type": "track", "userId": user, "event": event, "timestamp": at, "messageId": id,
-           "properties": {"source": if user == "f1" { "ads" } else { "email" }}})
+           "properties": {"source": source, "utm": {"source": source}},
+           "context": {"device": {"type": device}}})
 }
 
 /// f1 views, adds and buys within two hours; f2 adds two days after viewing (outside a one-day
@@ -67,6 +74,71 @@ fn funnel_and_retention_over_the_api() {
     assert_eq!(body["cohorts"][0]["customers"], 2);
     assert_eq!(body["cohorts"][0]["returned"], json!([0, 1, 0]));
     assert_eq!(body["cohorts"][0]["percentages"], json!([0.0, 50.0, 0.0]));
+    assert_eq!(body["breakdown"], json!([]));
+
+    // The same by the sign-up's nested source: f1 (ads) returned in week 1, f2 (email) did not.
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/retention",
+        &json!({"from": "2025-03-03", "to": "2025-03-10", "period": "week", "periods": 2,
+                "first_event": {"event": "Signed Up"},
+                "returning_event": {"event": "Order Completed"},
+                "breakdown": {"property": "utm.source"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["total"]["returned"], json!([0, 1, 0]), "{body}");
+    let groups = body["breakdown"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{body}");
+    assert_eq!(groups[0]["group"], json!({"kind": "value", "value": "ads"}));
+    assert_eq!(groups[0]["label"], "ads");
+    assert_eq!(groups[0]["cohorts"][0]["customers"], 1);
+    assert_eq!(groups[0]["cohorts"][0]["returned"], json!([0, 1, 0]));
+    assert_eq!(
+        groups[0]["cohorts"][0]["percentages"],
+        json!([0.0, 100.0, 0.0])
+    );
+    assert_eq!(groups[1]["label"], "email");
+    assert_eq!(groups[1]["total"]["returned"], json!([0, 0, 0]));
+
+    // Context paths reach the ingested context: views per device type, and on the web only.
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/trends",
+        &json!({"from": "2025-03-03", "to": "2025-03-05", "events": ["Viewed"],
+                "breakdown": {"context": "device.type"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let totals: Vec<(String, i64)> = body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap().to_owned(),
+                s["total_events"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        totals,
+        vec![
+            ("Viewed".to_owned(), 3),
+            ("Viewed: web".to_owned(), 2),
+            ("Viewed: ios".to_owned(), 1)
+        ],
+        "{body}"
+    );
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/funnel",
+        &json!({"from": "2025-03-03", "to": "2025-03-10", "window": {"days": 1},
+                "steps": [{"event": "Viewed", "filters": [{"context": "device.type", "equals": "web"}]},
+                          {"event": "Added"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["steps"][0]["customers"], 2, "{}", r.text());
 
     let r = s.admin_send(
         "POST",
@@ -91,6 +163,23 @@ fn bad_requests_and_auth() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["code"], "invalid_request");
     assert!(r.json()["message"].as_str().unwrap().contains("from"));
+    let r = s.admin_send(
+        "POST",
+        "/api/v1/analyses/retention",
+        &json!({"from": "2025-03-03", "to": "2025-03-10",
+                "first_event": {"event": "a"}, "returning_event": {"event": "b"},
+                "breakdown": {"context": "device..type"}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["code"], "invalid_request");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid breakdown.context:"),
+        "{}",
+        r.text()
+    );
     let r = s.admin_send(
         "POST",
         "/api/v1/analyses/trends",
@@ -175,6 +264,47 @@ fn cli_prints_a_funnel_table() {
     );
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["total"]["returned"], json!([0, 1, 0]));
+
+    // Retention by the sign-up's device: the overall matrix, then one per group.
+    let out = cohort()
+        .args(["analyse", "retention", "--data"])
+        .arg(s.dir.path())
+        .args([
+            "--from",
+            "2025-03-03",
+            "--to",
+            "2025-03-10",
+            "--period",
+            "week",
+            "--periods",
+            "2",
+            "--first-event",
+            "Signed Up",
+            "--returning-event",
+            "Order Completed",
+            "--by-context",
+            "device.type",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = |label: &str| lines.iter().position(|l| *l == label);
+    let (Some(ios), Some(web)) = (at("ios"), at("web")) else {
+        panic!("no group tables: {stdout}");
+    };
+    assert!(ios < web, "{stdout}");
+    assert!(lines[ios + 1].starts_with("cohort"), "{stdout}");
+    assert!(
+        lines[ios + 3].starts_with("2025-03-03") && lines[ios + 3].contains("1 (100.0%)"),
+        "{stdout}"
+    );
+    assert!(lines[web + 3].contains("0 (0.0%)"), "{stdout}");
 
     let bad = cohort()
         .args(["analyse", "funnel", "--data"])
