@@ -12,8 +12,8 @@ use cohort_lake::{
 };
 use cohort_store::{ExportedEvent, Store};
 use serde_json::Value;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Events exported per lake append.
@@ -28,6 +28,8 @@ const COMPACT_EVERY: Duration = Duration::from_secs(600);
 pub struct Analytics {
     lake: Lake,
     store: Store,
+    /// Profile tables held fixed while [`Analytics::pin_profiles`]'s guard lives.
+    pinned: Arc<RwLock<Option<PinnedProfiles>>>,
     /// Highest inbox position written to Parquet (0 before the first file).
     exported: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
@@ -37,10 +39,13 @@ impl Analytics {
     /// Opens the lake for queries; with `export`, also starts the thread that writes processed
     /// events to Parquet (only one process may do that: the lake holds a writer lock).
     pub fn open(store: Store, export: bool) -> Result<Arc<Analytics>, LakeError> {
+        let pinned = Arc::new(RwLock::new(None));
         let lake = Lake::open(store.data_dir())?.with_state(Arc::new(StoreTables {
             store: store.clone(),
+            pinned: pinned.clone(),
         }));
         let analytics = Arc::new(Analytics {
+            pinned,
             exported: Arc::new(AtomicI64::new(
                 cohort_lake::last_seq(store.data_dir())?.unwrap_or(0),
             )),
@@ -61,6 +66,25 @@ impl Analytics {
                 .map_err(|e| LakeError::Internal(format!("cannot start the lake exporter: {e}")))?;
         }
         Ok(analytics)
+    }
+
+    /// Reads `profiles` and `profile_traits` once and serves every query from that copy until
+    /// the guard is dropped: a round of batch segment evaluations then reads the state store
+    /// once, not once per segment. Queries meanwhile see the state as of this call.
+    pub fn pin_profiles(&self) -> Result<ProfilesPin, LakeError> {
+        let tables = StoreTables {
+            store: self.store.clone(),
+            pinned: Arc::new(RwLock::new(None)),
+        };
+        let fail = |e: StateError| LakeError::Internal(format!("reading profiles: {e}"));
+        let snapshot = PinnedProfiles {
+            profiles: tables.profiles().map_err(fail)?,
+            traits: tables.profile_traits().map_err(fail)?,
+        };
+        *self.pinned.write().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+        Ok(ProfilesPin {
+            pinned: self.pinned.clone(),
+        })
     }
 
     /// Runs read-only SQL; events processed but not yet in Parquet are included.
@@ -178,9 +202,36 @@ fn to_lake_event(e: &ExportedEvent) -> LakeEvent {
     }
 }
 
-/// The state store's tables as Arrow batches, read fresh for each query.
+/// Keeps the profile tables of [`Analytics::pin_profiles`] until dropped.
+pub struct ProfilesPin {
+    pinned: Arc<RwLock<Option<PinnedProfiles>>>,
+}
+
+impl Drop for ProfilesPin {
+    fn drop(&mut self) {
+        *self.pinned.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+struct PinnedProfiles {
+    profiles: RecordBatch,
+    traits: RecordBatch,
+}
+
+/// The state store's tables as Arrow batches, read fresh for each query unless pinned.
 struct StoreTables {
     store: Store,
+    pinned: Arc<RwLock<Option<PinnedProfiles>>>,
+}
+
+impl StoreTables {
+    fn pinned(&self, pick: impl Fn(&PinnedProfiles) -> &RecordBatch) -> Option<RecordBatch> {
+        self.pinned
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| pick(p).clone())
+    }
 }
 
 fn micros(t: Option<chrono::DateTime<Utc>>) -> Option<i64> {
@@ -193,6 +244,9 @@ fn timestamps(values: Vec<Option<i64>>) -> ArrayRef {
 
 impl StateTables for StoreTables {
     fn profiles(&self) -> Result<RecordBatch, StateError> {
+        if let Some(batch) = self.pinned(|p| &p.profiles) {
+            return Ok(batch);
+        }
         let rows = self.store.profiles().profile_rows(Utc::now())?;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(
@@ -229,6 +283,9 @@ impl StateTables for StoreTables {
     }
 
     fn profile_traits(&self) -> Result<RecordBatch, StateError> {
+        if let Some(batch) = self.pinned(|p| &p.traits) {
+            return Ok(batch);
+        }
         let rows = self.store.profiles().trait_rows()?;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(

@@ -91,10 +91,23 @@ pub async fn refresh(
     def: &SegmentDef,
     reason: &'static str,
 ) -> Result<MembershipDiff, ApiError> {
-    let watermark = {
-        let store = store.clone();
-        blocking(move || Ok(store.segments().last_change_id()?)).await?
-    };
+    let watermark = last_change_id(store).await?;
+    refresh_since(analytics, store, def, reason, watermark).await
+}
+
+async fn last_change_id(store: &Store) -> Result<i64, ApiError> {
+    let store = store.clone();
+    blocking(move || Ok(store.segments().last_change_id()?)).await
+}
+
+/// [`refresh`] for an evaluation whose data was read after membership change `watermark`.
+async fn refresh_since(
+    analytics: &Analytics,
+    store: &Store,
+    def: &SegmentDef,
+    reason: &'static str,
+    watermark: i64,
+) -> Result<MembershipDiff, ApiError> {
     let members = batch_members(analytics, &def.condition, Utc::now())
         .await
         .map_err(|e| lake_error(&def.name, e))?;
@@ -140,6 +153,29 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                     }
                 }
             };
+            // One read of the profile tables for the whole round, taken after the watermark so
+            // that no real-time decision newer than the data is overridden.
+            let watermark = match last_change_id(&store).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "cannot start a segment refresh round");
+                    continue;
+                }
+            };
+            let pin = {
+                let analytics = analytics.clone();
+                match tokio::task::spawn_blocking(move || analytics.pin_profiles()).await {
+                    Ok(Ok(pin)) => pin,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read profiles for a segment refresh");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "segment refresh task failed");
+                        continue;
+                    }
+                }
+            };
             let mut moving: BTreeSet<String> = BTreeSet::new();
             for def in defs {
                 let depends = cohort_segment::referenced_segments(&def.condition)
@@ -149,7 +185,7 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                     continue;
                 }
                 moving.insert(def.name.clone());
-                match refresh(&analytics, &store, &def, "time").await {
+                match refresh_since(&analytics, &store, &def, "time", watermark).await {
                     Ok(diff) if diff.entered + diff.exited > 0 => {
                         tracing::info!(segment = %def.name, entered = diff.entered, exited = diff.exited, "segment refreshed");
                     }
@@ -159,6 +195,7 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                     }
                 }
             }
+            drop(pin);
             metrics::counter!("cohort_segment_refresh_rounds_total").increment(1);
         }
     });
