@@ -313,3 +313,46 @@ fn the_cli_defines_lists_and_exports_segments() {
     let history = run(&["history", "user_id", "u1"]);
     assert!(history.contains("entered"), "{history}");
 }
+
+#[test]
+fn built_in_tags_label_customers_as_their_data_arrives() {
+    let s = Server::start();
+    let tags = s.admin_get("/api/v1/tags").json();
+    let all = tags["tags"].as_array().unwrap();
+    assert!(all.len() >= 100, "{} tags", all.len());
+
+    let batch = vec![
+        json!({"type": "identify", "userId": "mei", "messageId": "t1", "traits": {"city": "上海", "email": "mei@example.com"}}),
+        order("t2", "mei", 300.0, &ago(7200)),
+        order("t3", "mei", 200.0, &ago(3600)),
+    ];
+    assert_eq!(s.ingest("/v1/batch", &json!({"batch": batch})).status, 200);
+    s.settle();
+    eventually("tags applied", || {
+        let mine = s.admin_get("/api/v1/profiles/user_id/mei/tags").json();
+        let names: Vec<&str> = mine["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        names.contains(&"city:tier1")
+            && names.contains(&"lifecycle:repeat_buyer")
+            && !names.contains(&"lifecycle:first_time_buyer")
+    });
+    let mei = customer_id(&s, "mei");
+    let tier1 = s.admin_get("/api/v1/tags/city:tier1/customers").json();
+    assert_eq!(tier1["kind"], "tag");
+    assert_eq!(tier1["members"][0]["customer_id"].to_string(), mei);
+    // Her history records the entry, caused by her events.
+    let history = s.admin_get("/api/v1/profiles/user_id/mei/tags").json();
+    let entry = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["segment"] == "city:tier1")
+        .cloned()
+        .expect("an entry into city:tier1");
+    assert_eq!(
+        (entry["change"].as_str(), entry["reason"].as_str()),
+        (Some("entered"), Some("event"))
+    );
+}
