@@ -5,11 +5,11 @@ use cohort_lake::Lake;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Breakdown, GroupKey, Interval, breakdown_limit, check_name, check_range, check_segment,
-    default_interval, from_field, to_field,
+    Breakdown, GroupKey, Interval, check_name, check_range, default_interval, from_field, scoped,
+    to_field,
 };
-use crate::grouped::{self, GroupedSpec};
-use crate::sql::{self, lit};
+use crate::grouped::{self, TimeSeries};
+use crate::sql::lit;
 use crate::table;
 use crate::{AnalysisError, RunOptions};
 
@@ -52,14 +52,11 @@ impl ActiveRequest {
         if let Some(event) = &self.event {
             check_name("event", event)?;
         }
-        check_segment(self.segment.as_deref())?;
-        if let Some(b) = &self.breakdown {
-            b.validate("breakdown")?;
-        }
-        breakdown_limit(self.breakdown_limit)?;
-        Ok(())
+        self.scope().check_segment_and_breakdown()
     }
 }
+
+scoped!(ActiveRequest);
 
 /// Active customers, ready for a line chart: `buckets` is the x-axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,50 +89,35 @@ pub async fn active_customers(
     opts: &RunOptions,
 ) -> Result<ActiveCustomers, AnalysisError> {
     request.validate()?;
-    let buckets = request.interval.buckets(request.from, request.to);
-    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
     let event = request
         .event
         .as_deref()
         .map(|e| format!(" AND e.event = {}", lit(e)))
         .unwrap_or_default();
-    let base = format!(
-        "SELECT '' AS k, {bucket} AS bucket, {group} AS g, e.customer_id AS customer_id \
-         FROM events e{join} WHERE {days} AND e.customer_id IS NOT NULL{event}{segment}",
-        bucket = sql::bucket(request.interval),
-        days = sql::in_days(request.from, request.to),
-        segment = sql::and_segment(request.segment.as_deref()),
-    );
-    let limit = breakdown_limit(request.breakdown_limit)?;
-    let grouped = grouped::run(
-        lake,
-        opts,
-        &GroupedSpec {
-            base,
-            metrics: &["count(DISTINCT customer_id)"],
-            rank: 0,
-            breakdown_limit: request.breakdown.as_ref().map(|_| limit),
-            keys: 1,
-            buckets: buckets.len(),
-        },
-    )
+    let grouped = TimeSeries {
+        interval: request.interval,
+        key: "''",
+        keys: 1,
+        columns: "",
+        conditions: format!(" AND e.customer_id IS NOT NULL{event}"),
+        metrics: &["count(DISTINCT customer_id)"],
+    }
+    .run(lake, opts, request.scope())
     .await?;
-    let series_of = |group: Option<&GroupKey>| {
-        let count = |bucket| grouped.get("", bucket, group)[0] as u64;
+    let series = grouped.series(|group| {
+        let cells = grouped.cells("", group);
         ActiveSeries {
-            label: group.map_or_else(|| "all".to_owned(), GroupKey::label),
+            label: grouped::label(group),
             group: group.cloned(),
-            customers: buckets.iter().map(|b| count(Some(*b))).collect(),
-            total: count(None),
+            customers: cells.counts(0),
+            total: cells.total[0] as u64,
         }
-    };
-    let mut series = vec![series_of(None)];
-    series.extend(grouped.groups.iter().map(|g| series_of(Some(g))));
+    });
     Ok(ActiveCustomers {
         interval: request.interval,
         from: request.from,
         to: request.to,
-        buckets,
+        buckets: grouped.buckets,
         series,
     })
 }
@@ -151,11 +133,7 @@ impl ActiveCustomers {
             .enumerate()
             .map(|(i, b)| {
                 let mut row = vec![b.to_string()];
-                row.extend(
-                    self.series
-                        .iter()
-                        .map(|s| table::int(s.customers.get(i).copied().unwrap_or(0))),
-                );
+                row.extend(self.series.iter().map(|s| table::int_at(&s.customers, i)));
                 row
             })
             .collect();

@@ -17,6 +17,45 @@ const MAX_FILTERS: usize = 10;
 pub(crate) const DEFAULT_BREAKDOWN_LIMIT: usize = 10;
 pub(crate) const MAX_BREAKDOWN_LIMIT: usize = 50;
 
+/// `FromStr` and `TryFrom<String>` (for serde's `try_from`) of a unit enum
+/// written as lowercase words. serde reports a parse error for the field
+/// being read, so the message names the field: `interval must be day, week
+/// or month, not "hour"`.
+macro_rules! word_enum {
+    ($enum:ident, $field:literal, [$($word:literal => $variant:ident),+ $(,)?]) => {
+        impl TryFrom<String> for $enum {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok($enum::$variant),)+
+                    other => Err(format!(
+                        "{} must be {}, not {other:?}",
+                        $field,
+                        $crate::common::one_of(&[$($word),+])
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(crate) use word_enum;
+
+/// `a`, `a or b`, `a, b or c` …
+pub(crate) fn one_of(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 /// Bucket size of a time series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "String")]
@@ -26,27 +65,7 @@ pub enum Interval {
     Month,
 }
 
-impl TryFrom<String> for Interval {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl std::str::FromStr for Interval {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "day" => Ok(Interval::Day),
-            "week" => Ok(Interval::Week),
-            "month" => Ok(Interval::Month),
-            // serde reports this for the field `interval`, so the message names it.
-            other => Err(format!(
-                "interval must be day, week or month, not {other:?}"
-            )),
-        }
-    }
-}
+word_enum!(Interval, "interval", ["day" => Day, "week" => Week, "month" => Month]);
 
 impl Interval {
     /// The SQL keyword of `date_trunc`.
@@ -410,12 +429,60 @@ pub(crate) fn check_filters(field: &str, filters: &[PropertyFilter]) -> Result<(
     Ok(())
 }
 
-pub(crate) fn check_segment(segment: Option<&str>) -> Result<(), AnalysisError> {
-    segment.map_or(Ok(()), |s| check_name("segment", s))
+/// The request fields every analysis has, under the same names: the range,
+/// the segment and the breakdown.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scope<'a> {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub segment: Option<&'a str>,
+    pub breakdown: Option<&'a Breakdown>,
+    pub breakdown_limit: Option<usize>,
 }
 
+impl Scope<'_> {
+    /// Checks the segment, the breakdown and its limit (the range is checked
+    /// first, with [`check_range`], so that errors come in field order).
+    pub(crate) fn check_segment_and_breakdown(&self) -> Result<(), AnalysisError> {
+        if let Some(s) = self.segment {
+            check_name("segment", s)?;
+        }
+        if let Some(b) = self.breakdown {
+            b.validate("breakdown")?;
+        }
+        breakdown_limit(self.breakdown_limit)?;
+        Ok(())
+    }
+
+    /// The number of breakdown groups to keep; `None` without a breakdown.
+    pub(crate) fn group_limit(&self) -> Result<Option<usize>, AnalysisError> {
+        let limit = breakdown_limit(self.breakdown_limit)?;
+        Ok(self.breakdown.map(|_| limit))
+    }
+}
+
+/// `pub(crate) fn scope(&self) -> Scope<'_>` for a request type with the
+/// fields `from`, `to`, `segment`, `breakdown` and `breakdown_limit`.
+macro_rules! scoped {
+    ($request:ty) => {
+        impl $request {
+            /// The range, segment and breakdown of the request.
+            pub(crate) fn scope(&self) -> $crate::common::Scope<'_> {
+                $crate::common::Scope {
+                    from: self.from,
+                    to: self.to,
+                    segment: self.segment.as_deref(),
+                    breakdown: self.breakdown.as_ref(),
+                    breakdown_limit: self.breakdown_limit,
+                }
+            }
+        }
+    };
+}
+pub(crate) use scoped;
+
 /// The breakdown limit asked for, or the default.
-pub(crate) fn breakdown_limit(limit: Option<usize>) -> Result<usize, AnalysisError> {
+fn breakdown_limit(limit: Option<usize>) -> Result<usize, AnalysisError> {
     match limit {
         None => Ok(DEFAULT_BREAKDOWN_LIMIT),
         Some(n) if (1..=MAX_BREAKDOWN_LIMIT).contains(&n) => Ok(n),

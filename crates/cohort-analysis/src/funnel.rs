@@ -15,8 +15,7 @@ use cohort_lake::Lake;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Breakdown, EventSpec, GroupKey, breakdown_limit, check_range, check_segment, from_field, ratio,
-    to_field,
+    Breakdown, EventSpec, GroupKey, check_range, from_field, ratio, scoped, to_field,
 };
 use crate::read::{self, opt_i64, opt_str};
 use crate::sql;
@@ -131,14 +130,11 @@ impl FunnelRequest {
                 format!("must be between 1 and {max}, not {amount}"),
             ));
         }
-        check_segment(self.segment.as_deref())?;
-        if let Some(b) = &self.breakdown {
-            b.validate("breakdown")?;
-        }
-        breakdown_limit(self.breakdown_limit)?;
-        Ok(())
+        self.scope().check_segment_and_breakdown()
     }
 }
+
+scoped!(FunnelRequest);
 
 /// A funnel, ready for a bar chart of `steps[].customers`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -367,8 +363,7 @@ pub async fn funnel(
     }
 
     let mut breakdown = Vec::new();
-    if request.breakdown.is_some() {
-        let limit = breakdown_limit(request.breakdown_limit)?;
+    if let Some(limit) = request.scope().group_limit()? {
         let mut sizes: HashMap<&str, u64> = HashMap::new();
         for (_, g) in &journeys {
             if let Some(g) = g {
@@ -453,12 +448,12 @@ fn steps_table(steps: &[FunnelStep]) -> String {
 impl Funnel {
     /// The steps, then one table per breakdown group.
     pub fn to_table(&self) -> String {
-        let mut out = steps_table(&self.steps);
-        for g in &self.breakdown {
-            out.push_str(&format!("\n{}\n", g.label));
-            out.push_str(&steps_table(&g.steps));
-        }
-        out
+        table::with_groups(
+            steps_table(&self.steps),
+            self.breakdown
+                .iter()
+                .map(|g| (g.label.clone(), steps_table(&g.steps))),
+        )
     }
 }
 

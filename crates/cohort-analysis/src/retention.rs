@@ -7,10 +7,11 @@ use cohort_lake::Lake;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Breakdown, EventSpec, GroupKey, Interval, breakdown_limit, check_range, check_segment,
-    from_field, ratio, to_field,
+    Breakdown, EventSpec, GroupKey, Interval, check_range, from_field, ratio, scoped, to_field,
+    word_enum,
 };
-use crate::read::{self, opt_date, opt_i64, opt_str};
+use crate::grouped;
+use crate::read::{self, opt_date, opt_i64};
 use crate::sql;
 use crate::table;
 use crate::{AnalysisError, RunOptions};
@@ -23,23 +24,7 @@ pub enum RetentionPeriod {
     Week,
 }
 
-impl TryFrom<String> for RetentionPeriod {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl std::str::FromStr for RetentionPeriod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "day" => Ok(RetentionPeriod::Day),
-            "week" => Ok(RetentionPeriod::Week),
-            other => Err(format!("period must be day or week, not {other:?}")),
-        }
-    }
-}
+word_enum!(RetentionPeriod, "period", ["day" => Day, "week" => Week]);
 
 impl RetentionPeriod {
     fn interval(self) -> Interval {
@@ -148,14 +133,11 @@ impl RetentionRequest {
         }
         self.first_event.validate("first_event")?;
         self.returning_event.validate("returning_event")?;
-        check_segment(self.segment.as_deref())?;
-        if let Some(b) = &self.breakdown {
-            b.validate("breakdown")?;
-        }
-        breakdown_limit(self.breakdown_limit)?;
-        Ok(())
+        self.scope().check_segment_and_breakdown()
     }
 }
+
+scoped!(RetentionRequest);
 
 /// A retention matrix, ready for a heat map: one row per cohort, one column
 /// per period 0 ..= `periods`.
@@ -208,12 +190,6 @@ fn percentages(returned: &[u64], customers: u64) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// Group index of customers without a breakdown value (every customer,
-/// without a breakdown) and of those outside the largest groups; top groups
-/// are 1…N.
-const NONE: i64 = 0;
-const OTHER: i64 = -1;
-
 /// Runs the analysis (validating the request first).
 pub async fn retention(
     lake: &Lake,
@@ -224,7 +200,6 @@ pub async fn retention(
     let periods = request.periods();
     let interval = request.period.interval();
     let cohort_starts = interval.buckets(request.from, request.to);
-    let limit = breakdown_limit(request.breakdown_limit)?;
     // The last period of the last cohort ends at most this many days after `to`.
     let until = request.to + Duration::days((periods as i64 + 1) * request.period.days());
     let index = format!(
@@ -249,16 +224,20 @@ pub async fn retention(
         segment = sql::and_segment(request.segment.as_deref()),
         cohort = sql::bucket_of(interval, "ts"),
     );
-    // The largest groups, then each customer's group index.
-    let top = match &request.breakdown {
-        Some(_) => top_groups(lake, opts, &firsts, limit).await?,
+    // The largest groups (ties by value, so the choice is stable), then each
+    // customer's group index; without a breakdown every customer is in
+    // `none`.
+    let top = match request.scope().group_limit()? {
+        Some(limit) => {
+            let sql = format!(
+                "WITH {firsts} SELECT g, count(*) AS n FROM firsts WHERE g IS NOT NULL \
+                 GROUP BY g ORDER BY n DESC, g LIMIT {limit}"
+            );
+            grouped::top_values(lake, opts, &sql, limit).await?
+        }
         None => Vec::new(),
     };
-    let mut tag = format!("CASE WHEN g IS NULL THEN {NONE}");
-    for (i, value) in top.iter().enumerate() {
-        tag.push_str(&format!(" WHEN g = {} THEN {}", sql::lit(value), i + 1));
-    }
-    tag.push_str(&format!(" ELSE {OTHER} END"));
+    let tag = grouped::group_index(&top);
     let sql = format!(
         "WITH {firsts}, \
          tagged AS (SELECT customer_id, first_ts, first_seq, cohort, CAST({tag} AS BIGINT) AS gi FROM firsts), \
@@ -274,7 +253,6 @@ pub async fn retention(
         return_days = sql::in_days(request.from, until),
         returning = sql::matches(&request.returning_event)?,
     );
-    // Without a breakdown every customer is in `none` (group 0).
     let groups_bound = top.len() + 2;
     let max_rows = (cohort_starts.len() * (periods + 2) * groups_bound).max(1);
     let result = read::query(lake, &sql, opts, max_rows, "the retention matrix").await?;
@@ -344,12 +322,7 @@ pub async fn retention(
         (cohorts, total)
     };
 
-    let mut keys: Vec<(i64, GroupKey)> = (1..)
-        .zip(top)
-        .map(|(gi, value)| (gi, GroupKey::Value(value)))
-        .collect();
-    keys.push((NONE, GroupKey::None));
-    keys.push((OTHER, GroupKey::Other));
+    let keys = grouped::group_keys(top);
     let all_groups: Vec<i64> = keys.iter().map(|(gi, _)| *gi).collect();
     let mut breakdown = Vec::new();
     if request.breakdown.is_some() {
@@ -375,27 +348,6 @@ pub async fn retention(
         total,
         breakdown,
     })
-}
-
-/// The `limit` breakdown values with the most customers (ties by value, so
-/// the choice is stable), given the `a` and `firsts` CTEs.
-async fn top_groups(
-    lake: &Lake,
-    opts: &RunOptions,
-    firsts: &str,
-    limit: usize,
-) -> Result<Vec<String>, AnalysisError> {
-    let sql = format!(
-        "WITH {firsts} SELECT g, count(*) AS n FROM firsts WHERE g IS NOT NULL \
-         GROUP BY g ORDER BY n DESC, g LIMIT {limit}"
-    );
-    let result = read::query(lake, &sql, opts, limit, "the breakdown").await?;
-    let mut out = Vec::new();
-    for batch in &result.batches {
-        let g = read::strings(batch, "g")?;
-        out.extend((0..batch.num_rows()).filter_map(|i| opt_str(&g, i)));
-    }
-    Ok(out)
 }
 
 fn matrix_table(
@@ -441,11 +393,13 @@ impl Retention {
     /// a breakdown, then one such table per group under its label.
     pub fn to_table(&self) -> String {
         let unit = self.period.interval().unit();
-        let mut out = matrix_table(unit, self.periods, &self.cohorts, &self.total);
-        for g in &self.breakdown {
-            out.push_str(&format!("\n{}\n", g.label));
-            out.push_str(&matrix_table(unit, self.periods, &g.cohorts, &g.total));
-        }
-        out
+        let matrix =
+            |cohorts: &[RetentionCohort], total| matrix_table(unit, self.periods, cohorts, total);
+        table::with_groups(
+            matrix(&self.cohorts, &self.total),
+            self.breakdown
+                .iter()
+                .map(|g| (g.label.clone(), matrix(&g.cohorts, &g.total))),
+        )
     }
 }

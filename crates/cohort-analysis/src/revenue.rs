@@ -5,12 +5,12 @@ use cohort_lake::Lake;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Breakdown, GroupKey, Interval, PropertyFilter, breakdown_limit, check_filters, check_name,
-    check_range, check_segment, default_interval, from_field, ratio, to_field,
+    Breakdown, GroupKey, Interval, PropertyFilter, check_filters, check_name, check_range,
+    default_interval, from_field, ratio, scoped, to_field,
 };
-use crate::grouped::{self, GroupedSpec};
+use crate::grouped::{self, TimeSeries};
 use crate::sql::{self, lit};
-use crate::table;
+use crate::table::{self, SeriesRow};
 use crate::{AnalysisError, RunOptions};
 
 fn default_order_event() -> String {
@@ -58,14 +58,11 @@ impl RevenueRequest {
         check_range(self.from, self.to)?;
         check_name("order_event", &self.order_event)?;
         check_filters("filters", &self.filters)?;
-        check_segment(self.segment.as_deref())?;
-        if let Some(b) = &self.breakdown {
-            b.validate("breakdown")?;
-        }
-        breakdown_limit(self.breakdown_limit)?;
-        Ok(())
+        self.scope().check_segment_and_breakdown()
     }
 }
+
+scoped!(RevenueRequest);
 
 /// Revenue and orders, ready for a bar chart: `buckets` is the x-axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,46 +105,31 @@ pub async fn revenue(
     opts: &RunOptions,
 ) -> Result<Revenue, AnalysisError> {
     request.validate()?;
-    let buckets = request.interval.buckets(request.from, request.to);
-    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
-    let base = format!(
-        "SELECT '' AS k, {bucket} AS bucket, {group} AS g, e.customer_id AS customer_id, \
-         coalesce(e.revenue, json_get_float(e.properties, 'total'), \
-                  json_get_float(e.properties, 'value'), 0.0) AS amount \
-         FROM events e{join} WHERE {days} AND e.event = {event}{filters}{segment}",
-        bucket = sql::bucket(request.interval),
-        days = sql::in_days(request.from, request.to),
-        event = lit(&request.order_event),
-        filters = sql::and_filters(&request.filters)?,
-        segment = sql::and_segment(request.segment.as_deref()),
-    );
-    let limit = breakdown_limit(request.breakdown_limit)?;
-    let grouped = grouped::run(
-        lake,
-        opts,
-        &GroupedSpec {
-            base,
-            metrics: &["sum(amount)", "count(*)", "count(DISTINCT customer_id)"],
-            rank: 0,
-            breakdown_limit: request.breakdown.as_ref().map(|_| limit),
-            keys: 1,
-            buckets: buckets.len(),
-        },
-    )
+    let grouped = TimeSeries {
+        interval: request.interval,
+        key: "''",
+        keys: 1,
+        columns: ", coalesce(e.revenue, json_get_float(e.properties, 'total'), \
+                    json_get_float(e.properties, 'value'), 0.0) AS amount",
+        conditions: format!(
+            " AND e.event = {event}{filters}",
+            event = lit(&request.order_event),
+            filters = sql::and_filters(&request.filters)?,
+        ),
+        metrics: &["sum(amount)", "count(*)", "count(DISTINCT customer_id)"],
+    }
+    .run(lake, opts, request.scope())
     .await?;
-    let series_of = |group: Option<&GroupKey>| {
-        let cells: Vec<Vec<f64>> = buckets
-            .iter()
-            .map(|b| grouped.get("", Some(*b), group))
-            .collect();
-        let total = grouped.get("", None, group);
+    let series = grouped.series(|group| {
+        let cells = grouped.cells("", group);
+        let total = &cells.total;
         RevenueSeries {
-            label: group.map_or_else(|| "all".to_owned(), GroupKey::label),
+            label: grouped::label(group),
             group: group.cloned(),
-            revenue: cells.iter().map(|m| m[0]).collect(),
-            orders: cells.iter().map(|m| m[1] as u64).collect(),
-            buyers: cells.iter().map(|m| m[2] as u64).collect(),
-            average_order_value: cells.iter().map(|m| ratio(m[0], m[1])).collect(),
+            revenue: cells.values(0),
+            orders: cells.counts(1),
+            buyers: cells.counts(2),
+            average_order_value: cells.per_bucket.iter().map(|m| ratio(m[0], m[1])).collect(),
             totals: RevenueTotals {
                 revenue: total[0],
                 orders: total[1] as u64,
@@ -155,52 +137,48 @@ pub async fn revenue(
                 average_order_value: ratio(total[0], total[1]),
             },
         }
-    };
-    let mut series = vec![series_of(None)];
-    series.extend(grouped.groups.iter().map(|g| series_of(Some(g))));
+    });
     Ok(Revenue {
         interval: request.interval,
         from: request.from,
         to: request.to,
         order_event: request.order_event.clone(),
-        buckets,
+        buckets: grouped.buckets,
         series,
     })
+}
+
+impl SeriesRow for RevenueSeries {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn cells(&self, bucket: Option<usize>) -> Vec<String> {
+        match bucket {
+            Some(i) => vec![
+                table::money(self.revenue.get(i).copied()),
+                table::int_at(&self.orders, i),
+                table::int_at(&self.buyers, i),
+                table::money(self.average_order_value.get(i).copied().flatten()),
+            ],
+            None => vec![
+                table::money(Some(self.totals.revenue)),
+                table::int(self.totals.orders),
+                table::int(self.totals.buyers),
+                table::money(self.totals.average_order_value),
+            ],
+        }
+    }
 }
 
 impl Revenue {
     /// One row per series and bucket, then the series' total.
     pub fn to_table(&self) -> String {
-        let headers = [
+        table::series_table(
             self.interval.unit(),
-            "series",
-            "revenue",
-            "orders",
-            "buyers",
-            "avg order",
-        ]
-        .map(String::from);
-        let mut rows = Vec::new();
-        for s in &self.series {
-            for (i, b) in self.buckets.iter().enumerate() {
-                rows.push(vec![
-                    b.to_string(),
-                    s.label.clone(),
-                    table::money(s.revenue.get(i).copied()),
-                    table::int(s.orders.get(i).copied().unwrap_or(0)),
-                    table::int(s.buyers.get(i).copied().unwrap_or(0)),
-                    table::money(s.average_order_value.get(i).copied().flatten()),
-                ]);
-            }
-            rows.push(vec![
-                "total".to_owned(),
-                s.label.clone(),
-                table::money(Some(s.totals.revenue)),
-                table::int(s.totals.orders),
-                table::int(s.totals.buyers),
-                table::money(s.totals.average_order_value),
-            ]);
-        }
-        table::render(&headers, &rows, 2)
+            &["revenue", "orders", "buyers", "avg order"],
+            &self.buckets,
+            &self.series,
+        )
     }
 }

@@ -1,5 +1,7 @@
 //! Plain text tables for terminals.
 
+use chrono::NaiveDate;
+
 /// Columns the terminal shows for one character: two for East Asian wide
 /// characters (CJK, Hangul, full-width forms), one otherwise. An
 /// approximation of Unicode's East Asian Width that covers the scripts
@@ -64,9 +66,60 @@ pub(crate) fn render(headers: &[String], rows: &[Vec<String>], left: usize) -> S
     out
 }
 
+/// One series of a time-series table.
+pub(crate) trait SeriesRow {
+    fn label(&self) -> &str;
+    /// The cells of bucket `i`, or the totals for `None`.
+    fn cells(&self, bucket: Option<usize>) -> Vec<String>;
+}
+
+/// A time series in long form: one row per series and bucket, then the
+/// series' total row; the columns are the bucket (headed `unit`), the series
+/// label and `columns`.
+pub(crate) fn series_table<S: SeriesRow>(
+    unit: &str,
+    columns: &[&str],
+    buckets: &[NaiveDate],
+    series: &[S],
+) -> String {
+    let mut headers = vec![unit.to_owned(), "series".to_owned()];
+    headers.extend(columns.iter().map(|c| (*c).to_owned()));
+    let mut rows = Vec::new();
+    let row = |first: String, s: &S, bucket: Option<usize>| {
+        let mut row = vec![first, s.label().to_owned()];
+        row.extend(s.cells(bucket));
+        row
+    };
+    for s in series {
+        for (i, day) in buckets.iter().enumerate() {
+            rows.push(row(day.to_string(), s, Some(i)));
+        }
+        rows.push(row("total".to_owned(), s, None));
+    }
+    render(&headers, &rows, 2)
+}
+
+/// A first table, then one per group under its label.
+pub(crate) fn with_groups(
+    first: String,
+    groups: impl IntoIterator<Item = (String, String)>,
+) -> String {
+    let mut out = first;
+    for (label, table) in groups {
+        out.push_str(&format!("\n{label}\n"));
+        out.push_str(&table);
+    }
+    out
+}
+
 /// A count.
 pub(crate) fn int(n: u64) -> String {
     n.to_string()
+}
+
+/// The count at `i`, 0 past the end.
+pub(crate) fn int_at(counts: &[u64], i: usize) -> String {
+    int(counts.get(i).copied().unwrap_or(0))
 }
 
 /// A share as a percentage with one decimal, `-` when undefined.
@@ -116,5 +169,45 @@ mod tests {
         assert_eq!(duration(Some(61.0)), "1m 1s");
         assert_eq!(percent(Some(0.5)), "50.0%");
         assert_eq!(percent(None), "-");
+    }
+
+    struct Counts(&'static str, Vec<u64>, u64);
+
+    impl SeriesRow for Counts {
+        fn label(&self) -> &str {
+            self.0
+        }
+        fn cells(&self, bucket: Option<usize>) -> Vec<String> {
+            vec![bucket.map_or(int(self.2), |i| int_at(&self.1, i))]
+        }
+    }
+
+    #[test]
+    fn series_tables_have_a_row_per_series_and_bucket_then_a_total() {
+        let days = [
+            NaiveDate::from_ymd_opt(2024, 5, 1).unwrap_or_default(),
+            NaiveDate::from_ymd_opt(2024, 5, 2).unwrap_or_default(),
+        ];
+        let text = series_table(
+            "day",
+            &["n"],
+            &days,
+            &[Counts("all", vec![3, 12], 14), Counts("上海", vec![1], 1)],
+        );
+        assert_eq!(
+            text,
+            "day         series   n\n\
+             ----------  ------  --\n\
+             2024-05-01  all      3\n\
+             2024-05-02  all     12\n\
+             total       all     14\n\
+             2024-05-01  上海     1\n\
+             2024-05-02  上海     0\n\
+             total       上海     1\n"
+        );
+        assert_eq!(
+            with_groups("t\n".into(), [("g".to_owned(), "u\n".to_owned())]),
+            "t\n\ng\nu\n"
+        );
     }
 }

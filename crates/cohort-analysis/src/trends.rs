@@ -5,12 +5,12 @@ use cohort_lake::Lake;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Breakdown, GroupKey, Interval, PropertyFilter, breakdown_limit, check_filters, check_name,
-    check_range, check_segment, default_interval, from_field, to_field,
+    Breakdown, GroupKey, Interval, PropertyFilter, check_filters, check_name, check_range,
+    default_interval, from_field, scoped, to_field,
 };
-use crate::grouped::{self, GroupedSpec};
+use crate::grouped::TimeSeries;
 use crate::sql::{self, lit};
-use crate::table;
+use crate::table::{self, SeriesRow};
 use crate::{AnalysisError, RunOptions};
 
 /// Most event names in one trends request.
@@ -76,14 +76,11 @@ impl TrendsRequest {
             }
         }
         check_filters("filters", &self.filters)?;
-        check_segment(self.segment.as_deref())?;
-        if let Some(b) = &self.breakdown {
-            b.validate("breakdown")?;
-        }
-        breakdown_limit(self.breakdown_limit)?;
-        Ok(())
+        self.scope().check_segment_and_breakdown()
     }
 }
+
+scoped!(TrendsRequest);
 
 /// Event trends, ready for a line or bar chart: `buckets` is the x-axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,38 +116,25 @@ pub async fn trends(
     opts: &RunOptions,
 ) -> Result<Trends, AnalysisError> {
     request.validate()?;
-    let buckets = request.interval.buckets(request.from, request.to);
-    let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
     let names: Vec<String> = request.events.iter().map(|e| lit(e)).collect();
-    let base = format!(
-        "SELECT e.event AS k, {bucket} AS bucket, {group} AS g, e.customer_id AS customer_id \
-         FROM events e{join} WHERE {days} AND e.event IN ({names}){filters}{segment}",
-        bucket = sql::bucket(request.interval),
-        days = sql::in_days(request.from, request.to),
-        names = names.join(", "),
-        filters = sql::and_filters(&request.filters)?,
-        segment = sql::and_segment(request.segment.as_deref()),
-    );
-    let limit = breakdown_limit(request.breakdown_limit)?;
-    let grouped = grouped::run(
-        lake,
-        opts,
-        &GroupedSpec {
-            base,
-            metrics: &["count(*)", "count(DISTINCT customer_id)"],
-            rank: 0,
-            breakdown_limit: request.breakdown.as_ref().map(|_| limit),
-            keys: request.events.len(),
-            buckets: buckets.len(),
-        },
-    )
+    let grouped = TimeSeries {
+        interval: request.interval,
+        key: "e.event",
+        keys: request.events.len(),
+        columns: "",
+        conditions: format!(
+            " AND e.event IN ({names}){filters}",
+            names = names.join(", "),
+            filters = sql::and_filters(&request.filters)?,
+        ),
+        metrics: &["count(*)", "count(DISTINCT customer_id)"],
+    }
+    .run(lake, opts, request.scope())
     .await?;
     let mut series = Vec::new();
     for event in &request.events {
-        let series_of = |group: Option<&GroupKey>| {
-            let cell = |bucket| grouped.get(event, bucket, group);
-            let per_bucket: Vec<Vec<f64>> = buckets.iter().map(|b| cell(Some(*b))).collect();
-            let total = cell(None);
+        series.extend(grouped.series(|group| {
+            let cells = grouped.cells(event, group);
             TrendSeries {
                 event: event.clone(),
                 label: match group {
@@ -158,45 +142,49 @@ pub async fn trends(
                     Some(g) => format!("{event}: {}", g.label()),
                 },
                 group: group.cloned(),
-                events: per_bucket.iter().map(|m| m[0] as u64).collect(),
-                customers: per_bucket.iter().map(|m| m[1] as u64).collect(),
-                total_events: total[0] as u64,
-                total_customers: total[1] as u64,
+                events: cells.counts(0),
+                customers: cells.counts(1),
+                total_events: cells.total[0] as u64,
+                total_customers: cells.total[1] as u64,
             }
-        };
-        series.push(series_of(None));
-        series.extend(grouped.groups.iter().map(|g| series_of(Some(g))));
+        }));
     }
     Ok(Trends {
         interval: request.interval,
         from: request.from,
         to: request.to,
-        buckets,
+        buckets: grouped.buckets,
         series,
     })
+}
+
+impl SeriesRow for TrendSeries {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn cells(&self, bucket: Option<usize>) -> Vec<String> {
+        match bucket {
+            Some(i) => vec![
+                table::int_at(&self.events, i),
+                table::int_at(&self.customers, i),
+            ],
+            None => vec![
+                table::int(self.total_events),
+                table::int(self.total_customers),
+            ],
+        }
+    }
 }
 
 impl Trends {
     /// One row per series and bucket (events and customers), then its total.
     pub fn to_table(&self) -> String {
-        let headers = [self.interval.unit(), "series", "events", "customers"].map(String::from);
-        let mut rows = Vec::new();
-        for s in &self.series {
-            for (i, b) in self.buckets.iter().enumerate() {
-                rows.push(vec![
-                    b.to_string(),
-                    s.label.clone(),
-                    table::int(s.events.get(i).copied().unwrap_or(0)),
-                    table::int(s.customers.get(i).copied().unwrap_or(0)),
-                ]);
-            }
-            rows.push(vec![
-                "total".to_owned(),
-                s.label.clone(),
-                table::int(s.total_events),
-                table::int(s.total_customers),
-            ]);
-        }
-        table::render(&headers, &rows, 2)
+        table::series_table(
+            self.interval.unit(),
+            &["events", "customers"],
+            &self.buckets,
+            &self.series,
+        )
     }
 }

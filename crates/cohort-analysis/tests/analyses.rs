@@ -3,14 +3,14 @@
 //! funnels and retention against hand-built journeys with hand-counted
 //! answers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use cohort_analysis::{
-    ActiveRequest, AnalysisError, Breakdown, ConversionWindow, EventSpec, FunnelRequest, GroupKey,
-    Interval, PropertyFilter, Retention, RetentionPeriod, RetentionRequest, RevenueRequest,
-    RunOptions, TrendsRequest, escape_key,
+    ActiveRequest, AnalysisError, Breakdown, ConversionWindow, EventSpec, FunnelRequest,
+    FunnelStep, GroupKey, Interval, PropertyFilter, Retention, RetentionCohort, RetentionPeriod,
+    RetentionRequest, RevenueRequest, RunOptions, Trends, TrendsRequest, escape_key,
 };
 use cohort_lake::arrow::array::TimestampMicrosecondArray;
 use cohort_lake::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
@@ -18,6 +18,7 @@ use cohort_lake::{
     Lake, LakeEvent, LakeWriter, StateError, StateTables, identities_schema, memberships_schema,
     profile_traits_schema, profiles_schema,
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -62,6 +63,7 @@ fn in_context(mut e: LakeEvent, context: Value) -> LakeEvent {
 }
 
 /// Traits and segment memberships for breakdowns and segments.
+#[derive(Default)]
 struct TestState {
     traits: Vec<(i64, &'static str, &'static str)>,
     members: Vec<(&'static str, i64)>,
@@ -121,8 +123,19 @@ fn lake_with(
     Ok((dir, lake))
 }
 
+/// A lake without traits or segments.
+fn lake_of(events: &[LakeEvent]) -> Result<(tempfile::TempDir, Lake), Box<dyn std::error::Error>> {
+    lake_with(events, TestState::default())
+}
+
 fn opts() -> RunOptions {
     RunOptions::default()
+}
+
+/// Event trends of a request given as its JSON body.
+async fn trends_of(lake: &Lake, body: Value) -> Result<Trends, Box<dyn std::error::Error>> {
+    let request: TrendsRequest = serde_json::from_value(body)?;
+    Ok(cohort_analysis::trends(lake, &request, &opts()).await?)
 }
 
 // ---------------------------------------------------------------------------
@@ -218,6 +231,31 @@ fn plan(e: &LakeEvent) -> Option<String> {
         .map(String::from)
 }
 
+/// Distinct customers per bucket and over the whole range, counted directly.
+#[derive(Default)]
+struct Distinct {
+    per: HashMap<NaiveDate, HashSet<i64>>,
+    all: HashSet<i64>,
+}
+
+impl Distinct {
+    fn add(&mut self, interval: Interval, e: &LakeEvent, customer: i64) {
+        self.per
+            .entry(bucket_of(interval, e.timestamp.date_naive()))
+            .or_default()
+            .insert(customer);
+        self.all.insert(customer);
+    }
+
+    /// The count of each bucket of an axis.
+    fn per_bucket(&self, buckets: &[NaiveDate]) -> Vec<u64> {
+        buckets
+            .iter()
+            .map(|b| self.per.get(b).map_or(0, |s| s.len() as u64))
+            .collect()
+    }
+}
+
 /// Top `limit` groups by the size of their set, ties by name.
 fn top<T>(sizes: &HashMap<String, HashSet<T>>, limit: usize) -> Vec<String> {
     let mut ranked: Vec<(&String, usize)> = sizes.iter().map(|(k, v)| (k, v.len())).collect();
@@ -250,8 +288,7 @@ async fn active_customers_match_a_direct_count() -> TestResult {
                     breakdown_limit: None,
                 };
                 let result = cohort_analysis::active_customers(&lake, &request, &opts()).await?;
-                let mut per: BTreeMap<NaiveDate, HashSet<i64>> = BTreeMap::new();
-                let mut all = HashSet::new();
+                let mut direct = Distinct::default();
                 for e in &events {
                     let Some(c) = e.customer_id else { continue };
                     if !in_range(e, from, to)
@@ -260,22 +297,18 @@ async fn active_customers_match_a_direct_count() -> TestResult {
                     {
                         continue;
                     }
-                    per.entry(bucket_of(interval, e.timestamp.date_naive()))
-                        .or_default()
-                        .insert(c);
-                    all.insert(c);
+                    direct.add(interval, e, c);
                 }
-                let expected: Vec<u64> = result
-                    .buckets
-                    .iter()
-                    .map(|b| per.get(b).map_or(0, |s| s.len() as u64))
-                    .collect();
+                let expected = direct.per_bucket(&result.buckets);
                 let what = format!("{interval:?} {segment:?} {event:?}");
                 assert_eq!(result.series.len(), 1, "{what}");
                 assert_eq!(result.series[0].customers, expected, "{what}");
-                assert_eq!(result.series[0].total, all.len() as u64, "{what}");
+                assert_eq!(result.series[0].total, direct.all.len() as u64, "{what}");
                 // Every bucket of the direct count is on the axis.
-                assert!(per.keys().all(|b| result.buckets.contains(b)), "{what}");
+                assert!(
+                    direct.per.keys().all(|b| result.buckets.contains(b)),
+                    "{what}"
+                );
             }
         }
     }
@@ -344,24 +377,16 @@ async fn active_customers_by_trait_keep_the_top_groups() -> TestResult {
         let Some(group) = &series.group else {
             return Err("a breakdown series without a group".into());
         };
-        let mut per: HashMap<NaiveDate, HashSet<i64>> = HashMap::new();
-        let mut total = HashSet::new();
+        let mut direct = Distinct::default();
         for e in events.iter().filter(|e| in_range(e, from, to)) {
             let Some(c) = e.customer_id else { continue };
             if key_of(c) == *group {
-                per.entry(bucket_of(Interval::Week, e.timestamp.date_naive()))
-                    .or_default()
-                    .insert(c);
-                total.insert(c);
+                direct.add(Interval::Week, e, c);
             }
         }
-        let expected: Vec<u64> = result
-            .buckets
-            .iter()
-            .map(|b| per.get(b).map_or(0, |s| s.len() as u64))
-            .collect();
+        let expected = direct.per_bucket(&result.buckets);
         assert_eq!(series.customers, expected, "{}", series.label);
-        assert_eq!(series.total, total.len() as u64, "{}", series.label);
+        assert_eq!(series.total, direct.all.len() as u64, "{}", series.label);
     }
     // Trait groups partition the customers: they add up to `all`.
     let sum: u64 = result.series[1..].iter().map(|s| s.total).sum();
@@ -586,13 +611,7 @@ async fn user_text_is_escaped_not_executed() -> TestResult {
     // A path of the one key `nasty`, and of `nasty` within `nasty`.
     let key = escape_key(nasty);
     let deep = format!("{key}.{key}");
-    let (_dir, lake) = lake_with(
-        &events,
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
+    let (_dir, lake) = lake_of(&events)?;
     let request = TrendsRequest {
         from: day(5, 1),
         to: day(5, 2),
@@ -652,22 +671,12 @@ async fn number_and_boolean_filters() -> TestResult {
         ),
         ev(4, Some(4), at(5, 1, 13, 0), "Rated", json!({"stars": 4.5})),
     ];
-    let (_dir, lake) = lake_with(
-        &events,
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
-    let count = |filter: Value| {
-        let lake = &lake;
-        async move {
-            let request: TrendsRequest = serde_json::from_value(json!({
-                "from": "2024-05-01", "to": "2024-05-02", "events": ["Rated"], "filters": [filter]
-            }))?;
-            let result = cohort_analysis::trends(lake, &request, &opts()).await?;
-            Ok::<u64, Box<dyn std::error::Error>>(result.series[0].total_events)
-        }
+    let (_dir, lake) = lake_of(&events)?;
+    let count = async |filter: Value| {
+        let body = json!({
+            "from": "2024-05-01", "to": "2024-05-02", "events": ["Rated"], "filters": [filter]
+        });
+        Ok::<u64, Box<dyn std::error::Error>>(trends_of(&lake, body).await?.series[0].total_events)
     };
     // Numbers compare numerically, numeric strings included (as the lake's typed columns).
     assert_eq!(count(json!({"property": "stars", "equals": 5})).await?, 3);
@@ -769,19 +778,17 @@ fn funnel_request() -> FunnelRequest {
 
 const HOUR: f64 = 3600.0;
 
+/// Customers per step.
+fn customers(steps: &[FunnelStep]) -> Vec<u64> {
+    steps.iter().map(|s| s.customers).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn funnel_over_hand_built_journeys() -> TestResult {
-    let (_dir, lake) = lake_with(
-        &journeys(),
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
+    let (_dir, lake) = lake_of(&journeys())?;
     let result = cohort_analysis::funnel(&lake, &funnel_request(), &opts()).await?;
-    let customers: Vec<u64> = result.steps.iter().map(|s| s.customers).collect();
     // Step 1: 1, 2, 3, 4, 5, 7, 8, 9, 10, 11. Step 2: 1, 3, 4, 5, 7, 8, 10. Step 3: 1, 3, 5, 7.
-    assert_eq!(customers, vec![10, 7, 4]);
+    assert_eq!(customers(&result.steps), vec![10, 7, 4]);
     assert_eq!(result.steps[1].conversion_from_previous, Some(0.7));
     assert_eq!(result.steps[2].conversion_from_previous, Some(4.0 / 7.0));
     assert_eq!(result.steps[2].conversion_from_first, Some(0.4));
@@ -801,13 +808,7 @@ async fn funnel_over_hand_built_journeys() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn funnel_breakdown_uses_the_chosen_attempts_first_step() -> TestResult {
-    let (_dir, lake) = lake_with(
-        &journeys(),
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
+    let (_dir, lake) = lake_of(&journeys())?;
     let mut request = funnel_request();
     request.breakdown = Some(Breakdown::Property("source".into()));
     request.breakdown_limit = Some(2);
@@ -815,12 +816,7 @@ async fn funnel_breakdown_uses_the_chosen_attempts_first_step() -> TestResult {
     let groups: Vec<(GroupKey, Vec<u64>)> = result
         .breakdown
         .iter()
-        .map(|g| {
-            (
-                g.group.clone(),
-                g.steps.iter().map(|s| s.customers).collect(),
-            )
-        })
+        .map(|g| (g.group.clone(), customers(&g.steps)))
         .collect();
     // ads: 1, 2, 5 (second attempt), 10. email: 3, 4, 8 (first attempt).
     // none: 7, 11. other (seo): 9.
@@ -846,19 +842,13 @@ async fn funnel_segment_window_in_hours_and_repeated_steps() -> TestResult {
     let mut request = funnel_request();
     request.segment = Some("vip".into());
     let result = cohort_analysis::funnel(&lake, &request, &opts()).await?;
-    assert_eq!(
-        result.steps.iter().map(|s| s.customers).collect::<Vec<_>>(),
-        vec![3, 3, 3]
-    );
+    assert_eq!(customers(&result.steps), vec![3, 3, 3]);
     // A 2-hour window: 3 reaches nothing past step 1; 5 reaches step 2 only.
     let mut request = funnel_request();
     request.window = ConversionWindow::Hours(2);
     let result = cohort_analysis::funnel(&lake, &request, &opts()).await?;
     // Step 2 within 2 h: 1, 4, 5, 7, 8, 10. Step 3 within 2 h: 1.
-    assert_eq!(
-        result.steps.iter().map(|s| s.customers).collect::<Vec<_>>(),
-        vec![10, 6, 1]
-    );
+    assert_eq!(customers(&result.steps), vec![10, 6, 1]);
     // A → A: 5 (24 h apart, the window's edge) and 8 (1 h); median 12.5 h.
     let mut request = funnel_request();
     request.steps = vec![EventSpec::named(VIEW), EventSpec::named(VIEW)];
@@ -961,20 +951,8 @@ async fn weekly_retention_over_hand_built_journeys() -> TestResult {
     let (_dir, lake) = lake_with(&weekly_journeys(), weekly_state())?;
     let request = weekly_request();
     let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
-    let cohorts: Vec<(NaiveDate, u64, Vec<u64>)> = result
-        .cohorts
-        .iter()
-        .map(|c| (c.start, c.customers, c.returned.clone()))
-        .collect();
-    assert_eq!(
-        cohorts,
-        vec![
-            (day(5, 6), 3, vec![1, 2, 0, 1]),
-            (day(5, 13), 3, vec![0, 2, 0, 0]),
-        ]
-    );
+    weekly_matrix(&result);
     assert_eq!(result.total.customers, 6);
-    assert_eq!(result.total.returned, vec![1, 4, 0, 1]);
     assert!(result.breakdown.is_empty());
     assert_eq!(
         result.cohorts[0].percentages,
@@ -993,7 +971,15 @@ async fn weekly_retention_over_hand_built_journeys() -> TestResult {
     Ok(())
 }
 
-/// A matrix as (cohort start, customers, returned per period) rows and the total.
+/// A matrix's rows as (cohort start, customers, returned per period).
+fn rows(cohorts: &[RetentionCohort]) -> Vec<(NaiveDate, u64, Vec<u64>)> {
+    cohorts
+        .iter()
+        .map(|c| (c.start, c.customers, c.returned.clone()))
+        .collect()
+}
+
+/// A matrix as its rows and the total.
 type Matrix = (Vec<(NaiveDate, u64, Vec<u64>)>, (u64, Vec<u64>));
 
 /// The breakdown of a retention result: per group, its key and matrix.
@@ -1002,35 +988,28 @@ fn groups_of(result: &Retention) -> Vec<(GroupKey, Matrix)> {
         .breakdown
         .iter()
         .map(|g| {
-            let cohorts = g
-                .cohorts
-                .iter()
-                .map(|c| (c.start, c.customers, c.returned.clone()))
-                .collect();
-            (
-                g.group.clone(),
-                (cohorts, (g.total.customers, g.total.returned.clone())),
-            )
+            let total = (g.total.customers, g.total.returned.clone());
+            (g.group.clone(), (rows(&g.cohorts), total))
         })
         .collect()
 }
 
 /// The overall matrix of the weekly journeys; see
 /// `weekly_retention_over_hand_built_journeys`.
-fn weekly_overall(result: &Retention) -> Result<(), Box<dyn std::error::Error>> {
-    let cohorts: Vec<(NaiveDate, u64, Vec<u64>)> = result
-        .cohorts
-        .iter()
-        .map(|c| (c.start, c.customers, c.returned.clone()))
-        .collect();
+fn weekly_matrix(result: &Retention) {
     assert_eq!(
-        cohorts,
+        rows(&result.cohorts),
         vec![
             (day(5, 6), 3, vec![1, 2, 0, 1]),
             (day(5, 13), 3, vec![0, 2, 0, 0]),
         ]
     );
     assert_eq!(result.total.returned, vec![1, 4, 0, 1]);
+}
+
+/// The same, broken down: the groups add up to it.
+fn weekly_overall(result: &Retention) -> Result<(), Box<dyn std::error::Error>> {
+    weekly_matrix(result);
     // Every customer is in one group: the groups add up to the overall matrix.
     for (i, cohort) in result.cohorts.iter().enumerate() {
         let customers: u64 = result
@@ -1051,14 +1030,24 @@ fn weekly_overall(result: &Retention) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
+/// The weekly retention with a breakdown, whose overall matrix is checked.
+async fn weekly_by(
+    lake: &Lake,
+    breakdown: Breakdown,
+    limit: Option<usize>,
+) -> Result<Retention, Box<dyn std::error::Error>> {
+    let mut request = weekly_request();
+    request.breakdown = Some(breakdown);
+    request.breakdown_limit = limit;
+    let result = cohort_analysis::retention(lake, &request, &opts()).await?;
+    weekly_overall(&result)?;
+    Ok(result)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_breakdown_by_a_nested_property_of_the_first_event() -> TestResult {
     let (_dir, lake) = lake_with(&weekly_journeys(), weekly_state())?;
-    let mut request = weekly_request();
-    request.breakdown = Some(Breakdown::Property("utm.source".into()));
-    request.breakdown_limit = Some(2);
-    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
-    weekly_overall(&result)?;
+    let result = weekly_by(&lake, Breakdown::Property("utm.source".into()), Some(2)).await?;
     let (may6, may13) = (day(5, 6), day(5, 13));
     let zero = || vec![0, 0, 0, 0];
     // By the cohort-defining sign-up: ads 1, 2 (4's later sign-up and 5's
@@ -1136,10 +1125,7 @@ async fn retention_breakdown_by_context_and_by_trait() -> TestResult {
 
     // Device of the cohort-defining sign-up: ios 1, 3, 5; android 4; web 2;
     // none 6 (ties by name: android before web).
-    let mut request = weekly_request();
-    request.breakdown = Some(Breakdown::Context("device.type".into()));
-    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
-    weekly_overall(&result)?;
+    let result = weekly_by(&lake, Breakdown::Context("device.type".into()), None).await?;
     assert_eq!(
         groups_of(&result),
         vec![
@@ -1167,11 +1153,7 @@ async fn retention_breakdown_by_context_and_by_trait() -> TestResult {
 
     // City trait, top 1: Berlin (4, 6) ties with Paris (1, 2) and wins by
     // name; Paris and Rome (3) are `other`; 5 has no city.
-    let mut request = weekly_request();
-    request.breakdown = Some(Breakdown::Trait("city".into()));
-    request.breakdown_limit = Some(1);
-    let result = cohort_analysis::retention(&lake, &request, &opts()).await?;
-    weekly_overall(&result)?;
+    let result = weekly_by(&lake, Breakdown::Trait("city".into()), Some(1)).await?;
     assert_eq!(
         groups_of(&result),
         vec![
@@ -1273,32 +1255,19 @@ async fn nested_property_and_context_paths() -> TestResult {
             json!({"address": "Paris"}),
         ),
     ];
-    let (_dir, lake) = lake_with(
-        &events,
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
-    let run = |filters: Value, breakdown: Value| {
-        let lake = &lake;
-        async move {
-            let request: TrendsRequest = serde_json::from_value(json!({
-                "from": "2024-05-01", "to": "2024-05-02", "events": [visit],
-                "filters": filters, "breakdown": breakdown
-            }))?;
-            let result = cohort_analysis::trends(lake, &request, &opts()).await?;
-            let groups: Vec<(String, u64)> = result
-                .series
-                .iter()
-                .map(|s| (s.label.clone(), s.total_events))
-                .collect();
-            Ok::<_, Box<dyn std::error::Error>>(groups)
-        }
+    let (_dir, lake) = lake_of(&events)?;
+    let run = async |filters: Value, breakdown: Value| {
+        let body = json!({
+            "from": "2024-05-01", "to": "2024-05-02", "events": [visit],
+            "filters": filters, "breakdown": breakdown
+        });
+        let groups: Vec<(String, u64)> = (trends_of(&lake, body).await?.series.iter())
+            .map(|s| (s.label.clone(), s.total_events))
+            .collect();
+        Ok::<_, Box<dyn std::error::Error>>(groups)
     };
-    let count = |filters: Value| {
-        let run = &run;
-        async move { Ok::<_, Box<dyn std::error::Error>>(run(filters, Value::Null).await?[0].1) }
+    let count = async |filters: Value| {
+        Ok::<_, Box<dyn std::error::Error>>(run(filters, Value::Null).await?[0].1)
     };
     let all = |groups: &[(&str, u64)]| -> Vec<(String, u64)> {
         groups
@@ -1311,74 +1280,37 @@ async fn nested_property_and_context_paths() -> TestResult {
             })
             .collect()
     };
-    // Nested property paths; the top-level key still works as before.
-    assert_eq!(
-        count(json!([{"property": "address.city", "equals": "Paris"}])).await?,
-        2
-    );
-    assert_eq!(
-        count(json!([{"property": "address", "equals": "Paris"}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"property": "address.zip", "equals": 75001}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"property": "address.zip", "equals": "75001"}])).await?,
-        1
-    );
-    // `utm.source` is the nested key, `utm\.source` the top-level key with a dot.
-    assert_eq!(
-        count(json!([{"property": "utm.source", "equals": "ads"}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"property": "utm\\.source", "equals": "ads"}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"property": "utm\\.source", "equals": "email"}])).await?,
-        0
-    );
-    // A numeric key indexes an array; a negative one counts from its end.
-    assert_eq!(
-        count(json!([{"property": "items.0.sku", "equals": "A"}])).await?,
-        2
-    );
-    assert_eq!(
-        count(json!([{"property": "items.1.sku", "equals": "B"}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"property": "items.-1.sku", "equals": "B"}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"property": "items.-1.sku", "equals": "A"}])).await?,
-        1
-    );
-    // Context paths, alone and with a property filter.
-    assert_eq!(
-        count(json!([{"context": "device.type", "equals": "ios"}])).await?,
-        2
-    );
-    assert_eq!(
-        count(json!([{"context": "os.version", "equals": 17}])).await?,
-        1
-    );
-    assert_eq!(
-        count(json!([{"context": "os.name", "equals": "iOS"},
-                     {"property": "address.city", "equals": "Berlin"}]))
-        .await?,
-        0
-    );
-    assert_eq!(
-        count(json!([{"context": "os.name", "equals": "Android"},
-                     {"property": "address.city", "equals": "Berlin"}]))
-        .await?,
-        1
-    );
+    for (filters, expected) in [
+        // Nested property paths; the top-level key still works as before.
+        (json!([{"property": "address.city", "equals": "Paris"}]), 2),
+        (json!([{"property": "address", "equals": "Paris"}]), 1),
+        (json!([{"property": "address.zip", "equals": 75001}]), 1),
+        (json!([{"property": "address.zip", "equals": "75001"}]), 1),
+        // `utm.source` is the nested key, `utm\.source` the top-level key with a dot.
+        (json!([{"property": "utm.source", "equals": "ads"}]), 1),
+        (json!([{"property": "utm\\.source", "equals": "ads"}]), 1),
+        (json!([{"property": "utm\\.source", "equals": "email"}]), 0),
+        // A numeric key indexes an array; a negative one counts from its end.
+        (json!([{"property": "items.0.sku", "equals": "A"}]), 2),
+        (json!([{"property": "items.1.sku", "equals": "B"}]), 1),
+        (json!([{"property": "items.-1.sku", "equals": "B"}]), 1),
+        (json!([{"property": "items.-1.sku", "equals": "A"}]), 1),
+        // Context paths, alone and with a property filter.
+        (json!([{"context": "device.type", "equals": "ios"}]), 2),
+        (json!([{"context": "os.version", "equals": 17}]), 1),
+        (
+            json!([{"context": "os.name", "equals": "iOS"},
+                   {"property": "address.city", "equals": "Berlin"}]),
+            0,
+        ),
+        (
+            json!([{"context": "os.name", "equals": "Android"},
+                   {"property": "address.city", "equals": "Berlin"}]),
+            1,
+        ),
+    ] {
+        assert_eq!(count(filters.clone()).await?, expected, "{filters}");
+    }
     // Breakdowns by nested paths.
     assert_eq!(
         run(json!([]), json!({"property": "address.city"})).await?,
@@ -1422,13 +1354,7 @@ async fn daily_retention_of_the_same_event() -> TestResult {
         ev(5, Some(3), at(5, 7, 0, 0), open, json!({})),
         ev(6, Some(3), at(5, 8, 0, 0), open, json!({})),
     ];
-    let (_dir, lake) = lake_with(
-        &events,
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
+    let (_dir, lake) = lake_of(&events)?;
     let request: RetentionRequest = serde_json::from_value(json!({
         "from": "2024-05-06", "to": "2024-05-08", "period": "day", "periods": 2,
         "first_event": {"event": open}, "returning_event": {"event": open}
@@ -1445,40 +1371,48 @@ async fn daily_retention_of_the_same_event() -> TestResult {
 // ---------------------------------------------------------------------------
 // Bad requests.
 
-fn field_of(e: AnalysisError) -> String {
-    match e {
+/// The field named by the error of an invalid request.
+fn bad_field<T>(result: Result<T, AnalysisError>) -> Option<String> {
+    result.err().map(|e| match e {
         AnalysisError::Invalid { field, .. } => field,
         other => format!("not invalid: {other}"),
+    })
+}
+
+/// Why a body is not a `T`.
+fn parse_error<T: DeserializeOwned>(body: Value) -> String {
+    serde_json::from_value::<T>(body)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+/// A body with the keys of `extra` added or replaced.
+fn with(mut body: Value, extra: &Value) -> Value {
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
     }
+    body
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_name_the_field() -> TestResult {
-    let (_dir, lake) = lake_with(
-        &journeys(),
-        TestState {
-            traits: vec![],
-            members: vec![],
-        },
-    )?;
+    let (_dir, lake) = lake_of(&journeys())?;
     let active = |v: Value| serde_json::from_value::<ActiveRequest>(v);
     let backwards = active(json!({"from": "2024-05-02", "to": "2024-05-01"}))?;
     let err = cohort_analysis::active_customers(&lake, &backwards, &opts()).await;
-    assert_eq!(err.err().map(field_of).as_deref(), Some("from"));
+    assert_eq!(bad_field(err).as_deref(), Some("from"));
     let too_long = active(json!({"from": "2000-01-01", "to": "2024-05-01"}))?;
-    assert_eq!(
-        too_long.validate().err().map(field_of).as_deref(),
-        Some("to")
-    );
+    assert_eq!(bad_field(too_long.validate()).as_deref(), Some("to"));
     let limit = active(json!({"from": "2024-05-01", "to": "2024-05-02", "breakdown_limit": 0}))?;
     assert_eq!(
-        limit.validate().err().map(field_of).as_deref(),
+        bad_field(limit.validate()).as_deref(),
         Some("breakdown_limit")
     );
     let empty_trait =
         active(json!({"from": "2024-05-01", "to": "2024-05-02", "breakdown": {"trait": " "}}))?;
     assert_eq!(
-        empty_trait.validate().err().map(field_of).as_deref(),
+        bad_field(empty_trait.validate()).as_deref(),
         Some("breakdown.trait")
     );
 
@@ -1497,10 +1431,7 @@ async fn bad_requests_name_the_field() -> TestResult {
             "unknown field `intervall`",
         ),
     ] {
-        let err = active(body)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = parse_error::<ActiveRequest>(body);
         assert!(err.contains(needle), "{err}");
     }
 
@@ -1510,78 +1441,54 @@ async fn bad_requests_name_the_field() -> TestResult {
         )
     };
     assert_eq!(
-        funnel(json!([]))?.validate().err().map(field_of).as_deref(),
+        bad_field(funnel(json!([]))?.validate()).as_deref(),
         Some("steps")
     );
     let eleven: Vec<Value> = (0..11).map(|i| json!({"event": format!("e{i}")})).collect();
     let err = funnel(json!(eleven))?;
     assert_eq!(
-        cohort_analysis::funnel(&lake, &err, &opts())
-            .await
-            .err()
-            .map(field_of)
-            .as_deref(),
+        bad_field(cohort_analysis::funnel(&lake, &err, &opts()).await).as_deref(),
         Some("steps")
     );
     let bad_step = funnel(json!([{"event": "a"}, {"event": ""}]))?;
     assert_eq!(
-        bad_step.validate().err().map(field_of).as_deref(),
+        bad_field(bad_step.validate()).as_deref(),
         Some("steps[1].event")
     );
     let bad_filter = funnel(
         json!([{"event": "a"}, {"event": "b", "filters": [{"property": "x", "equals": {"y": 1}}]}]),
     )?;
     assert_eq!(
-        bad_filter.validate().err().map(field_of).as_deref(),
+        bad_field(bad_filter.validate()).as_deref(),
         Some("steps[1].filters[0].equals")
     );
     let mut zero_window = funnel(json!([{"event": "a"}, {"event": "b"}]))?;
     zero_window.window = ConversionWindow::Hours(0);
     assert_eq!(
-        zero_window.validate().err().map(field_of).as_deref(),
+        bad_field(zero_window.validate()).as_deref(),
         Some("window.hours")
     );
 
-    let retention = serde_json::from_value::<RetentionRequest>(json!({
-        "from": "2024-05-01", "to": "2024-05-08", "period": "week", "periods": 53,
-        "first_event": {"event": "a"}, "returning_event": {"event": "b"}
-    }))?;
-    assert_eq!(
-        retention.validate().err().map(field_of).as_deref(),
-        Some("periods")
-    );
-    let err = serde_json::from_value::<RetentionRequest>(json!({
-        "from": "2024-05-01", "to": "2024-05-08", "period": "month",
-        "first_event": {"event": "a"}, "returning_event": {"event": "b"}
-    }))
-    .err()
-    .map(|e| e.to_string())
-    .unwrap_or_default();
+    let retention_body = json!({"from": "2024-05-01", "to": "2024-05-08",
+                                "first_event": {"event": "a"}, "returning_event": {"event": "b"}});
+    let retention: RetentionRequest = serde_json::from_value(with(
+        retention_body.clone(),
+        &json!({"period": "week", "periods": 53}),
+    ))?;
+    assert_eq!(bad_field(retention.validate()).as_deref(), Some("periods"));
+    let err =
+        parse_error::<RetentionRequest>(with(retention_body.clone(), &json!({"period": "month"})));
     assert!(err.contains("period must be day or week"), "{err}");
 
-    let trends = serde_json::from_value::<TrendsRequest>(
-        json!({"from": "2024-05-01", "to": "2024-05-08", "events": ["a", "a"]}),
-    )?;
-    assert_eq!(
-        trends.validate().err().map(field_of).as_deref(),
-        Some("events[1]")
-    );
-    let trends = serde_json::from_value::<TrendsRequest>(
-        json!({"from": "2024-05-01", "to": "2024-05-08", "events": []}),
-    )?;
-    assert_eq!(
-        trends.validate().err().map(field_of).as_deref(),
-        Some("events")
-    );
+    let trends_body = json!({"from": "2024-05-01", "to": "2024-05-08", "events": ["a"]});
+    let trends =
+        |extra: Value| serde_json::from_value::<TrendsRequest>(with(trends_body.clone(), &extra));
+    let twice = trends(json!({"events": ["a", "a"]}))?;
+    assert_eq!(bad_field(twice.validate()).as_deref(), Some("events[1]"));
+    let none = trends(json!({"events": []}))?;
+    assert_eq!(bad_field(none.validate()).as_deref(), Some("events"));
 
     // Paths: empty keys, stray backslashes, too deep; property or context.
-    let trends = |extra: Value| -> Result<TrendsRequest, serde_json::Error> {
-        let mut body = json!({"from": "2024-05-01", "to": "2024-05-08", "events": ["a"]});
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
-        }
-        serde_json::from_value(body)
-    };
     let deep = "k.".repeat(cohort_analysis::MAX_PATH_KEYS) + "k";
     for (extra, field) in [
         (
@@ -1613,30 +1520,22 @@ async fn bad_requests_name_the_field() -> TestResult {
     ] {
         let request = trends(extra.clone())?;
         let err = cohort_analysis::trends(&lake, &request, &opts()).await;
-        assert_eq!(err.err().map(field_of).as_deref(), Some(field), "{extra}");
+        assert_eq!(bad_field(err).as_deref(), Some(field), "{extra}");
     }
-    let err = trends(json!({"breakdown": {"device": "type"}}))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = parse_error::<TrendsRequest>(with(
+        trends_body.clone(),
+        &json!({"breakdown": {"device": "type"}}),
+    ));
     assert!(err.contains("unknown variant `device`"), "{err}");
     let bad_step_path = funnel(
         json!([{"event": "a"}, {"event": "b", "filters": [{"context": "a..b", "equals": 1}]}]),
     )?;
     assert_eq!(
-        bad_step_path.validate().err().map(field_of).as_deref(),
+        bad_field(bad_step_path.validate()).as_deref(),
         Some("steps[1].filters[0].context")
     );
 
     // Retention breakdowns.
-    let retention = |extra: Value| -> Result<RetentionRequest, serde_json::Error> {
-        let mut body = json!({"from": "2024-05-01", "to": "2024-05-08",
-                              "first_event": {"event": "a"}, "returning_event": {"event": "b"}});
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
-        }
-        serde_json::from_value(body)
-    };
     for (extra, field) in [
         (json!({"breakdown_limit": 51}), "breakdown_limit"),
         (json!({"breakdown": {"trait": ""}}), "breakdown.trait"),
@@ -1649,9 +1548,10 @@ async fn bad_requests_name_the_field() -> TestResult {
             "first_event.filters[0].property",
         ),
     ] {
-        let request = retention(extra.clone())?;
+        let request: RetentionRequest =
+            serde_json::from_value(with(retention_body.clone(), &extra))?;
         let err = cohort_analysis::retention(&lake, &request, &opts()).await;
-        assert_eq!(err.err().map(field_of).as_deref(), Some(field), "{extra}");
+        assert_eq!(bad_field(err).as_deref(), Some(field), "{extra}");
     }
     Ok(())
 }

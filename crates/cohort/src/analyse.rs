@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use chrono::{Duration, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use cohort_analysis::{
-    ActiveRequest, Breakdown, ConversionWindow, EventSpec, FunnelRequest, Interval, PropertyFilter,
-    RetentionPeriod, RetentionRequest, RevenueRequest, RunOptions, TrendsRequest,
+    ActiveCustomers, ActiveRequest, AnalysisError, Breakdown, ConversionWindow, EventSpec, Funnel,
+    FunnelRequest, Interval, PropertyFilter, Retention, RetentionPeriod, RetentionRequest, Revenue,
+    RevenueRequest, RunOptions, Trends, TrendsRequest,
 };
 use cohort_server::Analytics;
 use cohort_store::{Store, StoreConfig};
@@ -311,18 +312,57 @@ fn funnel_steps(
     Ok(steps)
 }
 
-fn print<T: Serialize>(
-    json: bool,
-    result: &T,
-    table: impl FnOnce(&T) -> String,
-) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(result)?);
-    } else {
-        print!("{}", table(result));
+impl Common {
+    /// Limits of the run, from `--timeout`.
+    fn options(&self) -> anyhow::Result<RunOptions> {
+        if !(self.timeout > 0.0 && self.timeout <= 86_400.0) {
+            bail!("--timeout must be in (0, 86400] seconds");
+        }
+        Ok(RunOptions {
+            timeout: std::time::Duration::from_secs_f64(self.timeout),
+            ..RunOptions::default()
+        })
     }
-    Ok(())
+
+    /// Prints an analysis' result as a table, or as the API's JSON with `--json`.
+    fn print<T: Serialize>(
+        &self,
+        result: Result<T, AnalysisError>,
+        table: fn(&T) -> String,
+    ) -> anyhow::Result<()> {
+        let result = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else {
+            print!("{}", table(&result));
+        }
+        Ok(())
+    }
 }
+
+/// The request of an analysis: the `--request` body when given, else a `$request` built from the
+/// flags: the analysis' own fields (evaluated in order, and only without `--request`), then the
+/// segment of `$common` (a [`Common`]) and the breakdown of `$breakdown` (a [`BreakdownArgs`]).
+macro_rules! request {
+    ($common:expr, $breakdown:expr, $request:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {
+        match $common.request()? {
+            Some(request) => request,
+            None => {
+                let (from, to) = $common.range();
+                $request {
+                    from,
+                    to,
+                    $($field $(: $value)?,)*
+                    segment: $common.segment.clone(),
+                    breakdown: $breakdown.breakdown(),
+                    breakdown_limit: $breakdown.limit,
+                }
+            }
+        }
+    };
+}
+
+const NO_FIRST_EVENT: &str = "--first-event is required (or give the whole --request)";
 
 pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
     let dir = args.command.common().data.data.clone();
@@ -335,33 +375,23 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
     // come from the state store).
     let analytics = Analytics::open(store, false).context("opening the event lake")?;
     let lake = analytics.lake().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let fail = |e: cohort_analysis::AnalysisError| anyhow::anyhow!("{e}");
     match args.command {
         AnalyseCommand::Active {
             common,
             series,
             event,
         } => {
-            let request = match common.request()? {
-                Some(r) => r,
-                None => {
-                    let (from, to) = common.range();
-                    ActiveRequest {
-                        from,
-                        to,
-                        interval: series.interval()?,
-                        event,
-                        segment: common.segment.clone(),
-                        breakdown: series.breakdown.breakdown(),
-                        breakdown_limit: series.breakdown.limit,
-                    }
+            let request = request!(
+                common,
+                series.breakdown,
+                ActiveRequest {
+                    interval: series.interval()?,
+                    event,
                 }
-            };
-            let opts = options(&common)?;
-            let result = cohort_analysis::active_customers(lake, &request, &opts)
-                .await
-                .map_err(fail)?;
-            print(common.json, &result, |r| r.to_table())
+            );
+            let result =
+                cohort_analysis::active_customers(lake, &request, &common.options()?).await;
+            common.print(result, ActiveCustomers::to_table)
         }
         AnalyseCommand::Trends {
             common,
@@ -369,27 +399,17 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
             events,
             filters,
         } => {
-            let request = match common.request()? {
-                Some(r) => r,
-                None => {
-                    let (from, to) = common.range();
-                    TrendsRequest {
-                        from,
-                        to,
-                        interval: series.interval()?,
-                        events,
-                        filters: filters.filters()?,
-                        segment: common.segment.clone(),
-                        breakdown: series.breakdown.breakdown(),
-                        breakdown_limit: series.breakdown.limit,
-                    }
+            let request = request!(
+                common,
+                series.breakdown,
+                TrendsRequest {
+                    interval: series.interval()?,
+                    events,
+                    filters: filters.filters()?,
                 }
-            };
-            let opts = options(&common)?;
-            let result = cohort_analysis::trends(lake, &request, &opts)
-                .await
-                .map_err(fail)?;
-            print(common.json, &result, |r| r.to_table())
+            );
+            let result = cohort_analysis::trends(lake, &request, &common.options()?).await;
+            common.print(result, Trends::to_table)
         }
         AnalyseCommand::Funnel {
             common,
@@ -399,26 +419,16 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
             step_context_filters,
             window,
         } => {
-            let request = match common.request()? {
-                Some(r) => r,
-                None => {
-                    let (from, to) = common.range();
-                    FunnelRequest {
-                        from,
-                        to,
-                        steps: funnel_steps(&steps, &step_filters, &step_context_filters)?,
-                        window: parse_window(&window)?,
-                        segment: common.segment.clone(),
-                        breakdown: breakdown.breakdown(),
-                        breakdown_limit: breakdown.limit,
-                    }
+            let request = request!(
+                common,
+                breakdown,
+                FunnelRequest {
+                    steps: funnel_steps(&steps, &step_filters, &step_context_filters)?,
+                    window: parse_window(&window)?,
                 }
-            };
-            let opts = options(&common)?;
-            let result = cohort_analysis::funnel(lake, &request, &opts)
-                .await
-                .map_err(fail)?;
-            print(common.json, &result, |r| r.to_table())
+            );
+            let result = cohort_analysis::funnel(lake, &request, &common.options()?).await;
+            common.print(result, Funnel::to_table)
         }
         AnalyseCommand::Retention {
             common,
@@ -428,34 +438,23 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
             period,
             periods,
         } => {
-            let request = match common.request()? {
-                Some(r) => r,
-                None => {
-                    let (from, to) = common.range();
-                    let Some(first) = first_event else {
-                        bail!("--first-event is required (or give the whole --request)");
-                    };
-                    let returning = returning_event.unwrap_or_else(|| first.clone());
-                    RetentionRequest {
-                        from,
-                        to,
-                        period: period
-                            .parse::<RetentionPeriod>()
-                            .map_err(|e| anyhow::anyhow!(e))?,
-                        periods,
-                        first_event: EventSpec::named(first),
-                        returning_event: EventSpec::named(returning),
-                        segment: common.segment.clone(),
-                        breakdown: breakdown.breakdown(),
-                        breakdown_limit: breakdown.limit,
-                    }
+            let request = request!(
+                common,
+                breakdown,
+                RetentionRequest {
+                    first_event: EventSpec::named(first_event.clone().context(NO_FIRST_EVENT)?),
+                    // The first event by default.
+                    returning_event: EventSpec::named(
+                        returning_event.or(first_event).context(NO_FIRST_EVENT)?
+                    ),
+                    period: period
+                        .parse::<RetentionPeriod>()
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                    periods,
                 }
-            };
-            let opts = options(&common)?;
-            let result = cohort_analysis::retention(lake, &request, &opts)
-                .await
-                .map_err(fail)?;
-            print(common.json, &result, |r| r.to_table())
+            );
+            let result = cohort_analysis::retention(lake, &request, &common.options()?).await;
+            common.print(result, Retention::to_table)
         }
         AnalyseCommand::Revenue {
             common,
@@ -463,39 +462,19 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
             order_event,
             filters,
         } => {
-            let request = match common.request()? {
-                Some(r) => r,
-                None => {
-                    let (from, to) = common.range();
-                    RevenueRequest {
-                        from,
-                        to,
-                        interval: series.interval()?,
-                        order_event,
-                        filters: filters.filters()?,
-                        segment: common.segment.clone(),
-                        breakdown: series.breakdown.breakdown(),
-                        breakdown_limit: series.breakdown.limit,
-                    }
+            let request = request!(
+                common,
+                series.breakdown,
+                RevenueRequest {
+                    interval: series.interval()?,
+                    order_event,
+                    filters: filters.filters()?,
                 }
-            };
-            let opts = options(&common)?;
-            let result = cohort_analysis::revenue(lake, &request, &opts)
-                .await
-                .map_err(fail)?;
-            print(common.json, &result, |r| r.to_table())
+            );
+            let result = cohort_analysis::revenue(lake, &request, &common.options()?).await;
+            common.print(result, Revenue::to_table)
         }
     }
-}
-
-fn options(common: &Common) -> anyhow::Result<RunOptions> {
-    if !(common.timeout > 0.0 && common.timeout <= 86_400.0) {
-        bail!("--timeout must be in (0, 86400] seconds");
-    }
-    Ok(RunOptions {
-        timeout: std::time::Duration::from_secs_f64(common.timeout),
-        ..RunOptions::default()
-    })
 }
 
 #[cfg(test)]

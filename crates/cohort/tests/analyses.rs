@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Server, cohort};
+use std::process::Output;
+
+use common::{Response, Server, cohort};
 use serde_json::{Value, json};
 
 /// f1 comes from ads on an iPhone, the others from email on the web (`utm.source` is nested).
@@ -43,13 +45,38 @@ fn funnel_body() -> Value {
            "steps": [{"event": "Viewed"}, {"event": "Added"}, {"event": "Bought"}]})
 }
 
+/// Weekly retention of the sign-ups: who ordered in the weeks after.
+fn retention_body() -> Value {
+    json!({"from": "2025-03-03", "to": "2025-03-10", "period": "week", "periods": 2,
+           "first_event": {"event": "Signed Up"},
+           "returning_event": {"event": "Order Completed"}})
+}
+
+/// POSTs a request to `/api/v1/analyses/{analysis}` as the admin.
+fn post(s: &Server, analysis: &str, body: &Value) -> Response {
+    s.admin_send("POST", &format!("/api/v1/analyses/{analysis}"), body)
+}
+
+/// The same, which must succeed: the result.
+fn analyse(s: &Server, analysis: &str, body: &Value) -> Value {
+    let r = post(s, analysis, body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// The same, which must be a 400 with this error code.
+fn rejected(s: &Server, analysis: &str, body: &Value, code: &str) -> Response {
+    let r = post(s, analysis, body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["code"], code);
+    r
+}
+
 #[test]
 fn funnel_and_retention_over_the_api() {
     let s = Server::start();
     seed(&s);
-    let r = s.admin_send("POST", "/api/v1/analyses/funnel", &funnel_body());
-    assert_eq!(r.status, 200, "{}", r.text());
-    let body = r.json();
+    let body = analyse(&s, "funnel", &funnel_body());
     let customers: Vec<i64> = body["steps"]
         .as_array()
         .unwrap()
@@ -61,15 +88,7 @@ fn funnel_and_retention_over_the_api() {
     assert_eq!(body["steps"][2]["median_seconds_from_first"], 7200.0);
     assert_eq!(body["steps"][2]["conversion_from_previous"], 1.0);
 
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/retention",
-        &json!({"from": "2025-03-03", "to": "2025-03-10", "period": "week", "periods": 2,
-                "first_event": {"event": "Signed Up"},
-                "returning_event": {"event": "Order Completed"}}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let body = r.json();
+    let body = analyse(&s, "retention", &retention_body());
     assert_eq!(body["cohorts"][0]["start"], "2025-03-03", "{body}");
     assert_eq!(body["cohorts"][0]["customers"], 2);
     assert_eq!(body["cohorts"][0]["returned"], json!([0, 1, 0]));
@@ -77,16 +96,9 @@ fn funnel_and_retention_over_the_api() {
     assert_eq!(body["breakdown"], json!([]));
 
     // The same by the sign-up's nested source: f1 (ads) returned in week 1, f2 (email) did not.
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/retention",
-        &json!({"from": "2025-03-03", "to": "2025-03-10", "period": "week", "periods": 2,
-                "first_event": {"event": "Signed Up"},
-                "returning_event": {"event": "Order Completed"},
-                "breakdown": {"property": "utm.source"}}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let body = r.json();
+    let mut by_source = retention_body();
+    by_source["breakdown"] = json!({"property": "utm.source"});
+    let body = analyse(&s, "retention", &by_source);
     assert_eq!(body["total"]["returned"], json!([0, 1, 0]), "{body}");
     let groups = body["breakdown"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{body}");
@@ -102,14 +114,12 @@ fn funnel_and_retention_over_the_api() {
     assert_eq!(groups[1]["total"]["returned"], json!([0, 0, 0]));
 
     // Context paths reach the ingested context: views per device type, and on the web only.
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/trends",
+    let body = analyse(
+        &s,
+        "trends",
         &json!({"from": "2025-03-03", "to": "2025-03-05", "events": ["Viewed"],
                 "breakdown": {"context": "device.type"}}),
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let body = r.json();
     let totals: Vec<(String, i64)> = body["series"]
         .as_array()
         .unwrap()
@@ -130,23 +140,20 @@ fn funnel_and_retention_over_the_api() {
         ],
         "{body}"
     );
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/funnel",
+    let body = analyse(
+        &s,
+        "funnel",
         &json!({"from": "2025-03-03", "to": "2025-03-10", "window": {"days": 1},
                 "steps": [{"event": "Viewed", "filters": [{"context": "device.type", "equals": "web"}]},
                           {"event": "Added"}]}),
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["steps"][0]["customers"], 2, "{}", r.text());
+    assert_eq!(body["steps"][0]["customers"], 2, "{body}");
 
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/active-customers",
+    let body = analyse(
+        &s,
+        "active-customers",
         &json!({"from": "2025-03-03", "to": "2025-03-05", "breakdown": {"property": "source"}}),
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let body = r.json();
     assert_eq!(body["buckets"], json!(["2025-03-03", "2025-03-04"]));
     assert_eq!(body["series"][0]["customers"], json!([2, 2]), "{body}");
     assert_eq!(body["series"][0]["total"], 3);
@@ -155,23 +162,21 @@ fn funnel_and_retention_over_the_api() {
 #[test]
 fn bad_requests_and_auth() {
     let s = Server::start();
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/funnel",
+    let r = rejected(
+        &s,
+        "funnel",
         &json!({"from": "2025-03-10", "to": "2025-03-03", "steps": [{"event": "a"}, {"event": "b"}]}),
+        "invalid_request",
     );
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.json()["code"], "invalid_request");
     assert!(r.json()["message"].as_str().unwrap().contains("from"));
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/retention",
+    let r = rejected(
+        &s,
+        "retention",
         &json!({"from": "2025-03-03", "to": "2025-03-10",
                 "first_event": {"event": "a"}, "returning_event": {"event": "b"},
                 "breakdown": {"context": "device..type"}}),
+        "invalid_request",
     );
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.json()["code"], "invalid_request");
     assert!(
         r.json()["message"]
             .as_str()
@@ -180,13 +185,12 @@ fn bad_requests_and_auth() {
         "{}",
         r.text()
     );
-    let r = s.admin_send(
-        "POST",
-        "/api/v1/analyses/trends",
+    let r = rejected(
+        &s,
+        "trends",
         &json!({"from": "2025-03-01", "to": "2025-03-03", "interval": "hour", "events": ["a"]}),
+        "invalid_body",
     );
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.json()["code"], "invalid_body");
     assert!(r.text().contains("interval must be day, week or month"));
     let r = s.request(
         "POST",
@@ -197,14 +201,51 @@ fn bad_requests_and_auth() {
     assert_eq!(r.status, 401);
 }
 
+/// Runs `cohort analyse ANALYSIS --data DIR ARGS…`.
+fn cli(s: &Server, analysis: &str, args: &[&str]) -> Output {
+    cohort()
+        .args(["analyse", analysis, "--data"])
+        .arg(s.dir.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The same, which must succeed: its standard output.
+fn cli_ok(s: &Server, analysis: &str, args: &[&str]) -> String {
+    let out = cli(s, analysis, args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The flags of `retention_body`.
+const RETENTION_FLAGS: [&str; 12] = [
+    "--from",
+    "2025-03-03",
+    "--to",
+    "2025-03-10",
+    "--period",
+    "week",
+    "--periods",
+    "2",
+    "--first-event",
+    "Signed Up",
+    "--returning-event",
+    "Order Completed",
+];
+
 #[test]
 fn cli_prints_a_funnel_table() {
     let s = Server::start();
     seed(&s);
-    let out = cohort()
-        .args(["analyse", "funnel", "--data"])
-        .arg(s.dir.path())
-        .args([
+    let stdout = cli_ok(
+        &s,
+        "funnel",
+        &[
             "--from",
             "2025-03-03",
             "--to",
@@ -217,14 +258,7 @@ fn cli_prints_a_funnel_table() {
             "Added",
             "--step",
             "Bought",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(stdout.contains("customers"), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -237,62 +271,17 @@ fn cli_prints_a_funnel_table() {
         "{stdout}"
     );
 
-    let out = cohort()
-        .args(["analyse", "retention", "--data"])
-        .arg(s.dir.path())
-        .args([
-            "--from",
-            "2025-03-03",
-            "--to",
-            "2025-03-10",
-            "--period",
-            "week",
-            "--periods",
-            "2",
-            "--first-event",
-            "Signed Up",
-            "--returning-event",
-            "Order Completed",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = cli_ok(
+        &s,
+        "retention",
+        &[&RETENTION_FLAGS[..], &["--json"]].concat(),
     );
-    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let body: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(body["total"]["returned"], json!([0, 1, 0]));
 
     // Retention by the sign-up's device: the overall matrix, then one per group.
-    let out = cohort()
-        .args(["analyse", "retention", "--data"])
-        .arg(s.dir.path())
-        .args([
-            "--from",
-            "2025-03-03",
-            "--to",
-            "2025-03-10",
-            "--period",
-            "week",
-            "--periods",
-            "2",
-            "--first-event",
-            "Signed Up",
-            "--returning-event",
-            "Order Completed",
-            "--by-context",
-            "device.type",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let by_device = [&RETENTION_FLAGS[..], &["--by-context", "device.type"]].concat();
+    let stdout = cli_ok(&s, "retention", &by_device);
     let lines: Vec<&str> = stdout.lines().collect();
     let at = |label: &str| lines.iter().position(|l| *l == label);
     let (Some(ios), Some(web)) = (at("ios"), at("web")) else {
@@ -306,12 +295,7 @@ fn cli_prints_a_funnel_table() {
     );
     assert!(lines[web + 3].contains("0 (0.0%)"), "{stdout}");
 
-    let bad = cohort()
-        .args(["analyse", "funnel", "--data"])
-        .arg(s.dir.path())
-        .args(["--step", "only-one"])
-        .output()
-        .unwrap();
+    let bad = cli(&s, "funnel", &["--step", "only-one"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 2 steps"));
 }
