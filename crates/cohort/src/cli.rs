@@ -121,7 +121,7 @@ pub struct BenchAnalyticsArgs {
     /// Customers to generate.
     #[arg(long, default_value_t = 1_000_000)]
     pub customers: usize,
-    /// Events to aim at (the generator lands within about a percent).
+    /// Events to aim at (the generator lands within a few percent).
     #[arg(long, default_value_t = 50_000_000)]
     pub events: usize,
     /// Directory for the generated data, kept and reused when it already holds data of the same
