@@ -1760,6 +1760,8 @@ def q(text):
 
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
+# Its progress bar goes to stdout, where the answer goes.
+con.execute("SET enable_progress_bar = false")
 started = time.perf_counter()
 con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{q(spec['events'])}', hive_partitioning = true)")
 # Cohort holds the state tables in memory; DuckDB gets them as in-memory tables too.
@@ -1871,7 +1873,9 @@ fn parse_duck(stdout: &str) -> Result<DuckOutcome, String> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .ok_or("no output")?;
-    let v: Value = serde_json::from_str(last).map_err(|e| format!("unreadable output: {e}"))?;
+    // Anything printed before the answer on its line (a progress bar ends with \r, not \n).
+    let json = last.find('{').map_or(last, |at| &last[at..]);
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("unreadable output: {e}"))?;
     if v.get("missing").is_some() {
         return Ok(DuckOutcome::Skipped(
             "the duckdb Python package is not installed (pip install duckdb, or point --python at \
@@ -1948,8 +1952,12 @@ async fn run_duckdb(python: &str, dir: &Path, cases: &[Case], repeat: u32) -> Du
     let stdout = String::from_utf8_lossy(&output.stdout);
     match parse_duck(&stdout) {
         Ok(outcome) if output.status.success() => outcome,
-        Ok(_) | Err(_) => DuckOutcome::Skipped(format!(
-            "DuckDB failed (exit {}); its messages are above",
+        Ok(_) => DuckOutcome::Skipped(format!(
+            "DuckDB failed ({}); its messages are above",
+            output.status
+        )),
+        Err(e) => DuckOutcome::Skipped(format!(
+            "DuckDB's answer could not be read ({e}; {}); its messages are above",
             output.status
         )),
     }
@@ -2380,6 +2388,11 @@ mod tests {
             Ok(DuckOutcome::Skipped(_))
         ));
         assert!(parse_duck("").is_err());
+        // A progress bar left on the answer's line.
+        assert!(matches!(
+            parse_duck("\r 86% ▕██▏ \r{\"version\": \"2\", \"results\": {}}"),
+            Ok(DuckOutcome::Ran { .. })
+        ));
     }
 
     /// Naive funnel and retention over the generated events, as `cohort-analysis` defines them.
