@@ -1,7 +1,9 @@
 //! Ordered conversion funnels with a conversion window.
 //!
-//! SQL reads the events that match any step, sorted by customer and time;
-//! Rust walks each customer's events once. For a customer with `n` matching
+//! SQL reads the events that match any step, unsorted; Rust groups them by
+//! customer (a counting sort over dense customer numbers), sorts each
+//! customer's few events by time and walks them once. Sorting per customer
+//! instead of one global sort keeps the cost near linear in the rows. For a customer with `n` matching
 //! events of which `a` are step-1 events in the range, finding the best
 //! attempt costs `O(a · k · log n)` for `k` steps (each attempt looks up each
 //! next step by binary search in that step's sorted positions), so the whole
@@ -9,15 +11,18 @@
 //! them in memory once (bounded by [`RunOptions::max_funnel_rows`]).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use chrono::{Duration, NaiveDate};
-use cohort_lake::Lake;
+use cohort_lake::arrow::array::{Array, RecordBatch};
+use cohort_lake::{Lake, LakeError};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
     Breakdown, EventSpec, GroupKey, check_range, from_field, ratio, scoped, to_field,
 };
-use crate::read::{self, opt_i64, opt_str};
+use crate::customers::{CustomerIndex, Interner, group_rows};
+use crate::read::{self, opt_i64};
 use crate::sql;
 use crate::table;
 use crate::{AnalysisError, RunOptions};
@@ -237,6 +242,47 @@ pub(crate) fn best_attempt(
     best
 }
 
+/// The events matching any step, as read: one entry per row in each vector.
+#[derive(Default)]
+struct StepEvents {
+    customers: CustomerIndex,
+    customer: Vec<u32>,
+    ts: Vec<i64>,
+    seq: Vec<i64>,
+    mask: Vec<u16>,
+    group: Vec<u32>,
+    groups: Interner,
+}
+
+impl StepEvents {
+    /// Appends a batch; stops reading past `max_rows`.
+    fn add(&mut self, batch: &RecordBatch, max_rows: usize) -> Result<ControlFlow<()>, LakeError> {
+        let bad = |e: AnalysisError| LakeError::Internal(e.to_string());
+        let c = read::i64s(batch, "customer_id").map_err(bad)?;
+        let t = read::i64s(batch, "ts").map_err(bad)?;
+        let q = read::i64s(batch, "seq").map_err(bad)?;
+        let m = read::i64s(batch, "mask").map_err(bad)?;
+        let g = read::strings(batch, "g").map_err(bad)?;
+        for i in 0..batch.num_rows() {
+            let Some(customer) = opt_i64(&c, i) else {
+                continue;
+            };
+            self.customer.push(self.customers.number(customer));
+            self.ts.push(opt_i64(&t, i).unwrap_or_default());
+            self.seq.push(opt_i64(&q, i).unwrap_or_default());
+            self.mask
+                .push(u16::try_from(opt_i64(&m, i).unwrap_or(0)).unwrap_or(0));
+            self.group
+                .push(self.groups.number((!g.is_null(i)).then(|| g.value(i))));
+        }
+        Ok(if self.ts.len() > max_rows {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+}
+
 /// Median of microsecond durations, in seconds.
 fn median_seconds(values: &mut [i64]) -> Option<f64> {
     if values.is_empty() {
@@ -308,58 +354,50 @@ pub async fn funnel(
     // Later steps may happen up to the window after the last possible start.
     let until = request.to + Duration::days(window_secs / 86_400 + 1);
     let sql = format!(
-        "SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, CAST({mask} AS BIGINT) AS mask, \
-         CASE WHEN {first} THEN {group} END AS g \
+        "SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, e.seq AS seq, \
+         CAST({mask} AS BIGINT) AS mask, CASE WHEN {first} THEN {group} END AS g \
          FROM events e{join} \
-         WHERE {days} AND e.customer_id IS NOT NULL AND ({any}){segment} \
-         ORDER BY e.customer_id, e.\"timestamp\", e.seq",
+         WHERE {days} AND e.customer_id IS NOT NULL AND ({any}){segment}",
         first = matches[0],
         days = sql::in_days(request.from, until),
         any = matches.join(" OR "),
         segment = sql::and_segment(request.segment.as_deref()),
     );
-    let result = read::query(
-        lake,
-        &sql,
-        opts,
-        opts.max_funnel_rows,
-        "the funnel's event list",
-    )
-    .await?;
-
-    let rows = result.num_rows();
-    let (mut customers, mut ts, mut masks, mut groups) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    for batch in &result.batches {
-        let c = read::i64s(batch, "customer_id")?;
-        let t = read::i64s(batch, "ts")?;
-        let m = read::i64s(batch, "mask")?;
-        let g = read::strings(batch, "g")?;
-        for i in 0..batch.num_rows() {
-            customers.push(opt_i64(&c, i).unwrap_or_default());
-            ts.push(opt_i64(&t, i).unwrap_or_default());
-            masks.push(u32::try_from(opt_i64(&m, i).unwrap_or(0)).unwrap_or(0));
-            groups.push(opt_str(&g, i));
-        }
+    let max_rows = opts.max_funnel_rows;
+    let rows = lake
+        .fold(
+            &sql,
+            opts.timeout,
+            StepEvents::default,
+            move |rows: &mut StepEvents, batch| rows.add(batch, max_rows),
+        )
+        .await?;
+    if rows.ts.len() > max_rows {
+        return Err(AnalysisError::TooLarge(format!(
+            "the funnel's event list has more than {max_rows} rows; narrow the range, the events or the breakdown"
+        )));
     }
 
     let range = (micros_at(request.from), micros_at(request.to));
+    let (starts, order) = group_rows(&rows.customer, rows.customers.len());
     let mut journeys: Vec<(Attempt, Option<String>)> = Vec::new();
-    let mut start = 0;
-    while start < rows {
-        let mut end = start + 1;
-        while end < rows && customers[end] == customers[start] {
-            end += 1;
+    let (mut ts, mut masks, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    for bounds in starts.windows(2) {
+        let mine = &order[bounds[0]..bounds[1]];
+        let mut mine: Vec<usize> = mine.iter().map(|&r| r as usize).collect();
+        mine.sort_unstable_by_key(|&r| (rows.ts[r], rows.seq[r]));
+        ts.clear();
+        masks.clear();
+        groups.clear();
+        for &r in &mine {
+            ts.push(rows.ts[r]);
+            masks.push(u32::from(rows.mask[r]));
+            groups.push(rows.group[r]);
         }
-        if let Some(a) = best_attempt(&ts[start..end], &masks[start..end], steps, window_us, range)
-        {
-            journeys.push((a, groups[start + a.start].take()));
+        if let Some(a) = best_attempt(&ts, &masks, steps, window_us, range) {
+            let group = rows.groups.value(groups[a.start]).map(str::to_owned);
+            journeys.push((a, group));
         }
-        start = end;
     }
 
     let mut breakdown = Vec::new();

@@ -51,6 +51,7 @@
 
 mod active;
 mod common;
+mod customers;
 mod funnel;
 mod grouped;
 mod read;

@@ -1,17 +1,25 @@
 //! Retention cohorts.
+//!
+//! Two scans, reduced in Rust: the first finds each customer's first
+//! `first_event` (a hash map by customer), the second marks, per customer, the
+//! periods holding a `returning_event` (a bit set each). No join, no sort.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
-use cohort_lake::Lake;
+use cohort_lake::arrow::array::{Array, RecordBatch};
+use cohort_lake::{Lake, LakeError};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
     Breakdown, EventSpec, GroupKey, Interval, check_range, from_field, ratio, scoped, to_field,
     word_enum,
 };
+use crate::customers::{IdMap, Interner, NO_VALUE};
 use crate::grouped;
-use crate::read::{self, opt_date, opt_i64};
+use crate::read::{self, opt_i64};
 use crate::sql;
 use crate::table;
 use crate::{AnalysisError, RunOptions};
@@ -190,6 +198,135 @@ fn percentages(returned: &[u64], customers: u64) -> Vec<Option<f64>> {
         .collect()
 }
 
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Days since 1970-01-01 of a UTC timestamp in microseconds.
+fn day_of(ts: i64) -> i64 {
+    ts.div_euclid(MICROS_PER_DAY)
+}
+
+fn date_of_day(day: i64) -> Option<NaiveDate> {
+    NaiveDate::default().checked_add_signed(Duration::days(day))
+}
+
+/// The calendar periods of a retention matrix, in day numbers.
+#[derive(Clone, Copy)]
+struct Buckets {
+    period: RetentionPeriod,
+    periods: usize,
+}
+
+impl Buckets {
+    /// First day of the day or ISO week holding `day`.
+    fn bucket(self, day: i64) -> i64 {
+        match self.period {
+            RetentionPeriod::Day => day,
+            // 1970-01-01 was a Thursday, 3 days after a Monday.
+            RetentionPeriod::Week => day - (day + 3).rem_euclid(7),
+        }
+    }
+
+    /// The period after the cohort's that `day` falls in, if reported.
+    fn period_of(self, cohort_day: i64, day: i64) -> Option<usize> {
+        let k = (self.bucket(day) - self.bucket(cohort_day)) / self.period.days();
+        usize::try_from(k).ok().filter(|&k| k <= self.periods)
+    }
+}
+
+/// A customer's cohort-defining event.
+#[derive(Clone, Copy)]
+struct First {
+    ts: i64,
+    seq: i64,
+    /// The breakdown value, numbered by [`Firsts::values`].
+    group: u32,
+}
+
+/// Each customer's first `first_event` in the range.
+#[derive(Default)]
+struct Firsts {
+    first: IdMap<First>,
+    values: Interner,
+}
+
+impl Firsts {
+    fn add(&mut self, batch: &RecordBatch) -> Result<ControlFlow<()>, LakeError> {
+        let bad = |e: AnalysisError| LakeError::Internal(e.to_string());
+        let c = read::i64s(batch, "customer_id").map_err(bad)?;
+        let t = read::i64s(batch, "ts").map_err(bad)?;
+        let q = read::i64s(batch, "seq").map_err(bad)?;
+        let g = read::strings(batch, "g").map_err(bad)?;
+        for i in 0..batch.num_rows() {
+            let (Some(customer), Some(ts), Some(seq)) =
+                (opt_i64(&c, i), opt_i64(&t, i), opt_i64(&q, i))
+            else {
+                continue;
+            };
+            let group = self.values.number((!g.is_null(i)).then(|| g.value(i)));
+            let event = First { ts, seq, group };
+            self.first
+                .entry(customer)
+                .and_modify(|f| {
+                    if (ts, seq) < (f.ts, f.seq) {
+                        *f = event;
+                    }
+                })
+                .or_insert(event);
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The `limit` breakdown values with the most customers, ties by value.
+    fn top_values(&self, limit: usize) -> Vec<String> {
+        let mut sizes: HashMap<u32, u64> = HashMap::new();
+        for f in self.first.values().filter(|f| f.group != NO_VALUE) {
+            *sizes.entry(f.group).or_default() += 1;
+        }
+        let mut ranked: Vec<(&str, u64)> = sizes
+            .into_iter()
+            .filter_map(|(g, n)| Some((self.values.value(g)?, n)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        ranked
+            .into_iter()
+            .take(limit)
+            .map(|(v, _)| v.to_owned())
+            .collect()
+    }
+}
+
+/// Sets bit `k` of `seen[customer]` for every returning event in `batch`
+/// that falls in period `k` of the customer's cohort (at or after the first
+/// event, and not that event itself).
+fn mark_returns(
+    firsts: &Firsts,
+    shape: Buckets,
+    seen: &mut IdMap<u128>,
+    batch: &RecordBatch,
+) -> Result<(), LakeError> {
+    let bad = |e: AnalysisError| LakeError::Internal(e.to_string());
+    let c = read::i64s(batch, "customer_id").map_err(bad)?;
+    let t = read::i64s(batch, "ts").map_err(bad)?;
+    let q = read::i64s(batch, "seq").map_err(bad)?;
+    for i in 0..batch.num_rows() {
+        let (Some(customer), Some(ts), Some(seq)) =
+            (opt_i64(&c, i), opt_i64(&t, i), opt_i64(&q, i))
+        else {
+            continue;
+        };
+        let Some(first) = firsts.first.get(&customer) else {
+            continue;
+        };
+        if ts < first.ts || seq == first.seq {
+            continue;
+        }
+        if let Some(k) = shape.period_of(day_of(first.ts), day_of(ts)) {
+            *seen.entry(customer).or_default() |= 1u128 << k;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the analysis (validating the request first).
 pub async fn retention(
     lake: &Lake,
@@ -202,86 +339,73 @@ pub async fn retention(
     let cohort_starts = interval.buckets(request.from, request.to);
     // The last period of the last cohort ends at most this many days after `to`.
     let until = request.to + Duration::days((periods as i64 + 1) * request.period.days());
-    let index = format!(
-        "({} - {}) / {}",
-        sql::day_number(&sql::bucket(interval)),
-        sql::day_number("f.cohort"),
-        request.period.days()
-    );
     let (group, join) = sql::breakdown(request.breakdown.as_ref())?;
-    // Each customer's first `first_event` in the range, its cohort and its
-    // breakdown value.
-    let firsts = format!(
-        "a AS (\
-           SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, e.seq AS seq, {group} AS g, \
-                  row_number() OVER (PARTITION BY e.customer_id ORDER BY e.\"timestamp\", e.seq) AS rn \
-           FROM events e{join} \
-           WHERE {first_days} AND e.customer_id IS NOT NULL AND {first}{segment}), \
-         firsts AS (\
-           SELECT customer_id, ts AS first_ts, seq AS first_seq, {cohort} AS cohort, g FROM a WHERE rn = 1)",
-        first_days = sql::in_days(request.from, request.to),
+    // Each customer's first `first_event` in the range and its breakdown value.
+    let firsts_sql = format!(
+        "SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, e.seq AS seq, {group} AS g \
+         FROM events e{join} \
+         WHERE {days} AND e.customer_id IS NOT NULL AND {first}{segment}",
+        days = sql::in_days(request.from, request.to),
         first = sql::matches(&request.first_event)?,
         segment = sql::and_segment(request.segment.as_deref()),
-        cohort = sql::bucket_of(interval, "ts"),
     );
+    let firsts = lake
+        .fold(
+            &firsts_sql,
+            opts.timeout,
+            Firsts::default,
+            |f: &mut Firsts, batch| f.add(batch),
+        )
+        .await?;
+    let firsts = Arc::new(firsts);
+
     // The largest groups (ties by value, so the choice is stable), then each
-    // customer's group index; without a breakdown every customer is in
-    // `none`.
+    // customer's group index; without a breakdown every customer is in `none`.
     let top = match request.scope().group_limit()? {
-        Some(limit) => {
-            let sql = format!(
-                "WITH {firsts} SELECT g, count(*) AS n FROM firsts WHERE g IS NOT NULL \
-                 GROUP BY g ORDER BY n DESC, g LIMIT {limit}"
-            );
-            grouped::top_values(lake, opts, &sql, limit).await?
-        }
+        Some(limit) => firsts.top_values(limit),
         None => Vec::new(),
     };
-    let tag = grouped::group_index(&top);
-    let sql = format!(
-        "WITH {firsts}, \
-         tagged AS (SELECT customer_id, first_ts, first_seq, cohort, CAST({tag} AS BIGINT) AS gi FROM firsts), \
-         returns AS (\
-           SELECT DISTINCT f.customer_id AS customer_id, f.cohort AS cohort, f.gi AS gi, {index} AS k \
-           FROM tagged f JOIN events e ON e.customer_id = f.customer_id \
-           WHERE {return_days} AND {returning} \
-             AND e.\"timestamp\" >= f.first_ts AND e.seq <> f.first_seq) \
-         SELECT cohort, gi, CAST(-1 AS BIGINT) AS k, count(*) AS n FROM tagged GROUP BY cohort, gi \
-         UNION ALL \
-         SELECT cohort, gi, CAST(k AS BIGINT) AS k, count(*) AS n FROM returns \
-         WHERE k >= 0 AND k <= {periods} GROUP BY cohort, gi, k",
-        return_days = sql::in_days(request.from, until),
+    let index_of_value: HashMap<&str, i64> = top.iter().map(String::as_str).zip(1..).collect();
+    let group_of = |g: u32| match firsts.values.value(g) {
+        None => grouped::NONE,
+        Some(v) => index_of_value.get(v).copied().unwrap_or(grouped::OTHER),
+    };
+
+    let returns_sql = format!(
+        "SELECT e.customer_id AS customer_id, e.\"timestamp\" AS ts, e.seq AS seq \
+         FROM events e WHERE {days} AND e.customer_id IS NOT NULL AND {returning}",
+        days = sql::in_days(request.from, until),
         returning = sql::matches(&request.returning_event)?,
     );
-    let groups_bound = top.len() + 2;
-    let max_rows = (cohort_starts.len() * (periods + 2) * groups_bound).max(1);
-    let result = read::query(lake, &sql, opts, max_rows, "the retention matrix").await?;
+    let shape = Buckets {
+        period: request.period,
+        periods,
+    };
+    let returned = {
+        let firsts = Arc::clone(&firsts);
+        lake.fold(
+            &returns_sql,
+            opts.timeout,
+            || IdMap::<u128>::default(),
+            move |seen: &mut IdMap<u128>, batch| {
+                mark_returns(&firsts, shape, seen, batch)?;
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .await?
+    };
 
     let mut sizes: HashMap<(i64, NaiveDate), u64> = HashMap::new();
     let mut cells: HashMap<(i64, NaiveDate, usize), u64> = HashMap::new();
-    for batch in &result.batches {
-        let cohort = read::dates(batch, "cohort")?;
-        let gi = read::i64s(batch, "gi")?;
-        let k = read::i64s(batch, "k")?;
-        let n = read::i64s(batch, "n")?;
-        for i in 0..batch.num_rows() {
-            let (Some(cohort), Some(gi), Some(k), Some(n)) = (
-                opt_date(&cohort, i),
-                opt_i64(&gi, i),
-                opt_i64(&k, i),
-                opt_i64(&n, i),
-            ) else {
-                continue;
-            };
-            let n = u64::try_from(n).unwrap_or(0);
-            match usize::try_from(k) {
-                Ok(k) => {
-                    cells.insert((gi, cohort, k), n);
-                }
-                Err(_) => {
-                    sizes.insert((gi, cohort), n);
-                }
-            }
+    for (customer, first) in &firsts.first {
+        let gi = group_of(first.group);
+        let Some(cohort) = date_of_day(shape.bucket(day_of(first.ts))) else {
+            continue;
+        };
+        *sizes.entry((gi, cohort)).or_default() += 1;
+        let bits = returned.get(customer).copied().unwrap_or(0);
+        for k in (0..=periods).filter(|k| bits & (1u128 << k) != 0) {
+            *cells.entry((gi, cohort, k)).or_default() += 1;
         }
     }
 

@@ -38,11 +38,6 @@ pub(crate) fn bucket_of(interval: Interval, timestamp: &str) -> String {
     }
 }
 
-/// Days since 1970-01-01 of a DATE expression, as BIGINT.
-pub(crate) fn day_number(date_expr: &str) -> String {
-    format!("CAST(CAST({date_expr} AS INT) AS BIGINT)")
-}
-
 /// Events whose UTC day is in `[from, to)`: the `date` partition column is
 /// the UTC day of `timestamp`, so this is exact and prunes whole directories.
 pub(crate) fn in_days(from: NaiveDate, to: NaiveDate) -> String {

@@ -3,6 +3,7 @@
 //! - [`message`]: the Segment message types and typed accessors over a message's JSON.
 //! - [`identifier`]: the identifier kinds that identity resolution links into one customer.
 //! - [`clock`]: the source of "now", which tests drive by hand.
+//! - [`number`]: how JSON values read as numbers.
 //!
 //! ```
 //! use cohort_core::identifier::{IdKind, Identifier};
@@ -13,6 +14,7 @@
 pub mod clock;
 pub mod identifier;
 pub mod message;
+pub mod number;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identifier::{CustomerId, IdKind, Identifier};

@@ -29,9 +29,14 @@
 //! | `timestamp`, `received_at` | TIMESTAMP (µs, UTC) | |
 //! | `user_id`, `anonymous_id` | VARCHAR NULL | |
 //! | `properties`, `context`, `traits` | VARCHAR NULL | JSON text |
-//! | `revenue`, `price` | DOUBLE NULL | promoted from `properties` |
-//! | `quantity` | BIGINT NULL | promoted from `properties` |
-//! | `currency`, `product_id`, `category`, `order_id` | VARCHAR NULL | promoted from `properties` |
+//! | `revenue`, `price` | DOUBLE NULL | promoted from `properties`: JSON numbers and plain decimal strings (`cohort_core::number::json_number`) |
+//! | `quantity` | BIGINT NULL | promoted from `properties`: whole numbers |
+//! | `currency`, `category` | VARCHAR NULL | promoted from `properties`: JSON strings |
+//! | `product_id`, `order_id` | VARCHAR NULL | promoted from `properties`: strings, numbers as text |
+//!
+//! Inside each file, rows are sorted by `event`, `customer_id`, `timestamp`,
+//! `seq` (recorded in the Parquet metadata), so a filter on the event name
+//! reads only that name's pages.
 //! | `date` | DATE | partition (directory name) |
 //!
 //! JSON values are read with `json_get_str(properties, 'plan')`,

@@ -1,6 +1,7 @@
 //! The query side: a DataFusion session over the lake and the state tables.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -342,7 +343,13 @@ impl Lake {
             .map_err(|e| LakeError::Query(format!("cannot open {}: {e}", events_dir.display())))?;
         runtime.register_object_store(store_url.as_ref(), Arc::new(store));
 
-        let config = SessionConfig::new().with_information_schema(true);
+        let mut config = SessionConfig::new().with_information_schema(true);
+        // Lake files are sorted by event name (see the writer), so a filter on
+        // the name selects a few pages: decode the filter columns first and
+        // the rest only for the rows that pass.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -466,6 +473,91 @@ impl Lake {
             }
         }
     }
+}
+
+impl Lake {
+    /// Runs `sql` and hands its batches, as they come, to `fold`, which
+    /// accumulates into a state made by `init`; returns the final state. For
+    /// analyses that reduce many rows in Rust without holding them all.
+    /// `fold` may answer [`ControlFlow::Break`] to stop reading early.
+    ///
+    /// Errors and the timeout are those of [`Lake::query`]. When the query
+    /// must be re-planned (a file was compacted away under it), the state is
+    /// made anew, so no batch is folded twice.
+    pub async fn fold<S, I, F>(
+        &self,
+        sql: &str,
+        timeout: Duration,
+        init: I,
+        fold: F,
+    ) -> Result<S, LakeError>
+    where
+        S: Send + 'static,
+        I: Fn() -> S + Send + 'static,
+        F: FnMut(&mut S, &RecordBatch) -> Result<ControlFlow<()>, LakeError> + Send + 'static,
+    {
+        check_read_only(sql)?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| LakeError::Internal("the lake is shutting down".into()))?;
+        let ctx = self.ctx.clone();
+        let sql = sql.to_owned();
+        let shared = Arc::clone(&self.shared);
+        let mut task = runtime.spawn(async move {
+            shared.refresh_merges()?;
+            let mut fold = fold;
+            let mut attempt = 0;
+            loop {
+                let mut state = init();
+                match fold_stream(&ctx, &sql, &mut state, &mut fold).await {
+                    Ok(()) => return Ok(state),
+                    Err(FoldError::Engine(e)) if attempt < 2 && is_file_not_found(&e) => {
+                        attempt += 1;
+                        tracing::debug!(attempt, "lake file vanished during a fold, retrying");
+                    }
+                    Err(FoldError::Engine(e)) => return Err(query_error(e)),
+                    Err(FoldError::Fold(e)) => return Err(e),
+                }
+            }
+        });
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(LakeError::Query(format!("query task failed: {join}"))),
+            Err(_) => {
+                task.abort();
+                Err(LakeError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+enum FoldError {
+    Engine(DataFusionError),
+    Fold(LakeError),
+}
+
+async fn fold_stream<S, F>(
+    ctx: &SessionContext,
+    sql: &str,
+    state: &mut S,
+    fold: &mut F,
+) -> Result<(), FoldError>
+where
+    F: FnMut(&mut S, &RecordBatch) -> Result<ControlFlow<()>, LakeError>,
+{
+    let df = ctx
+        .sql_with_options(sql, read_only_options())
+        .await
+        .map_err(FoldError::Engine)?;
+    let mut stream = df.execute_stream().await.map_err(FoldError::Engine)?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(FoldError::Engine)?;
+        if batch.num_rows() > 0 && fold(state, &batch).map_err(FoldError::Fold)?.is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Compaction deletes files a running query may have listed a moment before;

@@ -156,12 +156,10 @@ pub(crate) fn date32(date: NaiveDate) -> i32 {
 }
 
 /// Promoted properties are typed leniently: SDKs send `"9.99"` as often as `9.99`.
+/// The numeric reading segment conditions use too, so that a condition on
+/// `properties.revenue` can be compiled to the `revenue` column.
 fn prop_f64(props: &Value, key: &str) -> Option<f64> {
-    match props.get(key)? {
-        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-        _ => None,
-    }
+    props.get(key).and_then(cohort_core::number::json_number)
 }
 
 fn prop_i64(props: &Value, key: &str) -> Option<i64> {

@@ -17,7 +17,7 @@
 //! | --- | --- | --- |
 //! | `profiles` | `customer_id BIGINT, first_seen TIMESTAMP, last_seen TIMESTAMP, event_count BIGINT, orders BIGINT, total_revenue DOUBLE, revenue_30d DOUBLE, orders_30d BIGINT, last_order_at TIMESTAMP, average_order_value DOUBLE` | one row per customer: [`cohort_profile::ComputedTraits`] |
 //! | `profile_traits` | `customer_id BIGINT, key VARCHAR, value VARCHAR, number DOUBLE` | one row per trait: `value` = [`crate::trait_text`], `number` = [`crate::trait_number`] |
-//! | `events` | `customer_id BIGINT, name VARCHAR, timestamp TIMESTAMP, properties VARCHAR` | one row per event, `name` as counted in `event_counts` (`$page` …), `properties` as compact JSON |
+//! | `events` | `customer_id BIGINT, name VARCHAR, timestamp TIMESTAMP, date DATE, properties VARCHAR, revenue DOUBLE, price DOUBLE, currency VARCHAR, category VARCHAR` | one row per event, `name` as counted in `event_counts` (`$page` …), `date` the UTC day of `timestamp`, `properties` as compact JSON; `revenue` and `price` hold [`crate::values::json_number`] of that property, `currency` and `category` the property when it is a JSON string (the lake's promoted columns) |
 //! | `memberships` | `segment VARCHAR, customer_id BIGINT` | current members of other segments, for `in_segment` |
 //!
 //! List membership (`contains` on a list) matches elements by their JSON text, so list traits and
@@ -222,11 +222,17 @@ fn count_sql(count: CountRule) -> String {
 fn window_sql(window: &Window, now: DateTime<Utc>) -> Result<String, ConditionError> {
     let range = TimeRange::of(window, now);
     let from = range.from.ok_or_else(|| unreachable_input("window"))?;
-    let mut sql = format!("\"timestamp\" >= {}", timestamp(from));
+    // The `date` bounds repeat the timestamp's: they let the lake skip whole days.
+    let mut sql = format!(
+        "\"timestamp\" >= {} AND \"date\" >= {}",
+        timestamp(from),
+        date(from)
+    );
     if let Window::Between(..) = window {
         let to = range.to.ok_or_else(|| unreachable_input("window"))?;
         sql.push_str(" AND ");
         sql.push_str(&upper_bound("\"timestamp\"", to)?);
+        sql.push_str(&format!(" AND \"date\" <= {}", date(to.at)));
     }
     Ok(sql)
 }
@@ -263,6 +269,19 @@ impl Target {
     }
 
     fn property(key: &str) -> Target {
+        let mut target = Target::json_property(key);
+        // The lake keeps these properties in typed columns with the same reading (see the
+        // table contract); a column is far cheaper to filter than JSON to parse.
+        if NUMBER_COLUMNS.contains(&key) {
+            target.number = format!("\"{key}\"");
+        }
+        if TEXT_COLUMNS.contains(&key) {
+            target.text = format!("\"{key}\"");
+        }
+        target
+    }
+
+    fn json_property(key: &str) -> Target {
         let key = text(key);
         let s = format!("json_get_str(properties, {key})");
         Target {
@@ -306,6 +325,13 @@ impl Target {
         }
     }
 }
+
+/// Properties the `events` table also has as DOUBLE columns: the property's
+/// [`crate::values::json_number`].
+const NUMBER_COLUMNS: [&str; 2] = ["revenue", "price"];
+/// Properties the `events` table also has as VARCHAR columns: the property when it is a JSON
+/// string, else NULL (what `json_get_str` reads).
+const TEXT_COLUMNS: [&str; 2] = ["currency", "category"];
 
 /// [`crate::values::parse_number`]'s grammar, without backslashes.
 const NUMBER_PATTERN: &str = "^-?[0-9]+([.][0-9]+)?([eE][+-]?[0-9]+)?$";
@@ -455,6 +481,10 @@ fn timestamp(t: DateTime<Utc>) -> String {
         "TIMESTAMP '{}'",
         t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
     )
+}
+
+fn date(t: DateTime<Utc>) -> String {
+    format!("DATE '{}'", t.format("%Y-%m-%d"))
 }
 
 fn hours(h: u32) -> String {
@@ -630,12 +660,29 @@ mod tests {
                          {"property":"coupon","op":"not_exists"}],
                 "count":{"op":"gte","value":2},"window":{"last_days":30}})),
             "SELECT customer_id FROM events WHERE name = 'Order Completed' \
-             AND \"timestamp\" >= TIMESTAMP '2026-02-13T12:00:00Z' \
-             AND CASE WHEN json_get_str(properties, 'revenue') IS NULL THEN json_get_float(properties, 'revenue') \
-             WHEN regexp_like(json_get_str(properties, 'revenue'), '^-?[0-9]+([.][0-9]+)?([eE][+-]?[0-9]+)?$') \
-             THEN TRY_CAST(json_get_str(properties, 'revenue') AS DOUBLE) END > 100.0 \
+             AND \"timestamp\" >= TIMESTAMP '2026-02-13T12:00:00Z' AND \"date\" >= DATE '2026-02-13' \
+             AND \"revenue\" > 100.0 \
              AND (json_contains(properties, 'coupon')) IS NOT TRUE \
              GROUP BY customer_id HAVING COUNT(*) >= 2"
+        );
+        // A property without a column is read from the JSON, with the same numeric rule.
+        assert_eq!(
+            sql(json!({"type":"event","name":"Order Completed",
+                "where":[{"property":"tax","op":"gt","value":100}]})),
+            "SELECT customer_id FROM events WHERE name = 'Order Completed' \
+             AND CASE WHEN json_get_str(properties, 'tax') IS NULL THEN json_get_float(properties, 'tax') \
+             WHEN regexp_like(json_get_str(properties, 'tax'), '^-?[0-9]+([.][0-9]+)?([eE][+-]?[0-9]+)?$') \
+             THEN TRY_CAST(json_get_str(properties, 'tax') AS DOUBLE) END > 100.0 \
+             GROUP BY customer_id HAVING COUNT(*) >= 1"
+        );
+        // Text columns serve text readings; other readings stay on the JSON.
+        let out = sql(json!({"type":"event","name":"v",
+            "where":[{"property":"category","op":"eq","value":"shoes"},
+                     {"property":"category","op":"exists"}]}));
+        assert!(out.contains("\"category\" = 'shoes'"), "{out}");
+        assert!(
+            out.contains("json_contains(properties, 'category')"),
+            "{out}"
         );
     }
 
@@ -643,13 +690,13 @@ mod tests {
     fn event_windows_render_their_bounds() {
         assert_eq!(
             sql(json!({"type":"event","name":"x","window":{"last_hours":6}})),
-            "SELECT customer_id FROM events WHERE name = 'x' AND \"timestamp\" >= TIMESTAMP '2026-03-15T06:00:00Z' GROUP BY customer_id HAVING COUNT(*) >= 1"
+            "SELECT customer_id FROM events WHERE name = 'x' AND \"timestamp\" >= TIMESTAMP '2026-03-15T06:00:00Z' AND \"date\" >= DATE '2026-03-15' GROUP BY customer_id HAVING COUNT(*) >= 1"
         );
         assert_eq!(
             sql(
                 json!({"type":"event","name":"x","window":{"between":["2026-01-01","2026-01-31T18:00:00Z"]}})
             ),
-            "SELECT customer_id FROM events WHERE name = 'x' AND \"timestamp\" >= TIMESTAMP '2026-01-01T00:00:00Z' AND \"timestamp\" <= TIMESTAMP '2026-01-31T18:00:00Z' GROUP BY customer_id HAVING COUNT(*) >= 1"
+            "SELECT customer_id FROM events WHERE name = 'x' AND \"timestamp\" >= TIMESTAMP '2026-01-01T00:00:00Z' AND \"date\" >= DATE '2026-01-01' AND \"timestamp\" <= TIMESTAMP '2026-01-31T18:00:00Z' AND \"date\" <= DATE '2026-01-31' GROUP BY customer_id HAVING COUNT(*) >= 1"
         );
     }
 

@@ -6,6 +6,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use serde_json::Value;
 
+pub use cohort_core::number::{json_number, parse_number};
+
 /// A trait's text, as stored in `profile_traits.value`: a string trait is its own text, anything
 /// else its compact JSON (`true`, `42`, `["a","b"]`).
 pub fn trait_text(value: &Value) -> String {
@@ -18,48 +20,7 @@ pub fn trait_text(value: &Value) -> String {
 /// A trait's numeric reading, as stored in `profile_traits.number`: JSON numbers, and strings
 /// spelled as plain decimals (see [`parse_number`]).
 pub fn trait_number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
-        Value::String(s) => parse_number(s),
-        _ => None,
-    }
-}
-
-/// Reads a numeric string: `-12`, `3.5`, `1e6`. Deliberately stricter than `f64::from_str`: a
-/// leading `+`, surrounding spaces, `inf` and `NaN` are text, so phone numbers such as
-/// `+8613800000000` stay strings, and SQL casts agree with this reading.
-pub fn parse_number(s: &str) -> Option<f64> {
-    let bytes = s.as_bytes();
-    let mut i = usize::from(bytes.first() == Some(&b'-'));
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i > start
-    };
-    if !digits(&mut i) {
-        return None;
-    }
-    if bytes.get(i) == Some(&b'.') {
-        i += 1;
-        if !digits(&mut i) {
-            return None;
-        }
-    }
-    if matches!(bytes.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(bytes.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if !digits(&mut i) {
-            return None;
-        }
-    }
-    if i != bytes.len() {
-        return None;
-    }
-    s.parse::<f64>().ok().filter(|f| f.is_finite())
+    json_number(value)
 }
 
 /// The years a date may fall in. SQL engines built on Arrow store timestamps as nanoseconds, which
@@ -201,19 +162,6 @@ pub(crate) fn element_spellings(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn numeric_strings_are_plain_decimals_only() {
-        assert_eq!(parse_number("42"), Some(42.0));
-        assert_eq!(parse_number("-3.5"), Some(-3.5));
-        assert_eq!(parse_number("1e3"), Some(1000.0));
-        assert_eq!(parse_number("2.5E-1"), Some(0.25));
-        for text in [
-            "", "-", "+5", " 5", "5 ", "5.", ".5", "inf", "NaN", "0x10", "1e", "1e400",
-        ] {
-            assert_eq!(parse_number(text), None, "{text:?}");
-        }
-    }
 
     #[test]
     fn trait_columns_follow_the_documented_encoding() {

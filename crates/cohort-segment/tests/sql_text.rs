@@ -99,7 +99,8 @@ fn a_full_segment_compiles_to_one_parseable_query() {
         sql,
         "(SELECT customer_id FROM profiles WHERE revenue_30d > 5000.0) INTERSECT \
          (SELECT customer_id FROM events WHERE name = 'Order Completed' \
-         AND \"timestamp\" >= TIMESTAMP '2026-02-13T12:00:00Z' GROUP BY customer_id HAVING COUNT(*) >= 1) INTERSECT \
+         AND \"timestamp\" >= TIMESTAMP '2026-02-13T12:00:00Z' AND \"date\" >= DATE '2026-02-13' \
+         GROUP BY customer_id HAVING COUNT(*) >= 1) INTERSECT \
          (SELECT customer_id FROM profiles EXCEPT ((SELECT DISTINCT customer_id FROM memberships WHERE segment = 'churned') UNION \
          (SELECT customer_id FROM profiles EXCEPT (SELECT customer_id FROM profile_traits WHERE \"key\" = 'email'))))"
     );

@@ -26,7 +26,8 @@ pub use error::ApiError;
 pub use ingest::replay_failed;
 pub use rfm::{RfmParams, RfmRun, RfmRunError, latest_rfm, run_rfm};
 pub use segments::{
-    ALL_ROWS, batch_members, export_sql, moves_with_time, refresh as refresh_segment,
+    ALL_ROWS, EVENTS_FOR_SEGMENTS, batch_members, export_sql, moves_with_time,
+    refresh as refresh_segment,
 };
 pub use sources::policy_for;
 pub use state::AppState;
@@ -142,7 +143,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         let store = store.clone();
         tokio::task::spawn_blocking(move || segments::create_builtin_tags(&store))
             .await
-            .map_err(|e| cohort_store::StoreError::Corrupt(format!("tag install task failed: {e}")))??
+            .map_err(|e| {
+                cohort_store::StoreError::Corrupt(format!("tag install task failed: {e}"))
+            })??
     } else {
         Vec::new()
     };

@@ -48,6 +48,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/profiles/{kind}/{value}/tags", get(profile_tags))
 }
 
+/// The `events` table of `cohort_segment::to_sql`'s contract, over the lake's `events` view
+/// (which already maps merged customers): naive UTC timestamps, the promoted columns.
+pub const EVENTS_FOR_SEGMENTS: &str = "SELECT customer_id, event AS name, \
+     CAST(\"timestamp\" AS TIMESTAMP) AS \"timestamp\", date, properties, revenue, price, currency, category \
+     FROM events WHERE customer_id IS NOT NULL";
+
 /// The customers matching `condition` at `now`, by one SQL query over the lake and the state
 /// tables. The query sees the events processed so far, as real-time evaluation does.
 pub async fn batch_members(
@@ -56,11 +62,8 @@ pub async fn batch_members(
     now: DateTime<Utc>,
 ) -> Result<HashSet<i64>, LakeError> {
     let inner = to_sql(condition, now).map_err(|e| LakeError::Query(format!("condition.{e}")))?;
-    // The condition compiler expects events as (customer_id, name, timestamp, properties) with
-    // naive UTC timestamps; the lake's `events` view already maps merged customers.
     let sql = format!(
-        "WITH events AS (SELECT customer_id, event AS name, CAST(\"timestamp\" AS TIMESTAMP) AS \"timestamp\", properties \
-         FROM events WHERE customer_id IS NOT NULL) \
+        "WITH events AS ({EVENTS_FOR_SEGMENTS}) \
          SELECT DISTINCT customer_id FROM ({inner}) AS members WHERE customer_id IS NOT NULL"
     );
     let result = analytics

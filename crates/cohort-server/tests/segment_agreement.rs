@@ -57,10 +57,29 @@ fn random_messages(rng: &mut StdRng, now: DateTime<Utc>) -> Vec<Value> {
                 let name = *EVENTS.choose(rng).unwrap();
                 let mut properties = serde_json::Map::new();
                 if name == "Order Completed" {
-                    properties.insert("revenue".into(), json!(rng.random_range(1..40) * 100));
+                    // The lake promotes revenue and price to typed columns, which the SQL reads
+                    // instead of the JSON: every spelling must read the same both ways.
+                    let amount = rng.random_range(1..40) * 100;
+                    let revenue = match rng.random_range(0..8) {
+                        0 => json!(amount.to_string()),
+                        1 => json!(format!("{amount}.5")),
+                        2 => json!(format!(" {amount}")),
+                        3 => json!("n/a"),
+                        4 => json!(true),
+                        _ => json!(amount),
+                    };
+                    properties.insert("revenue".into(), revenue);
+                    if rng.random_bool(0.5) {
+                        properties.insert("price".into(), json!(f64::from(amount) / 4.0));
+                    }
                 }
                 if rng.random_bool(0.6) {
-                    properties.insert("category".into(), json!(CATEGORIES.choose(rng).unwrap()));
+                    let category = if rng.random_bool(0.1) {
+                        json!(7)
+                    } else {
+                        json!(CATEGORIES.choose(rng).unwrap())
+                    };
+                    properties.insert("category".into(), category);
                 }
                 json!({"type": "track", "event": name, "userId": user, "messageId": id,
                        "timestamp": at(now, hours), "properties": properties})
@@ -101,14 +120,26 @@ fn random_condition(rng: &mut StdRng, depth: u32, earlier: &[String]) -> Value {
             let mut c = json!({"type": "event", "name": *EVENTS.choose(rng).unwrap(),
                                "count": {"op": *["gte", "lt", "eq"].choose(rng).unwrap(), "value": rng.random_range(0..4)}});
             if rng.random_bool(0.6) {
-                c["window"] = if rng.random_bool(0.5) {
-                    json!({"last_days": rng.random_range(1..40)})
-                } else {
-                    json!({"last_hours": rng.random_range(1..200)})
+                c["window"] = match rng.random_range(0..3) {
+                    0 => json!({"last_days": rng.random_range(1..40)}),
+                    1 => json!({"last_hours": rng.random_range(1..200)}),
+                    _ => {
+                        let from = Utc::now() - chrono::Duration::days(rng.random_range(2..40));
+                        let to = from + chrono::Duration::hours(rng.random_range(1..400));
+                        json!({"between": [from.format("%Y-%m-%d").to_string(), to.to_rfc3339()]})
+                    }
                 };
             }
-            if rng.random_bool(0.4) {
-                c["where"] = json!([{"property": "category", "op": "eq", "value": *CATEGORIES.choose(rng).unwrap()}]);
+            if rng.random_bool(0.5) {
+                c["where"] = match rng.random_range(0..5) {
+                    0 => json!([{"property": "category", "op": "eq", "value": *CATEGORIES.choose(rng).unwrap()}]),
+                    1 if rng.random_bool(0.5) => json!([{"property": "category", "op": "ne", "value": CATEGORIES[0]}]),
+                    1 => json!([{"property": "category", "op": "in", "value": [CATEGORIES[0], CATEGORIES[1]]}]),
+                    2 => json!([{"property": "revenue", "op": *["gt", "lte", "eq"].choose(rng).unwrap(),
+                                 "value": rng.random_range(1..40) * 100}]),
+                    3 => json!([{"property": "price", "op": "gte", "value": rng.random_range(1..40) * 25}]),
+                    _ => json!([{"property": "revenue", "op": "exists"}]),
+                };
             }
             c
         }

@@ -55,6 +55,7 @@ use cohort_lake::{
 };
 use cohort_segment::rfm::{RfmInput, RfmOptions, analyse, quintile_scores};
 use cohort_segment::{Condition, to_sql};
+use cohort_server::EVENTS_FOR_SEGMENTS;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -1081,11 +1082,10 @@ fn count_members(inner: &str) -> String {
 }
 
 /// Members of a compiled condition that reads events, exactly as the server's batch evaluation
-/// runs it: the compiler expects `events(customer_id, name, timestamp, properties)`.
+/// runs it (the same `events` table).
 fn count_members_over_events(inner: &str) -> String {
     format!(
-        "WITH events AS (SELECT customer_id, event AS name, CAST(\"timestamp\" AS TIMESTAMP) AS \"timestamp\", \
-         properties FROM events WHERE customer_id IS NOT NULL) {}",
+        "WITH events AS ({EVENTS_FOR_SEGMENTS}) {}",
         count_members(inner)
     )
 }
