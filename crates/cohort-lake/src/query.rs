@@ -1000,7 +1000,20 @@ impl TableProvider for StateProvider {
                 DataFusionError::Execution(format!("state table {name} unavailable: {e}"))
             })?;
         let batch = conform(name, &batch, &self.schema)?;
-        let memory = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
+        // One partition per thread (zero-copy slices), so that scans and joins of a large
+        // state table run in parallel.
+        let parts = state.config().target_partitions().max(1);
+        let step = batch.num_rows().div_ceil(parts).max(1);
+        let partitions = (0..batch.num_rows())
+            .step_by(step)
+            .map(|at| vec![batch.slice(at, step.min(batch.num_rows() - at))])
+            .collect::<Vec<_>>();
+        let partitions = if partitions.is_empty() {
+            vec![vec![batch]]
+        } else {
+            partitions
+        };
+        let memory = MemTable::try_new(Arc::clone(&self.schema), partitions)?;
         memory.scan(state, projection, filters, limit).await
     }
 }

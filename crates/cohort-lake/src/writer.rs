@@ -42,6 +42,11 @@ pub const COMPACT_MAX_ROWS: usize = 1_000_000;
 /// split a day across threads and skip groups by their statistics.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Rows per data page at most. The page index keeps each page's min and max, so
+/// small pages let a filter on the event name skip all but the pages holding
+/// that name; a page per 4k rows costs little in size.
+const PAGE_ROWS: usize = 4096;
+
 /// The order of rows inside every lake file: by event name, then customer,
 /// then time. Analyses filter on the name first; with the rows of a name
 /// together, the statistics of row groups and pages let a reader skip every
@@ -407,6 +412,7 @@ fn write_lake_file(
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_sorting_columns(Some(sorting_columns(schema)?))
         .build();
     write_with(path, schema, props, std::iter::once(Ok(batch)))

@@ -331,10 +331,16 @@ async fn get_profile(
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let now = state.0.clock.now();
-    let (k, v) = (kind.clone(), value.clone());
-    let profile = blocking(move || Ok(store.profiles().profile(&k, &v, now)?)).await?;
+    // A cached profile needs no database access, hence no blocking hop.
+    let profile = match store.profiles().cached_profile(&kind, &value, now) {
+        Some(profile) => Some(profile),
+        None => {
+            let (k, v) = (kind.clone(), value.clone());
+            blocking(move || Ok(store.profiles().profile(&k, &v, now)?)).await?
+        }
+    };
     profile
-        .map(|p| Json(json!(p)))
+        .map(|p| Json(json!(*p)))
         .ok_or_else(|| ApiError::not_found(format!("no customer has {kind} {value:?}")))
 }
 

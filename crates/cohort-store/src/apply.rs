@@ -6,6 +6,7 @@
 
 use crate::StoreConfig;
 use crate::inbox::{InboxEntry, Progress, read_after};
+use crate::profile_cache::ProfileCache;
 use crate::time::{day_of, to_micros};
 use cohort_core::message::{event_key, identifiers, parse_timestamp, previous_id};
 use cohort_core::{CustomerId, IdKind, Identifier};
@@ -30,6 +31,7 @@ impl ProcessorHandle {
         inbox: Connection,
         progress: Arc<Progress>,
         config: &StoreConfig,
+        profile_cache: Option<Arc<ProfileCache>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let running = Arc::new(AtomicBool::new(true));
@@ -41,6 +43,9 @@ impl ProcessorHandle {
             profile: config.profile.clone(),
             batch: config.apply_batch.max(1),
             cache: IdentityCache::default(),
+            profile_cache,
+            derived_version: None,
+            touched: Vec::new(),
         };
         let (stop2, running2) = (stop.clone(), running.clone());
         let thread = std::thread::Builder::new()
@@ -81,12 +86,37 @@ struct Processor {
     profile: ProfileRules,
     batch: usize,
     cache: IdentityCache,
+    profile_cache: Option<Arc<ProfileCache>>,
+    /// `derived_version` last seen (see [`crate::profile_cache`]).
+    derived_version: Option<i64>,
+    /// Customers the current batch touched, merged-away ones included.
+    touched: Vec<CustomerId>,
 }
 
 impl Processor {
+    /// Clears the profile cache when a write outside the processor changed profiles.
+    fn check_derived_version(&mut self) {
+        let Some(cache) = &self.profile_cache else {
+            return;
+        };
+        match derived_version(&self.state) {
+            Ok(version) => {
+                if self.derived_version.is_some_and(|seen| seen != version) {
+                    cache.clear();
+                }
+                self.derived_version = Some(version);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading derived_version failed; clearing cached profiles");
+                cache.clear();
+            }
+        }
+    }
+
     fn run(&mut self, stop: &AtomicBool) {
         let mut position = self.progress.applied();
         while !stop.load(Ordering::Acquire) {
+            self.check_derived_version();
             let entries = match read_after(&self.inbox, position, self.batch) {
                 Ok(e) => e,
                 Err(e) => {
@@ -102,15 +132,20 @@ impl Processor {
                 continue;
             };
             let started = Instant::now();
+            self.touched.clear();
             match apply_batch(
                 &mut self.state,
                 &entries,
                 &self.identity,
                 &self.profile,
                 &mut self.cache,
+                &mut self.touched,
                 last,
             ) {
                 Ok(()) => {
+                    if let Some(cache) = &self.profile_cache {
+                        cache.invalidate(&self.touched);
+                    }
                     position = last;
                     self.progress.set_applied(last);
                     metrics::counter!("cohort_events_processed_total")
@@ -135,12 +170,13 @@ fn apply_batch(
     identity: &IdentityRules,
     profile: &ProfileRules,
     cache: &mut IdentityCache,
+    touched: &mut Vec<CustomerId>,
     last: i64,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deltas = StatsDeltas::default();
     for entry in entries {
-        apply_one(&tx, entry, identity, profile, cache, &mut deltas)?;
+        apply_one(&tx, entry, identity, profile, cache, &mut deltas, touched)?;
     }
     deltas.flush(&tx)?;
     tx.execute(
@@ -157,6 +193,7 @@ fn apply_one(
     profile: &ProfileRules,
     cache: &mut IdentityCache,
     deltas: &mut StatsDeltas,
+    touched: &mut Vec<CustomerId>,
 ) -> rusqlite::Result<()> {
     let msg: Map<String, Value> = match serde_json::from_str(&entry.body) {
         Ok(Value::Object(m)) => m,
@@ -186,6 +223,7 @@ fn apply_one(
             }
             for (from, into) in &resolution.merged {
                 merge_profiles(tx, *from, *into)?;
+                touched.push(*from);
             }
             if !resolution.skipped.is_empty() {
                 metrics::counter!("cohort_identity_skipped_total")
@@ -204,6 +242,7 @@ fn apply_one(
         metrics::counter!("cohort_events_unattributed_total").increment(1);
         return Ok(());
     };
+    touched.push(customer);
     if msg.get("type").and_then(Value::as_str) == Some("identify") {
         // RudderStack's SDKs send identify traits only under context.traits; Segment's send them at
         // the top level. Apply both, the top level last so it wins where they disagree.
@@ -220,6 +259,14 @@ fn apply_one(
     }
     deltas.add(customer, &msg, ts, profile);
     Ok(())
+}
+
+/// The counter writers outside the processor bump when they change what profiles show.
+pub(crate) fn derived_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT COALESCE((SELECT value FROM meta WHERE key = 'derived_version'), 0)",
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 /// An alias's previousId is whatever it was used as before: a user ID or an anonymous ID.

@@ -14,6 +14,7 @@
 //! segments that use them are re-evaluated.
 
 use crate::apply::trait_text;
+use crate::profile_cache::ProfileCache;
 use crate::time::format_micros;
 use crate::{Durability, Store, StoreError, conn};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One customer's orders inside a window of days, from `revenue_days`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +74,7 @@ pub struct ReplaceSummary {
 pub struct Derived {
     state_path: PathBuf,
     durability: Durability,
+    profile_cache: Option<Arc<ProfileCache>>,
 }
 
 impl Store {
@@ -80,6 +83,7 @@ impl Store {
         Derived {
             state_path: self.data_dir().join("state.db"),
             durability: self.config().durability,
+            profile_cache: self.profile_cache(),
         }
     }
 }
@@ -223,7 +227,20 @@ impl Derived {
         if let Some(run) = run {
             summary.run_id = Some(insert_run(&tx, run, now)?);
         }
+        if summary.changed > 0 {
+            // Tells a server's processor, maybe in another process, that profiles changed.
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('derived_version', 1)
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+        }
         tx.commit()?;
+        if summary.changed > 0
+            && let Some(cache) = &self.profile_cache
+        {
+            cache.clear();
+        }
         Ok(summary)
     }
 

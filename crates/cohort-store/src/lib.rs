@@ -23,11 +23,14 @@ mod conn;
 mod derived;
 mod failed;
 mod inbox;
+mod profile_cache;
 mod profiles;
 mod realtime;
 mod schema;
 mod segments;
 mod time;
+
+use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
 pub use catalog::{AdminKey, Catalog, Source, hash_key};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
@@ -126,6 +129,7 @@ pub struct Store {
 
 struct Inner {
     config: StoreConfig,
+    profile_cache: Option<Arc<ProfileCache>>,
     inbox: inbox::InboxWriter,
     progress: Arc<inbox::Progress>,
     processor: Option<apply::ProcessorHandle>,
@@ -160,11 +164,16 @@ impl Store {
 
         let catalog = Catalog::new(conn::open(&state_path, config.durability)?);
         let failed = FailedEvents::new(conn::open(&inbox_path, config.durability)?);
+        // Only a process that applies events can keep cached profiles exact.
+        let profile_cache = config
+            .process
+            .then(|| Arc::new(ProfileCache::new(PROFILE_CACHE_CAPACITY)));
         let profiles = Profiles::new(
             (0..4)
                 .map(|_| conn::open(&state_path, config.durability))
                 .collect::<Result<_, _>>()?,
             config.profile.clone(),
+            profile_cache.clone(),
         );
         let segments = Segments::new(conn::open(&state_path, config.durability)?);
         let inbox = inbox::InboxWriter::start(inbox_conn, progress.clone(), &config);
@@ -175,6 +184,7 @@ impl Store {
                 reader,
                 progress.clone(),
                 &config,
+                profile_cache.clone(),
             ))
         } else {
             None
@@ -191,6 +201,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
+                profile_cache,
                 inbox,
                 progress,
                 processor,
@@ -281,6 +292,10 @@ impl Store {
     /// Segment and tag definitions and their members.
     pub fn segments(&self) -> &Segments {
         &self.inner.segments
+    }
+
+    pub(crate) fn profile_cache(&self) -> Option<Arc<ProfileCache>> {
+        self.inner.profile_cache.clone()
     }
 
     pub fn profiles(&self) -> &Profiles {

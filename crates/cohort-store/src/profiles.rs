@@ -2,6 +2,7 @@
 
 use crate::StoreError;
 use crate::apply::trait_text;
+use crate::profile_cache::{Loaded, ProfileCache};
 use crate::time::{day_of, format_micros, to_micros};
 use chrono::{DateTime, Utc};
 use cohort_core::{CustomerId, IdKind, Identifier};
@@ -9,8 +10,8 @@ use cohort_profile::{ComputedTraits, MergeRecord, Profile, ProfileRules};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One stored event of a customer's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,15 +50,36 @@ pub struct Profiles {
     pool: Vec<Mutex<Connection>>,
     next: AtomicUsize,
     rules: ProfileRules,
+    /// Present when this process runs the processor, which keeps it exact.
+    cache: Option<Arc<ProfileCache>>,
 }
 
 impl Profiles {
-    pub(crate) fn new(pool: Vec<Connection>, rules: ProfileRules) -> Self {
+    pub(crate) fn new(
+        pool: Vec<Connection>,
+        rules: ProfileRules,
+        cache: Option<Arc<ProfileCache>>,
+    ) -> Self {
         Self {
             pool: pool.into_iter().map(Mutex::new).collect(),
             next: AtomicUsize::new(0),
             rules,
+            cache,
         }
+    }
+
+    /// The profile of the customer `kind`/`value` leads to, when it is in memory: no database
+    /// access, so an async handler can call it without a blocking hop. `None` says nothing about
+    /// whether the customer exists; [`Profiles::profile`] does.
+    pub fn cached_profile(
+        &self,
+        kind: &str,
+        value: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<Profile>> {
+        self.cache
+            .as_ref()?
+            .get(kind, value, day_of(to_micros(now)))
     }
 
     fn with<T>(
@@ -86,13 +108,46 @@ impl Profiles {
         kind: &str,
         value: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Profile>, StoreError> {
-        self.with(|conn| {
+    ) -> Result<Option<Arc<Profile>>, StoreError> {
+        let day = day_of(to_micros(now));
+        let Some(cache) = &self.cache else {
+            return self.with(|conn| {
+                let Some(customer) = find_customer(conn, kind, value)? else {
+                    return Ok(None);
+                };
+                Ok(Some(Arc::new(load_profile(
+                    conn,
+                    customer,
+                    now,
+                    &self.rules,
+                )?)))
+            });
+        };
+        if let Some(profile) = cache.get(kind, value, day) {
+            return Ok(Some(profile));
+        }
+        let generation = cache.generation();
+        let loaded = self.with(|conn| {
             let Some(customer) = find_customer(conn, kind, value)? else {
                 return Ok(None);
             };
-            load_profile(conn, customer, now, &self.rules).map(Some)
-        })
+            Ok(Some((
+                customer,
+                load_profile(conn, customer, now, &self.rules)?,
+            )))
+        })?;
+        Ok(loaded.map(|(customer, profile)| {
+            let profile = Arc::new(profile);
+            let from = Loaded {
+                kind,
+                value,
+                customer,
+                day,
+                generation,
+            };
+            cache.insert(from, Arc::clone(&profile));
+            profile
+        }))
     }
 
     pub fn timeline(

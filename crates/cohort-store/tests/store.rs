@@ -209,3 +209,94 @@ fn write_keys_are_shown_once_and_verified_by_hash() {
         "the key itself is never stored"
     );
 }
+
+/// Profiles are served from memory once read; every way state changes must show at once (or, for
+/// another process's writes, within the processor's next round).
+#[tokio::test]
+async fn cached_profiles_follow_events_merges_and_derived_traits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let order = |id: &str, who: (&str, &str), revenue: f64| {
+        let mut m = json!({"type": "track", "event": "Order Completed", "messageId": id,
+                           "timestamp": Utc::now().to_rfc3339(), "properties": {"revenue": revenue}});
+        m[who.0] = json!(who.1);
+        m
+    };
+    store
+        .append(submission(1, &[order("1", ("userId", "u"), 10.0)]))
+        .await
+        .unwrap();
+    settle(&store);
+    let read = |kind: &str, value: &str| {
+        store
+            .profiles()
+            .profile(kind, value, now())
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(read("user_id", "u").computed.orders, 1);
+    let cached = store.profiles().cached_profile("user_id", "u", now());
+    assert_eq!(
+        cached.map(|p| p.computed.orders),
+        Some(1),
+        "the read was kept"
+    );
+
+    // A new event of the customer.
+    store
+        .append(submission(1, &[order("2", ("userId", "u"), 5.0)]))
+        .await
+        .unwrap();
+    settle(&store);
+    assert!(
+        store
+            .profiles()
+            .cached_profile("user_id", "u", now())
+            .is_none()
+    );
+    assert_eq!(read("user_id", "u").computed.orders, 2);
+
+    // A merge: the anonymous visitor's cached profile must lead to the survivor.
+    store
+        .append(submission(
+            1,
+            &[order("3", ("anonymousId", "visitor"), 1.0)],
+        ))
+        .await
+        .unwrap();
+    settle(&store);
+    assert_eq!(read("anonymous_id", "visitor").computed.orders, 1);
+    let alias = json!({"type": "alias", "userId": "u", "previousId": "visitor", "messageId": "4"});
+    store.append(submission(1, &[alias])).await.unwrap();
+    settle(&store);
+    let merged = read("anonymous_id", "visitor");
+    assert_eq!(merged.computed.orders, 3);
+    assert_eq!(merged.customer_id, read("user_id", "u").customer_id);
+
+    // Derived traits written in this process, then by another process on the same data.
+    let customer: i64 = merged.customer_id.parse().unwrap();
+    let set = |derived: cohort_store::Derived, value: &str| {
+        let traits = json!({"rfm_segment": value});
+        derived
+            .replace_traits(
+                &["rfm_segment"],
+                &[(customer, traits.as_object().unwrap().clone())],
+                None,
+            )
+            .unwrap();
+    };
+    set(store.derived(), "Champions");
+    assert_eq!(read("user_id", "u").traits["rfm_segment"], "Champions");
+    let mut offline = StoreConfig::new(dir.path());
+    offline.process = false;
+    let other = Store::open(offline).unwrap();
+    set(other.derived(), "Lost");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while read("user_id", "u").traits["rfm_segment"] != "Lost" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another process's write never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

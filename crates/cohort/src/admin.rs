@@ -38,7 +38,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .profiles()
                 .profile(&kind, &value, chrono::Utc::now())?
                 .with_context(|| format!("no customer has {kind} {value:?}"))?;
-            let value = serde_json::to_value(&profile)?;
+            let value = serde_json::to_value(&*profile)?;
             out.print(&value, || {
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             });
