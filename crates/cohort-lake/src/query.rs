@@ -343,13 +343,22 @@ impl Lake {
             .map_err(|e| LakeError::Query(format!("cannot open {}: {e}", events_dir.display())))?;
         runtime.register_object_store(store_url.as_ref(), Arc::new(store));
 
-        let mut config = SessionConfig::new().with_information_schema(true);
+        // DataFusion's own DATAFUSION_* environment variables tune the engine
+        // (documented in its configuration reference); Cohort's defaults below
+        // apply where they are not set.
+        let mut config = SessionConfig::from_env()
+            .map_err(query_error)?
+            .with_information_schema(true);
         // Lake files are sorted by event name (see the writer), so a filter on
         // the name selects a few pages: decode the filter columns first and
         // the rest only for the rows that pass.
         let parquet = &mut config.options_mut().execution.parquet;
-        parquet.pushdown_filters = true;
-        parquet.reorder_filters = true;
+        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS").is_none() {
+            parquet.pushdown_filters = true;
+        }
+        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_REORDER_FILTERS").is_none() {
+            parquet.reorder_filters = true;
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)

@@ -1568,6 +1568,27 @@ fn cases(cal: &Calendar) -> anyhow::Result<Vec<Case>> {
     ])
 }
 
+/// The cases named in `only` (all when empty); k-means needs the RFM case's aggregates.
+fn selected(cases: Vec<Case>, only: &[String]) -> anyhow::Result<Vec<Case>> {
+    if only.is_empty() {
+        return Ok(cases);
+    }
+    if let Some(unknown) = only
+        .iter()
+        .find(|id| !cases.iter().any(|c| c.id == id.as_str()))
+    {
+        let known: Vec<&str> = cases.iter().map(|c| c.id).collect();
+        bail!(
+            "--only: no query {unknown:?}; the queries are {}",
+            known.join(", ")
+        );
+    }
+    let wanted = |id: &str| {
+        only.iter().any(|o| o == id) || (id == "rfm" && only.iter().any(|o| o == "kmeans"))
+    };
+    Ok(cases.into_iter().filter(|c| wanted(c.id)).collect())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running and comparing
 
@@ -2078,7 +2099,7 @@ async fn measure(
         fmt_int(state.traits.num_rows() as u64)
     );
     let lake = Lake::open(dir)?.with_state(Arc::new(state));
-    let cases = cases(cal)?;
+    let cases = selected(cases(cal)?, &args.only)?;
     let repeat = args.repeat.max(1);
     let now = cal.now()?;
     println!(

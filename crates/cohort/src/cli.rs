@@ -140,6 +140,11 @@ pub struct BenchAnalyticsArgs {
     /// Seed of the generated data.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run only these queries (comma-separated ids: platinum, plan, event_json, event_column,
+    /// two_orders_scan, two_orders_trait, funnel, funnel_sql, retention, retention_sql, rfm,
+    /// kmeans; kmeans brings rfm, whose aggregates it clusters).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Python interpreter with the duckdb package.
     #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
