@@ -251,17 +251,8 @@ struct Firsts {
 
 impl Firsts {
     fn add(&mut self, batch: &RecordBatch) -> Result<ControlFlow<()>, LakeError> {
-        let bad = |e: AnalysisError| LakeError::Internal(e.to_string());
-        let c = read::i64s(batch, "customer_id").map_err(bad)?;
-        let t = read::i64s(batch, "ts").map_err(bad)?;
-        let q = read::i64s(batch, "seq").map_err(bad)?;
-        let g = read::strings(batch, "g").map_err(bad)?;
-        for i in 0..batch.num_rows() {
-            let (Some(customer), Some(ts), Some(seq)) =
-                (opt_i64(&c, i), opt_i64(&t, i), opt_i64(&q, i))
-            else {
-                continue;
-            };
+        let g = read::strings(batch, "g").map_err(internal)?;
+        for_each_event(batch, |i, customer, ts, seq| {
             let group = self.values.number((!g.is_null(i)).then(|| g.value(i)));
             let event = First { ts, seq, group };
             self.first
@@ -272,7 +263,7 @@ impl Firsts {
                     }
                 })
                 .or_insert(event);
-        }
+        })?;
         Ok(ControlFlow::Continue(()))
     }
 
@@ -304,24 +295,36 @@ fn mark_returns(
     seen: &mut IdMap<u128>,
     batch: &RecordBatch,
 ) -> Result<(), LakeError> {
-    let bad = |e: AnalysisError| LakeError::Internal(e.to_string());
-    let c = read::i64s(batch, "customer_id").map_err(bad)?;
-    let t = read::i64s(batch, "ts").map_err(bad)?;
-    let q = read::i64s(batch, "seq").map_err(bad)?;
-    for i in 0..batch.num_rows() {
-        let (Some(customer), Some(ts), Some(seq)) =
-            (opt_i64(&c, i), opt_i64(&t, i), opt_i64(&q, i))
-        else {
-            continue;
-        };
+    for_each_event(batch, |_, customer, ts, seq| {
         let Some(first) = firsts.first.get(&customer) else {
-            continue;
+            return;
         };
         if ts < first.ts || seq == first.seq {
-            continue;
+            return;
         }
         if let Some(k) = shape.period_of(day_of(first.ts), day_of(ts)) {
             *seen.entry(customer).or_default() |= 1u128 << k;
+        }
+    })
+}
+
+fn internal(e: AnalysisError) -> LakeError {
+    LakeError::Internal(e.to_string())
+}
+
+/// Calls `f(row, customer_id, ts, seq)` for each row of `batch` that has all three.
+fn for_each_event(
+    batch: &RecordBatch,
+    mut f: impl FnMut(usize, i64, i64, i64),
+) -> Result<(), LakeError> {
+    let c = read::i64s(batch, "customer_id").map_err(internal)?;
+    let t = read::i64s(batch, "ts").map_err(internal)?;
+    let q = read::i64s(batch, "seq").map_err(internal)?;
+    for i in 0..batch.num_rows() {
+        if let (Some(customer), Some(ts), Some(seq)) =
+            (opt_i64(&c, i), opt_i64(&t, i), opt_i64(&q, i))
+        {
+            f(i, customer, ts, seq);
         }
     }
     Ok(())
@@ -386,7 +389,7 @@ pub async fn retention(
         lake.fold(
             &returns_sql,
             opts.timeout,
-            || IdMap::<u128>::default(),
+            IdMap::<u128>::default,
             move |seen: &mut IdMap<u128>, batch| {
                 mark_returns(&firsts, shape, seen, batch)?;
                 Ok(ControlFlow::Continue(()))

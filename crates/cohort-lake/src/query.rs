@@ -344,21 +344,14 @@ impl Lake {
         runtime.register_object_store(store_url.as_ref(), Arc::new(store));
 
         // DataFusion's own DATAFUSION_* environment variables tune the engine
-        // (documented in its configuration reference); Cohort's defaults below
-        // apply where they are not set.
-        let mut config = SessionConfig::from_env()
+        // (documented in its configuration reference). Filter pushdown stays
+        // off: lake files are sorted by event name, so the page index already
+        // narrows a scan to the pages of the names asked for, and decoding
+        // the filter columns in a pass of their own then costs more than it
+        // saves (measured in docs/BENCHMARKS.md).
+        let config = SessionConfig::from_env()
             .map_err(query_error)?
             .with_information_schema(true);
-        // Lake files are sorted by event name (see the writer), so a filter on
-        // the name selects a few pages: decode the filter columns first and
-        // the rest only for the rows that pass.
-        let parquet = &mut config.options_mut().execution.parquet;
-        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS").is_none() {
-            parquet.pushdown_filters = true;
-        }
-        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_REORDER_FILTERS").is_none() {
-            parquet.reorder_filters = true;
-        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -460,25 +453,38 @@ impl Lake {
     /// timeout); the query itself runs on the lake's own threads.
     pub async fn query(&self, sql: &str, opts: QueryOptions) -> Result<QueryResult, LakeError> {
         check_read_only(sql)?;
+        let ctx = self.ctx.clone();
+        let sql = sql.to_owned();
+        let max_rows = opts.max_rows;
+        self.run_timed(opts.timeout, async move {
+            run_with_retry(&ctx, &sql, max_rows).await
+        })
+        .await
+    }
+
+    /// Runs `work` on the lake's threads after loading the merge map, cancelled
+    /// after `timeout`: a task of its own, so that abort() stops it at its
+    /// next yield.
+    async fn run_timed<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, LakeError>> + Send + 'static,
+    ) -> Result<T, LakeError> {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| LakeError::Internal("the lake is shutting down".into()))?;
-        let ctx = self.ctx.clone();
-        let sql = sql.to_owned();
-        let max_rows = opts.max_rows;
         let shared = Arc::clone(&self.shared);
-        // A task of its own, so that abort() cancels it at its next yield.
         let mut task = runtime.spawn(async move {
             shared.refresh_merges()?;
-            run_with_retry(&ctx, &sql, max_rows).await
+            work.await
         });
-        match tokio::time::timeout(opts.timeout, &mut task).await {
+        match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(LakeError::Query(format!("query task failed: {join}"))),
             Err(_) => {
                 task.abort();
-                Err(LakeError::Timeout(opts.timeout))
+                Err(LakeError::Timeout(timeout))
             }
         }
     }
@@ -506,15 +512,9 @@ impl Lake {
         F: FnMut(&mut S, &RecordBatch) -> Result<ControlFlow<()>, LakeError> + Send + 'static,
     {
         check_read_only(sql)?;
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| LakeError::Internal("the lake is shutting down".into()))?;
         let ctx = self.ctx.clone();
         let sql = sql.to_owned();
-        let shared = Arc::clone(&self.shared);
-        let mut task = runtime.spawn(async move {
-            shared.refresh_merges()?;
+        self.run_timed(timeout, async move {
             let mut fold = fold;
             let mut attempt = 0;
             loop {
@@ -529,15 +529,8 @@ impl Lake {
                     Err(FoldError::Fold(e)) => return Err(e),
                 }
             }
-        });
-        match tokio::time::timeout(timeout, &mut task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(LakeError::Query(format!("query task failed: {join}"))),
-            Err(_) => {
-                task.abort();
-                Err(LakeError::Timeout(timeout))
-            }
-        }
+        })
+        .await
     }
 }
 

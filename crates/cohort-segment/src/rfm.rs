@@ -75,60 +75,12 @@
 use linfa::DatasetBase;
 use linfa::traits::{Fit, Predict};
 use linfa_clustering::KMeans;
-
-/// k-means++ restarts per clustering; the one with the lowest inertia is kept.
-const RESTARTS: usize = 10;
-
-/// [`RESTARTS`] runs of linfa's k-means, spread over up to two threads (each with its own seed,
-/// derived from `seed`); the centres of the run with the lowest inertia and each record's
-/// cluster. linfa parallelises the assignment step only; its centroid update is serial, so whole
-/// runs side by side keep both cores busy.
-fn best_of_restarts(
-    records: &Array2<f64>,
-    k: usize,
-    seed: u64,
-) -> Result<(Array2<f64>, Array1<usize>), RfmError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 2);
-    let runs_per_thread = RESTARTS.div_ceil(threads);
-    let fits: Vec<Result<(f64, Array2<f64>, Array1<usize>), RfmError>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads as u64)
-                .map(|t| {
-                    scope.spawn(move || {
-                        let dataset = DatasetBase::from(records.clone());
-                        let rng = Xoshiro256Plus::seed_from_u64(seed.wrapping_add(t));
-                        let model = KMeans::params_with_rng(k, rng)
-                            .n_runs(runs_per_thread)
-                            .tolerance(CONVERGED_SHIFT)
-                            .fit(&dataset)
-                            .map_err(|e| RfmError::Clustering(e.to_string()))?;
-                        let labels: Array1<usize> = model.predict(records);
-                        Ok((model.inertia(), model.centroids().clone(), labels))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(RfmError::Clustering("a k-means thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-    let mut best: Option<(f64, Array2<f64>, Array1<usize>)> = None;
-    for fit in fits {
-        let fit = fit?;
-        // Strictly lower only, so the first thread wins ties and the result is deterministic.
-        if best.as_ref().is_none_or(|b| fit.0 < b.0) {
-            best = Some(fit);
-        }
-    }
-    best.map(|(_, centres, labels)| (centres, labels))
-        .ok_or_else(|| RfmError::Clustering("no k-means run".into()))
-}
+use ndarray::{Array1, Array2};
+use rand_xoshiro::Xoshiro256Plus;
+use rand_xoshiro::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use thiserror::Error;
 
 /// A k-means run stops when its centres moved less than this in one iteration (the Euclidean
 /// norm of all centres' moves, in standard deviations). It is scikit-learn's rule, a total
@@ -136,12 +88,6 @@ fn best_of_restarts(
 /// standardised); linfa's default, 10⁻⁴ on the norm itself, asks 10,000 times more and only adds
 /// iterations that no longer change who is in which cluster.
 const CONVERGED_SHIFT: f64 = 0.01;
-use ndarray::{Array1, Array2};
-use rand_xoshiro::Xoshiro256Plus;
-use rand_xoshiro::rand_core::SeedableRng;
-use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use thiserror::Error;
 
 /// Clusters asked for when the caller does not say.
 pub const DEFAULT_K: usize = 5;
@@ -624,7 +570,14 @@ fn cluster(rows: &[RfmInput], options: &RfmOptions) -> Result<Clustering, RfmErr
         }
     }
 
-    let (centres, labels) = best_of_restarts(&records, k, options.seed)?;
+    let dataset = DatasetBase::from(records.clone());
+    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(options.seed))
+        .n_runs(10)
+        .tolerance(CONVERGED_SHIFT)
+        .fit(&dataset)
+        .map_err(|e| RfmError::Clustering(e.to_string()))?;
+    let labels: Array1<usize> = model.predict(&records);
+    let centres = model.centroids();
 
     // Centres in original units, and the renumbering: non-empty clusters only, most valuable
     // first, so numbers are stable and meaningful.

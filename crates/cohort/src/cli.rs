@@ -161,6 +161,10 @@ pub struct BenchLookupArgs {
     /// How long to measure.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Measure with cold profiles: skip reading every profile once before the run, so the
+    /// first lookup of each customer reads the database.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Args, Debug, Clone)]
