@@ -4,6 +4,7 @@
 //! - [`identifier`]: the identifier kinds that identity resolution links into one customer.
 //! - [`clock`]: the source of "now", which tests drive by hand.
 //! - [`number`]: how JSON values read as numbers.
+//! - [`priority`]: background threads yield the CPU to request handling.
 //!
 //! ```
 //! use cohort_core::identifier::{IdKind, Identifier};
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod identifier;
 pub mod message;
 pub mod number;
+pub mod priority;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identifier::{CustomerId, IdKind, Identifier};

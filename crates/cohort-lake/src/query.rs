@@ -395,7 +395,11 @@ impl Lake {
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("cohort-lake-query")
-            .on_thread_start(yield_to_requests)
+            .on_thread_start(|| {
+                if !cohort_core::priority::yield_to_requests() {
+                    tracing::debug!("could not lower a query thread's priority");
+                }
+            })
             .enable_time()
             .build()
             .map_err(|e| LakeError::Internal(format!("cannot start the query runtime: {e}")))?;
@@ -763,23 +767,6 @@ pub(crate) fn sql_type_name(t: &DataType) -> String {
             format!("{}[]", sql_type_name(f.data_type()))
         }
         other => other.to_string(),
-    }
-}
-
-/// Lowers the calling thread's CPU priority to nice 10. SQL over millions of
-/// rows (analyses, segment refreshes, user queries) must not queue API
-/// requests behind it on a small machine: at nice 10 a query thread gets about
-/// a tenth of a normal thread's share while both want a core, and all of the
-/// core when nothing else does. Failure leaves the priority as it was.
-fn yield_to_requests() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: on Linux, setpriority(PRIO_PROCESS, 0, n) sets the nice
-        // value of the calling thread only; it takes no pointers.
-        let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-        if done != 0 {
-            tracing::debug!("could not lower the query thread's priority");
-        }
     }
 }
 

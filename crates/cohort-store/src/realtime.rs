@@ -43,6 +43,8 @@ impl RealtimeHandle {
         let thread = std::thread::Builder::new()
             .name("cohort-segments".into())
             .spawn(move || {
+                // Re-checks can trail by milliseconds; requests should not.
+                cohort_core::priority::yield_to_requests();
                 let mut engine = Engine {
                     conn,
                     rules,
