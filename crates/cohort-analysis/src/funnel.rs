@@ -379,23 +379,21 @@ pub async fn funnel(
     }
 
     let range = (micros_at(request.from), micros_at(request.to));
-    let (starts, order) = group_rows(&rows.customer, rows.customers.len());
+    let (starts, mut order) = group_rows(&rows.customer, rows.customers.len());
     let mut journeys: Vec<(Attempt, Option<String>)> = Vec::new();
-    let (mut ts, mut masks, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ts, mut masks) = (Vec::new(), Vec::new());
     for bounds in starts.windows(2) {
-        let mine = &order[bounds[0]..bounds[1]];
-        let mut mine: Vec<usize> = mine.iter().map(|&r| r as usize).collect();
-        mine.sort_unstable_by_key(|&r| (rows.ts[r], rows.seq[r]));
+        let mine = &mut order[bounds[0]..bounds[1]];
+        mine.sort_unstable_by_key(|&r| (rows.ts[r as usize], rows.seq[r as usize]));
         ts.clear();
         masks.clear();
-        groups.clear();
-        for &r in &mine {
-            ts.push(rows.ts[r]);
-            masks.push(u32::from(rows.mask[r]));
-            groups.push(rows.group[r]);
+        for &r in mine.iter() {
+            ts.push(rows.ts[r as usize]);
+            masks.push(u32::from(rows.mask[r as usize]));
         }
         if let Some(a) = best_attempt(&ts, &masks, steps, window_us, range) {
-            let group = rows.groups.value(groups[a.start]).map(str::to_owned);
+            let first_step = mine[a.start] as usize;
+            let group = rows.groups.value(rows.group[first_step]).map(str::to_owned);
             journeys.push((a, group));
         }
     }

@@ -110,42 +110,29 @@ impl Profiles {
         now: DateTime<Utc>,
     ) -> Result<Option<Arc<Profile>>, StoreError> {
         let day = day_of(to_micros(now));
-        let Some(cache) = &self.cache else {
-            return self.with(|conn| {
-                let Some(customer) = find_customer(conn, kind, value)? else {
-                    return Ok(None);
-                };
-                Ok(Some(Arc::new(load_profile(
-                    conn,
-                    customer,
-                    now,
-                    &self.rules,
-                )?)))
-            });
-        };
-        if let Some(profile) = cache.get(kind, value, day) {
+        if let Some(profile) = self.cached_profile(kind, value, now) {
             return Ok(Some(profile));
         }
-        let generation = cache.generation();
+        // Read before loading, so that a load racing an invalidation is not kept.
+        let generation = self.cache.as_ref().map(|c| c.generation());
         let loaded = self.with(|conn| {
             let Some(customer) = find_customer(conn, kind, value)? else {
                 return Ok(None);
             };
-            Ok(Some((
-                customer,
-                load_profile(conn, customer, now, &self.rules)?,
-            )))
+            let profile = load_profile(conn, customer, now, &self.rules)?;
+            Ok(Some((customer, Arc::new(profile))))
         })?;
         Ok(loaded.map(|(customer, profile)| {
-            let profile = Arc::new(profile);
-            let from = Loaded {
-                kind,
-                value,
-                customer,
-                day,
-                generation,
-            };
-            cache.insert(from, Arc::clone(&profile));
+            if let (Some(cache), Some(generation)) = (&self.cache, generation) {
+                let from = Loaded {
+                    kind,
+                    value,
+                    customer,
+                    day,
+                    generation,
+                };
+                cache.insert(from, Arc::clone(&profile));
+            }
             profile
         }))
     }
