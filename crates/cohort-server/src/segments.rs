@@ -216,20 +216,21 @@ pub(crate) fn create_builtin_tags(
         .into_iter()
         .map(|(d, _)| d.name)
         .collect();
-    let mut created = Vec::new();
-    for tag in cohort_segment::tags::builtin_tags() {
-        if existing.contains(&tag.name) {
-            continue;
-        }
-        let new = NewSegment {
-            name: tag.name.clone(),
+    let missing: Vec<NewSegment> = cohort_segment::tags::builtin_tags()
+        .into_iter()
+        .filter(|tag| !existing.contains(&tag.name))
+        .map(|tag| NewSegment {
+            name: tag.name,
             kind: SegmentKind::Tag,
-            description: tag.description.clone(),
-            condition: tag.condition.clone(),
-        };
-        match store.segments().create(&new) {
+            description: tag.description,
+            condition: tag.condition,
+        })
+        .collect();
+    let mut created = Vec::new();
+    for (new, answer) in missing.iter().zip(store.segments().create_many(&missing)?) {
+        match answer {
             Ok(def) => created.push(def),
-            Err(e) => tracing::warn!(tag = %tag.name, error = %e, "built-in tag refused"),
+            Err(e) => tracing::warn!(tag = %new.name, error = %e, "built-in tag refused"),
         }
     }
     if !created.is_empty() {

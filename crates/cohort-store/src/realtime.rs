@@ -75,6 +75,8 @@ struct Definitions {
     event_names: HashSet<String>,
     /// Event names some definition filters by property: only these events' bodies are parsed.
     filtered_names: HashSet<String>,
+    /// Position in `ordered` of each definition, by name: `in_segment` reads earlier decisions.
+    position: HashMap<String, usize>,
 }
 
 impl Definitions {
@@ -96,11 +98,18 @@ impl Definitions {
         for d in &defs {
             collect_filtered_names(&d.condition, &mut filtered_names);
         }
+        let ordered = evaluation_order(defs);
+        let position = ordered
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
         Ok(Some(Definitions {
             fingerprint,
-            ordered: evaluation_order(defs),
+            ordered,
             event_names,
             filtered_names,
+            position,
         }))
     }
 }
@@ -263,25 +272,22 @@ fn decide(
         computed: &computed,
         events: &events,
     };
-    let mut decided: HashMap<&str, bool> = HashMap::new();
+    // Decisions so far, in evaluation order: a reference to a later (or unknown) segment reads
+    // false, as the batch evaluation does.
+    let mut decided: Vec<bool> = Vec::with_capacity(definitions.ordered.len());
     let mut out = Vec::with_capacity(definitions.ordered.len());
     for def in &definitions.ordered {
-        let member = decide_one(&def.condition, &view, now, &decided);
-        decided.insert(def.name.as_str(), member);
+        let member = evaluate(&def.condition, &view, now, &|name| {
+            definitions
+                .position
+                .get(name)
+                .and_then(|&i| decided.get(i).copied())
+                .unwrap_or(false)
+        });
+        decided.push(member);
         out.push((def.id, member));
     }
     Ok(out)
-}
-
-fn decide_one(
-    condition: &Condition,
-    view: &CustomerView<'_>,
-    now: DateTime<Utc>,
-    decided: &HashMap<&str, bool>,
-) -> bool {
-    evaluate(condition, view, now, &|name| {
-        decided.get(name).copied().unwrap_or(false)
-    })
 }
 
 /// The customer's events whose names some definition looks at, with their properties.
@@ -320,11 +326,16 @@ fn load_events(
 }
 
 fn properties_of(body: &str) -> Map<String, Value> {
-    match serde_json::from_str::<Value>(body) {
-        Ok(Value::Object(mut m)) => match m.remove("properties") {
-            Some(Value::Object(p)) => p,
-            _ => Map::new(),
-        },
+    /// Only `properties` is built; the rest of the message (context above all) is skipped.
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        properties: Value,
+    }
+    match serde_json::from_str::<Body>(body) {
+        Ok(Body {
+            properties: Value::Object(p),
+        }) => p,
         _ => Map::new(),
     }
 }

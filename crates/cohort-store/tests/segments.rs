@@ -284,6 +284,54 @@ async fn batch_results_record_entries_and_exits_but_keep_newer_real_time_decisio
 }
 
 #[test]
+fn many_definitions_are_created_in_one_commit_each_judged_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        process: false,
+        ..StoreConfig::new(dir.path())
+    })
+    .unwrap();
+    let segments = store.segments();
+    let base = json!({"type": "trait", "key": "x", "op": "exists"});
+    segments.create(&segment("taken", base.clone())).unwrap();
+    let answers = segments
+        .create_many(&[
+            segment("first", base.clone()),
+            segment("taken", base.clone()),
+            segment("dangling", json!({"type": "in_segment", "segment": "nope"})),
+            segment(" padded", base.clone()),
+            segment("second", json!({"type": "in_segment", "segment": "first"})),
+        ])
+        .unwrap();
+    let outcome: Vec<Result<String, String>> = answers
+        .into_iter()
+        .map(|a| a.map(|d| d.name).map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(outcome[0], Ok("first".to_string()));
+    assert!(
+        outcome[1].as_ref().is_err_and(|e| e.contains("taken")),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome[2].as_ref().is_err_and(|e| e.contains("\"nope\"")),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome[3].as_ref().is_err_and(|e| e.starts_with("name")),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome[4], Ok("second".to_string()));
+    let mut names: Vec<String> = segments
+        .ordered()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["first", "second", "taken"]);
+}
+
+#[test]
 fn definitions_are_validated_named_and_acyclic() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig {
