@@ -27,8 +27,10 @@
 //! # Shape of the query
 //!
 //! Every node becomes a set of customer ids, combined with `INTERSECT` (and), `UNION` (or) and
-//! `EXCEPT` (not, taken from `profiles`). No correlated subqueries, and SQL's three-valued logic
-//! never leaks into membership: a NULL comparison simply leaves a customer out of a set.
+//! `EXCEPT` (not, taken from `profiles`). An `and` with tests on `profiles` columns is one scan
+//! of `profiles` instead, its other children applied as `customer_id IN (…)`. No correlated
+//! subqueries, and SQL's three-valued logic never leaks into membership: a NULL comparison simply
+//! leaves a customer out of a set.
 //!
 //! # Literals
 //!
@@ -86,9 +88,9 @@ fn compile(cond: &Condition, now: DateTime<Utc>) -> Result<String, ConditionErro
             };
             let (op, negated) = split(*op);
             let sql = match kind {
-                ComputedKey::Number { column, .. } | ComputedKey::Date { column } => format!(
+                ComputedKey::Number { .. } | ComputedKey::Date { .. } => format!(
                     "SELECT customer_id FROM profiles WHERE {}",
-                    predicate(&Target::column(column), op, value.as_ref(), now)?
+                    profile_predicate(&kind, op, value.as_ref(), now)?
                 ),
                 ComputedKey::EventCount(name) => {
                     let having = predicate(&Target::count(), op, value.as_ref(), now)?;
@@ -162,10 +164,64 @@ fn compile(cond: &Condition, now: DateTime<Utc>) -> Result<String, ConditionErro
             "SELECT DISTINCT customer_id FROM memberships WHERE segment = {}",
             text(segment)
         ),
-        Condition::And { conditions } => combine(conditions, "INTERSECT", EVERYONE, now)?,
+        Condition::And { conditions } => conjunction(conditions, now)?,
         Condition::Or { conditions } => combine(conditions, "UNION", NOBODY, now)?,
         Condition::Not { condition } => complement(&compile(condition, now)?),
     })
+}
+
+/// The test a computed number or date condition puts on a `profiles` row, when it is one (not
+/// negated, not an event count).
+fn profile_row_test(
+    cond: &Condition,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, ConditionError> {
+    let Condition::Computed { key, op, value } = cond else {
+        return Ok(None);
+    };
+    let (op, negated) = split(*op);
+    match ComputedKey::parse(key) {
+        Some(kind @ (ComputedKey::Number { .. } | ComputedKey::Date { .. })) if !negated => {
+            profile_predicate(&kind, op, value.as_ref(), now).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn profile_predicate(
+    kind: &ComputedKey,
+    op: Op,
+    value: Option<&Value>,
+    now: DateTime<Utc>,
+) -> Result<String, ConditionError> {
+    match kind {
+        ComputedKey::Number { column, .. } | ComputedKey::Date { column } => {
+            predicate(&Target::column(column), op, value, now)
+        }
+        ComputedKey::EventCount(_) => Err(unreachable_input("computed key")),
+    }
+}
+
+/// `and`: the children that test a `profiles` column become one scan's `WHERE`, and the other
+/// children filter it with `customer_id IN (…)` (semi-joins). Without such a child the sets
+/// are intersected. Both select the same customers; the first skips the duplicate removal an
+/// `INTERSECT` does on each side.
+fn conjunction(conditions: &[Condition], now: DateTime<Utc>) -> Result<String, ConditionError> {
+    let mut row_tests = Vec::new();
+    let mut others = Vec::new();
+    for c in conditions {
+        match profile_row_test(c, now)? {
+            Some(test) => row_tests.push(test),
+            None => others.push(c),
+        }
+    }
+    if row_tests.is_empty() {
+        return combine(conditions, "INTERSECT", EVERYONE, now);
+    }
+    for other in others {
+        row_tests.push(format!("customer_id IN ({})", compile(other, now)?));
+    }
+    Ok(format!("{EVERYONE} WHERE {}", row_tests.join(" AND ")))
 }
 
 /// The four complement operators compile as their positive form, then negate.

@@ -97,13 +97,23 @@ fn a_full_segment_compiles_to_one_parseable_query() {
     let sql = to_sql(&c, now()).unwrap();
     assert_eq!(
         sql,
-        "(SELECT customer_id FROM profiles WHERE revenue_30d > 5000.0) INTERSECT \
+        "SELECT customer_id FROM profiles WHERE revenue_30d > 5000.0 AND customer_id IN \
          (SELECT customer_id FROM events WHERE name = 'Order Completed' \
          AND \"timestamp\" >= TIMESTAMP '2026-02-13T12:00:00Z' AND \"date\" >= DATE '2026-02-13' \
-         GROUP BY customer_id HAVING COUNT(*) >= 1) INTERSECT \
+         GROUP BY customer_id HAVING COUNT(*) >= 1) AND customer_id IN \
          (SELECT customer_id FROM profiles EXCEPT ((SELECT DISTINCT customer_id FROM memberships WHERE segment = 'churned') UNION \
          (SELECT customer_id FROM profiles EXCEPT (SELECT customer_id FROM profile_traits WHERE \"key\" = 'email'))))"
     );
+    // Without a test on a profiles column, the children's sets are intersected.
+    let sql = to_sql(
+        &cond(json!({"type": "and", "conditions": [
+            {"type": "trait", "key": "plan", "op": "eq", "value": "pro"},
+            {"type": "computed", "key": "revenue_30d", "op": "ne", "value": 0}
+        ]})),
+        now(),
+    )
+    .unwrap();
+    assert!(sql.contains(") INTERSECT ("), "{sql}");
     assert_eq!(
         Parser::parse_sql(&GenericDialect {}, &sql).unwrap().len(),
         1
