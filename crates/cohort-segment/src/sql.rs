@@ -10,8 +10,8 @@
 //!
 //! The caller registers these tables (views over the store are fine). `customer_id` is never
 //! NULL, and every customer has a `profiles` row: the complement of a condition (`not`, `ne`,
-//! "did not perform") is taken against `profiles`. Timestamps are `TIMESTAMP` without time zone,
-//! holding UTC.
+//! "did not perform") is taken against `profiles`. Timestamps hold UTC, as `TIMESTAMP` with the
+//! UTC zone or without a zone: the compiled literals carry no zone and compare as UTC either way.
 //!
 //! | table | columns | what |
 //! | --- | --- | --- |
