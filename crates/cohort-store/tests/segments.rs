@@ -11,6 +11,15 @@ fn open(dir: &std::path::Path) -> Store {
     Store::open(StoreConfig::new(dir)).unwrap()
 }
 
+/// A store whose processor does not run: definitions only.
+fn open_unprocessed(dir: &std::path::Path) -> Store {
+    Store::open(StoreConfig {
+        process: false,
+        ..StoreConfig::new(dir)
+    })
+    .unwrap()
+}
+
 fn cond(v: Value) -> Condition {
     Condition::from_value(v).unwrap()
 }
@@ -286,11 +295,7 @@ async fn batch_results_record_entries_and_exits_but_keep_newer_real_time_decisio
 #[test]
 fn many_definitions_are_created_in_one_commit_each_judged_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        process: false,
-        ..StoreConfig::new(dir.path())
-    })
-    .unwrap();
+    let store = open_unprocessed(dir.path());
     let segments = store.segments();
     let base = json!({"type": "trait", "key": "x", "op": "exists"});
     segments.create(&segment("taken", base.clone())).unwrap();
@@ -334,11 +339,7 @@ fn many_definitions_are_created_in_one_commit_each_judged_alone() {
 #[test]
 fn definitions_are_validated_named_and_acyclic() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        process: false,
-        ..StoreConfig::new(dir.path())
-    })
-    .unwrap();
+    let store = open_unprocessed(dir.path());
     let segments = store.segments();
     let base = json!({"type": "trait", "key": "x", "op": "exists"});
     segments.create(&segment("a", base.clone())).unwrap();
