@@ -249,6 +249,56 @@ async fn merged_away_customers_leave_and_survivors_are_decided_again() {
     assert_eq!(exits[0].reason, "merge");
 }
 
+/// The engine reads each customer's events incrementally between rounds; a merge must still
+/// bring the merged-away customer's earlier events into the survivor's count.
+#[tokio::test]
+async fn event_counts_span_rounds_and_merged_customers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (name, times) in [("viewed twice", 2), ("viewed thrice", 3)] {
+        store
+            .segments()
+            .create(&segment(
+                name,
+                json!({"type": "event", "name": "Viewed", "count": {"op": "gte", "value": times}}),
+            ))
+            .unwrap();
+    }
+    let viewed = |id: &str, who: (&str, &str)| {
+        let mut m =
+            json!({"type": "track", "event": "Viewed", "messageId": id, "timestamp": ago(1)});
+        m[who.0] = json!(who.1);
+        m
+    };
+    send(
+        &store,
+        &[
+            viewed("v1", ("anonymousId", "anon-1")),
+            viewed("v2", ("userId", "eve")),
+        ],
+    )
+    .await;
+    caught_up(&store);
+    assert!(members(&store, "viewed twice").is_empty());
+
+    send(
+        &store,
+        &[json!({"type": "alias", "userId": "eve", "previousId": "anon-1", "messageId": "al", "timestamp": ago(0)})],
+    )
+    .await;
+    let eve = customer(&store, "eve");
+    eventually("eve counts the anonymous view", || {
+        members(&store, "viewed twice") == HashSet::from([eve])
+    });
+    caught_up(&store);
+    assert!(members(&store, "viewed thrice").is_empty());
+
+    send(&store, &[viewed("v3", ("userId", "eve"))]).await;
+    eventually("a later view adds to the earlier ones", || {
+        members(&store, "viewed thrice") == HashSet::from([eve])
+    });
+}
+
 #[tokio::test]
 async fn batch_results_record_entries_and_exits_but_keep_newer_real_time_decisions() {
     let dir = tempfile::tempdir().unwrap();
