@@ -263,10 +263,32 @@ async fn real_time_and_batch_membership_agree() {
                 .await
                 .unwrap_or_else(|e| panic!("seed {seed} {name} {condition}: {e}"));
             let batch: BTreeSet<i64> = batch.into_iter().collect();
-            assert_eq!(
-                real_time, batch,
-                "seed {seed}, segment {name} = {condition}\nreal time {real_time:?}\nbatch {batch:?}"
-            );
+            if real_time != batch {
+                // Name what differs: each such customer's events and membership changes.
+                let events = store.profiles().events_after(0, 100_000).unwrap();
+                let mut detail = String::new();
+                for c in real_time.symmetric_difference(&batch) {
+                    let theirs: Vec<(i64, &str, String)> = events
+                        .iter()
+                        .filter(|e| e.customer_id == Some(*c))
+                        .map(|e| (e.seq, e.name.as_str(), e.timestamp.to_rfc3339()))
+                        .collect();
+                    let changes: Vec<(&str, String)> = store
+                        .segments()
+                        .changes(0, Some(def.id), Some(*c), 100)
+                        .unwrap()
+                        .into_iter()
+                        .map(|m| (m.change, m.at.to_rfc3339()))
+                        .collect();
+                    detail.push_str(&format!(
+                        "\ncustomer {c}: events {theirs:?}\n  changes {changes:?}"
+                    ));
+                }
+                panic!(
+                    "seed {seed}, segment {name} = {condition}, now {}\nreal time {real_time:?}\nbatch {batch:?}{detail}",
+                    Utc::now().to_rfc3339()
+                );
+            }
             compared += 1;
             let everyone = store.profiles().totals().unwrap().customers as usize;
             if !batch.is_empty() && batch.len() < everyone {

@@ -49,6 +49,7 @@ impl RealtimeHandle {
                     conn,
                     rules,
                     definitions: Definitions::default(),
+                    events: EventCache::default(),
                 };
                 engine.run(&progress, &stop2);
             })
@@ -136,6 +137,7 @@ struct Engine {
     conn: Connection,
     rules: ProfileRules,
     definitions: Definitions,
+    events: EventCache,
 }
 
 impl Engine {
@@ -162,6 +164,8 @@ impl Engine {
             && let Some(d) = Definitions::load(&self.conn)?
         {
             self.definitions = d;
+            // Which events are kept, and which bodies parsed, depends on the definitions.
+            self.events.clear();
         }
         let started = Instant::now();
         let read = self.conn.transaction()?;
@@ -195,6 +199,11 @@ impl Engine {
         }
 
         let now = Utc::now();
+        // A merge moves the merged-away customer's events to the survivor: both reload.
+        for &(_, from, into) in &merges {
+            self.events.forget(from);
+            self.events.forget(into);
+        }
         let mut gone: Vec<CustomerId> = merges.iter().map(|&(_, from, _)| from).collect();
         touched.extend(merges.iter().map(|&(_, _, into)| into));
         let mut decisions: Vec<(CustomerId, Vec<(i64, bool)>)> = Vec::new();
@@ -202,12 +211,14 @@ impl Engine {
             for &customer in &touched {
                 if survivor(&read, customer)? != Some(customer) {
                     // Merged away (its survivor is among the touched too) or unknown.
+                    self.events.forget(customer);
                     gone.push(customer);
                     continue;
                 }
+                let events = self.events.of(&read, customer, &self.definitions)?;
                 decisions.push((
                     customer,
-                    decide(&read, customer, now, &self.rules, &self.definitions)?,
+                    decide(&read, customer, now, &self.rules, &self.definitions, events)?,
                 ));
             }
         }
@@ -258,19 +269,14 @@ fn decide(
     now: DateTime<Utc>,
     rules: &ProfileRules,
     definitions: &Definitions,
+    events: &[EventRecord],
 ) -> rusqlite::Result<Vec<(i64, bool)>> {
     let traits = load_traits(conn, customer)?;
     let computed = load_computed(conn, customer, now, rules)?;
-    let events = load_events(
-        conn,
-        customer,
-        &definitions.event_names,
-        &definitions.filtered_names,
-    )?;
     let view = CustomerView {
         traits: &traits,
         computed: &computed,
-        events: &events,
+        events,
     };
     // Decisions so far, in evaluation order: a reference to a later (or unknown) segment reads
     // false, as the batch evaluation does.
@@ -290,39 +296,85 @@ fn decide(
     Ok(out)
 }
 
-/// The customer's events whose names some definition looks at, with their properties.
-fn load_events(
-    conn: &Connection,
-    customer: CustomerId,
-    names: &HashSet<String>,
-    filtered: &HashSet<String>,
-) -> rusqlite::Result<Vec<EventRecord>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut stmt = conn.prepare_cached(
-        "SELECT name, ts, body FROM events WHERE customer_id = ?1 ORDER BY ts, seq",
-    )?;
-    let mut rows = stmt.query([customer])?;
-    let mut events = Vec::new();
-    while let Some(row) = rows.next()? {
-        let name: String = row.get(0)?;
-        if !names.contains(&name) {
-            continue;
+/// Customers cached at most; past that the cache starts over (it only saves reads).
+const EVENT_CACHE_CUSTOMERS: usize = 50_000;
+
+/// Each customer's events as last read, so that a round reads only the events applied since.
+///
+/// Valid because a customer's events only ever grow, by higher inbox positions (the processor
+/// applies the inbox in order), except through a merge, which moves the merged-away customer's
+/// events to the survivor: the round forgets both customers of every merge it sees, in the same
+/// snapshot it reads events from.
+#[derive(Default)]
+struct EventCache {
+    customers: HashMap<CustomerId, CustomerEvents>,
+}
+
+#[derive(Default)]
+struct CustomerEvents {
+    /// The highest inbox position read for the customer.
+    through: i64,
+    /// (time in µs, inbox position) of each event in `events`: their order.
+    keys: Vec<(i64, i64)>,
+    /// The events whose names some definition looks at, by time then position, with their
+    /// properties when some definition filters that name by property.
+    events: Vec<EventRecord>,
+}
+
+impl EventCache {
+    fn of(
+        &mut self,
+        conn: &Connection,
+        customer: CustomerId,
+        definitions: &Definitions,
+    ) -> rusqlite::Result<&[EventRecord]> {
+        if self.customers.len() >= EVENT_CACHE_CUSTOMERS && !self.customers.contains_key(&customer)
+        {
+            self.customers.clear();
         }
-        // Parsing the body is most of the cost; only property filters need it.
-        let properties = if filtered.contains(&name) {
-            properties_of(&row.get::<_, String>(2)?)
-        } else {
-            Map::new()
-        };
-        events.push(EventRecord {
-            name,
-            timestamp: from_micros(row.get(1)?),
-            properties,
-        });
+        let cached = self.customers.entry(customer).or_default();
+        if definitions.event_names.is_empty() {
+            return Ok(&cached.events);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, name, ts, body FROM events WHERE customer_id = ?1 AND seq > ?2",
+        )?;
+        let mut rows = stmt.query(params![customer, cached.through])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            cached.through = cached.through.max(seq);
+            let name: String = row.get(1)?;
+            if !definitions.event_names.contains(&name) {
+                continue;
+            }
+            let ts: i64 = row.get(2)?;
+            // Parsing the body is most of the cost; only property filters need it.
+            let properties = if definitions.filtered_names.contains(&name) {
+                properties_of(&row.get::<_, String>(3)?)
+            } else {
+                Map::new()
+            };
+            let at = cached.keys.partition_point(|&k| k <= (ts, seq));
+            cached.keys.insert(at, (ts, seq));
+            cached.events.insert(
+                at,
+                EventRecord {
+                    name,
+                    timestamp: from_micros(ts),
+                    properties,
+                },
+            );
+        }
+        Ok(&cached.events)
     }
-    Ok(events)
+
+    fn forget(&mut self, customer: CustomerId) {
+        self.customers.remove(&customer);
+    }
+
+    fn clear(&mut self) {
+        self.customers.clear();
+    }
 }
 
 fn properties_of(body: &str) -> Map<String, Value> {
