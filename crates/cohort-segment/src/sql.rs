@@ -88,9 +88,9 @@ fn compile(cond: &Condition, now: DateTime<Utc>) -> Result<String, ConditionErro
             };
             let (op, negated) = split(*op);
             let sql = match kind {
-                ComputedKey::Number { .. } | ComputedKey::Date { .. } => format!(
+                ComputedKey::Number { column, .. } | ComputedKey::Date { column } => format!(
                     "SELECT customer_id FROM profiles WHERE {}",
-                    profile_predicate(&kind, op, value.as_ref(), now)?
+                    predicate(&Target::column(column), op, value.as_ref(), now)?
                 ),
                 ComputedKey::EventCount(name) => {
                     let having = predicate(&Target::count(), op, value.as_ref(), now)?;
@@ -181,24 +181,10 @@ fn profile_row_test(
     };
     let (op, negated) = split(*op);
     match ComputedKey::parse(key) {
-        Some(kind @ (ComputedKey::Number { .. } | ComputedKey::Date { .. })) if !negated => {
-            profile_predicate(&kind, op, value.as_ref(), now).map(Some)
+        Some(ComputedKey::Number { column, .. } | ComputedKey::Date { column }) if !negated => {
+            predicate(&Target::column(column), op, value.as_ref(), now).map(Some)
         }
         _ => Ok(None),
-    }
-}
-
-fn profile_predicate(
-    kind: &ComputedKey,
-    op: Op,
-    value: Option<&Value>,
-    now: DateTime<Utc>,
-) -> Result<String, ConditionError> {
-    match kind {
-        ComputedKey::Number { column, .. } | ComputedKey::Date { column } => {
-            predicate(&Target::column(column), op, value, now)
-        }
-        ComputedKey::EventCount(_) => Err(unreachable_input("computed key")),
     }
 }
 
