@@ -19,11 +19,18 @@ pub struct Server {
     extra: Vec<String>,
 }
 
+/// A port free now, for a server started next. Not one the kernel hands out for port 0: test
+/// processes run side by side, and a port freed here could be given to another test's server a
+/// moment later, so that a test talked to someone else's server (a 401, or another's data).
+/// Ports below the ephemeral range (32768 and up), picked at random, make that collision rare.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 pub fn cohort() -> Command {
