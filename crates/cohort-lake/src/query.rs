@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch,
+};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
@@ -36,7 +38,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
-use crate::files::{io_err, parse_part_file_name};
+use crate::files::{SeqRange, io_err, parse_date_dir_name, parse_part_file_name};
 use crate::merges::{MergeMap, survivor_udf};
 use crate::render;
 use crate::schema::{
@@ -45,6 +47,7 @@ use crate::schema::{
 };
 use crate::store::LakeStore;
 use crate::{LakeError, LakeEvent};
+use chrono::NaiveDate;
 
 /// Error a [`StateTables`] implementation returns.
 pub type StateError = Box<dyn std::error::Error + Send + Sync>;
@@ -814,29 +817,67 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// Highest seq covered by the files a plan reads.
-fn max_seq_in_plan(plan: &Arc<dyn ExecutionPlan>) -> Option<i64> {
-    let mut max = None;
+/// The seq ranges of the files a plan reads, by day: a file holds every event of its day whose
+/// seq lies in its range (appends are contiguous, one file per day; compaction merges a day's
+/// consecutive files).
+fn coverage_in_plan(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(NaiveDate, SeqRange)>) {
     if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
         && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
     {
         for group in &config.file_groups {
             for file in group.iter() {
-                if let Some(range) = file
-                    .object_meta
-                    .location
-                    .filename()
-                    .and_then(parse_part_file_name)
+                let location = &file.object_meta.location;
+                let day = location
+                    .parts()
+                    .find_map(|p| parse_date_dir_name(p.as_ref()));
+                if let (Some(day), Some(range)) =
+                    (day, location.filename().and_then(parse_part_file_name))
                 {
-                    max = max.max(Some(range.last));
+                    out.push((day, range));
                 }
             }
         }
     }
     for child in plan.children() {
-        max = max.max(max_seq_in_plan(child));
+        coverage_in_plan(child, out);
     }
-    max
+}
+
+/// The recent rows that no planned file holds. Comparing by day and range, not with the highest
+/// seq read, keeps the rows of an append whose day files are still being renamed into place:
+/// until all are, some of its days are only in the recent rows.
+fn uncovered(
+    recent: &RecordBatch,
+    covered: &[(NaiveDate, SeqRange)],
+) -> Result<RecordBatch, DataFusionError> {
+    if covered.is_empty() {
+        return Ok(recent.clone());
+    }
+    let seq = recent
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("seq column is not BIGINT".into()))?;
+    let date = recent
+        .column_by_name(DATE_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
+        .ok_or_else(|| DataFusionError::Internal("date column is not DATE".into()))?;
+    let keep: BooleanArray = (0..recent.num_rows())
+        .map(|i| {
+            let (Some(s), Some(day)) = (
+                seq.is_valid(i).then(|| seq.value(i)),
+                date.is_valid(i).then(|| date.value_as_date(i)).flatten(),
+            ) else {
+                return Some(true);
+            };
+            Some(
+                !covered
+                    .iter()
+                    .any(|(d, r)| *d == day && r.first <= s && s <= r.last),
+            )
+        })
+        .collect();
+    Ok(filter_record_batch(recent, &keep)?)
 }
 
 #[async_trait]
@@ -870,18 +911,9 @@ impl TableProvider for EventsTable {
             return Ok(lake);
         };
         // Rows already in the files this plan reads would count twice.
-        let recent = match max_seq_in_plan(&lake) {
-            Some(covered) => {
-                let seq = recent
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| DataFusionError::Internal("seq column is not BIGINT".into()))?;
-                let keep: BooleanArray = seq.iter().map(|s| s.map(|s| s > covered)).collect();
-                filter_record_batch(&recent, &keep)?
-            }
-            None => recent,
-        };
+        let mut covered = Vec::new();
+        coverage_in_plan(&lake, &mut covered);
+        let recent = uncovered(&recent, &covered)?;
         if recent.num_rows() == 0 {
             return Ok(lake);
         }
@@ -1038,6 +1070,54 @@ impl TableProvider for StateProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An append touching two days renames its two files one after the other. A query that
+    /// sees only the first must still take the second day's rows from the recent rows.
+    #[test]
+    fn recent_rows_are_dropped_only_where_a_planned_file_of_their_day_holds_them()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).ok_or("bad date");
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).ok_or("bad date")?;
+        let days = |d: NaiveDate| (d - epoch).num_days() as i32;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("seq", DataType::Int64, false),
+            Field::new(DATE_COLUMN, DataType::Date32, true),
+        ]));
+        let (d1, d2) = (day(1)?, day(2)?);
+        let recent = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![12, 15, 25, 16])),
+                Arc::new(Date32Array::from(vec![
+                    Some(days(d1)),
+                    Some(days(d2)),
+                    Some(days(d1)),
+                    None,
+                ])),
+            ],
+        )?;
+        let covered = [(
+            d1,
+            SeqRange {
+                first: 10,
+                last: 20,
+            },
+        )];
+        let kept = uncovered(&recent, &covered)?;
+        let seqs: Vec<i64> = kept
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or("seq")?
+            .values()
+            .to_vec();
+        // 12 is in day 1's file; 15 is day 2's, whose file is not planned; 25 is past day 1's
+        // range; a row without a day is kept.
+        assert_eq!(seqs, vec![15, 25, 16]);
+        assert_eq!(uncovered(&recent, &[])?.num_rows(), 4);
+        Ok(())
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]

@@ -32,6 +32,8 @@ pub struct Analytics {
     pinned: Arc<RwLock<Option<PinnedProfiles>>>,
     /// Highest inbox position written to Parquet (0 before the first file).
     exported: Arc<AtomicI64>,
+    /// Whether this process writes the lake, so that `exported` is always current.
+    exporting: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -51,6 +53,7 @@ impl Analytics {
             )),
             lake,
             store,
+            exporting: export,
             stop: Arc::new(AtomicBool::new(false)),
         });
         if export {
@@ -95,8 +98,15 @@ impl Analytics {
     /// The lake, with the events processed but not yet in Parquet loaded as its recent rows, for
     /// callers that run several queries (the analyses).
     pub async fn lake(&self) -> Result<&Lake, LakeError> {
-        let on_disk = cohort_lake::last_seq(self.store.data_dir())?.unwrap_or(0);
-        let after = self.exported.load(Ordering::Acquire).max(on_disk);
+        // Our own exporter's position counts whole appends only. The files on disk may show part
+        // of an append whose day files are still being renamed into place, so they are read only
+        // when another process writes the lake. The events table then drops exactly the recent
+        // rows that the files it reads already hold.
+        let after = if self.exporting {
+            self.exported.load(Ordering::Acquire)
+        } else {
+            cohort_lake::last_seq(self.store.data_dir())?.unwrap_or(0)
+        };
         let store = self.store.clone();
         let recent =
             tokio::task::spawn_blocking(move || store.profiles().events_after(after, MAX_RECENT))
