@@ -166,6 +166,49 @@ pub(crate) fn max_seq(events_dir: &Path) -> Result<Option<i64>, LakeError> {
     Ok(max)
 }
 
+/// Records the highest seq of the last whole append; see [`complete_seq`].
+pub(crate) const COMPLETE_MARK: &str = "_complete_seq";
+
+/// Highest seq up to which the lake is complete, as a reader in another process must see it.
+///
+/// An append spanning several days renames its day files into place one by one, so the highest
+/// seq named by the files on disk ([`max_seq`]) can belong to an append whose other days are not
+/// visible yet. The writer therefore records the position of each whole append in a small file,
+/// replaced atomically after the append's last rename. Lakes written before the mark existed fall
+/// back to the file names, as does a mark a crash left unreadable (the writer rewrites it when it
+/// next opens the lake).
+pub(crate) fn complete_seq(events_dir: &Path) -> Result<Option<i64>, LakeError> {
+    let path = events_dir.join(COMPLETE_MARK);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim() {
+            "" => Ok(None),
+            t => match t.parse::<i64>() {
+                Ok(seq) => Ok(Some(seq)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable lake mark; using file names");
+                    max_seq(events_dir)
+                }
+            },
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => max_seq(events_dir),
+        Err(e) => Err(io_err(&path, e)),
+    }
+}
+
+/// Replaces the mark read by [`complete_seq`]. Not fsynced: after a power cut the mark may be
+/// older than the files, which only makes readers take more rows from the store.
+pub(crate) fn write_complete_seq(
+    events_dir: &Path,
+    seq: Option<i64>,
+    tmp_mark: &str,
+) -> Result<(), LakeError> {
+    let path = events_dir.join(COMPLETE_MARK);
+    let tmp = events_dir.join(format!("{COMPLETE_MARK}{tmp_mark}"));
+    let text = seq.map(|s| s.to_string()).unwrap_or_default();
+    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
+}
+
 /// Makes renames and creations in `dir` durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LakeError> {
     std::fs::File::open(dir)

@@ -190,10 +190,11 @@ pub enum LakeError {
     Internal(String),
 }
 
-/// Highest inbox position stored in the lake under `data_dir`, `None` while it is empty.
-/// Readers use it to know which processed events are not in Parquet yet.
+/// Highest inbox position up to which the lake under `data_dir` is complete, `None` while it is
+/// empty. Readers in other processes use it to know which processed events are not in Parquet
+/// yet; files of an append still being committed may hold higher positions.
 pub fn last_seq(data_dir: impl AsRef<std::path::Path>) -> Result<Option<i64>, LakeError> {
-    files::max_seq(&data_dir.as_ref().join("lake").join("events"))
+    files::complete_seq(&data_dir.as_ref().join("lake").join("events"))
 }
 
 /// `30s`, `1.5s`, `0.25s`.

@@ -21,8 +21,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{
-    PartFile, SeqRange, date_dir_name, day_files, fsync_dir, io_err, list_days, max_seq,
-    parse_date_dir_name, parse_part_file_name, part_file_name,
+    COMPLETE_MARK, PartFile, SeqRange, date_dir_name, day_files, fsync_dir, io_err, list_days,
+    max_seq, parse_date_dir_name, parse_part_file_name, part_file_name, write_complete_seq,
 };
 use crate::schema::{event_date, event_file_schema, events_to_batch};
 use crate::{LakeError, LakeEvent};
@@ -135,6 +135,7 @@ impl LakeWriter {
         }
         recover(&events_dir)?;
         let last_seq = max_seq(&events_dir)?;
+        write_complete_seq(&events_dir, last_seq, TMP_MARK)?;
         tracing::debug!(dir = %events_dir.display(), ?last_seq, "lake writer opened");
         Ok(Self {
             events_dir,
@@ -227,7 +228,7 @@ impl LakeWriter {
         }
         let top = fresh.last().map(|e| e.seq);
         self.last_seq = top.max(self.last_seq);
-        Ok(())
+        write_complete_seq(&self.events_dir, self.last_seq, TMP_MARK)
     }
 
     /// Writes one day's events to a fsynced temporary file; returns
@@ -597,9 +598,12 @@ fn recover(events_dir: &Path) -> Result<(), LakeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(&journal_path, e)),
     }
-    remove_quietly(std::iter::once(
-        events_dir.join(format!("{JOURNAL}{TMP_MARK}")).as_path(),
-    ));
+    remove_quietly(
+        [JOURNAL, COMPLETE_MARK]
+            .map(|name| events_dir.join(format!("{name}{TMP_MARK}")))
+            .iter()
+            .map(PathBuf::as_path),
+    );
     for (date, dir) in list_days(events_dir)? {
         let mut strays = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
@@ -721,6 +725,32 @@ mod tests {
         assert_eq!(w.files()?.len(), 2);
         assert!(!dir.path().join("lake/events").join(JOURNAL).exists());
         assert_eq!(hidden_files(dir.path()), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn readers_see_only_whole_appends_while_day_files_are_renamed() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let events_dir = dir.path().join("lake/events");
+        let mut w = LakeWriter::open(dir.path())?;
+        assert_eq!(crate::last_seq(dir.path())?, None);
+        w.append(&[ev(1, 1)])?;
+        assert_eq!(crate::last_seq(dir.path())?, Some(1));
+        // An append of seqs 2 (day 3) and 3 (day 2) in the middle of its renames: the file of
+        // the later day holds the highest seq already, the other is still hidden.
+        let staged = stage(&w, &[ev(2, 3), ev(3, 2)])?;
+        w.write_journal(&staged)?;
+        std::fs::rename(&staged[1].0, &staged[1].1)?;
+        assert_eq!(max_seq(&events_dir)?, Some(3));
+        assert_eq!(crate::last_seq(dir.path())?, Some(1));
+        drop(w);
+        // Reopening finishes the append and moves the mark.
+        let w = LakeWriter::open(dir.path())?;
+        assert_eq!(w.last_seq(), Some(3));
+        assert_eq!(crate::last_seq(dir.path())?, Some(3));
+        // A lake written before the mark existed is read from its file names.
+        std::fs::remove_file(events_dir.join(COMPLETE_MARK))?;
+        assert_eq!(crate::last_seq(dir.path())?, Some(3));
         Ok(())
     }
 

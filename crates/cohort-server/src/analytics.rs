@@ -98,10 +98,9 @@ impl Analytics {
     /// The lake, with the events processed but not yet in Parquet loaded as its recent rows, for
     /// callers that run several queries (the analyses).
     pub async fn lake(&self) -> Result<&Lake, LakeError> {
-        // Our own exporter's position counts whole appends only. The files on disk may show part
-        // of an append whose day files are still being renamed into place, so they are read only
-        // when another process writes the lake. The events table then drops exactly the recent
-        // rows that the files it reads already hold.
+        // Both positions count whole appends only: the files on disk may show part of an append
+        // whose day files are still being renamed into place. The events table then drops
+        // exactly the recent rows that the files it reads already hold.
         let after = if self.exporting {
             self.exported.load(Ordering::Acquire)
         } else {
