@@ -104,6 +104,7 @@
 //! ```
 
 mod files;
+mod float_cmp;
 mod merges;
 mod query;
 mod render;

@@ -360,6 +360,7 @@ impl Lake {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(YieldAfterAmplifiers))
+            .with_physical_optimizer_rule(Arc::new(crate::float_cmp::SkipZeroNormalisation))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         datafusion_functions_json::register_all(&mut ctx).map_err(query_error)?;
@@ -1014,6 +1015,9 @@ fn conform(
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+/// Rows per batch of an in-memory state table scan.
+const STATE_CHUNK_ROWS: usize = 32 * 1024;
+
 #[async_trait]
 impl TableProvider for StateProvider {
     fn schema(&self) -> SchemaRef {
@@ -1039,12 +1043,20 @@ impl TableProvider for StateProvider {
                 DataFusionError::Execution(format!("state table {name} unavailable: {e}"))
             })?;
         let batch = conform(name, &batch, &self.schema)?;
+        // Projected before slicing: a segment reads two or three of the profile's columns, and
+        // every slice below would otherwise carry all of them.
+        let batch = match projection {
+            Some(columns) => batch.project(columns)?,
+            None => batch,
+        };
+        let schema = batch.schema();
         // One partition per thread, so that scans and joins of a large state table run in
-        // parallel, each a run of batches of the session's batch size: filters then work on
-        // column chunks that stay in cache rather than on arrays of half a million rows. All
-        // are zero-copy slices.
+        // parallel, each a run of zero-copy slices of STATE_CHUNK_ROWS: a few projected columns
+        // of that many rows stay in cache for the filters, and the per-batch cost of the
+        // operators above stays small against the work (1M profiles: 8,192-row slices 4.8 ms,
+        // 32,768 3.3 ms, half a million 6+ ms for a two-column segment).
         let parts = state.config().target_partitions().max(1);
-        let chunk = state.config().batch_size().max(1);
+        let chunk = STATE_CHUNK_ROWS;
         let rows = batch.num_rows();
         let step = rows.div_ceil(parts).max(1);
         let partitions = (0..rows)
@@ -1062,8 +1074,8 @@ impl TableProvider for StateProvider {
         } else {
             partitions
         };
-        let memory = MemTable::try_new(Arc::clone(&self.schema), partitions)?;
-        memory.scan(state, projection, filters, limit).await
+        let memory = MemTable::try_new(schema, partitions)?;
+        memory.scan(state, None, filters, limit).await
     }
 }
 
