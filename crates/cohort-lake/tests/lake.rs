@@ -779,3 +779,17 @@ async fn a_query_beyond_the_memory_limit_fails_clearly_and_the_next_one_runs() -
     assert_eq!(count(&lake).await?, 600);
     Ok(())
 }
+
+#[tokio::test]
+async fn partial_aggregation_gives_way_unless_it_halves_the_rows() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let lake = Lake::open(dir.path())?;
+    let v = one(
+        &lake,
+        "SELECT value FROM information_schema.df_settings \
+         WHERE name = 'datafusion.execution.skip_partial_aggregation_probe_ratio_threshold'",
+    )
+    .await?;
+    assert_eq!(v, json!("0.5"));
+    Ok(())
+}
