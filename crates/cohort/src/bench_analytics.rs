@@ -53,7 +53,7 @@ use cohort_lake::{
     Lake, LakeEvent, LakeWriter, QueryOptions, StateError, StateTables, identities_schema,
     memberships_schema, profile_traits_schema, profiles_schema,
 };
-use cohort_segment::rfm::{RfmInput, RfmOptions, analyse, quintile_scores};
+use cohort_segment::rfm::{RfmInput, RfmOptions, RfmScores, analyse, rfm_scores};
 use cohort_segment::{Condition, to_sql};
 use cohort_server::EVENTS_FOR_SEGMENTS;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -1304,19 +1304,19 @@ fn duck_rfm_sql() -> String {
 
 /// (customers scored, sum of R, sum of F, sum of M, customers scoring 555).
 fn rfm_signature(inputs: &[RfmInput]) -> Vec<i64> {
-    let recency: Vec<f64> = inputs.iter().map(|r| -f64::from(r.recency_days)).collect();
-    let orders: Vec<f64> = inputs.iter().map(|r| r.orders as f64).collect();
-    let revenue: Vec<f64> = inputs.iter().map(|r| r.revenue).collect();
-    let (r, f, m) = (
-        quintile_scores(&recency),
-        quintile_scores(&orders),
-        quintile_scores(&revenue),
-    );
-    let sum = |s: &[u8]| s.iter().map(|&v| i64::from(v)).sum::<i64>();
-    let top = (0..inputs.len())
-        .filter(|&i| r[i] == 5 && f[i] == 5 && m[i] == 5)
+    let scores = rfm_scores(inputs);
+    let sum = |f: fn(&RfmScores) -> u8| scores.iter().map(|s| i64::from(f(s))).sum::<i64>();
+    let top = scores
+        .iter()
+        .filter(|s| s.recency == 5 && s.frequency == 5 && s.monetary == 5)
         .count();
-    vec![inputs.len() as i64, sum(&r), sum(&f), sum(&m), top as i64]
+    vec![
+        inputs.len() as i64,
+        sum(|s| s.recency),
+        sum(|s| s.frequency),
+        sum(|s| s.monetary),
+        top as i64,
+    ]
 }
 
 enum CohortWork {
@@ -2339,6 +2339,7 @@ fn print_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cohort_segment::rfm::quintile_scores;
 
     fn tiny() -> GenSpec {
         GenSpec {
