@@ -55,7 +55,7 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     } else {
         Durability::Full
     };
-    let server = start_server(dir.path(), durability, None).await?;
+    let server = start_server(dir.path(), durability, None, None).await?;
     let store = server.state().store().clone();
     let write_key = create_source(&store, "bench").await?;
 
@@ -465,7 +465,14 @@ async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary data directory")?;
     let admin_key = format!("ck_bench_{:032x}", rand::rng().random::<u128>());
-    let server = start_server(dir.path(), Durability::Normal, Some(admin_key.clone())).await?;
+    let refresh = Some(Duration::from_secs(args.segment_refresh_secs));
+    let server = start_server(
+        dir.path(),
+        Durability::Normal,
+        Some(admin_key.clone()),
+        refresh,
+    )
+    .await?;
     let store = server.state().store().clone();
     let write_key = create_source(&store, "bench").await?;
     print_machine();
@@ -772,10 +779,14 @@ async fn start_server(
     dir: &Path,
     durability: Durability,
     admin_key: Option<String>,
+    segment_refresh: Option<Duration>,
 ) -> anyhow::Result<RunningServer> {
     let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
     let mut config = ServerConfig::new(dir, listen);
     config.store.durability = durability;
+    if let Some(every) = segment_refresh {
+        config.segment_refresh = every;
+    }
     // Without an operator key the server would mint and print one; a random one keeps output quiet.
     config.admin_key = Some(
         admin_key.unwrap_or_else(|| format!("ck_bench_{:032x}", rand::rng().random::<u128>())),

@@ -165,6 +165,10 @@ pub struct BenchLookupArgs {
     /// first lookup of each customer reads the database.
     #[arg(long)]
     pub cold: bool,
+    /// Seconds between the server's time refreshes of segments (as `serve
+    /// --segment-refresh-secs`); below --seconds, the run measures lookups during refreshes.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_refresh_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
