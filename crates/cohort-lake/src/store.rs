@@ -13,7 +13,9 @@ use datafusion::object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::{FutureExt, TryFutureExt};
 
 use crate::files::{parse_part_file_name, split_visible};
 
@@ -34,6 +36,47 @@ impl fmt::Display for LakeStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LakeStore({})", self.inner)
     }
+}
+
+/// Directory listings taken at most, one after the other, until two agree.
+const MAX_LISTINGS: usize = 4;
+
+/// The first listing that the next one repeats (or the last one taken).
+///
+/// A directory read is no snapshot: while it runs, a compaction may rename its merged file into a
+/// place the read has passed and delete the files it replaces from places the read has not reached
+/// yet. That listing holds neither, and a query planned on it loses rows. Files only appear and
+/// disappear in such swaps, so a listing that the next one repeats was taken while no swap ran.
+/// The listings are awaited one after the other, each started once the one before has finished.
+async fn settled_listing<I, F>(listings: I) -> Result<ListResult>
+where
+    I: IntoIterator<Item = F>,
+    F: std::future::Future<Output = Result<ListResult>>,
+{
+    let names = |listing: &ListResult| {
+        let mut names: Vec<&Path> = listing
+            .objects
+            .iter()
+            .map(|o| &o.location)
+            .chain(&listing.common_prefixes)
+            .collect();
+        names.sort();
+        names.into_iter().cloned().collect::<Vec<Path>>()
+    };
+    let mut previous: Option<ListResult> = None;
+    for listing in listings {
+        let current = listing.await?;
+        if let Some(previous) = previous
+            && names(&previous) == names(&current)
+        {
+            return Ok(previous);
+        }
+        previous = Some(current);
+    }
+    Ok(previous.unwrap_or(ListResult {
+        objects: Vec::new(),
+        common_prefixes: Vec::new(),
+    }))
 }
 
 /// Keeps the part files that are not covered by another file of the same
@@ -94,11 +137,22 @@ impl ObjectStore for LakeStore {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         // The rule needs all files of a directory at once, so the listing is
         // collected before it is filtered; a day holds few files.
-        let all = self.inner.list(prefix);
+        let listings: Vec<BoxFuture<'static, Result<ListResult>>> = (0..MAX_LISTINGS)
+            .map(|_| {
+                self.inner
+                    .list(prefix)
+                    .try_collect::<Vec<ObjectMeta>>()
+                    .map_ok(|objects| ListResult {
+                        objects,
+                        common_prefixes: Vec::new(),
+                    })
+                    .boxed()
+            })
+            .collect();
         stream::once(async move {
-            let objects: Vec<ObjectMeta> = all.try_collect().await?;
+            let listing = settled_listing(listings).await?;
             Ok::<_, datafusion::object_store::Error>(stream::iter(
-                visible_objects(objects).into_iter().map(Ok),
+                visible_objects(listing.objects).into_iter().map(Ok),
             ))
         })
         .try_flatten()
@@ -106,7 +160,8 @@ impl ObjectStore for LakeStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let mut result = self.inner.list_with_delimiter(prefix).await?;
+        let listings = (0..MAX_LISTINGS).map(|_| self.inner.list_with_delimiter(prefix));
+        let mut result = settled_listing(listings).await?;
         result.objects = visible_objects(result.objects);
         Ok(result)
     }
@@ -128,6 +183,47 @@ mod tests {
             e_tag: None,
             version: None,
         }
+    }
+
+    /// Listings as a directory read racing a compaction gives them: the second misses both the
+    /// merged file and the files it replaced.
+    #[tokio::test]
+    async fn a_listing_counts_once_the_next_one_repeats_it() -> Result<()> {
+        let before = ["d/part-1-10.parquet", "d/part-11-20.parquet"];
+        let torn = ["d/part-11-20.parquet"];
+        let after = ["d/part-1-20.parquet", "d/part-11-20.parquet"];
+        let listing = |names: &[&str]| {
+            let objects: Vec<ObjectMeta> = names.iter().map(|n| meta(n)).collect();
+            async move {
+                Ok(ListResult {
+                    objects,
+                    common_prefixes: Vec::new(),
+                })
+            }
+        };
+        let names = |listing: ListResult| -> Vec<String> {
+            listing
+                .objects
+                .iter()
+                .map(|o| o.location.to_string())
+                .collect()
+        };
+        // Stable from the start: the first listing serves.
+        let got = settled_listing([listing(&before), listing(&before), listing(&torn)]).await?;
+        assert_eq!(names(got), before);
+        // A torn listing is never used when a later pair agrees.
+        let got = settled_listing([
+            listing(&before),
+            listing(&torn),
+            listing(&after),
+            listing(&after),
+        ])
+        .await?;
+        assert_eq!(names(got), after);
+        // Order within a listing does not matter.
+        let got = settled_listing([listing(&after), listing(&[after[1], after[0]])]).await?;
+        assert_eq!(names(got), after);
+        Ok(())
     }
 
     #[test]
