@@ -471,8 +471,31 @@ impl Lake {
     /// Must be called from within a Tokio runtime (its timer measures the
     /// timeout); the query itself runs on the lake's own threads.
     pub async fn query(&self, sql: &str, opts: QueryOptions) -> Result<QueryResult, LakeError> {
+        self.query_on(self.ctx.clone(), sql, opts).await
+    }
+
+    /// [`Lake::query`] for work that nobody waits on, such as periodic re-evaluations: planned
+    /// for one partition, so that it keeps one of the lake's threads busy rather than all of
+    /// them, and API requests keep a core on a small machine (a refresh round of every
+    /// time-moving segment halved the lookup p99 this way; docs/BENCHMARKS.md).
+    pub async fn query_in_background(
+        &self,
+        sql: &str,
+        opts: QueryOptions,
+    ) -> Result<QueryResult, LakeError> {
+        let mut state = self.ctx.state();
+        state.config_mut().options_mut().execution.target_partitions = 1;
+        self.query_on(SessionContext::new_with_state(state), sql, opts)
+            .await
+    }
+
+    async fn query_on(
+        &self,
+        ctx: SessionContext,
+        sql: &str,
+        opts: QueryOptions,
+    ) -> Result<QueryResult, LakeError> {
         check_read_only(sql)?;
-        let ctx = self.ctx.clone();
         let sql = sql.to_owned();
         let max_rows = opts.max_rows;
         self.run_timed(opts.timeout, async move {

@@ -793,3 +793,29 @@ async fn partial_aggregation_gives_way_unless_it_halves_the_rows() -> TestResult
     assert_eq!(v, json!("0.5"));
     Ok(())
 }
+
+#[tokio::test]
+async fn background_queries_plan_one_partition_and_answer_alike() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut writer = LakeWriter::open(dir.path())?;
+    writer.append(
+        &(1..=40)
+            .map(|s| order(s, 1 + (s % 3) as u32, s as f64))
+            .collect::<Vec<_>>(),
+    )?;
+    let lake = Lake::open(dir.path())?;
+    let sql =
+        "SELECT date, count(*) AS n, sum(revenue) AS r FROM events GROUP BY date ORDER BY date";
+    let background = lake
+        .query_in_background(sql, opts())
+        .await?
+        .to_json_rows()?;
+    assert_eq!(background, rows(&lake, sql).await?);
+    assert_eq!(background.len(), 3);
+    let plan = lake
+        .query_in_background(&format!("EXPLAIN {sql}"), opts())
+        .await?
+        .to_table_text()?;
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    Ok(())
+}

@@ -95,6 +95,15 @@ impl Analytics {
         self.lake().await?.query(sql, opts).await
     }
 
+    /// [`Analytics::query`] on one of the lake's threads, for work nobody waits on.
+    pub async fn query_in_background(
+        &self,
+        sql: &str,
+        opts: QueryOptions,
+    ) -> Result<QueryResult, LakeError> {
+        self.lake().await?.query_in_background(sql, opts).await
+    }
+
     /// The lake, with the events processed but not yet in Parquet loaded as its recent rows, for
     /// callers that run several queries (the analyses).
     pub async fn lake(&self) -> Result<&Lake, LakeError> {

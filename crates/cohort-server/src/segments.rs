@@ -62,20 +62,35 @@ pub async fn batch_members(
     condition: &Condition,
     now: DateTime<Utc>,
 ) -> Result<HashSet<i64>, LakeError> {
+    members_by_sql(analytics, condition, now, Urgency::Waited).await
+}
+
+/// Whether somebody waits for an evaluation, which then may use every core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Urgency {
+    Waited,
+    Background,
+}
+
+async fn members_by_sql(
+    analytics: &Analytics,
+    condition: &Condition,
+    now: DateTime<Utc>,
+    urgency: Urgency,
+) -> Result<HashSet<i64>, LakeError> {
     let inner = to_sql(condition, now).map_err(|e| LakeError::Query(format!("condition.{e}")))?;
     let sql = format!(
         "WITH events AS ({EVENTS_FOR_SEGMENTS}) \
          SELECT DISTINCT customer_id FROM ({inner}) AS members WHERE customer_id IS NOT NULL"
     );
-    let result = analytics
-        .query(
-            &sql,
-            QueryOptions {
-                timeout: BATCH_TIMEOUT,
-                max_rows: ALL_ROWS,
-            },
-        )
-        .await?;
+    let opts = QueryOptions {
+        timeout: BATCH_TIMEOUT,
+        max_rows: ALL_ROWS,
+    };
+    let result = match urgency {
+        Urgency::Waited => analytics.query(&sql, opts).await?,
+        Urgency::Background => analytics.query_in_background(&sql, opts).await?,
+    };
     let mut members = HashSet::with_capacity(result.num_rows());
     for batch in &result.batches {
         let ids = batch
@@ -96,7 +111,7 @@ pub async fn refresh(
     reason: &'static str,
 ) -> Result<MembershipDiff, ApiError> {
     let watermark = last_change_id(store).await?;
-    refresh_since(analytics, store, def, reason, watermark).await
+    refresh_since(analytics, store, def, reason, watermark, Urgency::Waited).await
 }
 
 async fn last_change_id(store: &Store) -> Result<i64, ApiError> {
@@ -111,8 +126,9 @@ async fn refresh_since(
     def: &SegmentDef,
     reason: &'static str,
     watermark: i64,
+    urgency: Urgency,
 ) -> Result<MembershipDiff, ApiError> {
-    let members = batch_members(analytics, &def.condition, Utc::now())
+    let members = members_by_sql(analytics, &def.condition, Utc::now(), urgency)
         .await
         .map_err(|e| lake_error(&def.name, e))?;
     let store = store.clone();
@@ -189,7 +205,16 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                     continue;
                 }
                 moving.insert(def.name.clone());
-                match refresh_since(&analytics, &store, &def, "time", watermark).await {
+                match refresh_since(
+                    &analytics,
+                    &store,
+                    &def,
+                    "time",
+                    watermark,
+                    Urgency::Background,
+                )
+                .await
+                {
                     Ok(diff) if diff.entered + diff.exited > 0 => {
                         tracing::info!(segment = %def.name, entered = diff.entered, exited = diff.exited, "segment refreshed");
                     }
