@@ -476,8 +476,8 @@ impl Lake {
 
     /// [`Lake::query`] for work that nobody waits on, such as periodic re-evaluations: planned
     /// for one partition, so that it keeps one of the lake's threads busy rather than all of
-    /// them, and API requests keep a core on a small machine (a refresh round of every
-    /// time-moving segment halved the lookup p99 this way; docs/BENCHMARKS.md).
+    /// them, and API requests keep a core on a small machine (docs/BENCHMARKS.md has the lookup
+    /// latencies measured during refresh rounds with and without it).
     pub async fn query_in_background(
         &self,
         sql: &str,
