@@ -28,6 +28,23 @@ fn member_ids(s: &Server, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The lake's day directories and files, for failure messages.
+fn lake_files(s: &Server) -> Vec<String> {
+    let events = s.dir.path().join("lake").join("events");
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(&events).into_iter().flatten().flatten() {
+        let name = day.file_name().to_string_lossy().into_owned();
+        let files: Vec<String> = std::fs::read_dir(day.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.push(format!("{name}: {files:?}"));
+    }
+    out
+}
+
 fn customer_id(s: &Server, user: &str) -> String {
     s.profile("user_id", user).expect("profile")["customer_id"]
         .as_str()
@@ -70,7 +87,20 @@ fn segments_fill_in_batch_then_follow_events_in_real_time() {
         &json!({"condition": platinum}),
     );
     assert_eq!(preview.status, 200, "{}", preview.text());
-    assert_eq!(preview.json()["count"], 1);
+    if preview.json()["count"] != 1 {
+        // Rare in CI and never seen locally: say what the batch side saw.
+        let sql = |q: &str| {
+            s.admin_send("POST", "/api/v1/query", &json!({"sql": q}))
+                .text()
+        };
+        panic!(
+            "preview counted {} (expected ada alone)\nprofiles: {}\nevents: {}\nlake files: {:?}",
+            preview.text(),
+            sql("SELECT customer_id, revenue_30d, last_seen FROM profiles"),
+            sql("SELECT seq, event, customer_id, \"timestamp\", date FROM events ORDER BY seq"),
+            lake_files(&s),
+        );
+    }
     assert_eq!(preview.json()["refreshed_with_time"], true);
 
     let created = s.admin_send(
