@@ -9,12 +9,19 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The admin key of servers a test starts by hand. [`Server`] gives each server a key of its own,
+/// so that a request that reaches another test's server is refused instead of answered.
 pub const ADMIN_KEY: &str = "ck_test_admin_key";
+
+fn unique_admin_key() -> String {
+    format!("ck_test_{:032x}", rand::random::<u128>())
+}
 
 pub struct Server {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub write_key: String,
+    pub admin_key: String,
     child: Child,
     extra: Vec<String>,
 }
@@ -62,26 +69,35 @@ impl Server {
             .as_str()
             .expect("write key")
             .to_string();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let extra: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
-        let mut child = Self::spawn(dir.path(), addr, &extra);
-        Self::wait_ready(&mut child, addr);
-        Server {
-            addr,
-            dir,
-            write_key,
-            child,
-            extra,
+        let admin_key = unique_admin_key();
+        // Another test may take the port between free_port() and our server's bind; that server
+        // then answers in ours' place. Readiness is therefore asked with this server's own key,
+        // and a server that could not bind is started again on another port.
+        for _ in 0..20 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let mut child = Self::spawn(dir.path(), addr, &extra, &admin_key);
+            if Self::wait_ready(&mut child, addr, &admin_key) {
+                return Server {
+                    addr,
+                    dir,
+                    write_key,
+                    admin_key,
+                    child,
+                    extra,
+                };
+            }
         }
+        panic!("cohort serve found no port it could keep");
     }
 
-    fn spawn(dir: &std::path::Path, addr: SocketAddr, extra: &[String]) -> Child {
+    fn spawn(dir: &std::path::Path, addr: SocketAddr, extra: &[String], admin_key: &str) -> Child {
         cohort()
             .args(["serve", "--data"])
             .arg(dir)
             .args(["--listen", &addr.to_string()])
             .args(extra)
-            .env("COHORT_ADMIN_KEY", ADMIN_KEY)
+            .env("COHORT_ADMIN_KEY", admin_key)
             .env("COHORT_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -89,16 +105,27 @@ impl Server {
             .expect("spawn cohort serve")
     }
 
-    fn wait_ready(child: &mut Child, addr: SocketAddr) {
+    /// True once this server answers an admin request on `addr`; false when it exited (it could
+    /// not bind the port). Another server on the port refuses the key and is not mistaken for it.
+    fn wait_ready(child: &mut Child, addr: SocketAddr, admin_key: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let auth = format!("Bearer {admin_key}");
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("cohort serve exited early: {status}");
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
             }
             if let Ok(r) = send(addr, "GET", "/readyz", &[], b"")
                 && r.status == 200
+                && let Ok(r) = send(
+                    addr,
+                    "GET",
+                    "/api/v1/stats",
+                    &[("Authorization", &auth)],
+                    b"",
+                )
+                && r.status == 200
             {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -109,8 +136,12 @@ impl Server {
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path(), self.addr, &self.extra);
-        Self::wait_ready(&mut self.child, self.addr);
+        self.child = Self::spawn(self.dir.path(), self.addr, &self.extra, &self.admin_key);
+        assert!(
+            Self::wait_ready(&mut self.child, self.addr, &self.admin_key),
+            "the restarted server could not take back {}",
+            self.addr
+        );
     }
 
     pub fn request(
@@ -141,7 +172,7 @@ impl Server {
         self.request(
             "GET",
             path,
-            &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+            &[("Authorization", &format!("Bearer {}", self.admin_key))],
             b"",
         )
     }
@@ -151,7 +182,7 @@ impl Server {
             method,
             path,
             &[
-                ("Authorization", &format!("Bearer {ADMIN_KEY}")),
+                ("Authorization", &format!("Bearer {}", self.admin_key)),
                 ("Content-Type", "application/json"),
             ],
             body.to_string().as_bytes(),
