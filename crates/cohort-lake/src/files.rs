@@ -195,20 +195,6 @@ pub(crate) fn complete_seq(events_dir: &Path) -> Result<Option<i64>, LakeError> 
     }
 }
 
-/// Replaces the mark read by [`complete_seq`]. Not fsynced: after a power cut the mark may be
-/// older than the files, which only makes readers take more rows from the store.
-pub(crate) fn write_complete_seq(
-    events_dir: &Path,
-    seq: Option<i64>,
-    tmp_mark: &str,
-) -> Result<(), LakeError> {
-    let path = events_dir.join(COMPLETE_MARK);
-    let tmp = events_dir.join(format!("{COMPLETE_MARK}{tmp_mark}"));
-    let text = seq.map(|s| s.to_string()).unwrap_or_default();
-    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
-}
-
 /// Makes renames and creations in `dir` durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LakeError> {
     std::fs::File::open(dir)

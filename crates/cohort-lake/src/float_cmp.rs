@@ -15,6 +15,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Datum, RecordBatch, Scalar};
 use datafusion::arrow::compute::kernels::cmp;
 use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
@@ -71,14 +72,15 @@ fn rewrite(
     let Some(binary) = expr.downcast_ref::<BinaryExpr>() else {
         return Ok(Transformed::no(expr));
     };
-    let Some(op) = Comparison::of(*binary.op()) else {
-        return Ok(Transformed::no(expr));
+    let (left, right, op) = (binary.left(), binary.right(), *binary.op());
+    // `5 < x` is `x > 5`: the constant goes to the right.
+    let (operand, constant, op) = match (constant_of(right), constant_of(left), op.swap()) {
+        (Some(c), _, _) => (left, c, op),
+        (None, Some(c), Some(swapped)) => (right, c, swapped),
+        _ => return Ok(Transformed::no(expr)),
     };
-    let (left, right) = (binary.left(), binary.right());
-    let (operand, constant, op) = match (constant_of(right), constant_of(left)) {
-        (Some(c), _) => (left, c, op),
-        (None, Some(c)) => (right, c, op.mirrored()),
-        (None, None) => return Ok(Transformed::no(expr)),
+    let Some(kernel) = kernel(op) else {
+        return Ok(Transformed::no(expr));
     };
     let operand_type = operand.data_type(schema)?;
     if !is_nonzero_finite_float(constant, &operand_type) {
@@ -87,6 +89,7 @@ fn rewrite(
     Ok(Transformed::yes(Arc::new(FloatVsConstant {
         operand: Arc::clone(operand),
         op,
+        kernel,
         constant: Scalar::new(constant.to_array()?),
         value: constant.clone(),
     })))
@@ -104,69 +107,29 @@ fn is_nonzero_finite_float(value: &ScalarValue, operand: &DataType) -> bool {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Comparison {
-    Eq,
-    NotEq,
-    Lt,
-    LtEq,
-    Gt,
-    GtEq,
-}
+/// An Arrow comparison kernel.
+type Kernel = fn(&dyn Datum, &dyn Datum) -> std::result::Result<BooleanArray, ArrowError>;
 
-impl Comparison {
-    fn of(op: Operator) -> Option<Self> {
-        Some(match op {
-            Operator::Eq => Self::Eq,
-            Operator::NotEq => Self::NotEq,
-            Operator::Lt => Self::Lt,
-            Operator::LtEq => Self::LtEq,
-            Operator::Gt => Self::Gt,
-            Operator::GtEq => Self::GtEq,
-            _ => return None,
-        })
-    }
-
-    /// The comparison with its operands swapped: `5 < x` is `x > 5`.
-    fn mirrored(self) -> Self {
-        match self {
-            Self::Lt => Self::Gt,
-            Self::LtEq => Self::GtEq,
-            Self::Gt => Self::Lt,
-            Self::GtEq => Self::LtEq,
-            same => same,
-        }
-    }
-
-    fn operator(self) -> Operator {
-        match self {
-            Self::Eq => Operator::Eq,
-            Self::NotEq => Operator::NotEq,
-            Self::Lt => Operator::Lt,
-            Self::LtEq => Operator::LtEq,
-            Self::Gt => Operator::Gt,
-            Self::GtEq => Operator::GtEq,
-        }
-    }
-
-    fn apply(self, left: &dyn Datum, right: &dyn Datum) -> Result<BooleanArray> {
-        let result = match self {
-            Self::Eq => cmp::eq(left, right),
-            Self::NotEq => cmp::neq(left, right),
-            Self::Lt => cmp::lt(left, right),
-            Self::LtEq => cmp::lt_eq(left, right),
-            Self::Gt => cmp::gt(left, right),
-            Self::GtEq => cmp::gt_eq(left, right),
-        };
-        Ok(result?)
-    }
+/// Arrow's kernel for a comparison operator; `None` for every other operator.
+fn kernel(op: Operator) -> Option<Kernel> {
+    Some(match op {
+        Operator::Eq => cmp::eq,
+        Operator::NotEq => cmp::neq,
+        Operator::Lt => cmp::lt,
+        Operator::LtEq => cmp::lt_eq,
+        Operator::Gt => cmp::gt,
+        Operator::GtEq => cmp::gt_eq,
+        _ => return None,
+    })
 }
 
 /// `operand <op> constant` for a float operand and a finite, non-zero constant.
 #[derive(Debug, Clone)]
 struct FloatVsConstant {
     operand: Arc<dyn PhysicalExpr>,
-    op: Comparison,
+    op: Operator,
+    /// `op`'s kernel.
+    kernel: Kernel,
     /// `value` as the one-row array the kernels take.
     constant: Scalar<ArrayRef>,
     value: ScalarValue,
@@ -192,7 +155,7 @@ impl Hash for FloatVsConstant {
 
 impl fmt::Display for FloatVsConstant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.operand, self.op.operator(), self.value)
+        write!(f, "{} {} {}", self.operand, self.op, self.value)
     }
 }
 
@@ -207,12 +170,13 @@ impl PhysicalExpr for FloatVsConstant {
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         match self.operand.evaluate(batch)? {
-            ColumnarValue::Array(values) => Ok(ColumnarValue::Array(Arc::new(
-                self.op.apply(&values, &self.constant)?,
-            ))),
+            ColumnarValue::Array(values) => Ok(ColumnarValue::Array(Arc::new((self.kernel)(
+                &values,
+                &self.constant,
+            )?))),
             ColumnarValue::Scalar(value) => {
                 let value = Scalar::new(value.to_array()?);
-                let answer = self.op.apply(&value, &self.constant)?;
+                let answer = (self.kernel)(&value, &self.constant)?;
                 Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
                     &answer, 0,
                 )?))
@@ -233,6 +197,7 @@ impl PhysicalExpr for FloatVsConstant {
         Ok(Arc::new(Self {
             operand,
             op: self.op,
+            kernel: self.kernel,
             constant: self.constant.clone(),
             value: self.value.clone(),
         }))
@@ -240,7 +205,7 @@ impl PhysicalExpr for FloatVsConstant {
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.operand.fmt_sql(f)?;
-        write!(f, " {} {}", self.op.operator(), self.value)
+        write!(f, " {} {}", self.op, self.value)
     }
 }
 

@@ -1094,7 +1094,6 @@ impl TableProvider for StateProvider {
         // operators above stays small against the work (1M profiles: 8,192-row slices 4.8 ms,
         // 32,768 3.3 ms, half a million 6+ ms for a two-column segment).
         let parts = state.config().target_partitions().max(1);
-        let chunk = STATE_CHUNK_ROWS;
         let rows = batch.num_rows();
         let step = rows.div_ceil(parts).max(1);
         let partitions = (0..rows)
@@ -1102,8 +1101,8 @@ impl TableProvider for StateProvider {
             .map(|start| {
                 let end = (start + step).min(rows);
                 (start..end)
-                    .step_by(chunk)
-                    .map(|at| batch.slice(at, chunk.min(end - at)))
+                    .step_by(STATE_CHUNK_ROWS)
+                    .map(|at| batch.slice(at, STATE_CHUNK_ROWS.min(end - at)))
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>();

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{
     COMPLETE_MARK, PartFile, SeqRange, date_dir_name, day_files, fsync_dir, io_err, list_days,
-    max_seq, parse_date_dir_name, parse_part_file_name, part_file_name, write_complete_seq,
+    max_seq, parse_date_dir_name, parse_part_file_name, part_file_name,
 };
 use crate::schema::{event_date, event_file_schema, events_to_batch};
 use crate::{LakeError, LakeEvent};
@@ -135,7 +135,7 @@ impl LakeWriter {
         }
         recover(&events_dir)?;
         let last_seq = max_seq(&events_dir)?;
-        write_complete_seq(&events_dir, last_seq, TMP_MARK)?;
+        write_complete_seq(&events_dir, last_seq)?;
         tracing::debug!(dir = %events_dir.display(), ?last_seq, "lake writer opened");
         Ok(Self {
             events_dir,
@@ -228,7 +228,7 @@ impl LakeWriter {
         }
         let top = fresh.last().map(|e| e.seq);
         self.last_seq = top.max(self.last_seq);
-        write_complete_seq(&self.events_dir, self.last_seq, TMP_MARK)
+        write_complete_seq(&self.events_dir, self.last_seq)
     }
 
     /// Writes one day's events to a fsynced temporary file; returns
@@ -577,6 +577,16 @@ fn remove_quietly<'a>(paths: impl Iterator<Item = &'a Path>) {
             tracing::warn!(path = %p.display(), error = %e, "could not remove temporary lake file");
         }
     }
+}
+
+/// Replaces the mark that `crate::files::complete_seq` reads. Not fsynced: after a power cut the
+/// mark may be older than the files, which only makes readers take more rows from the store.
+fn write_complete_seq(events_dir: &Path, seq: Option<i64>) -> Result<(), LakeError> {
+    let path = events_dir.join(COMPLETE_MARK);
+    let tmp = events_dir.join(format!("{COMPLETE_MARK}{TMP_MARK}"));
+    let text = seq.map(|s| s.to_string()).unwrap_or_default();
+    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
 }
 
 /// Finishes a journaled append, then removes temporary files and files hidden
