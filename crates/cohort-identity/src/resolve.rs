@@ -137,6 +137,10 @@ impl<G: IdentityGraph> Run<'_, G> {
         c: CustomerId,
         ids: &[&Identifier],
     ) -> Result<bool, ResolveError<G::Error>> {
+        // Most events carry only identifiers already known: no count query for them.
+        if ids.is_empty() {
+            return Ok(true);
+        }
         let mut counts = self.counts(c)?;
         for id in ids {
             let n = counts.entry(id.kind.clone()).or_insert(0);
@@ -207,6 +211,47 @@ mod tests {
 
     fn run(graph: &mut MemoryGraph, ids: &[Identifier]) -> Resolution {
         resolve(&IdentityRules::default(), graph, ids).unwrap()
+    }
+
+    /// Counts the identity-count queries a resolution makes: the store runs one SQL query each.
+    #[derive(Default)]
+    struct CountingGraph {
+        inner: MemoryGraph,
+        count_queries: usize,
+    }
+
+    impl IdentityGraph for CountingGraph {
+        type Error = std::convert::Infallible;
+        fn lookup(&mut self, id: &Identifier) -> Result<Option<CustomerId>, Self::Error> {
+            self.inner.lookup(id)
+        }
+        fn kind_counts(&mut self, c: CustomerId) -> Result<HashMap<IdKind, usize>, Self::Error> {
+            self.count_queries += 1;
+            self.inner.kind_counts(c)
+        }
+        fn create_customer(&mut self) -> Result<CustomerId, Self::Error> {
+            self.inner.create_customer()
+        }
+        fn attach(&mut self, c: CustomerId, id: &Identifier) -> Result<(), Self::Error> {
+            self.inner.attach(c, id)
+        }
+        fn merge(&mut self, from: CustomerId, into: CustomerId, because: &Identifier) -> Result<(), Self::Error> {
+            self.inner.merge(from, into, because)
+        }
+    }
+
+    #[test]
+    fn events_with_only_known_identifiers_need_no_identity_counts() {
+        let mut g = CountingGraph::default();
+        let rules = IdentityRules::default();
+        let first = resolve(&rules, &mut g, &[uid("u1"), anon("d1")]).unwrap();
+        let before = g.count_queries;
+        let again = resolve(&rules, &mut g, &[uid("u1"), anon("d1")]).unwrap();
+        assert_eq!(again.customer, first.customer);
+        assert_eq!(g.count_queries, before, "nothing to attach, so nothing to count");
+        // A new identifier still has its limit checked.
+        resolve(&rules, &mut g, &[uid("u1"), anon("d2")]).unwrap();
+        assert!(g.count_queries > before);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! One transaction per batch holds the identity changes, profile updates, stored events and the new
 //! applied position. A crash rolls the whole batch back and processing restarts from the recorded
-//! position; events are unique by (source, message ID), so a message applied twice changes nothing.
+//! position; an event is stored under its inbox position, so a message applied twice changes nothing.
 
 use crate::StoreConfig;
 use crate::inbox::{InboxEntry, Progress, read_after};
@@ -597,5 +597,65 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
         )?;
         self.cache.merged_into.insert(from, into);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Durability;
+
+    fn state_db(dir: &std::path::Path) -> Connection {
+        let mut conn = crate::conn::open(&dir.join("state.db"), Durability::Normal).unwrap();
+        crate::schema::migrate_state(&mut conn).unwrap();
+        conn
+    }
+
+    fn entry(seq: i64, message: serde_json::Value) -> InboxEntry {
+        InboxEntry {
+            seq,
+            source_id: 1,
+            received_at: 1_700_000_000_000_000,
+            body: message.to_string(),
+        }
+    }
+
+    fn totals(conn: &Connection) -> (i64, i64, i64, f64, i64) {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM identities),
+                    (SELECT COALESCE(SUM(events), 0) FROM customer_stats),
+                    (SELECT COALESCE(SUM(revenue), 0) FROM customer_stats),
+                    (SELECT COALESCE(SUM(count), 0) FROM event_counts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_applied_again_after_a_crash_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = state_db(dir.path());
+        // Two messages share a message ID: the inbox's dedup lets that through once its window
+        // has passed, and both are kept, each under its own position.
+        let batch = vec![
+            entry(1, serde_json::json!({"type": "identify", "userId": "u1", "anonymousId": "a1",
+                "messageId": "m1", "traits": {"plan": "pro"}})),
+            entry(2, serde_json::json!({"type": "track", "userId": "u1", "event": "Order Completed",
+                "messageId": "m2", "properties": {"revenue": 40}})),
+            entry(3, serde_json::json!({"type": "track", "anonymousId": "a1", "event": "Order Completed",
+                "messageId": "m2", "properties": {"revenue": 2}})),
+        ];
+        let rules = (IdentityRules::default(), ProfileRules::default());
+        let apply = |conn: &mut Connection, cache: &mut IdentityCache| {
+            apply_batch(conn, &batch, &rules.0, &rules.1, cache, &mut Vec::new(), 3).unwrap();
+        };
+        apply(&mut conn, &mut IdentityCache::default());
+        let once = totals(&conn);
+        assert_eq!(once, (3, 2, 3, 42.0, 3));
+        // The processor crashed before it knew the batch was committed: it starts over from the
+        // same inbox positions, with a cold cache.
+        apply(&mut conn, &mut IdentityCache::default());
+        assert_eq!(totals(&conn), once);
     }
 }

@@ -7,7 +7,7 @@
 //! - `state.db`: sources and keys, and the customer state (identities, traits, computed traits,
 //!   events) that the processor builds from the inbox. The processor records the last inbox position
 //!   it applied in the same transaction as the state it changed, so after a crash it resumes exactly
-//!   there; events are also unique by (source, message ID), so applying one twice changes nothing.
+//!   there; events are also stored under their inbox position, so applying one twice changes nothing.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cohort_store::StoreError> {

@@ -164,6 +164,28 @@ CREATE TABLE analysis_runs (
 );
 CREATE INDEX analysis_runs_kind ON analysis_runs (kind, id);
 "#,
+    // Events lose their unique (source, message ID) index. The inbox's dedup window catches
+    // repeated message IDs before they get a position, and a replayed inbox entry keeps its
+    // position, which is the primary key; the index only cost a random-key insert per event.
+    r#"
+CREATE TABLE events_by_seq (
+    seq         INTEGER PRIMARY KEY,
+    source_id   INTEGER NOT NULL,
+    message_id  TEXT    NOT NULL,
+    customer_id INTEGER,
+    type        TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT    NOT NULL
+);
+INSERT INTO events_by_seq
+  SELECT seq, source_id, message_id, customer_id, type, name, ts, received_at, body FROM events;
+DROP TABLE events;
+ALTER TABLE events_by_seq RENAME TO events;
+CREATE INDEX events_customer_ts ON events (customer_id, ts);
+CREATE INDEX events_ts ON events (ts);
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -182,4 +204,46 @@ fn migrate(conn: &mut Connection, steps: &[&str]) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stored_before_the_unique_index_was_dropped_survive_the_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &STATE[..STATE.len() - 1]).unwrap();
+        conn.execute(
+            "INSERT INTO events (seq, source_id, message_id, customer_id, type, name, ts, received_at, body)
+             VALUES (7, 1, 'm1', 3, 'track', 'A', 10, 11, '{}')",
+            [],
+        )
+        .unwrap();
+        migrate_state(&mut conn).unwrap();
+        let kept: (i64, String, i64) = conn
+            .query_row(
+                "SELECT seq, message_id, customer_id FROM events WHERE customer_id = 3 AND ts = 10",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (7, "m1".to_string(), 3));
+        // The same message ID under another position is now a second event, not a conflict.
+        conn.execute(
+            "INSERT INTO events (seq, source_id, message_id, customer_id, type, name, ts, received_at, body)
+             VALUES (8, 1, 'm1', 3, 'track', 'A', 10, 11, '{}')",
+            [],
+        )
+        .unwrap();
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'
+                 AND name IN ('events_customer_ts', 'events_ts')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+    }
 }
