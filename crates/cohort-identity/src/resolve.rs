@@ -235,7 +235,12 @@ mod tests {
         fn attach(&mut self, c: CustomerId, id: &Identifier) -> Result<(), Self::Error> {
             self.inner.attach(c, id)
         }
-        fn merge(&mut self, from: CustomerId, into: CustomerId, because: &Identifier) -> Result<(), Self::Error> {
+        fn merge(
+            &mut self,
+            from: CustomerId,
+            into: CustomerId,
+            because: &Identifier,
+        ) -> Result<(), Self::Error> {
             self.inner.merge(from, into, because)
         }
     }
@@ -248,7 +253,10 @@ mod tests {
         let before = g.count_queries;
         let again = resolve(&rules, &mut g, &[uid("u1"), anon("d1")]).unwrap();
         assert_eq!(again.customer, first.customer);
-        assert_eq!(g.count_queries, before, "nothing to attach, so nothing to count");
+        assert_eq!(
+            g.count_queries, before,
+            "nothing to attach, so nothing to count"
+        );
         // A new identifier still has its limit checked.
         resolve(&rules, &mut g, &[uid("u1"), anon("d2")]).unwrap();
         assert!(g.count_queries > before);

@@ -165,6 +165,48 @@ pub fn referenced_events(cond: &Condition) -> BTreeSet<String> {
     out
 }
 
+/// What can change a condition's answer for one customer, apart from the passing of time (which
+/// [`time_sensitive`] covers). The real-time engine re-decides a condition only when a customer's
+/// change meets one of these.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dependencies {
+    /// Some `trait` node: traits change on `identify` and when derived traits are written.
+    pub traits: bool,
+    /// Some computed trait that every event moves: `event_count`, `first_seen`, `last_seen`.
+    pub any_event: bool,
+    /// Some computed trait that only orders move: order counts, revenue, `last_order_at`.
+    pub orders: bool,
+    /// Names whose events count for `event` and sequence nodes and `event_counts.<name>`.
+    pub events: BTreeSet<String>,
+    /// Segments read by `in_segment`: a change to their membership can change this one.
+    pub segments: BTreeSet<String>,
+}
+
+/// The [`Dependencies`] of a condition.
+pub fn dependencies(cond: &Condition) -> Dependencies {
+    let mut deps = Dependencies {
+        events: referenced_events(cond),
+        segments: referenced_segments(cond),
+        ..Dependencies::default()
+    };
+    walk(cond, &mut |c| match c {
+        Condition::Trait { .. } => deps.traits = true,
+        Condition::Computed { key, .. } => match ComputedKey::parse(key) {
+            Some(ComputedKey::EventCount(_)) => {}
+            Some(ComputedKey::Number { column, .. } | ComputedKey::Date { column })
+                if matches!(column, "event_count" | "first_seen" | "last_seen") =>
+            {
+                deps.any_event = true
+            }
+            Some(_) => deps.orders = true,
+            // Validation refuses unknown keys; should one get here, any event may move it.
+            None => deps.any_event = true,
+        },
+        _ => {}
+    });
+    deps
+}
+
 /// The segments named by `in_segment` nodes: what must be computed first, and how to detect
 /// a segment that depends on itself.
 pub fn referenced_segments(cond: &Condition) -> BTreeSet<String> {
@@ -476,6 +518,50 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         crate::values::parse_date_arg(s).unwrap().at
+    }
+
+    #[test]
+    fn dependencies_name_what_can_change_an_answer() {
+        let cond = Condition::from_value(json!({"type": "and", "conditions": [
+            {"type": "trait", "key": "plan", "op": "eq", "value": "pro"},
+            {"type": "computed", "key": "event_counts.Signed Up", "op": "gte", "value": 1},
+            {"type": "not", "condition": {"type": "in_segment", "segment": "vip"}},
+            {"type": "or", "conditions": [
+                {"type": "event", "name": "Product Viewed", "count": {"op": "gte", "value": 3}},
+                {"type": "followed_by", "first": "Cart Viewed", "then": "Checkout", "within_hours": 2}
+            ]}
+        ]}))
+        .unwrap();
+        let deps = dependencies(&cond);
+        assert!(deps.traits && !deps.any_event && !deps.orders);
+        let names: Vec<&str> = deps.events.iter().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["Cart Viewed", "Checkout", "Product Viewed", "Signed Up"]
+        );
+        assert_eq!(deps.segments.into_iter().collect::<Vec<_>>(), ["vip"]);
+    }
+
+    #[test]
+    fn every_computed_trait_moves_with_every_event_or_with_orders() {
+        for key in crate::COMPUTED_KEYS {
+            let value = if matches!(key, "first_seen" | "last_seen" | "last_order_at") {
+                json!("2026-01-01")
+            } else {
+                json!(1)
+            };
+            let cond = Condition::from_value(
+                json!({"type": "computed", "key": key, "op": "gte", "value": value}),
+            )
+            .unwrap();
+            let deps = dependencies(&cond);
+            let by_every_event = matches!(key, "event_count" | "first_seen" | "last_seen");
+            assert_eq!(
+                (deps.any_event, deps.orders, deps.traits),
+                (by_every_event, !by_every_event, false),
+                "{key}"
+            );
+        }
     }
 
     #[test]

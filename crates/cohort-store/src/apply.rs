@@ -639,12 +639,21 @@ mod tests {
         // Two messages share a message ID: the inbox's dedup lets that through once its window
         // has passed, and both are kept, each under its own position.
         let batch = vec![
-            entry(1, serde_json::json!({"type": "identify", "userId": "u1", "anonymousId": "a1",
-                "messageId": "m1", "traits": {"plan": "pro"}})),
-            entry(2, serde_json::json!({"type": "track", "userId": "u1", "event": "Order Completed",
-                "messageId": "m2", "properties": {"revenue": 40}})),
-            entry(3, serde_json::json!({"type": "track", "anonymousId": "a1", "event": "Order Completed",
-                "messageId": "m2", "properties": {"revenue": 2}})),
+            entry(
+                1,
+                serde_json::json!({"type": "identify", "userId": "u1", "anonymousId": "a1",
+                "messageId": "m1", "traits": {"plan": "pro"}}),
+            ),
+            entry(
+                2,
+                serde_json::json!({"type": "track", "userId": "u1", "event": "Order Completed",
+                "messageId": "m2", "properties": {"revenue": 40}}),
+            ),
+            entry(
+                3,
+                serde_json::json!({"type": "track", "anonymousId": "a1", "event": "Order Completed",
+                "messageId": "m2", "properties": {"revenue": 2}}),
+            ),
         ];
         let rules = (IdentityRules::default(), ProfileRules::default());
         let apply = |conn: &mut Connection, cache: &mut IdentityCache| {

@@ -18,10 +18,12 @@ use crate::time::{from_micros, to_micros};
 use chrono::{DateTime, Utc};
 use cohort_core::CustomerId;
 use cohort_profile::ProfileRules;
-use cohort_segment::{Condition, CustomerView, EventRecord, evaluate, referenced_events};
+use cohort_segment::{
+    Condition, CustomerView, Dependencies, EventRecord, dependencies, evaluate, referenced_events,
+};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -78,6 +80,10 @@ struct Definitions {
     filtered_names: HashSet<String>,
     /// Position in `ordered` of each definition, by name: `in_segment` reads earlier decisions.
     position: HashMap<String, usize>,
+    /// What can change each definition's answer, by position in `ordered`.
+    deps: Vec<Dependencies>,
+    /// Positions of the earlier definitions each one reads through `in_segment`.
+    reads: Vec<Vec<usize>>,
 }
 
 impl Definitions {
@@ -91,6 +97,10 @@ impl Definitions {
                 return Ok(None);
             }
         };
+        Ok(Some(Definitions::from_defs(fingerprint, defs)))
+    }
+
+    fn from_defs(fingerprint: (i64, i64, i64), defs: Vec<SegmentDef>) -> Definitions {
         let event_names = defs
             .iter()
             .flat_map(|d| referenced_events(&d.condition))
@@ -100,18 +110,32 @@ impl Definitions {
             collect_filtered_names(&d.condition, &mut filtered_names);
         }
         let ordered = evaluation_order(defs);
-        let position = ordered
+        let position: HashMap<String, usize> = ordered
             .iter()
             .enumerate()
             .map(|(i, d)| (d.name.clone(), i))
             .collect();
-        Ok(Some(Definitions {
+        let deps: Vec<Dependencies> = ordered.iter().map(|d| dependencies(&d.condition)).collect();
+        // A reference to a later (or unknown) segment reads false whatever happens: no dependency.
+        let reads = deps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.segments
+                    .iter()
+                    .filter_map(|name| position.get(name).copied().filter(|&j| j < i))
+                    .collect()
+            })
+            .collect();
+        Definitions {
             fingerprint,
             ordered,
             event_names,
             filtered_names,
             position,
-        }))
+            deps,
+            reads,
+        }
     }
 }
 
@@ -173,21 +197,28 @@ impl Engine {
         let merge_cursor = meta(&read, "segments_merge_id")?;
         let upto = applied.min(cursor.saturating_add(ROUND_EVENTS));
 
-        let mut touched: BTreeSet<CustomerId> = BTreeSet::new();
+        let mut touched: BTreeMap<CustomerId, Change> = BTreeMap::new();
         if upto > cursor {
             let mut stmt = read.prepare_cached(
-                "SELECT DISTINCT customer_id FROM events
+                "SELECT customer_id, name FROM events
                  WHERE seq > ?1 AND seq <= ?2 AND customer_id IS NOT NULL",
             )?;
-            for c in stmt.query_map(params![cursor, upto], |r| r.get(0))? {
-                touched.insert(c?);
+            let mut rows = stmt.query(params![cursor, upto])?;
+            while let Some(row) = rows.next()? {
+                let name = row.get_ref(1)?.as_str().unwrap_or("");
+                touched
+                    .entry(row.get(0)?)
+                    .or_default()
+                    .saw_event(name, &self.rules);
             }
         }
         let pending: Vec<CustomerId> = read
             .prepare_cached("SELECT customer_id FROM segment_pending LIMIT ?1")?
             .query_map([ROUND_PENDING], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        touched.extend(&pending);
+        for &c in &pending {
+            touched.insert(c, Change::everything());
+        }
         let merges: Vec<(i64, CustomerId, CustomerId)> = read
             .prepare_cached(
                 "SELECT id, from_customer, into_customer FROM merges WHERE id > ?1 ORDER BY id",
@@ -205,20 +236,37 @@ impl Engine {
             self.events.forget(into);
         }
         let mut gone: Vec<CustomerId> = merges.iter().map(|&(_, from, _)| from).collect();
-        touched.extend(merges.iter().map(|&(_, _, into)| into));
+        for &(_, _, into) in &merges {
+            touched.insert(into, Change::everything());
+        }
         let mut decisions: Vec<(CustomerId, Vec<(i64, bool)>)> = Vec::new();
         if !self.definitions.ordered.is_empty() {
-            for &customer in &touched {
+            for (&customer, change) in &touched {
                 if survivor(&read, customer)? != Some(customer) {
                     // Merged away (its survivor is among the touched too) or unknown.
                     self.events.forget(customer);
                     gone.push(customer);
                     continue;
                 }
+                let affected = if change.everything || !seen_before(&read, customer, cursor)? {
+                    // A newcomer was never decided: definitions its change cannot move may hold
+                    // from the start ("not a VIP").
+                    vec![true; self.definitions.ordered.len()]
+                } else {
+                    self.definitions.affected_by(change)
+                };
+                if !affected.contains(&true) {
+                    continue;
+                }
                 let events = self.events.of(&read, customer, &self.definitions)?;
+                let subject = Subject {
+                    customer,
+                    affected: &affected,
+                    events,
+                };
                 decisions.push((
                     customer,
-                    decide(&read, customer, now, &self.rules, &self.definitions, events)?,
+                    decide(&read, &subject, now, &self.rules, &self.definitions)?,
                 ));
             }
         }
@@ -262,27 +310,109 @@ impl Engine {
     }
 }
 
-/// Decides every definition for one customer: (segment ID, member) in evaluation order.
+/// What a round learned changed for one customer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Change {
+    /// Merged, or traits written outside event processing: every definition is decided again.
+    everything: bool,
+    /// An `identify` was applied.
+    traits: bool,
+    /// Some event was applied.
+    events: bool,
+    /// Some order was applied.
+    orders: bool,
+    /// Names of the events applied.
+    names: HashSet<String>,
+}
+
+impl Change {
+    fn everything() -> Change {
+        Change {
+            everything: true,
+            ..Change::default()
+        }
+    }
+
+    fn saw_event(&mut self, name: &str, rules: &ProfileRules) {
+        self.events = true;
+        // Stored names are the event name for track calls and `$type` for the others.
+        self.traits |= name == "$identify";
+        self.orders |= rules.order_events.iter().any(|e| e == name);
+        if !self.names.contains(name) {
+            self.names.insert(name.to_string());
+        }
+    }
+}
+
+impl Definitions {
+    /// Which definitions, by position in `ordered`, a change can move. The others keep the
+    /// customer's current membership; the time refresh moves those that depend on the clock.
+    fn affected_by(&self, change: &Change) -> Vec<bool> {
+        let mut affected: Vec<bool> = Vec::with_capacity(self.deps.len());
+        for (deps, reads) in self.deps.iter().zip(&self.reads) {
+            let hit = change.everything
+                || (deps.traits && change.traits)
+                || (deps.any_event && change.events)
+                || (deps.orders && change.orders)
+                || deps.events.iter().any(|name| change.names.contains(name))
+                || reads.iter().any(|&j| affected[j]);
+            affected.push(hit);
+        }
+        affected
+    }
+}
+
+/// One customer to decide: the definitions to decide (by position) and the events they read.
+struct Subject<'a> {
+    customer: CustomerId,
+    affected: &'a [bool],
+    events: &'a [EventRecord],
+}
+
+/// Decides the affected definitions for one customer: (segment ID, member) in evaluation order.
 fn decide(
     conn: &Connection,
-    customer: CustomerId,
+    subject: &Subject<'_>,
     now: DateTime<Utc>,
     rules: &ProfileRules,
     definitions: &Definitions,
-    events: &[EventRecord],
 ) -> rusqlite::Result<Vec<(i64, bool)>> {
-    let traits = load_traits(conn, customer)?;
+    let customer = subject.customer;
+    let needed = |pick: fn(&Dependencies) -> bool| {
+        definitions
+            .deps
+            .iter()
+            .zip(subject.affected)
+            .any(|(d, &hit)| hit && pick(d))
+    };
+    let traits = if needed(|d| d.traits) {
+        load_traits(conn, customer)?
+    } else {
+        Map::new()
+    };
     let computed = load_computed(conn, customer, now, rules)?;
     let view = CustomerView {
         traits: &traits,
         computed: &computed,
-        events,
+        events: subject.events,
+    };
+    // Definitions left alone are read through `in_segment` as the customer's membership now.
+    let current: HashSet<i64> = if needed(|d| !d.segments.is_empty()) {
+        conn.prepare_cached("SELECT segment_id FROM memberships WHERE customer_id = ?1")?
+            .query_map([customer], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    } else {
+        HashSet::new()
     };
     // Decisions so far, in evaluation order: a reference to a later (or unknown) segment reads
     // false, as the batch evaluation does.
     let mut decided: Vec<bool> = Vec::with_capacity(definitions.ordered.len());
-    let mut out = Vec::with_capacity(definitions.ordered.len());
-    for def in &definitions.ordered {
+    let mut out = Vec::new();
+    for (def, &hit) in definitions.ordered.iter().zip(subject.affected) {
+        if !hit {
+            decided.push(current.contains(&def.id));
+            continue;
+        }
         let member = evaluate(&def.condition, &view, now, &|name| {
             definitions
                 .position
@@ -392,6 +522,12 @@ fn properties_of(body: &str) -> Map<String, Value> {
     }
 }
 
+/// Whether the customer had events applied up to `cursor`, so an earlier round decided it.
+fn seen_before(conn: &Connection, customer: CustomerId, cursor: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM events WHERE customer_id = ?1 AND seq <= ?2 LIMIT 1")?
+        .exists(params![customer, cursor])
+}
+
 /// The live customer an ID stands for: itself, the survivor it was merged into, or nothing.
 fn survivor(conn: &Connection, customer: CustomerId) -> rusqlite::Result<Option<CustomerId>> {
     conn.prepare_cached("SELECT COALESCE(merged_into, id) FROM customers WHERE id = ?1")?
@@ -427,4 +563,89 @@ fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
         .execute(params![key, value])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SegmentKind;
+    use serde_json::json;
+
+    fn definitions(conditions: &[(&str, Value)]) -> Definitions {
+        let defs = conditions
+            .iter()
+            .enumerate()
+            .map(|(i, (name, condition))| SegmentDef {
+                id: i as i64 + 1,
+                name: name.to_string(),
+                kind: SegmentKind::Segment,
+                description: String::new(),
+                condition: Condition::from_value(condition.clone()).unwrap(),
+                created_at: Utc::now(),
+                updated_at: Utc::now(),
+                version: 1,
+            })
+            .collect();
+        Definitions::from_defs((0, 0, 0), defs)
+    }
+
+    fn affected<'a>(defs: &'a Definitions, change: &Change) -> Vec<&'a str> {
+        defs.ordered
+            .iter()
+            .zip(defs.affected_by(change))
+            .filter(|(_, hit)| *hit)
+            .map(|(d, _)| d.name.as_str())
+            .collect()
+    }
+
+    fn events(names: &[&str]) -> Change {
+        let mut change = Change::default();
+        for name in names {
+            change.saw_event(name, &ProfileRules::default());
+        }
+        change
+    }
+
+    #[test]
+    fn a_change_decides_only_the_definitions_it_can_move() {
+        let defs = definitions(&[
+            (
+                "pro",
+                json!({"type": "trait", "key": "plan", "op": "eq", "value": "pro"}),
+            ),
+            (
+                "viewer",
+                json!({"type": "event", "name": "Product Viewed", "count": {"op": "gte", "value": 3}}),
+            ),
+            (
+                "buyer",
+                json!({"type": "computed", "key": "orders", "op": "gte", "value": 1}),
+            ),
+            (
+                "active",
+                json!({"type": "computed", "key": "last_seen", "op": "within_last", "value": {"days": 30}}),
+            ),
+            (
+                "pro_viewer",
+                json!({"type": "and", "conditions": [
+                {"type": "in_segment", "segment": "pro"}, {"type": "in_segment", "segment": "viewer"}]}),
+            ),
+            (
+                "pro_buyer",
+                json!({"type": "and", "conditions": [
+                {"type": "in_segment", "segment": "pro"}, {"type": "in_segment", "segment": "buyer"}]}),
+            ),
+        ]);
+        let mut viewed = affected(&defs, &events(&["Product Viewed"]));
+        viewed.sort_unstable();
+        assert_eq!(viewed, ["active", "pro_viewer", "viewer"]);
+        let mut ordered = affected(&defs, &events(&["Order Completed"]));
+        ordered.sort_unstable();
+        assert_eq!(ordered, ["active", "buyer", "pro_buyer"]);
+        let mut identified = affected(&defs, &events(&["$identify"]));
+        identified.sort_unstable();
+        assert_eq!(identified, ["active", "pro", "pro_buyer", "pro_viewer"]);
+        assert_eq!(affected(&defs, &Change::everything()).len(), 6);
+        assert!(affected(&defs, &Change::default()).is_empty());
+    }
 }
