@@ -32,6 +32,21 @@ use std::time::{Duration, Instant};
 const ROUND_EVENTS: i64 = 20_000;
 /// Pending customers taken per round.
 const ROUND_PENDING: i64 = 5_000;
+/// Under a steady flow, rounds start at most this often. A round's cost is mostly per customer
+/// (their state is read once however many of their events it covers), so a round that covers a
+/// second of traffic decides a busy customer once instead of after every processor batch.
+const ROUND_EVERY: Duration = Duration::from_millis(1000);
+
+/// What a round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Nothing was waiting.
+    Idle,
+    /// It took everything that was waiting.
+    CaughtUp,
+    /// It stopped at a round's limit: more is waiting.
+    Behind,
+}
 
 pub(crate) struct RealtimeHandle {
     stop: Arc<AtomicBool>,
@@ -167,9 +182,14 @@ struct Engine {
 impl Engine {
     fn run(&mut self, progress: &Progress, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
+            let started = Instant::now();
             match self.round(progress.applied()) {
-                Ok(true) => {}
-                Ok(false) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(Round::Behind) => {}
+                // A lone event is decided within the idle poll; a flow waits for the next round.
+                Ok(Round::CaughtUp) => {
+                    std::thread::sleep(ROUND_EVERY.saturating_sub(started.elapsed()))
+                }
+                Ok(Round::Idle) => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => {
                     tracing::error!(error = %e, "segment evaluation failed; retrying");
                     std::thread::sleep(Duration::from_millis(500));
@@ -178,12 +198,12 @@ impl Engine {
         }
     }
 
-    /// One round; false when there was nothing to do.
+    /// One round.
     ///
     /// Decisions are made in a read transaction (a WAL snapshot: the processor keeps writing
     /// meanwhile) and recorded in a short write transaction, so evaluation never holds the
     /// database's write lock.
-    fn round(&mut self, applied: i64) -> rusqlite::Result<bool> {
+    fn round(&mut self, applied: i64) -> rusqlite::Result<Round> {
         if fingerprint(&self.conn)? != self.definitions.fingerprint
             && let Some(d) = Definitions::load(&self.conn)?
         {
@@ -226,7 +246,7 @@ impl Engine {
             .query_map([merge_cursor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         if touched.is_empty() && merges.is_empty() && upto <= cursor {
-            return Ok(false);
+            return Ok(Round::Idle);
         }
 
         let now = Utc::now();
@@ -306,7 +326,12 @@ impl Engine {
         tx.commit()?;
         metrics::counter!("cohort_segment_evaluations_total").increment(decisions.len() as u64);
         metrics::histogram!("cohort_segment_round_seconds").record(started.elapsed().as_secs_f64());
-        Ok(true)
+        let behind = upto < applied || pending.len() as i64 == ROUND_PENDING;
+        Ok(if behind {
+            Round::Behind
+        } else {
+            Round::CaughtUp
+        })
     }
 }
 
