@@ -1,5 +1,5 @@
-//! Real-time membership: after the processor applies events, re-decide every segment for the
-//! customers those events touched.
+//! Real-time membership: after the processor applies events, re-decide the segments those events
+//! can move for the customers they touched.
 //!
 //! The engine trails the processor on its own connection and thread, so evaluation never slows
 //! ingest's transactions. Its cursor (`meta.segments_seq`) moves in the same transaction as the
@@ -9,7 +9,8 @@
 //! Each round takes the customers of the events applied since the cursor, the customers named in
 //! `segment_pending` (traits changed outside event processing), and the survivors of new merges
 //! (whose merged-away customers leave every segment). Definitions are evaluated in dependency
-//! order, so `in_segment` sees the customer's fresh membership of the referenced segment.
+//! order, so `in_segment` sees the customer's fresh membership of the referenced segment; one
+//! that was not re-decided is read as the customer's current membership.
 
 use crate::inbox::Progress;
 use crate::profiles::{load_computed, load_traits};
