@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN_KEY, cohort, free_port, send};
+use common::{cohort, free_port, send, unique_admin_key};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,12 +38,12 @@ fn import(dir: &Path, file: &Path) -> String {
     stdout
 }
 
-fn admin_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+fn admin_get(addr: SocketAddr, admin_key: &str, path: &str) -> (u16, Value) {
     let r = send(
         addr,
         "GET",
         path,
-        &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+        &[("Authorization", &format!("Bearer {admin_key}"))],
         b"",
     )
     .expect("HTTP exchange");
@@ -111,12 +111,13 @@ fn imported_files_are_processed_and_bad_rows_kept() {
 
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin_key = unique_admin_key();
     let _server = Killed(
         cohort()
             .args(["serve", "--data"])
             .arg(&data)
             .args(["--listen", &addr.to_string()])
-            .env("COHORT_ADMIN_KEY", ADMIN_KEY)
+            .env("COHORT_ADMIN_KEY", &admin_key)
             .env("COHORT_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -129,7 +130,7 @@ fn imported_files_are_processed_and_bad_rows_kept() {
             addr,
             "GET",
             "/api/v1/profiles/user_id/imp-u1",
-            &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+            &[("Authorization", &format!("Bearer {admin_key}"))],
             b"",
         ) && r.status == 200
         {
@@ -148,7 +149,7 @@ fn imported_files_are_processed_and_bad_rows_kept() {
     assert_eq!(profile["computed"]["event_counts"]["Order Completed"], 1);
     assert_eq!(profile["computed"]["total_revenue"], 19.9);
 
-    let (status, failed) = admin_get(addr, "/api/v1/failed-events");
+    let (status, failed) = admin_get(addr, &admin_key, "/api/v1/failed-events");
     assert_eq!(status, 200);
     let failed = failed["failed_events"].as_array().unwrap();
     let csv_row = failed

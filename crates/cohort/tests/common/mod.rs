@@ -9,11 +9,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The admin key of servers a test starts by hand. [`Server`] gives each server a key of its own,
-/// so that a request that reaches another test's server is refused instead of answered.
-pub const ADMIN_KEY: &str = "ck_test_admin_key";
-
-fn unique_admin_key() -> String {
+/// An admin key for one server. Each server a test starts gets its own, so that a request that
+/// reaches another test's server (two tests drew the same port) is refused instead of answered.
+pub fn unique_admin_key() -> String {
     format!("ck_test_{:032x}", rand::random::<u128>())
 }
 
