@@ -197,6 +197,9 @@ fn writer_loop(
             if let Err(e) = housekeeping(&conn, progress.applied(), dedup_window) {
                 tracing::warn!(error = %e, "inbox housekeeping failed");
             }
+            if let Err(e) = crate::conn::keep_wal_bounded(&conn, crate::conn::WAL_LIMIT_BYTES) {
+                tracing::warn!(error = %e, "checkpointing inbox.db failed");
+            }
         }
     }
 }
