@@ -5,7 +5,7 @@
 //! position; an event is stored under its inbox position, so a message applied twice changes nothing.
 
 use crate::StoreConfig;
-use crate::conn::WAL_LIMIT_BYTES;
+use crate::conn::{WAL_LIMIT_BYTES, keep_wal_bounded};
 use crate::inbox::{InboxEntry, Progress, read_after};
 use crate::profile_cache::ProfileCache;
 use crate::time::{day_of, to_micros};
@@ -147,7 +147,7 @@ impl Processor {
                     if let Some(cache) = &self.profile_cache {
                         cache.invalidate(&self.touched);
                     }
-                    if let Err(e) = crate::conn::keep_wal_bounded(&self.state, WAL_LIMIT_BYTES) {
+                    if let Err(e) = keep_wal_bounded(&self.state, WAL_LIMIT_BYTES) {
                         tracing::warn!(error = %e, "checkpointing state.db failed");
                     }
                     position = last;

@@ -32,7 +32,7 @@ pub(crate) fn open(path: &Path, durability: Durability) -> rusqlite::Result<Conn
 /// Largest a write-ahead log may grow before its writer waits for readers to let it restart.
 pub(crate) const WAL_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 
-/// Keeps the write-ahead log of `db` under `limit` bytes. SQLite's automatic checkpoints copy the
+/// Keeps the write-ahead log of `conn`'s database under `limit` bytes. SQLite's automatic checkpoints copy the
 /// log into the database but can restart the log from its beginning only at a moment when no
 /// reader uses it, and under steady load some reader always does (the segment engine, the lake
 /// exporter, profile reads): a million-event ingest grew `state.db-wal` to 5.9 GB. Past the limit
@@ -42,7 +42,7 @@ pub(crate) fn keep_wal_bounded(conn: &Connection, limit: u64) -> rusqlite::Resul
     let Some(db) = conn.path().filter(|p| !p.is_empty()) else {
         return Ok(false); // In memory: no log file.
     };
-    let wal = format!("{db}-wal");
+    let wal = wal_path(db);
     let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     if size <= limit {
         return Ok(false);
@@ -58,13 +58,18 @@ pub(crate) fn keep_wal_bounded(conn: &Connection, limit: u64) -> rusqlite::Resul
     Ok(busy == 0)
 }
 
+/// SQLite keeps a database's write-ahead log beside it, named after it.
+fn wal_path(db: &str) -> String {
+    format!("{db}-wal")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rusqlite::StatementStatus;
 
     fn wal_size(db: &Path) -> u64 {
-        std::fs::metadata(db.with_extension("db-wal"))
+        std::fs::metadata(wal_path(&db.to_string_lossy()))
             .map(|m| m.len())
             .unwrap_or(0)
     }

@@ -1,6 +1,7 @@
 //! The inbox writer: one thread owns the inbox connection and group-commits every submission that
 //! is waiting when it starts a transaction. Each submitter is answered after that commit.
 
+use crate::conn::{WAL_LIMIT_BYTES, keep_wal_bounded};
 use crate::failed::NewFailedEvent;
 use crate::time::to_micros;
 use crate::{StoreConfig, StoreError};
@@ -197,7 +198,7 @@ fn writer_loop(
             if let Err(e) = housekeeping(&conn, progress.applied(), dedup_window) {
                 tracing::warn!(error = %e, "inbox housekeeping failed");
             }
-            if let Err(e) = crate::conn::keep_wal_bounded(&conn, crate::conn::WAL_LIMIT_BYTES) {
+            if let Err(e) = keep_wal_bounded(&conn, WAL_LIMIT_BYTES) {
                 tracing::warn!(error = %e, "checkpointing inbox.db failed");
             }
         }
