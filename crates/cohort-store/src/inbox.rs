@@ -2,6 +2,7 @@
 //! is waiting when it starts a transaction. Each submitter is answered after that commit.
 
 use crate::conn::{WAL_LIMIT_BYTES, keep_wal_bounded};
+use crate::dedup::{Added, DedupWindow};
 use crate::failed::NewFailedEvent;
 use crate::time::to_micros;
 use crate::{StoreConfig, StoreError};
@@ -161,6 +162,18 @@ fn writer_loop(
     dedup_window: chrono::Duration,
 ) {
     let mut last_housekeeping = Instant::now();
+    let mut dedup = DedupWindow::new(dedup_window);
+    let loading = Instant::now();
+    match dedup.catch_up(&conn) {
+        Ok(()) => tracing::debug!(
+            seconds = loading.elapsed().as_secs_f64(),
+            "dedup window loaded"
+        ),
+        // Commits catch up on their own, inside their transaction, so this only logs.
+        Err(e) => {
+            tracing::warn!(error = %e, "loading the dedup window failed; retrying at the first commit")
+        }
+    }
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -171,7 +184,7 @@ fn writer_loop(
         }
         let started = Instant::now();
         let submissions: Vec<&Submission> = group.iter().map(|(s, _)| s).collect();
-        match commit_group(&mut conn, &submissions) {
+        match commit_group(&mut conn, &mut dedup, &submissions) {
             Ok((receipts, max_seq)) => {
                 if max_seq > 0 {
                     progress.set_committed(max_seq);
@@ -195,7 +208,7 @@ fn writer_loop(
         }
         if last_housekeeping.elapsed() > Duration::from_secs(2) {
             last_housekeeping = Instant::now();
-            if let Err(e) = housekeeping(&conn, progress.applied(), dedup_window) {
+            if let Err(e) = housekeeping(&conn, &mut dedup, progress.applied()) {
                 tracing::warn!(error = %e, "inbox housekeeping failed");
             }
             if let Err(e) = keep_wal_bounded(&conn, WAL_LIMIT_BYTES) {
@@ -207,15 +220,28 @@ fn writer_loop(
 
 fn commit_group(
     conn: &mut Connection,
+    dedup: &mut DedupWindow,
     group: &[&Submission],
 ) -> rusqlite::Result<(Vec<Receipt>, i64)> {
+    let mut added = Added::default();
+    let result = write_group(conn, dedup, group, &mut added);
+    if result.is_err() {
+        dedup.roll_back(added);
+    }
+    result
+}
+
+fn write_group(
+    conn: &mut Connection,
+    dedup: &mut DedupWindow,
+    group: &[&Submission],
+    added: &mut Added,
+) -> rusqlite::Result<(Vec<Receipt>, i64)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    dedup.catch_up(&tx)?;
     let mut receipts = Vec::with_capacity(group.len());
     let mut max_seq = 0;
     {
-        let mut dedup = tx.prepare_cached(
-            "INSERT OR IGNORE INTO dedup (source_id, message_id, seen_at) VALUES (?1, ?2, ?3)",
-        )?;
         let mut append = tx.prepare_cached(
             "INSERT INTO inbox (source_id, message_id, received_at, body) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -230,7 +256,7 @@ fn commit_group(
             let at = to_micros(s.received_at);
             let mut receipt = Receipt::default();
             for (message_id, body) in &s.accepted {
-                if dedup.execute(params![s.source_id, message_id, at])? == 0 {
+                if !dedup.admit(&tx, s.source_id, message_id, at, added)? {
                     receipt.duplicates += 1;
                     continue;
                 }
@@ -261,18 +287,12 @@ fn commit_group(
 }
 
 /// Drops applied messages from the inbox and forgets message IDs older than the dedup window.
-fn housekeeping(conn: &Connection, applied: i64, window: chrono::Duration) -> rusqlite::Result<()> {
+fn housekeeping(conn: &Connection, dedup: &mut DedupWindow, applied: i64) -> rusqlite::Result<()> {
     conn.execute(
         "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE seq <= ?1 LIMIT 50000)",
         [applied],
     )?;
-    let horizon = to_micros(Utc::now() - window);
-    conn.execute(
-        "DELETE FROM dedup WHERE (source_id, message_id) IN
-           (SELECT source_id, message_id FROM dedup WHERE seen_at < ?1 LIMIT 50000)",
-        [horizon],
-    )?;
-    Ok(())
+    dedup.expire(conn)
 }
 
 /// Reads inbox entries after a position (the processor's view).

@@ -20,6 +20,7 @@
 mod apply;
 mod catalog;
 mod conn;
+mod dedup;
 mod derived;
 mod failed;
 mod inbox;

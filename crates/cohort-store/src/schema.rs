@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// The inbox file: accepted messages waiting for processing, the dedup window, failed events.
-const INBOX: &[&str] = &[r#"
+const INBOX: &[&str] = &[
+    r#"
 CREATE TABLE inbox (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     source_id   INTEGER NOT NULL,
@@ -30,7 +31,22 @@ CREATE TABLE failed_events (
     replay_seq  INTEGER
 );
 CREATE INDEX failed_events_source ON failed_events (source_id, id);
-"#];
+"#,
+    // The dedup window moves to memory with an append-only log behind it (see `dedup`): a
+    // message ID index put each new ID at a random page. AUTOINCREMENT keeps positions rising
+    // after the head is deleted, which the writers' catch-up relies on.
+    r#"
+CREATE TABLE dedup_log (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_id  INTEGER NOT NULL,
+    message_id TEXT    NOT NULL,
+    seen_at    INTEGER NOT NULL
+);
+INSERT INTO dedup_log (source_id, message_id, seen_at)
+    SELECT source_id, message_id, seen_at FROM dedup ORDER BY seen_at;
+DROP TABLE dedup;
+"#,
+];
 
 /// The state file: catalogue (sources, keys) and the customer state built from processed events.
 const STATE: &[&str] = &[
@@ -209,6 +225,33 @@ fn migrate(conn: &mut Connection, steps: &[&str]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_remembered_before_the_dedup_log_still_count_as_seen() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &INBOX[..INBOX.len() - 1]).unwrap();
+        let seen_at = crate::time::to_micros(chrono::Utc::now());
+        conn.execute(
+            "INSERT INTO dedup (source_id, message_id, seen_at) VALUES (1, 'm1', ?1)",
+            [seen_at],
+        )
+        .unwrap();
+        migrate_inbox(&mut conn).unwrap();
+
+        let mut window = crate::dedup::DedupWindow::new(chrono::Duration::hours(48));
+        window.catch_up(&conn).unwrap();
+        let mut added = crate::dedup::Added::default();
+        assert!(!window.admit(&conn, 1, "m1", seen_at, &mut added).unwrap());
+        assert!(window.admit(&conn, 1, "m2", seen_at, &mut added).unwrap());
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('dedup', 'dedup_seen_at')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
 
     #[test]
     fn events_stored_before_the_unique_index_was_dropped_survive_the_migration() {
