@@ -492,10 +492,16 @@ fn merge_profiles(
 
 /// Identifier owners seen recently, so a returning customer's events need no identity query.
 /// Merges are rare, so instead of rewriting cached owners a merge is remembered and followed.
+///
+/// Also each recently seen customer's identifiers counted by kind, which the per-kind limits
+/// read whenever an event brings an identifier the customer lacks. A shared device asks again on
+/// every event (its anonymous ID belongs to another customer), so these must not cost a query.
+/// Only the processor writes identities, so the counts stay exact.
 #[derive(Default)]
 pub(crate) struct IdentityCache {
     owners: HashMap<Identifier, CustomerId>,
     merged_into: HashMap<CustomerId, CustomerId>,
+    kinds: HashMap<CustomerId, HashMap<IdKind, usize>>,
 }
 
 /// Entries kept before the cache starts over; about 100 bytes each.
@@ -517,9 +523,40 @@ impl IdentityCache {
         self.owners.insert(id.clone(), customer);
     }
 
+    fn put_kinds(&mut self, customer: CustomerId, kinds: HashMap<IdKind, usize>) {
+        if self.kinds.len() >= IDENTITY_CACHE_LIMIT {
+            self.kinds.clear();
+        }
+        self.kinds.insert(customer, kinds);
+    }
+
+    /// Counts `id` against `customer`'s cached counts (if any) after it was attached.
+    fn attached(&mut self, customer: CustomerId, id: &Identifier) {
+        if let Some(kinds) = self.kinds.get_mut(&customer) {
+            *kinds.entry(id.kind.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// Moves `from`'s counts onto `into` after a merge (or forgets both when either is unknown).
+    fn merged(&mut self, from: CustomerId, into: CustomerId) {
+        self.merged_into.insert(from, into);
+        let gone = self.kinds.remove(&from);
+        match (gone, self.kinds.get_mut(&into)) {
+            (Some(gone), Some(kinds)) => {
+                for (kind, n) in gone {
+                    *kinds.entry(kind).or_insert(0) += n;
+                }
+            }
+            _ => {
+                self.kinds.remove(&into);
+            }
+        }
+    }
+
     fn clear(&mut self) {
         self.owners.clear();
         self.merged_into.clear();
+        self.kinds.clear();
     }
 }
 
@@ -550,23 +587,31 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
     }
 
     fn kind_counts(&mut self, customer: CustomerId) -> rusqlite::Result<HashMap<IdKind, usize>> {
+        if let Some(kinds) = self.cache.kinds.get(&customer) {
+            return Ok(kinds.clone());
+        }
         let mut stmt = self.tx.prepare_cached(
             "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
         )?;
-        let rows = stmt.query_map([customer], |r| {
-            Ok((
-                IdKind::parse(&r.get::<_, String>(0)?),
-                r.get::<_, i64>(1)? as usize,
-            ))
-        })?;
-        rows.collect()
+        let kinds: HashMap<IdKind, usize> = stmt
+            .query_map([customer], |r| {
+                Ok((
+                    IdKind::parse(&r.get::<_, String>(0)?),
+                    r.get::<_, i64>(1)? as usize,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        self.cache.put_kinds(customer, kinds.clone());
+        Ok(kinds)
     }
 
     fn create_customer(&mut self) -> rusqlite::Result<CustomerId> {
         self.tx
             .prepare_cached("INSERT INTO customers (created_at) VALUES (?1)")?
             .execute([self.at])?;
-        Ok(self.tx.last_insert_rowid())
+        let customer = self.tx.last_insert_rowid();
+        self.cache.put_kinds(customer, HashMap::new());
+        Ok(customer)
     }
 
     fn attach(&mut self, customer: CustomerId, id: &Identifier) -> rusqlite::Result<()> {
@@ -576,6 +621,7 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
             )?
             .execute(params![id.kind.as_str(), id.value, customer, self.at])?;
         self.cache.put(id, customer);
+        self.cache.attached(customer, id);
         Ok(())
     }
 
@@ -599,7 +645,7 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
             "INSERT INTO merges (from_customer, into_customer, kind, value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![from, into, because.kind.as_str(), because.value, self.at],
         )?;
-        self.cache.merged_into.insert(from, into);
+        self.cache.merged(from, into);
         Ok(())
     }
 }
@@ -670,5 +716,72 @@ mod tests {
         // same inbox positions, with a cold cache.
         apply(&mut conn, &mut IdentityCache::default());
         assert_eq!(totals(&conn), once);
+    }
+
+    #[test]
+    fn cached_identifier_counts_match_the_stored_identities_through_attaches_and_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = state_db(dir.path());
+        let rules = (IdentityRules::default(), ProfileRules::default());
+        let mut cache = IdentityCache::default();
+        let messages = [
+            // An anonymous visit, then sign-up on that device and a second device.
+            serde_json::json!({"type": "track", "anonymousId": "a1", "event": "Viewed"}),
+            serde_json::json!({"type": "identify", "userId": "u1", "anonymousId": "a1",
+                               "traits": {"email": "one@example.com"}}),
+            serde_json::json!({"type": "track", "userId": "u1", "anonymousId": "a2", "event": "Viewed"}),
+            // A second customer on the first one's device: the merge is refused, every time.
+            serde_json::json!({"type": "track", "userId": "u2", "anonymousId": "a3", "event": "Viewed"}),
+            serde_json::json!({"type": "track", "userId": "u2", "anonymousId": "a1", "event": "Viewed"}),
+            serde_json::json!({"type": "track", "userId": "u2", "anonymousId": "a1", "event": "Viewed"}),
+            // Two anonymous customers joined by an email: a merge.
+            serde_json::json!({"type": "identify", "anonymousId": "a4", "traits": {"email": "x@example.com"}}),
+            serde_json::json!({"type": "track", "anonymousId": "a5", "event": "Viewed"}),
+            serde_json::json!({"type": "identify", "anonymousId": "a5", "traits": {"email": "x@example.com"}}),
+            serde_json::json!({"type": "track", "anonymousId": "a5", "userId": "u3", "event": "Viewed"}),
+        ];
+        for (i, message) in messages.into_iter().enumerate() {
+            let mut message = message;
+            message["messageId"] = format!("m{i}").into();
+            let seq = i as i64 + 1;
+            apply_batch(
+                &mut conn,
+                &[entry(seq, message)],
+                &rules.0,
+                &rules.1,
+                &mut cache,
+                &mut Vec::new(),
+                seq,
+            )
+            .unwrap();
+        }
+        let merges: i64 = conn
+            .query_row("SELECT COUNT(*) FROM merges", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(merges, 1);
+        // Four customers were created; the merged-away one's counts moved to its survivor.
+        assert_eq!(cache.kinds.len(), 3, "cached counts: {:?}", cache.kinds);
+        for (&customer, cached) in &cache.kinds {
+            let stored: HashMap<IdKind, usize> = conn
+                .prepare(
+                    "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
+                )
+                .unwrap()
+                .query_map([customer], |r| {
+                    Ok((
+                        IdKind::parse(&r.get::<_, String>(0)?),
+                        r.get::<_, i64>(1)? as usize,
+                    ))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let cached: HashMap<IdKind, usize> = cached
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect();
+            assert_eq!(cached, stored, "customer {customer}");
+        }
     }
 }
