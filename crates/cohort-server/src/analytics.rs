@@ -13,7 +13,7 @@ use cohort_lake::{
 use cohort_store::{ExportedEvent, Store};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Events exported per lake append.
@@ -35,6 +35,7 @@ pub struct Analytics {
     /// Whether this process writes the lake, so that `exported` is always current.
     exporting: bool,
     stop: Arc<AtomicBool>,
+    exporter: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Analytics {
@@ -55,6 +56,7 @@ impl Analytics {
             store,
             exporting: export,
             stop: Arc::new(AtomicBool::new(false)),
+            exporter: Mutex::new(None),
         });
         if export {
             let writer = LakeWriter::open(analytics.store.data_dir())?;
@@ -63,12 +65,27 @@ impl Analytics {
                 analytics.exported.clone(),
                 analytics.stop.clone(),
             );
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("cohort-lake".into())
                 .spawn(move || export_loop(writer, &store, &exported, &stop))
                 .map_err(|e| LakeError::Internal(format!("cannot start the lake exporter: {e}")))?;
+            *analytics.exporter.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         }
         Ok(analytics)
+    }
+
+    /// Stops the exporter and waits for the batch it is writing (blocking). Events not yet
+    /// exported stay in the state store and are exported at the next start.
+    pub fn stop_exporter(&self) {
+        self.stop.store(true, Ordering::Release);
+        let thread = self
+            .exporter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// Reads `profiles` and `profile_traits` once and serves every query from that copy until

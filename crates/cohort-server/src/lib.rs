@@ -85,11 +85,20 @@ impl RunningServer {
         &self.state
     }
 
-    /// Runs until the server stops (Ctrl-C or SIGTERM when started by [`serve_until_signal`]).
+    /// Runs until the server stops (Ctrl-C or SIGTERM when started by [`serve_until_signal`]),
+    /// then lets the lake exporter finish the file it is writing, so the data directory can be
+    /// removed or copied as soon as this returns.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task
+        let served = self
+            .task
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Some(analytics) = self.state.0.analytics.clone() {
+            tokio::task::spawn_blocking(move || analytics.stop_exporter())
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        served
     }
 
     /// Stops accepting requests, finishes those in flight.
