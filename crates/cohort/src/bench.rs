@@ -55,7 +55,12 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     } else {
         Durability::Full
     };
-    let server = start_server(dir.path(), durability, None, None).await?;
+    let server = start_server(dir.path(), durability, None, |config| {
+        if let Some(batch) = args.apply_batch {
+            config.store.apply_batch = batch;
+        }
+    })
+    .await?;
     let store = server.state().store().clone();
     let write_key = create_source(&store, "bench").await?;
 
@@ -122,11 +127,12 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     let e2e_rate = n / e2e_elapsed.as_secs_f64();
     println!();
     println!(
-        "Cohort ingest: {} events, {} per request, {} in flight, durability {}",
+        "Cohort ingest: {} events, {} per request, {} in flight, durability {}, up to {} messages per processing transaction",
         fmt_int(args.events as u64),
         args.batch,
         args.concurrency,
-        args.durability
+        args.durability,
+        fmt_int(store.config().apply_batch as u64)
     );
     println!("  {:<40} {:>10} {:>14}", "phase", "seconds", "events/s");
     println!(
@@ -465,12 +471,12 @@ async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary data directory")?;
     let admin_key = format!("ck_bench_{:032x}", rand::rng().random::<u128>());
-    let refresh = Some(Duration::from_secs(args.segment_refresh_secs));
+    let refresh = Duration::from_secs(args.segment_refresh_secs);
     let server = start_server(
         dir.path(),
         Durability::Normal,
         Some(admin_key.clone()),
-        refresh,
+        |config| config.segment_refresh = refresh,
     )
     .await?;
     let store = server.state().store().clone();
@@ -779,14 +785,12 @@ async fn start_server(
     dir: &Path,
     durability: Durability,
     admin_key: Option<String>,
-    segment_refresh: Option<Duration>,
+    tune: impl FnOnce(&mut ServerConfig),
 ) -> anyhow::Result<RunningServer> {
     let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
     let mut config = ServerConfig::new(dir, listen);
     config.store.durability = durability;
-    if let Some(every) = segment_refresh {
-        config.segment_refresh = every;
-    }
+    tune(&mut config);
     // Without an operator key the server would mint and print one; a random one keeps output quiet.
     config.admin_key = Some(
         admin_key.unwrap_or_else(|| format!("ck_bench_{:032x}", rand::rng().random::<u128>())),

@@ -114,6 +114,9 @@ pub struct BenchIngestArgs {
     /// Seed of the generated events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Most messages the processor applies in one transaction (default: the server's).
+    #[arg(long)]
+    pub apply_batch: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
