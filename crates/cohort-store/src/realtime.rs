@@ -193,6 +193,9 @@ impl Engine {
                 Ok(Round::Idle) => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => {
                     tracing::error!(error = %e, "segment evaluation failed; retrying");
+                    // The cache may hold customers whose decisions were not recorded; holding
+                    // them would make them look decided (see `EventCache::holds`).
+                    self.events.clear();
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
@@ -263,13 +266,19 @@ impl Engine {
         let mut decisions: Vec<(CustomerId, Vec<(i64, bool)>)> = Vec::new();
         if !self.definitions.ordered.is_empty() {
             for (&customer, change) in &touched {
-                if survivor(&read, customer)? != Some(customer) {
+                // A merge points the merged-away customer's events at the survivor in the same
+                // transaction, so a customer named by an event in this snapshot is live. Pending
+                // customers and merge survivors may have been merged away since.
+                if change.everything && survivor(&read, customer)? != Some(customer) {
                     // Merged away (its survivor is among the touched too) or unknown.
                     self.events.forget(customer);
                     gone.push(customer);
                     continue;
                 }
-                let affected = if change.everything || !seen_before(&read, customer, cursor)? {
+                // A customer whose events are cached was decided in an earlier round.
+                let newcomer =
+                    !self.events.holds(customer) && !seen_before(&read, customer, cursor)?;
+                let affected = if change.everything || newcomer {
                     // A newcomer was never decided: definitions its change cannot move may hold
                     // from the start ("not a VIP").
                     vec![true; self.definitions.ordered.len()]
@@ -522,6 +531,13 @@ impl EventCache {
             );
         }
         Ok(&cached.events)
+    }
+
+    /// Whether the customer's events are cached: only a round that decides a customer reads
+    /// them, and the cache is cleared when a round fails, so this means an earlier round's
+    /// decisions for the customer were recorded.
+    fn holds(&self, customer: CustomerId) -> bool {
+        self.customers.contains_key(&customer)
     }
 
     fn forget(&mut self, customer: CustomerId) {
