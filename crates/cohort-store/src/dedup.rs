@@ -138,10 +138,12 @@ impl DedupWindow {
             self.last_sweep = Instant::now();
             self.seen.retain(|_, &mut at| at >= horizon);
         }
+        // Operators size memory by it: it grows with the traffic of one window.
+        metrics::gauge!("cohort_dedup_window_messages").set(self.remembered() as f64);
         Ok(())
     }
 
-    #[cfg(test)]
+    /// Message IDs held in memory, expired ones not yet swept included.
     fn remembered(&self) -> usize {
         self.seen.len()
     }

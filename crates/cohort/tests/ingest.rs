@@ -361,7 +361,7 @@ fn bad_input_gets_its_status_and_error_body_and_nothing_accepted_is_lost() {
 
 #[test]
 fn duplicates_by_message_id_are_acknowledged_once_counted_once() {
-    let s = Server::start();
+    let mut s = Server::start();
     let batch = json!({"batch": [track("dup", "d1"), track("dup", "d2")]});
     assert_eq!(s.ingest("/v1/batch", &batch).json()["accepted"], 2);
     let again = s.ingest("/v1/batch", &batch).json();
@@ -369,10 +369,26 @@ fn duplicates_by_message_id_are_acknowledged_once_counted_once() {
         (again["accepted"].clone(), again["duplicates"].clone()),
         (json!(0), json!(2))
     );
+    // The window is held in memory and rebuilt from what was committed with the messages, so
+    // it outlives a crash.
+    s.kill_and_restart();
+    let after_crash = s
+        .ingest(
+            "/v1/batch",
+            &json!({"batch": [track("dup", "d2"), track("dup", "d3")]}),
+        )
+        .json();
+    assert_eq!(
+        (
+            after_crash["accepted"].clone(),
+            after_crash["duplicates"].clone()
+        ),
+        (json!(1), json!(1))
+    );
     s.settle();
     assert_eq!(
         s.profile("user_id", "dup").unwrap()["computed"]["event_count"],
-        2
+        3
     );
 }
 
