@@ -66,6 +66,8 @@ fn imported_files_are_processed_and_bad_rows_kept() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let write_key = created["write_key"].as_str().unwrap().to_string();
 
     let csv = dir.path().join("orders.csv");
     std::fs::write(
@@ -175,6 +177,38 @@ fn imported_files_are_processed_and_bad_rows_kept() {
         "{json_row}"
     );
     assert!(json_row["payload"].as_str().unwrap().contains("oops"));
+
+    // An import while the server runs, and HTTP ingest, see each other's message IDs: both
+    // writers catch up on the shared dedup log inside their commits.
+    let live = |id: &str| {
+        format!(r#"{{"type": "track", "event": "Live", "userId": "imp-u1", "messageId": "{id}"}}"#)
+    };
+    let first = dir.path().join("live-1.ndjson");
+    std::fs::write(&first, live("live-1")).unwrap();
+    assert!(import(&data, &first).contains("accepted 1, duplicates 0"));
+    let body = format!(r#"{{"batch": [{}, {}]}}"#, live("live-1"), live("live-2"));
+    let auth = common::basic(&write_key);
+    let r = send(
+        addr,
+        "POST",
+        "/v1/batch",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (r.status, &answer["accepted"], &answer["duplicates"]),
+        (200, &Value::from(1), &Value::from(1)),
+        "{answer}"
+    );
+    let second = dir.path().join("live-2.ndjson");
+    std::fs::write(&second, live("live-2")).unwrap();
+    let again = import(&data, &second);
+    assert!(again.contains("accepted 0, duplicates 1"), "{again}");
 }
 
 #[test]
