@@ -161,6 +161,13 @@ mod tests {
         (dir, path)
     }
 
+    /// A fresh inbox, one connection to it and a window of `hours`.
+    fn one_writer(hours: i64) -> (tempfile::TempDir, Connection, DedupWindow) {
+        let (dir, path) = inbox();
+        let conn = Connection::open(&path).unwrap();
+        (dir, conn, DedupWindow::new(chrono::Duration::hours(hours)))
+    }
+
     fn admit(window: &mut DedupWindow, conn: &Connection, source: i64, id: &str) -> bool {
         let now = to_micros(Utc::now());
         let tx = conn.unchecked_transaction().unwrap();
@@ -174,9 +181,7 @@ mod tests {
 
     #[test]
     fn a_message_id_is_admitted_once_per_source() {
-        let (_dir, path) = inbox();
-        let conn = Connection::open(&path).unwrap();
-        let mut window = DedupWindow::new(chrono::Duration::hours(48));
+        let (_dir, conn, mut window) = one_writer(48);
         assert!(admit(&mut window, &conn, 1, "m1"));
         assert!(!admit(&mut window, &conn, 1, "m1"));
         assert!(
@@ -188,9 +193,7 @@ mod tests {
 
     #[test]
     fn a_restarted_writer_remembers_what_was_committed() {
-        let (_dir, path) = inbox();
-        let conn = Connection::open(&path).unwrap();
-        let mut before = DedupWindow::new(chrono::Duration::hours(48));
+        let (_dir, conn, mut before) = one_writer(48);
         assert!(admit(&mut before, &conn, 1, "m1"));
         drop(before);
         let mut after = DedupWindow::new(chrono::Duration::hours(48));
@@ -213,9 +216,7 @@ mod tests {
 
     #[test]
     fn keys_of_a_rolled_back_transaction_are_forgotten() {
-        let (_dir, path) = inbox();
-        let conn = Connection::open(&path).unwrap();
-        let mut window = DedupWindow::new(chrono::Duration::hours(48));
+        let (_dir, conn, mut window) = one_writer(48);
         let tx = conn.unchecked_transaction().unwrap();
         window.catch_up(&tx).unwrap();
         let mut added = Added::default();
@@ -231,9 +232,7 @@ mod tests {
 
     #[test]
     fn messages_older_than_the_window_are_forgotten_in_memory_and_on_disk() {
-        let (_dir, path) = inbox();
-        let conn = Connection::open(&path).unwrap();
-        let mut window = DedupWindow::new(chrono::Duration::hours(1));
+        let (_dir, conn, mut window) = one_writer(1);
         let old = to_micros(Utc::now() - chrono::Duration::hours(2));
         let tx = conn.unchecked_transaction().unwrap();
         assert!(
