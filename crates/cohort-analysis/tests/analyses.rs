@@ -51,14 +51,14 @@ fn ev(seq: i64, customer: Option<i64>, when: DateTime<Utc>, name: &str, props: V
         user_id: customer.map(|c| format!("u{c}")),
         anonymous_id: None,
         properties: props,
-        context: json!({}),
-        traits: Value::Null,
+        context: json!({}).into(),
+        traits: Value::Null.into(),
     }
 }
 
 /// The event with this `context`.
 fn in_context(mut e: LakeEvent, context: Value) -> LakeEvent {
-    e.context = context;
+    e.context = context.into();
     e
 }
 

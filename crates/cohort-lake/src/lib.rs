@@ -83,8 +83,8 @@
 //!     user_id: Some("u-7".into()),
 //!     anonymous_id: None,
 //!     properties: json!({"revenue": 42.5, "plan": "pro"}),
-//!     context: json!({}),
-//!     traits: json!({}),
+//!     context: json!({}).into(),
+//!     traits: json!({}).into(),
 //! }])?;
 //! assert_eq!(writer.last_seq(), Some(1));
 //!
@@ -153,8 +153,31 @@ pub struct LakeEvent {
     /// A JSON object; `revenue`, `price`, `quantity`, `currency`, `product_id`,
     /// `category` and `order_id` are also stored as typed columns.
     pub properties: serde_json::Value,
-    pub context: serde_json::Value,
-    pub traits: serde_json::Value,
+    pub context: JsonText,
+    pub traits: JsonText,
+}
+
+/// JSON stored as written (the lake keeps `context` and `traits` as text columns), so a stored
+/// message's parts are copied into the lake without being built as a tree and printed again.
+/// Absent JSON is a null column value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JsonText(Option<String>);
+
+impl JsonText {
+    /// Text the caller knows to be valid JSON (a part of a message Cohort stored).
+    pub fn from_valid(text: impl Into<String>) -> Self {
+        JsonText(Some(text.into()))
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl From<serde_json::Value> for JsonText {
+    fn from(value: serde_json::Value) -> Self {
+        JsonText((!value.is_null()).then(|| value.to_string()))
+    }
 }
 
 /// Errors of the lake and the SQL engine.

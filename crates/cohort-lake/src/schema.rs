@@ -242,8 +242,8 @@ pub(crate) fn events_to_batch(
         user_id.append_option(e.user_id.as_deref());
         anonymous_id.append_option(e.anonymous_id.as_deref());
         properties.append_option(json_text(&e.properties));
-        context.append_option(json_text(&e.context));
-        traits.append_option(json_text(&e.traits));
+        context.append_option(e.context.as_str());
+        traits.append_option(e.traits.as_str());
         let p = &e.properties;
         revenue.append_option(prop_f64(p, "revenue"));
         price.append_option(prop_f64(p, "price"));

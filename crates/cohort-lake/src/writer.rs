@@ -697,8 +697,8 @@ mod tests {
             user_id: None,
             anonymous_id: Some("a".into()),
             properties: serde_json::json!({}),
-            context: serde_json::json!({}),
-            traits: serde_json::Value::Null,
+            context: serde_json::json!({}).into(),
+            traits: serde_json::Value::Null.into(),
         }
     }
 

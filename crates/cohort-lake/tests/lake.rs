@@ -37,8 +37,8 @@ fn event(seq: i64, day: u32, hour: u32, name: &str, properties: Value) -> LakeEv
         user_id: Some(format!("u-{}", seq % 3)),
         anonymous_id: None,
         properties,
-        context: json!({"library": {"name": "test"}}),
-        traits: Value::Null,
+        context: json!({"library": {"name": "test"}}).into(),
+        traits: Value::Null.into(),
     }
 }
 

@@ -659,8 +659,8 @@ fn lake_event(e: &Ev, seq: i64) -> anyhow::Result<LakeEvent> {
         user_id: Some(format!("u{customer_id}")),
         anonymous_id: None,
         properties: properties(e, seq),
-        context: Value::Null,
-        traits: Value::Null,
+        context: Value::Null.into(),
+        traits: Value::Null.into(),
     })
 }
 
