@@ -199,9 +199,9 @@ fn apply_one(
     deltas: &mut StatsDeltas,
     touched: &mut Vec<CustomerId>,
 ) -> rusqlite::Result<()> {
-    let msg: Map<String, Value> = match serde_json::from_str(&entry.body) {
-        Ok(Value::Object(m)) => m,
-        _ => {
+    let msg: Map<String, Value> = match crate::stored_message::parse(&entry.body) {
+        Some(m) => m,
+        None => {
             // The inbox only holds messages the collector serialised, so this is corruption; keep
             // the raw body as an unattributed event rather than lose it.
             tracing::error!(seq = entry.seq, "inbox entry is not a JSON object");

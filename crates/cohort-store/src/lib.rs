@@ -29,6 +29,7 @@ mod profiles;
 mod realtime;
 mod schema;
 mod segments;
+mod stored_message;
 mod time;
 
 use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
