@@ -560,6 +560,23 @@ impl IdentityCache {
     }
 }
 
+/// A customer's stored identifiers counted by kind.
+fn stored_kind_counts(
+    conn: &Connection,
+    customer: CustomerId,
+) -> rusqlite::Result<HashMap<IdKind, usize>> {
+    conn.prepare_cached(
+        "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
+    )?
+    .query_map([customer], |r| {
+        Ok((
+            IdKind::parse(&r.get::<_, String>(0)?),
+            r.get::<_, i64>(1)? as usize,
+        ))
+    })?
+    .collect()
+}
+
 /// The identity graph inside the processing transaction.
 struct SqliteGraph<'a, 'c> {
     tx: &'a Transaction<'c>,
@@ -590,17 +607,7 @@ impl IdentityGraph for SqliteGraph<'_, '_> {
         if let Some(kinds) = self.cache.kinds.get(&customer) {
             return Ok(kinds.clone());
         }
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
-        )?;
-        let kinds: HashMap<IdKind, usize> = stmt
-            .query_map([customer], |r| {
-                Ok((
-                    IdKind::parse(&r.get::<_, String>(0)?),
-                    r.get::<_, i64>(1)? as usize,
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let kinds = stored_kind_counts(self.tx, customer)?;
         self.cache.put_kinds(customer, kinds.clone());
         Ok(kinds)
     }
@@ -762,20 +769,7 @@ mod tests {
         // Four customers were created; the merged-away one's counts moved to its survivor.
         assert_eq!(cache.kinds.len(), 3, "cached counts: {:?}", cache.kinds);
         for (&customer, cached) in &cache.kinds {
-            let stored: HashMap<IdKind, usize> = conn
-                .prepare(
-                    "SELECT kind, COUNT(*) FROM identities WHERE customer_id = ?1 GROUP BY kind",
-                )
-                .unwrap()
-                .query_map([customer], |r| {
-                    Ok((
-                        IdKind::parse(&r.get::<_, String>(0)?),
-                        r.get::<_, i64>(1)? as usize,
-                    ))
-                })
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
+            let stored = stored_kind_counts(&conn, customer).unwrap();
             let cached: HashMap<IdKind, usize> = cached
                 .iter()
                 .filter(|(_, n)| **n > 0)

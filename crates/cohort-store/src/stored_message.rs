@@ -4,18 +4,47 @@
 //! identifiers come from. The rest of `context` (device, OS, library, page, user agent, IP) is
 //! usually most of a message; the timeline and the lake read it from the stored body instead.
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
-
-/// The context parts the processor reads.
-const KEPT_CONTEXT: [&str; 2] = ["traits", "externalIds"];
 
 /// Parses a stored message; `None` when it is not a JSON object.
 pub(crate) fn parse(body: &str) -> Option<Map<String, Value>> {
     serde_json::from_str::<ForProcessing>(body)
         .ok()
         .map(|m| m.0)
+}
+
+/// The parts of `context` the processor reads; the others are skipped, not built.
+#[derive(serde::Deserialize)]
+struct ContextParts {
+    traits: Option<Value>,
+    #[serde(rename = "externalIds")]
+    external_ids: Option<Value>,
+}
+
+impl ContextParts {
+    /// `None` when `context` is not an object: it is then ignored, as the readers of a full
+    /// message ignore a context that is not an object.
+    fn of(context: &RawValue) -> Option<Map<String, Value>> {
+        // A derived struct would also read an array, by position.
+        let json = context.get();
+        if !json.trim_start().starts_with('{') {
+            return None;
+        }
+        let parts: ContextParts = serde_json::from_str(json).ok()?;
+        let mut kept = Map::new();
+        for (key, value) in [
+            ("traits", parts.traits),
+            ("externalIds", parts.external_ids),
+        ] {
+            if let Some(value) = value {
+                kept.insert(key.to_string(), value);
+            }
+        }
+        Some(kept)
+    }
 }
 
 struct ForProcessing(Map<String, Value>);
@@ -39,7 +68,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == "context" {
-                if let Some(kept) = map.next_value::<ContextParts>()?.0 {
+                let context: &RawValue = map.next_value()?;
+                if let Some(kept) = ContextParts::of(context) {
                     out.insert(key, Value::Object(kept));
                 }
             } else {
@@ -48,74 +78,6 @@ impl<'de> Visitor<'de> for MessageVisitor {
             }
         }
         Ok(ForProcessing(out))
-    }
-}
-
-/// The kept parts of `context`; `None` when it is not an object (then it is ignored, as the
-/// readers of a full message ignore a context that is not an object).
-struct ContextParts(Option<Map<String, Value>>);
-
-impl<'de> Deserialize<'de> for ContextParts {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ContextVisitor)
-    }
-}
-
-struct ContextVisitor;
-
-impl ContextVisitor {
-    fn not_an_object<E>(self) -> Result<ContextParts, E> {
-        Ok(ContextParts(None))
-    }
-}
-
-impl<'de> Visitor<'de> for ContextVisitor {
-    type Value = ContextParts;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ContextParts, A::Error> {
-        let mut kept = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if KEPT_CONTEXT.contains(&key.as_str()) {
-                let value: Value = map.next_value()?;
-                kept.insert(key, value);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(ContextParts(Some(kept)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContextParts, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        self.not_an_object()
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<ContextParts, E> {
-        self.not_an_object()
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<ContextParts, E> {
-        self.not_an_object()
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<ContextParts, E> {
-        self.not_an_object()
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<ContextParts, E> {
-        self.not_an_object()
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<ContextParts, E> {
-        self.not_an_object()
-    }
-
-    fn visit_unit<E>(self) -> Result<ContextParts, E> {
-        self.not_an_object()
     }
 }
 
