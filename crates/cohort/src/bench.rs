@@ -23,11 +23,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Threads of the load generator's runtime, so their CPU time is told apart from the server's.
-const CLIENT_THREAD: &str = "bench-client";
+pub(crate) const CLIENT_THREAD: &str = "bench-client";
 /// One worker is enough to drive the server on a small machine and leaves the rest to it.
 const CLIENT_WORKERS: usize = 1;
 
@@ -88,8 +89,14 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     let url = format!("http://{}/v1/batch", server.addr());
     let cpu_start = thread_cpu();
     let started = Instant::now();
+    let generated: Arc<[Vec<u8>]> = generated.into();
     let outcome = client_rt
-        .spawn(post_all(url, write_key, generated, args.concurrency))
+        .spawn(post_all(
+            url,
+            write_key,
+            generated.clone(),
+            args.concurrency,
+        ))
         .await
         .context("the load generator stopped")??;
     let ack_elapsed = started.elapsed();
@@ -191,6 +198,16 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     client_rt.shutdown_background();
     server.shutdown().await.context("stopping the server")?;
 
+    if !args.no_floor {
+        crate::bench_floor::run(
+            dir.path(),
+            generated,
+            args.events,
+            args.concurrency,
+            (ack_rate, e2e_rate),
+        )
+        .await?;
+    }
     if let Some(path) = ndjson {
         duckdb_comparison(&path, args.events, e2e_rate).await?;
     }
@@ -241,10 +258,10 @@ fn build_bodies(
 }
 
 #[derive(Debug, Default)]
-struct PostOutcome {
+pub(crate) struct PostOutcome {
     requests: u64,
     retries: u64,
-    accepted: u64,
+    pub(crate) accepted: u64,
     duplicates: u64,
     failed: u64,
 }
@@ -282,10 +299,10 @@ async fn get_all(
     Ok(())
 }
 
-async fn post_all(
+pub(crate) async fn post_all(
     url: String,
     write_key: String,
-    bodies: Vec<Vec<u8>>,
+    bodies: Arc<[Vec<u8>]>,
     concurrency: usize,
 ) -> anyhow::Result<PostOutcome> {
     let client = reqwest::Client::builder()
@@ -293,21 +310,20 @@ async fn post_all(
         .tcp_nodelay(true)
         .build()
         .context("building the HTTP client")?;
-    // Popped from the back: reversed so requests go out in generation order.
-    let queue = Arc::new(Mutex::new(bodies.into_iter().rev().collect::<Vec<_>>()));
+    // Taken in generation order; the bodies stay shared so the floor can send them again.
+    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, url, key, queue) = (
+        let (client, url, key, bodies, next) = (
             client.clone(),
             url.clone(),
             write_key.clone(),
-            queue.clone(),
+            bodies.clone(),
+            next.clone(),
         );
         workers.spawn(async move {
             let mut out = PostOutcome::default();
-            loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(body) = next else { break };
+            while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
                 post_one(&client, &url, &key, body, &mut out).await?;
             }
             anyhow::Ok(out)
@@ -331,7 +347,7 @@ async fn post_one(
     client: &reqwest::Client,
     url: &str,
     key: &str,
-    body: Vec<u8>,
+    body: &[u8],
     out: &mut PostOutcome,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(20);
@@ -341,7 +357,7 @@ async fn post_one(
             .basic_auth(key, Some(""))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             // A copy per attempt keeps retries possible; ~50 KB of memcpy is noise next to a request.
-            .body(body.clone())
+            .body(body.to_vec())
             .send()
             .await;
         let retryable = match sent {
@@ -495,7 +511,7 @@ async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
         .spawn(post_all(
             format!("http://{}/v1/batch", server.addr()),
             write_key,
-            bodies,
+            bodies.into(),
             8,
         ))
         .await
@@ -813,7 +829,7 @@ async fn create_source(store: &Store, name: &str) -> anyhow::Result<String> {
     Ok(key)
 }
 
-fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(CLIENT_WORKERS)
         .max_blocking_threads(1)
@@ -876,11 +892,11 @@ fn print_stage_metrics(text: &str, ack: Duration, e2e: Duration) {
 }
 
 /// Per live thread, keyed by (tid, name): nanoseconds on a CPU and waiting for one.
-type CpuSnapshot = HashMap<(u32, String), (u64, u64)>;
+pub(crate) type CpuSnapshot = HashMap<(u32, String), (u64, u64)>;
 
 /// Reads `/proc/self/task/*/schedstat`: nanoseconds on CPU and runnable-but-waiting, without
 /// clock-tick rounding. The waiting time shows when other work on the machine steals the cores.
-fn thread_cpu() -> CpuSnapshot {
+pub(crate) fn thread_cpu() -> CpuSnapshot {
     let mut out = HashMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;

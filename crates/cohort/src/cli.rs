@@ -111,6 +111,9 @@ pub struct BenchIngestArgs {
     /// Skip the DuckDB load comparison.
     #[arg(long)]
     pub no_duckdb: bool,
+    /// Skip the floor: the same requests to servers that only receive, split, and durably append.
+    #[arg(long)]
+    pub no_floor: bool,
     /// Seed of the generated events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

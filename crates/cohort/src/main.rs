@@ -4,6 +4,7 @@ mod admin;
 mod analyse;
 mod bench;
 mod bench_analytics;
+mod bench_floor;
 mod cli;
 mod demo;
 mod import;
