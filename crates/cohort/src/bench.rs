@@ -611,6 +611,7 @@ async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
     );
     print_latency_row("from scheduled start (CO-free)", from_schedule);
     print_latency_row("from actual send (service time)", service);
+    print_slowest_seconds(&measured.samples, 2_000_000);
     print_cpu_table(&[("measured run", &cpu_start, &cpu_end, measured.elapsed)]);
     let server_ns: u64 = cpu_end
         .iter()
@@ -677,6 +678,8 @@ struct LoadPlan {
 }
 
 struct Sample {
+    /// Whole seconds from the run's start to the scheduled start: which second it belongs to.
+    second: u32,
     /// Nanoseconds from the scheduled start to the end of the response body.
     from_schedule: u64,
     /// Nanoseconds from the moment the request was handed to the client to the end of the body.
@@ -738,6 +741,7 @@ async fn run_open_loop(
                     };
                     let done = Instant::now();
                     let sample = Sample {
+                        second: scheduled.saturating_duration_since(start).as_secs() as u32,
                         from_schedule: done.saturating_duration_since(scheduled).as_nanos() as u64,
                         service: done.saturating_duration_since(sent).as_nanos() as u64,
                     };
@@ -771,6 +775,36 @@ async fn run_open_loop(
         errors,
         elapsed: last.saturating_duration_since(start),
     })
+}
+
+/// The seconds of the run with the most slow requests: whether the tail is spread evenly or comes
+/// in bursts, and when (a burst every minute points at the segment time refresh).
+fn print_slowest_seconds(samples: &[Sample], slow_ns: u64) {
+    let mut per_second: std::collections::BTreeMap<u32, (u64, u64, u64)> = Default::default();
+    for s in samples {
+        let entry = per_second.entry(s.second).or_default();
+        entry.0 += 1;
+        if s.from_schedule > slow_ns {
+            entry.1 += 1;
+        }
+        entry.2 = entry.2.max(s.from_schedule);
+    }
+    let slow_total: u64 = per_second.values().map(|v| v.1).sum();
+    let mut worst: Vec<_> = per_second.into_iter().filter(|(_, v)| v.1 > 0).collect();
+    let seconds_with_slow = worst.len();
+    worst.sort_by_key(|(second, v)| (std::cmp::Reverse(v.1), *second));
+    println!(
+        "  requests over {:.0} ms: {} in {} of the run's seconds; the worst seconds (from the start):",
+        slow_ns as f64 / 1e6,
+        fmt_int(slow_total),
+        seconds_with_slow
+    );
+    for (second, (count, slow, max)) in worst.into_iter().take(8) {
+        println!(
+            "    second {second:>4}: {slow:>6} of {count:>6} over, max {:.1} ms",
+            max as f64 / 1e6
+        );
+    }
 }
 
 fn print_latency_row(label: &str, mut nanos: Vec<u64>) {
