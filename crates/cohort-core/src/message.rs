@@ -52,7 +52,11 @@ pub fn id_field(msg: &Map<String, Value>, key: &str) -> Option<String> {
 
 /// Parses an ISO-8601 timestamp as sent by Segment SDKs (RFC 3339, with or without offset).
 pub fn parse_timestamp(value: &Value) -> Option<DateTime<Utc>> {
-    let s = value.as_str()?;
+    parse_timestamp_str(value.as_str()?)
+}
+
+/// [`parse_timestamp`] of text already in hand.
+pub fn parse_timestamp_str(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }

@@ -18,16 +18,83 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cohort_profile::ComputedTraits;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
 /// What evaluation knows of one customer.
-#[derive(Debug, Clone, Copy)]
+///
+/// One view serves every definition decided for the customer, so what many conditions would
+/// otherwise each redo is done once, on first use: the text of traits that are not strings (a
+/// shipped `address` object is matched by some two hundred `contains` tests) and the events
+/// grouped by name (event conditions then visit only the events they name).
+#[derive(Debug)]
 pub struct CustomerView<'a> {
-    pub traits: &'a Map<String, Value>,
-    pub computed: &'a ComputedTraits,
-    /// The customer's events, in any order. Event conditions only see what is here, so pass the
-    /// history the segment's windows need (all of it for conditions without a window).
-    pub events: &'a [EventRecord],
+    traits: &'a Map<String, Value>,
+    computed: &'a ComputedTraits,
+    events: &'a [EventRecord],
+    // Both are small (a few non-string traits, a handful of event names), so a scan beats
+    // hashing the key.
+    trait_texts: OnceCell<Vec<(&'a str, String)>>,
+    events_by_name: OnceCell<Vec<(&'a str, Vec<&'a EventRecord>)>>,
+}
+
+impl<'a> CustomerView<'a> {
+    /// `events` in any order. Event conditions only see what is here, so pass the history the
+    /// segment's windows need (all of it for conditions without a window).
+    pub fn new(
+        traits: &'a Map<String, Value>,
+        computed: &'a ComputedTraits,
+        events: &'a [EventRecord],
+    ) -> Self {
+        CustomerView {
+            traits,
+            computed,
+            events,
+            trait_texts: OnceCell::new(),
+            events_by_name: OnceCell::new(),
+        }
+    }
+
+    fn trait_subject(&self, key: &str) -> Subject<'_> {
+        let Some(value) = self.traits.get(key) else {
+            return Subject::Trait(None);
+        };
+        let text = match value {
+            Value::String(s) => s.as_str(),
+            _ => self
+                .trait_texts
+                .get_or_init(|| {
+                    self.traits
+                        .iter()
+                        .filter(|(_, v)| !v.is_string())
+                        .map(|(k, v)| (k.as_str(), trait_text(v)))
+                        .collect()
+                })
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or("", |(_, text)| text.as_str()),
+        };
+        Subject::Trait(Some(TraitValue { value, text }))
+    }
+
+    /// The customer's events called `name`, in the order given.
+    fn named(&self, name: &str) -> &[&'a EventRecord] {
+        self.events_by_name
+            .get_or_init(|| {
+                let mut by_name: Vec<(&str, Vec<&EventRecord>)> = Vec::new();
+                for e in self.events {
+                    match by_name.iter_mut().find(|(n, _)| *n == e.name) {
+                        Some((_, events)) => events.push(e),
+                        None => by_name.push((e.name.as_str(), vec![e])),
+                    }
+                }
+                by_name
+            })
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&[], |(_, events)| events.as_slice())
+    }
 }
 
 /// One event of a customer: its counted name (`$page` for page calls, as in
@@ -48,12 +115,9 @@ pub fn evaluate(
     segments: &dyn Fn(&str) -> bool,
 ) -> bool {
     match cond {
-        Condition::Trait { key, op, value } => compare(
-            Subject::Trait(customer.traits.get(key)),
-            *op,
-            value.as_ref(),
-            now,
-        ),
+        Condition::Trait { key, op, value } => {
+            compare(customer.trait_subject(key), *op, value.as_ref(), now)
+        }
         Condition::Computed { key, op, value } => {
             compare_computed(customer.computed, key, *op, value.as_ref(), now)
         }
@@ -65,9 +129,8 @@ pub fn evaluate(
         } => {
             let range = window.as_ref().map(|w| TimeRange::of(w, now));
             let matching = customer
-                .events
+                .named(name)
                 .iter()
-                .filter(|e| &e.name == name)
                 .filter(|e| range.is_none_or(|r| r.admits(e.timestamp)))
                 .filter(|e| filters.iter().all(|f| filter_matches(f, e, now)))
                 .count();
@@ -78,12 +141,11 @@ pub fn evaluate(
             then,
             within_hours,
         } => {
-            let thens = times_of(customer.events, then);
+            let thens = times_of(customer.named(then));
             let span = TimeDelta::hours(i64::from(*within_hours));
             customer
-                .events
+                .named(first)
                 .iter()
-                .filter(|e| &e.name == first)
                 .any(|f| has_then_within(&thens, f.timestamp, span))
         }
         Condition::NotFollowedBy {
@@ -97,13 +159,13 @@ pub fn evaluate(
             };
             // Only a `first` whose window has closed can be judged; a newer one is still open.
             let latest_closed = customer
-                .events
+                .named(first)
                 .iter()
-                .filter(|e| &e.name == first && e.timestamp <= cutoff)
                 .map(|e| e.timestamp)
+                .filter(|&t| t <= cutoff)
                 .max();
             match latest_closed {
-                Some(at) => !has_then_within(&times_of(customer.events, then), at, span),
+                Some(at) => !has_then_within(&times_of(customer.named(then)), at, span),
                 None => false,
             }
         }
@@ -226,12 +288,8 @@ fn walk<'a>(cond: &'a Condition, visit: &mut dyn FnMut(&'a Condition)) {
     }
 }
 
-fn times_of(events: &[EventRecord], name: &str) -> Vec<DateTime<Utc>> {
-    let mut times: Vec<_> = events
-        .iter()
-        .filter(|e| e.name == name)
-        .map(|e| e.timestamp)
-        .collect();
+fn times_of(events: &[&EventRecord]) -> Vec<DateTime<Utc>> {
+    let mut times: Vec<_> = events.iter().map(|e| e.timestamp).collect();
     times.sort_unstable();
     times
 }
@@ -291,44 +349,77 @@ pub(crate) fn look_back(value: Option<&Value>, now: DateTime<Utc>) -> Option<Dat
 #[derive(Debug, Clone, Copy)]
 enum Subject<'a> {
     /// Traits read as `profile_traits` stores them: any value has a text.
-    Trait(Option<&'a Value>),
+    Trait(Option<TraitValue<'a>>),
+    /// A value read like a trait whose text is rendered only if a comparison asks for it:
+    /// computed numbers, which are compared as numbers nearly always.
+    TraitLike(Option<&'a Value>),
     /// Event properties read as the JSON functions do: only strings have a text.
     Property(Option<&'a Value>),
+    /// A computed date: read exactly as a trait holding its RFC 3339 text would be, without
+    /// printing it only to parse it back for the comparisons that want the instant.
+    Instant(Option<DateTime<Utc>>),
+}
+
+/// A trait's value with its text ([`trait_text`]), rendered once per customer.
+#[derive(Debug, Clone, Copy)]
+struct TraitValue<'a> {
+    value: &'a Value,
+    text: &'a str,
 }
 
 impl<'a> Subject<'a> {
     fn value(self) -> Option<&'a Value> {
         match self {
-            Subject::Trait(v) | Subject::Property(v) => v,
+            Subject::Trait(v) => v.map(|t| t.value),
+            Subject::TraitLike(v) | Subject::Property(v) => v,
+            Subject::Instant(_) => None,
         }
     }
 
-    fn text(self) -> Option<String> {
+    fn is_present(self) -> bool {
         match self {
-            Subject::Trait(v) => v.map(trait_text),
-            Subject::Property(v) => v.and_then(Value::as_str).map(str::to_string),
+            Subject::Instant(t) => t.is_some(),
+            _ => self.value().is_some(),
+        }
+    }
+
+    /// Borrowed where the text is at hand, so most comparisons allocate nothing.
+    fn text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Subject::Trait(v) => v.map(|t| Cow::Borrowed(t.text)),
+            Subject::TraitLike(v) => v.map(|v| match v {
+                Value::String(s) => Cow::Borrowed(s.as_str()),
+                other => Cow::Owned(trait_text(other)),
+            }),
+            Subject::Property(v) => v.and_then(Value::as_str).map(Cow::Borrowed),
+            Subject::Instant(t) => t.map(|t| Cow::Owned(t.to_rfc3339())),
         }
     }
 
     fn number(self) -> Option<f64> {
         match self {
-            Subject::Trait(v) => v.and_then(trait_number),
+            Subject::Trait(_) | Subject::TraitLike(_) => self.value().and_then(trait_number),
             Subject::Property(v) => match v? {
                 Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
                 Value::String(s) => parse_number(s),
                 _ => None,
             },
+            // RFC 3339 text is never a plain decimal.
+            Subject::Instant(_) => None,
         }
     }
 
     fn date(self) -> Option<DateTime<Utc>> {
-        parse_data_date(&self.text()?)
+        match self {
+            Subject::Instant(t) => t,
+            _ => parse_data_date(&self.text()?),
+        }
     }
 
     fn boolean(self) -> Option<bool> {
-        match (self, self.value()?) {
-            (Subject::Property(_), Value::Bool(b)) => Some(*b),
-            _ => match self.text()?.as_str() {
+        match self {
+            Subject::Property(Some(Value::Bool(b))) => Some(*b),
+            _ => match self.text()?.as_ref() {
                 "true" => Some(true),
                 "false" => Some(false),
                 _ => None,
@@ -356,7 +447,7 @@ fn compare(subject: Subject, op: Op, value: Option<&Value>, now: DateTime<Utc>) 
         return !compare(subject, positive, value, now);
     }
     match op {
-        Op::Exists => subject.value().is_some(),
+        Op::Exists => subject.is_present(),
         Op::Eq => value.is_some_and(|v| equals(subject, v)),
         Op::In => value
             .and_then(Value::as_array)
@@ -368,7 +459,7 @@ fn compare(subject: Subject, op: Op, value: Option<&Value>, now: DateTime<Utc>) 
             let ordering = match operand {
                 Operand::Number(n) => subject.number().and_then(|x| x.partial_cmp(&n)),
                 Operand::Date(d) => subject.date().map(|x| x.cmp(&d.at)),
-                Operand::Text(s) => subject.text().map(|x| x.as_str().cmp(s)),
+                Operand::Text(s) => subject.text().map(|x| x.as_ref().cmp(s)),
                 Operand::Bool(_) => None,
             };
             ordering.is_some_and(|o| ordering_admits(op, o))
@@ -382,7 +473,7 @@ fn compare(subject: Subject, op: Op, value: Option<&Value>, now: DateTime<Utc>) 
                 Some(items) => items
                     .iter()
                     .any(|e| scalar_text(e).is_some_and(|t| t == needle)),
-                None => subject.text().is_some_and(|t| t.contains(&needle)),
+                None => subject.text().is_some_and(|t| t.contains(needle.as_ref())),
             }
         }
         Op::StartsWith | Op::EndsWith => {
@@ -390,9 +481,9 @@ fn compare(subject: Subject, op: Op, value: Option<&Value>, now: DateTime<Utc>) 
                 return false;
             };
             if op == Op::StartsWith {
-                text.starts_with(&affix)
+                text.starts_with(affix.as_ref())
             } else {
-                text.ends_with(&affix)
+                text.ends_with(affix.as_ref())
             }
         }
         Op::Before | Op::After => {
@@ -452,7 +543,7 @@ fn between(subject: Subject, value: Option<&Value>) -> bool {
             .is_some_and(|t| a.at <= t && b.admits_up_to(t)),
         (Some(Operand::Text(a)), Some(Operand::Text(b))) => subject
             .text()
-            .is_some_and(|t| a <= t.as_str() && t.as_str() <= b),
+            .is_some_and(|t| a <= t.as_ref() && t.as_ref() <= b),
         _ => false,
     }
 }
@@ -495,20 +586,22 @@ fn compare_computed(
     let Some(kind) = ComputedKey::parse(key) else {
         return false;
     };
-    // Rendering the typed value as JSON lets computed traits share the trait comparison rules;
-    // dates become RFC 3339 text, which those rules read back as instants.
-    let as_json = match computed_value(computed, &kind) {
-        ComputedValue::Number(n) => n.and_then(serde_json::Number::from_f64).map(Value::Number),
-        ComputedValue::Date(d) => d.map(|t| Value::String(t.to_rfc3339())),
-    };
-    compare(Subject::Trait(as_json.as_ref()), op, value, now)
+    // Computed traits share the trait comparison rules: numbers as JSON numbers, dates as the
+    // instants their RFC 3339 text would be read back as.
+    match computed_value(computed, &kind) {
+        ComputedValue::Number(n) => {
+            let as_json = n.and_then(serde_json::Number::from_f64).map(Value::Number);
+            compare(Subject::TraitLike(as_json.as_ref()), op, value, now)
+        }
+        ComputedValue::Date(d) => compare(Subject::Instant(d), op, value, now),
+    }
 }
 
 /// Whether a number (an event count) satisfies a numeric comparison; the SQL compiler asks this
 /// of 0 to decide whether customers without events are members.
 pub(crate) fn number_admits(op: Op, value: Option<&Value>, x: f64, now: DateTime<Utc>) -> bool {
     let x = serde_json::Number::from_f64(x).map(Value::Number);
-    compare(Subject::Trait(x.as_ref()), op, value, now)
+    compare(Subject::TraitLike(x.as_ref()), op, value, now)
 }
 
 #[cfg(test)]

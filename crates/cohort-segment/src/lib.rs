@@ -37,7 +37,7 @@
 //! let events = [order(10), order(20)];
 //! let computed = ComputedTraits { revenue_30d: 6200.0, ..Default::default() };
 //! let traits = json!({"city": "上海"}).as_object().cloned().unwrap();
-//! let ada = CustomerView { traits: &traits, computed: &computed, events: &events };
+//! let ada = CustomerView::new(&traits, &computed, &events);
 //!
 //! assert!(evaluate(&platinum, &ada, now, &|_| false));
 //! // Thirty days on, both orders have left the window.

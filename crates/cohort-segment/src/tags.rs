@@ -211,11 +211,7 @@ mod tests {
                 .iter()
                 .find(|t| t.name == name)
                 .unwrap_or_else(|| panic!("no tag {name}"));
-            let view = CustomerView {
-                traits: &self.traits,
-                computed: &self.computed,
-                events: &self.events,
-            };
+            let view = CustomerView::new(&self.traits, &self.computed, &self.events);
             evaluate(&tag.condition, &view, now(), &|_| false)
         }
     }

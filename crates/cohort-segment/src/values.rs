@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use serde_json::Value;
+use std::borrow::Cow;
 
 pub use cohort_core::number::{json_number, parse_number};
 
@@ -60,7 +61,20 @@ impl DateArg {
     }
 }
 
+/// Whether `s` cannot be a date in any form read here, told from its first byte: every form
+/// starts with the year's digits. Text such as `gold` or `上海` is compared with dates often (a
+/// condition's operand is tried as a date before it is taken as text), and failing fast there
+/// saves the parsers' work.
+fn cannot_be_a_date(s: &str) -> bool {
+    s.as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || !b.is_ascii())
+}
+
 pub(crate) fn parse_date_arg(s: &str) -> Option<DateArg> {
+    if cannot_be_a_date(s) {
+        return None;
+    }
     if let Some(day) = parse_day(s) {
         return Some(DateArg {
             at: in_range(day)?,
@@ -87,10 +101,13 @@ fn parse_day(s: &str) -> Option<DateTime<Utc>> {
 /// A date found in customer data: RFC 3339, an offset-less timestamp (taken as UTC, with `T` or a
 /// space between date and time), or `YYYY-MM-DD`. Roughly what `TRY_CAST(x AS TIMESTAMP)` accepts.
 pub(crate) fn parse_data_date(s: &str) -> Option<DateTime<Utc>> {
+    if cannot_be_a_date(s) {
+        return None;
+    }
     if let Some(day) = parse_day(s) {
         return in_range(day);
     }
-    if let Some(t) = cohort_core::message::parse_timestamp(&Value::String(s.to_string())) {
+    if let Some(t) = cohort_core::message::parse_timestamp_str(s) {
         return in_range(t);
     }
     NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
@@ -135,11 +152,11 @@ impl<'a> Operand<'a> {
 }
 
 /// The text a scalar is matched with by `contains`, `starts_with` and list membership.
-pub(crate) fn scalar_text(value: &Value) -> Option<String> {
+pub(crate) fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -194,6 +211,20 @@ mod tests {
         assert_eq!(parse_data_date("2026-03-01 02:00:00"), Some(want));
         assert_eq!(parse_data_date("2026-03-01T10:00:00+08:00"), Some(want));
         assert!(parse_data_date("yesterday").is_none());
+    }
+
+    #[test]
+    fn text_starting_with_a_letter_is_never_a_date() {
+        for text in ["gold", "上海", "T2026-03-01", "Z", "été 2026-03-01"] {
+            assert!(cannot_be_a_date(text), "{text}");
+            assert!(parse_date_arg(text).is_none(), "{text}");
+            assert!(parse_data_date(text).is_none(), "{text}");
+        }
+        for date in ["2026-03-01", "2026-03-01T02:00:00Z", "2026-03-01 02:00:00"] {
+            assert!(!cannot_be_a_date(date), "{date}");
+            assert!(parse_data_date(date).is_some(), "{date}");
+        }
+        assert!(!cannot_be_a_date(""));
     }
 
     #[test]

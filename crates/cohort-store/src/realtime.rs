@@ -426,11 +426,7 @@ fn decide(
         Map::new()
     };
     let computed = load_computed(conn, customer, now, rules)?;
-    let view = CustomerView {
-        traits: &traits,
-        computed: &computed,
-        events: subject.events,
-    };
+    let view = CustomerView::new(&traits, &computed, subject.events);
     // Definitions left alone are read through `in_segment` as the customer's membership now.
     let current: HashSet<i64> = if needed(|d| !d.segments.is_empty()) {
         conn.prepare_cached("SELECT segment_id FROM memberships WHERE customer_id = ?1")?

@@ -82,11 +82,7 @@ impl Customer {
     }
 
     pub fn view(&self) -> CustomerView<'_> {
-        CustomerView {
-            traits: &self.traits,
-            computed: &self.computed,
-            events: &self.events,
-        }
+        CustomerView::new(&self.traits, &self.computed, &self.events)
     }
 
     pub fn matches(&self, cond: &Condition, at: DateTime<Utc>) -> bool {
