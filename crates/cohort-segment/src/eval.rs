@@ -203,6 +203,41 @@ pub fn time_sensitive(cond: &Condition) -> bool {
     }
 }
 
+/// The unit in which a [`time_sensitive`] condition counts time, the finest where it mixes them:
+/// how often re-evaluating it is worth the work. `None` exactly when it is not time sensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimeUnit {
+    /// `last_hours` windows and `not_followed_by` spans.
+    Hours,
+    /// `last_days` windows and `within_last` / `not_within_last` day counts.
+    Days,
+}
+
+pub fn time_unit(cond: &Condition) -> Option<TimeUnit> {
+    let relative = |op: Op| op.is_relative().then_some(TimeUnit::Days);
+    match cond {
+        Condition::Trait { op, .. } | Condition::Computed { op, .. } => relative(*op),
+        Condition::Event {
+            filters, window, ..
+        } => {
+            let window = match window {
+                Some(Window::LastHours(_)) => Some(TimeUnit::Hours),
+                Some(Window::LastDays(_)) => Some(TimeUnit::Days),
+                Some(Window::Between(..)) | None => None,
+            };
+            window
+                .into_iter()
+                .chain(filters.iter().filter_map(|f| relative(f.op)))
+                .min()
+        }
+        Condition::NotFollowedBy { .. } => Some(TimeUnit::Hours),
+        Condition::FollowedBy { .. } | Condition::InSegment { .. } => None,
+        Condition::And { .. } | Condition::Or { .. } | Condition::Not { .. } => {
+            cond.children().iter().filter_map(time_unit).min()
+        }
+    }
+}
+
 /// The event names whose arrival can change membership: those of `event` conditions, both names
 /// of sequences, and `event_counts.<name>` computed traits. Events behind other computed traits
 /// (orders, revenue) depend on the profile rules and are not listed.
@@ -653,6 +688,58 @@ mod tests {
                 (deps.any_event, deps.orders, deps.traits),
                 (by_every_event, !by_every_event, false),
                 "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn time_units_are_the_finest_a_condition_counts_in() {
+        let unit = |v: serde_json::Value| {
+            time_unit(&Condition::from_json(&v.to_string()).expect("valid condition"))
+        };
+        let days = json!({"type": "event", "name": "Order Completed", "window": {"last_days": 30}});
+        let hours = json!({"type": "event", "name": "Viewed", "window": {"last_hours": 2}});
+        let plain = json!({"type": "trait", "key": "plan", "op": "eq", "value": "pro"});
+        assert_eq!(unit(days.clone()), Some(TimeUnit::Days));
+        assert_eq!(unit(hours.clone()), Some(TimeUnit::Hours));
+        assert_eq!(unit(plain.clone()), None);
+        assert_eq!(
+            unit(json!({"type": "or", "conditions": [days.clone(), plain.clone()]})),
+            Some(TimeUnit::Days)
+        );
+        assert_eq!(
+            unit(json!({"type": "and", "conditions": [days, {"type": "not", "condition": hours}]})),
+            Some(TimeUnit::Hours)
+        );
+        assert_eq!(
+            unit(
+                json!({"type": "computed", "key": "last_seen", "op": "within_last", "value": {"days": 7}})
+            ),
+            Some(TimeUnit::Days)
+        );
+        assert_eq!(
+            unit(
+                json!({"type": "not_followed_by", "first": "Signed Up", "then": "Login", "within_hours": 24})
+            ),
+            Some(TimeUnit::Hours)
+        );
+        assert_eq!(
+            unit(json!({"type": "event", "name": "Order Completed",
+                        "window": {"between": ["2026-01-01", "2026-01-31"]}})),
+            None
+        );
+    }
+
+    #[test]
+    fn every_shipped_tag_has_a_time_unit_exactly_when_it_is_time_sensitive() {
+        let tags = crate::tags::builtin_tags();
+        assert!(tags.iter().any(|t| time_unit(&t.condition).is_some()));
+        for tag in tags {
+            assert_eq!(
+                time_unit(&tag.condition).is_some(),
+                time_sensitive(&tag.condition),
+                "{}",
+                tag.name
             );
         }
     }

@@ -58,8 +58,8 @@ pub use condition::{
     MAX_LIST, MAX_NODES, Op, PropertyFilter, Window,
 };
 pub use eval::{
-    CustomerView, Dependencies, EventRecord, dependencies, evaluate, referenced_events,
-    referenced_segments, time_sensitive,
+    CustomerView, Dependencies, EventRecord, TimeUnit, dependencies, evaluate, referenced_events,
+    referenced_segments, time_sensitive, time_unit,
 };
 pub use sql::to_sql;
 pub use values::{parse_number, trait_number, trait_text};

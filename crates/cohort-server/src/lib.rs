@@ -47,8 +47,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// An admin key chosen by the operator (`COHORT_ADMIN_KEY`); registered at start.
     pub admin_key: Option<String>,
-    /// How often segments whose membership moves with time are re-evaluated in batch.
+    /// How often segments whose membership moves with time by the hour are re-evaluated in
+    /// batch: the rounds of the time refresh.
     pub segment_refresh: std::time::Duration,
+    /// How often those that move by the day (day windows, 30-day traits) are.
+    pub segment_day_refresh: std::time::Duration,
     /// Install the shipped tag definitions that are missing, at start.
     pub builtin_tags: bool,
 }
@@ -61,6 +64,7 @@ impl ServerConfig {
             limits: Limits::default(),
             admin_key: None,
             segment_refresh: std::time::Duration::from_secs(60),
+            segment_day_refresh: std::time::Duration::from_secs(3600),
             builtin_tags: true,
         }
     }
@@ -160,10 +164,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
     {
         let (analytics, store) = (analytics.clone(), store.clone());
-        let every = config.segment_refresh;
+        let cadence = segments::RefreshCadence {
+            hours: config.segment_refresh,
+            days: config.segment_day_refresh,
+        };
         tokio::spawn(async move {
             segments::fill(&analytics, &store, new_tags).await;
-            segments::start_time_refresh(analytics, store, every);
+            segments::start_time_refresh(analytics, store, cadence);
         });
     }
     let state = AppState::new(store, config.limits, metrics, Some(analytics));

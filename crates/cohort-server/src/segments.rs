@@ -17,13 +17,13 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use cohort_lake::arrow::array::{Array, Int64Array};
 use cohort_lake::{LakeError, QueryOptions};
-use cohort_segment::{COMPUTED_KEYS, Condition, time_sensitive, to_sql};
+use cohort_segment::{COMPUTED_KEYS, Condition, TimeUnit, time_unit, to_sql};
 use cohort_store::{MembershipDiff, NewSegment, SegmentDef, SegmentKind, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Batch evaluations may scan everything; they get more time than an interactive query.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(600);
@@ -145,22 +145,81 @@ async fn refresh_since(
 /// relative windows, and the rolling computed traits (`revenue_30d`, `orders_30d`), which
 /// depend on the current day.
 pub fn moves_with_time(condition: &Condition) -> bool {
-    if time_sensitive(condition) {
-        return true;
-    }
+    time_step(condition).is_some()
+}
+
+/// The unit in which a condition's membership moves with time alone, if it does: the
+/// condition's own ([`time_unit`]), or days for the rolling computed traits.
+fn time_step(condition: &Condition) -> Option<TimeUnit> {
+    let rolling = reads_rolling_traits(condition).then_some(TimeUnit::Days);
+    time_unit(condition).into_iter().chain(rolling).min()
+}
+
+fn reads_rolling_traits(condition: &Condition) -> bool {
     match condition {
         Condition::Computed { key, .. } => key.ends_with("_30d"),
-        other => other.children().iter().any(moves_with_time),
+        other => other.children().iter().any(reads_rolling_traits),
     }
 }
 
-/// Re-evaluates, every `every`, the segments whose membership moves with time (and those that
-/// refer to them), until the store is dropped.
-pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every: Duration) {
+/// How often the time refresh re-evaluates a segment, by the unit its condition counts time in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshCadence {
+    /// Hour windows and `not_followed_by` spans: every round of the refresh.
+    pub hours: Duration,
+    /// Day windows, day counts and the 30-day computed traits. Their membership moves by the day,
+    /// and each evaluation scans the events, so on a large lake re-evaluating them every round
+    /// would keep a core busy for little: an hour late is a twenty-fourth of their unit.
+    pub days: Duration,
+}
+
+impl RefreshCadence {
+    fn of(self, unit: TimeUnit) -> Duration {
+        match unit {
+            TimeUnit::Hours => self.hours,
+            // Never more often than the rounds themselves come.
+            TimeUnit::Days => self.days.max(self.hours),
+        }
+    }
+}
+
+/// The segments a refresh round at `now` re-evaluates, in evaluation order: those whose
+/// condition moves with time and whose cadence has passed since they were last refreshed (or
+/// were never refreshed by this process), and those that refer to a segment re-evaluated in the
+/// same round.
+fn due_for_refresh(
+    defs: Vec<SegmentDef>,
+    refreshed_at: &HashMap<i64, Instant>,
+    now: Instant,
+    cadence: RefreshCadence,
+) -> Vec<SegmentDef> {
+    let mut moving: BTreeSet<String> = BTreeSet::new();
+    let mut due = Vec::new();
+    for def in defs {
+        let depends = cohort_segment::referenced_segments(&def.condition)
+            .iter()
+            .any(|s| moving.contains(s));
+        let elapsed = time_step(&def.condition).is_some_and(|unit| {
+            refreshed_at
+                .get(&def.id)
+                .is_none_or(|&at| now.saturating_duration_since(at) >= cadence.of(unit))
+        });
+        if depends || elapsed {
+            moving.insert(def.name.clone());
+            due.push(def);
+        }
+    }
+    due
+}
+
+/// Re-evaluates, on their cadence, the segments whose membership moves with time (and those
+/// that refer to them), until the store is dropped.
+pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, cadence: RefreshCadence) {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
+        let mut ticker = tokio::time::interval(cadence.hours);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut refreshed_at: HashMap<i64, Instant> = HashMap::new();
         loop {
             ticker.tick().await;
             let defs = {
@@ -173,6 +232,12 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                     }
                 }
             };
+            refreshed_at.retain(|id, _| defs.iter().any(|d| d.id == *id));
+            let round_started = Instant::now();
+            let due = due_for_refresh(defs, &refreshed_at, round_started, cadence);
+            if due.is_empty() {
+                continue;
+            }
             // One read of the profile tables for the whole round, taken after the watermark so
             // that no real-time decision newer than the data is overridden.
             let watermark = match last_change_id(&store).await {
@@ -196,15 +261,7 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                     }
                 }
             };
-            let mut moving: BTreeSet<String> = BTreeSet::new();
-            for def in defs {
-                let depends = cohort_segment::referenced_segments(&def.condition)
-                    .iter()
-                    .any(|s| moving.contains(s));
-                if !(depends || moves_with_time(&def.condition)) {
-                    continue;
-                }
-                moving.insert(def.name.clone());
+            for def in due {
                 match refresh_since(
                     &analytics,
                     &store,
@@ -215,10 +272,13 @@ pub(crate) fn start_time_refresh(analytics: Arc<Analytics>, store: Store, every:
                 )
                 .await
                 {
-                    Ok(diff) if diff.entered + diff.exited > 0 => {
-                        tracing::info!(segment = %def.name, entered = diff.entered, exited = diff.exited, "segment refreshed");
+                    Ok(diff) => {
+                        // Timed from the round's start: the data it read is at least that old.
+                        refreshed_at.insert(def.id, round_started);
+                        if diff.entered + diff.exited > 0 {
+                            tracing::info!(segment = %def.name, entered = diff.entered, exited = diff.exited, "segment refreshed");
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(segment = %def.name, error = %e.message, "segment refresh failed");
                     }
@@ -706,4 +766,128 @@ async fn profile_tags(
     Path((kind, value)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     customer_memberships(&state, kind, value, SegmentKind::Tag).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(id: i64, name: &str, condition: Value) -> SegmentDef {
+        let condition = Condition::from_json(&condition.to_string()).expect("valid condition");
+        SegmentDef {
+            id,
+            name: name.into(),
+            kind: SegmentKind::Segment,
+            description: String::new(),
+            condition,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            version: 1,
+        }
+    }
+
+    /// A segment of each unit, one that reads no clock, and one that refers to the day segment.
+    fn defs() -> Vec<SegmentDef> {
+        vec![
+            def(
+                1,
+                "viewed-2h",
+                json!({"type": "event", "name": "Viewed", "window": {"last_hours": 2}}),
+            ),
+            def(
+                2,
+                "active-30d",
+                json!({"type": "event", "name": "Login", "window": {"last_days": 30}}),
+            ),
+            def(
+                3,
+                "big-spender",
+                json!({"type": "computed", "key": "revenue_30d", "op": "gt", "value": 5000}),
+            ),
+            def(
+                4,
+                "pro",
+                json!({"type": "trait", "key": "plan", "op": "eq", "value": "pro"}),
+            ),
+            def(
+                5,
+                "active-pro",
+                json!({"type": "and", "conditions": [
+                    {"type": "in_segment", "segment": "active-30d"},
+                    {"type": "in_segment", "segment": "pro"}]}),
+            ),
+        ]
+    }
+
+    fn names(due: &[SegmentDef]) -> Vec<&str> {
+        due.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    const CADENCE: RefreshCadence = RefreshCadence {
+        hours: Duration::from_secs(60),
+        days: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn day_segments_wait_for_their_cadence_and_take_their_dependents_along() {
+        let start = Instant::now();
+        // Never refreshed by this process: everything that moves with time is due.
+        let first = due_for_refresh(defs(), &HashMap::new(), start, CADENCE);
+        assert_eq!(
+            names(&first),
+            ["viewed-2h", "active-30d", "big-spender", "active-pro"]
+        );
+        let refreshed: HashMap<i64, Instant> = first.iter().map(|d| (d.id, start)).collect();
+
+        // A round later only the hour segment is due; nothing refers to it.
+        let later = start + Duration::from_secs(61);
+        assert_eq!(
+            names(&due_for_refresh(defs(), &refreshed, later, CADENCE)),
+            ["viewed-2h"]
+        );
+
+        // An hour later the day segments are due again, and so is the segment built on one.
+        let hour_on = start + Duration::from_secs(3600);
+        assert_eq!(
+            names(&due_for_refresh(defs(), &refreshed, hour_on, CADENCE)),
+            ["viewed-2h", "active-30d", "big-spender", "active-pro"]
+        );
+    }
+
+    #[test]
+    fn a_day_cadence_below_the_rounds_means_every_round() {
+        let cadence = RefreshCadence {
+            hours: Duration::from_secs(60),
+            days: Duration::from_secs(1),
+        };
+        let start = Instant::now();
+        let refreshed: HashMap<i64, Instant> = defs().iter().map(|d| (d.id, start)).collect();
+        assert!(
+            due_for_refresh(defs(), &refreshed, start + Duration::from_secs(30), cadence)
+                .is_empty()
+        );
+        assert_eq!(
+            due_for_refresh(defs(), &refreshed, start + Duration::from_secs(60), cadence).len(),
+            4
+        );
+    }
+
+    #[test]
+    fn rolling_computed_traits_move_by_the_day() {
+        let step = |v: Value| time_step(&Condition::from_json(&v.to_string()).expect("valid"));
+        assert_eq!(
+            step(json!({"type": "computed", "key": "orders_30d", "op": "gte", "value": 2})),
+            Some(TimeUnit::Days)
+        );
+        assert_eq!(
+            step(json!({"type": "or", "conditions": [
+                {"type": "computed", "key": "revenue_30d", "op": "gt", "value": 1},
+                {"type": "event", "name": "Viewed", "window": {"last_hours": 1}}]})),
+            Some(TimeUnit::Hours)
+        );
+        assert_eq!(
+            step(json!({"type": "computed", "key": "orders", "op": "gte", "value": 2})),
+            None
+        );
+    }
 }

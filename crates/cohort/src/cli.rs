@@ -281,10 +281,14 @@ pub struct ServeArgs {
     /// `full` fsyncs every commit (survives power loss); `normal` survives process crashes only.
     #[arg(long, env = "COHORT_DURABILITY", default_value = "full", value_parser = ["full", "normal"])]
     pub durability: String,
-    /// Seconds between batch re-evaluations of segments whose membership moves with time
-    /// ("active in the last 30 days"); events update every segment in real time regardless.
+    /// Seconds between batch re-evaluations of segments whose membership moves with time by the
+    /// hour ("viewed in the last 2 hours"); events update every segment in real time regardless.
     #[arg(long, env = "COHORT_SEGMENT_REFRESH_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub segment_refresh_secs: u64,
+    /// Seconds between batch re-evaluations of segments whose membership moves by the day
+    /// ("active in the last 30 days", 30-day revenue); never more often than the hourly ones.
+    #[arg(long, env = "COHORT_SEGMENT_DAY_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_day_refresh_secs: u64,
     /// Do not install the shipped tag definitions on start.
     #[arg(long)]
     pub no_builtin_tags: bool,
