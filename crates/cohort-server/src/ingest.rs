@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use cohort_collect::auth::{write_key_from_body, write_key_from_request};
 use cohort_collect::decode::decode_body;
 use cohort_collect::envelope::{Route, expand};
-use cohort_collect::{Policy, Rejection, RequestError, prepare};
+use cohort_collect::{Policy, Prepared, Rejection, RequestError, prepare};
 use cohort_store::{FailedEvent, NewFailedEvent, Submission};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -156,20 +156,7 @@ fn prepare_all(
     };
     let mut failures = Vec::new();
     for (index, raw) in messages.into_iter().enumerate() {
-        // `to_string` writes into a byte buffer; `Value`'s `Display` goes through `fmt::Write`
-        // and took 1.9× the instructions for a typical message.
-        let serialised = prepare(raw, received_at, &source.policy).and_then(|p| {
-            match serde_json::to_string(&Value::Object(p.message)) {
-                Ok(body) => Ok((p.message_id, body)),
-                // A JSON value always serialises; were that ever to fail, it is refused visibly.
-                Err(e) => Err(Rejection {
-                    code: "invalid_message",
-                    message: format!("the message cannot be stored as JSON: {e}"),
-                    payload: String::new(),
-                }),
-            }
-        });
-        match serialised {
+        match prepare(raw, received_at, &source.policy).and_then(inbox_body) {
             Ok(accepted) => submission.accepted.push(accepted),
             Err(rejection) => {
                 submission
@@ -180,6 +167,21 @@ fn prepare_all(
         }
     }
     (submission, failures)
+}
+
+/// A prepared message as the inbox keeps it: (message ID, JSON text).
+fn inbox_body(p: Prepared) -> Result<(String, String), Rejection> {
+    // `to_string` writes into a byte buffer; `Value`'s `Display` goes through `fmt::Write` and
+    // took 1.9× the instructions for a typical message.
+    match serde_json::to_string(&Value::Object(p.message)) {
+        Ok(body) => Ok((p.message_id, body)),
+        // A JSON value always serialises; were that ever to fail, it is refused visibly.
+        Err(e) => Err(Rejection {
+            code: "invalid_message",
+            message: format!("the message cannot be stored as JSON: {e}"),
+            payload: String::new(),
+        }),
+    }
 }
 
 fn failed_record(source_id: i64, r: &Rejection) -> NewFailedEvent {
