@@ -6,7 +6,10 @@
 //! - [`validate`]: the Segment spec checks on one message.
 //! - [`normalise`]: per-source normalisation rules (emails, phones, gender, money).
 //! - [`tracking_plan`]: per-source JSON Schema tracking plans in allow, flag or block mode.
+//! - [`assemble`]: the one assembly every way in shares: messages in, a submission and its
+//!   rejections out.
 
+pub mod assemble;
 pub mod auth;
 pub mod decode;
 pub mod envelope;
@@ -15,6 +18,7 @@ pub mod normalise;
 pub mod tracking_plan;
 pub mod validate;
 
+pub use assemble::Assembly;
 pub use decode::Limits;
 pub use envelope::Route;
 pub use error::RequestError;

@@ -6,7 +6,7 @@
 //! pair evaluates to "no match" rather than an error.
 //!
 //! Time enters only through `now`, so the same inputs always give the same answer. Conditions
-//! for which [`time_sensitive`] is true can change membership while no event arrives, and must
+//! for which [`moves_with_time`] is true can change membership while no event arrives, and must
 //! be re-evaluated on a schedule; [`referenced_events`] tells which event names can change
 //! membership when they arrive.
 
@@ -180,31 +180,22 @@ pub fn evaluate(
     }
 }
 
-/// True when membership can change with the passage of time alone: a relative event window
-/// (`last_days`, `last_hours`), a `within_last` / `not_within_last` comparison, or a
-/// `not_followed_by` sequence (which completes when its hours elapse). Such segments must be
-/// re-evaluated periodically. Absolute windows (`between`) and `followed_by` only change when
-/// events arrive, so they do not count. Rolling computed traits (`revenue_30d`) change when the
-/// profile recomputes them, not here, so they do not count either.
-pub fn time_sensitive(cond: &Condition) -> bool {
-    match cond {
-        Condition::Trait { op, .. } | Condition::Computed { op, .. } => op.is_relative(),
-        Condition::Event {
-            filters, window, ..
-        } => {
-            matches!(window, Some(Window::LastDays(_) | Window::LastHours(_)))
-                || filters.iter().any(|f| f.op.is_relative())
-        }
-        Condition::NotFollowedBy { .. } => true,
-        Condition::FollowedBy { .. } | Condition::InSegment { .. } => false,
-        Condition::And { .. } | Condition::Or { .. } | Condition::Not { .. } => {
-            cond.children().iter().any(time_sensitive)
-        }
-    }
+/// True when membership can change with the passage of time alone, so that a schedule must
+/// re-evaluate it: exactly when [`time_unit`] has a unit. This is the one answer to that
+/// question; the refresh scheduler and the API's `refreshed_with_time` both ask it.
+pub fn moves_with_time(cond: &Condition) -> bool {
+    time_unit(cond).is_some()
 }
 
-/// The unit in which a [`time_sensitive`] condition counts time, the finest where it mixes them:
-/// how often re-evaluating it is worth the work. `None` exactly when it is not time sensitive.
+/// The unit in which a condition's membership moves with time alone, the finest where it mixes
+/// them: how often re-evaluating it is worth the work. `None` when only arriving events change
+/// it.
+///
+/// Time moves membership through a relative event window (`last_days`, `last_hours`), a
+/// `within_last` / `not_within_last` comparison, a `not_followed_by` sequence (which completes
+/// when its hours elapse), and the rolling computed traits (`revenue_30d`, `orders_30d`), whose
+/// window slides by the day. Absolute windows (`between`) and `followed_by` change only when
+/// events arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimeUnit {
     /// `last_hours` windows and `not_followed_by` spans.
@@ -216,7 +207,11 @@ pub enum TimeUnit {
 pub fn time_unit(cond: &Condition) -> Option<TimeUnit> {
     let relative = |op: Op| op.is_relative().then_some(TimeUnit::Days);
     match cond {
-        Condition::Trait { op, .. } | Condition::Computed { op, .. } => relative(*op),
+        Condition::Trait { op, .. } => relative(*op),
+        Condition::Computed { key, op, .. } => {
+            let rolling = key.ends_with("_30d").then_some(TimeUnit::Days);
+            relative(*op).into_iter().chain(rolling).min()
+        }
         Condition::Event {
             filters, window, ..
         } => {
@@ -263,7 +258,7 @@ pub fn referenced_events(cond: &Condition) -> BTreeSet<String> {
 }
 
 /// What can change a condition's answer for one customer, apart from the passing of time (which
-/// [`time_sensitive`] covers). The real-time engine re-decides a condition only when a customer's
+/// [`moves_with_time`] covers). The real-time engine re-decides a condition only when a customer's
 /// change meets one of these.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dependencies {
@@ -731,17 +726,24 @@ mod tests {
     }
 
     #[test]
-    fn every_shipped_tag_has_a_time_unit_exactly_when_it_is_time_sensitive() {
-        let tags = crate::tags::builtin_tags();
-        assert!(tags.iter().any(|t| time_unit(&t.condition).is_some()));
-        for tag in tags {
-            assert_eq!(
-                time_unit(&tag.condition).is_some(),
-                time_sensitive(&tag.condition),
-                "{}",
-                tag.name
-            );
-        }
+    fn rolling_computed_traits_move_by_the_day() {
+        let step = |v: serde_json::Value| {
+            time_unit(&Condition::from_json(&v.to_string()).expect("valid condition"))
+        };
+        assert_eq!(
+            step(json!({"type": "computed", "key": "orders_30d", "op": "gte", "value": 2})),
+            Some(TimeUnit::Days)
+        );
+        assert_eq!(
+            step(json!({"type": "or", "conditions": [
+                {"type": "computed", "key": "revenue_30d", "op": "gt", "value": 1},
+                {"type": "event", "name": "Viewed", "window": {"last_hours": 1}}]})),
+            Some(TimeUnit::Hours)
+        );
+        assert_eq!(
+            step(json!({"type": "computed", "key": "orders", "op": "gte", "value": 2})),
+            None
+        );
     }
 
     #[test]

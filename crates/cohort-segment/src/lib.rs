@@ -5,7 +5,7 @@
 //! scripting anywhere. The same condition runs two ways:
 //!
 //! - [`evaluate`] decides for one customer, from their traits, computed traits and events: for
-//!   real-time membership as events arrive. [`time_sensitive`] and [`referenced_events`] tell
+//!   real-time membership as events arrive. [`moves_with_time`] and [`referenced_events`] tell
 //!   when a new decision is needed.
 //! - [`to_sql`] compiles it to one SQL query over all customers: for backfills and periodic
 //!   refreshes of time-sensitive segments. It selects exactly the customers `evaluate` accepts
@@ -18,7 +18,7 @@
 //! ```
 //! use chrono::{TimeZone, Utc};
 //! use cohort_profile::ComputedTraits;
-//! use cohort_segment::{Condition, CustomerView, EventRecord, evaluate, time_sensitive};
+//! use cohort_segment::{Condition, CustomerView, EventRecord, evaluate, moves_with_time};
 //! use serde_json::{Map, json};
 //!
 //! // Platinum: spent over 5000 in 30 days and ordered at least twice in that time.
@@ -42,7 +42,7 @@
 //! assert!(evaluate(&platinum, &ada, now, &|_| false));
 //! // Thirty days on, both orders have left the window.
 //! assert!(!evaluate(&platinum, &ada, now + chrono::TimeDelta::days(30), &|_| false));
-//! assert!(time_sensitive(&platinum));
+//! assert!(moves_with_time(&platinum));
 //! # Ok::<(), cohort_segment::ConditionError>(())
 //! ```
 
@@ -58,8 +58,8 @@ pub use condition::{
     MAX_LIST, MAX_NODES, Op, PropertyFilter, Window,
 };
 pub use eval::{
-    CustomerView, Dependencies, EventRecord, TimeUnit, dependencies, evaluate, referenced_events,
-    referenced_segments, time_sensitive, time_unit,
+    CustomerView, Dependencies, EventRecord, TimeUnit, dependencies, evaluate, moves_with_time,
+    referenced_events, referenced_segments, time_unit,
 };
 pub use sql::to_sql;
 pub use values::{parse_number, trait_number, trait_text};

@@ -3,7 +3,7 @@
 mod common;
 
 use cohort_profile::ComputedTraits;
-use cohort_segment::{Condition, referenced_events, referenced_segments, time_sensitive};
+use cohort_segment::{Condition, moves_with_time, referenced_events, referenced_segments};
 use common::{Customer, cond, event, hours_ago, members, rfc3339};
 use serde_json::{Value, json};
 
@@ -533,7 +533,7 @@ fn boolean_nodes_combine_members() {
 }
 
 #[test]
-fn time_sensitivity_follows_relative_time_only() {
+fn membership_moves_with_relative_time_and_rolling_traits_only() {
     let sensitive = [
         json!({"type": "trait", "key": "d", "op": "within_last", "value": {"days": 1}}),
         json!({"type": "computed", "key": "last_seen", "op": "not_within_last", "value": {"days": 1}}),
@@ -544,19 +544,21 @@ fn time_sensitivity_follows_relative_time_only() {
         json!({"type": "not", "condition": {"type": "or", "conditions": [
             {"type": "in_segment", "segment": "s"},
             {"type": "event", "name": "x", "window": {"last_days": 1}}]}}),
+        // The 30-day window of a rolling trait slides by the day, with no event arriving.
+        json!({"type": "computed", "key": "revenue_30d", "op": "gt", "value": 1}),
     ];
     let steady = [
         json!({"type": "trait", "key": "d", "op": "after", "value": "2026-01-01"}),
         json!({"type": "event", "name": "x", "window": {"between": ["2026-01-01", "2026-02-01"]}}),
         json!({"type": "followed_by", "first": "a", "then": "b", "within_hours": 1}),
-        json!({"type": "computed", "key": "revenue_30d", "op": "gt", "value": 1}),
+        json!({"type": "computed", "key": "revenue", "op": "gt", "value": 1}),
         json!({"type": "in_segment", "segment": "s"}),
     ];
     for v in sensitive {
-        assert!(time_sensitive(&cond(v.clone())), "{v}");
+        assert!(moves_with_time(&cond(v.clone())), "{v}");
     }
     for v in steady {
-        assert!(!time_sensitive(&cond(v.clone())), "{v}");
+        assert!(!moves_with_time(&cond(v.clone())), "{v}");
     }
 }
 

@@ -4,6 +4,11 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cohort_analysis::AnalysisError;
+use cohort_core::InboxError;
+use cohort_engine::{EngineError, RfmRunError};
+use cohort_lake::LakeError;
+use cohort_segment::rfm::RfmError;
 use cohort_store::StoreError;
 use serde_json::json;
 
@@ -44,7 +49,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Overloaded(lag) => ApiError {
+            StoreError::Inbox(InboxError::Overloaded(lag)) => ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: "overloaded",
                 message: if lag > 0 {
@@ -71,6 +76,94 @@ impl From<StoreError> for ApiError {
                     message: format!("storage is temporarily unavailable: {other}"),
                     retry_after: Some(1),
                 }
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(e) => e.into(),
+            EngineError::BadRequest { code, message } => ApiError::bad_request(code, message),
+            EngineError::Unauthorized(message) => ApiError::unauthorized(message),
+            EngineError::LakeUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the SQL engine is not running",
+            ),
+            EngineError::Evaluation {
+                segment,
+                error: LakeError::Timeout(t),
+            } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("evaluating {segment:?} took longer than {t:?}"),
+            ),
+            EngineError::Evaluation { segment, error } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "evaluation_failed",
+                format!("evaluating {segment:?}: {error}"),
+            ),
+            EngineError::Lake(e) => ApiError::from_query(e),
+            EngineError::Analysis(e) => ApiError::from_analysis(e),
+            EngineError::Internal(message) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<RfmRunError> for ApiError {
+    fn from(e: RfmRunError) -> Self {
+        match e {
+            RfmRunError::Invalid(message) => ApiError::bad_request("invalid_request", message),
+            RfmRunError::Analysis(e @ RfmError::InvalidK(_)) => {
+                ApiError::bad_request("invalid_request", e.to_string())
+            }
+            RfmRunError::Analysis(e) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+            RfmRunError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// A failed SQL query: the caller's mistake (400), too slow (408), or ours (500).
+    pub(crate) fn from_query(e: LakeError) -> ApiError {
+        match e {
+            LakeError::NotReadOnly(_) => ApiError::bad_request("read_only", e.to_string()),
+            LakeError::Timeout(_) => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", e.to_string())
+            }
+            LakeError::Query(_) => ApiError::bad_request("invalid_query", e.to_string()),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+
+    fn from_analysis(e: AnalysisError) -> ApiError {
+        match e {
+            AnalysisError::Invalid { .. } => {
+                ApiError::bad_request("invalid_request", e.to_string())
+            }
+            AnalysisError::TooLarge(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too_large", e.to_string())
+            }
+            AnalysisError::Lake(LakeError::Timeout(_)) => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "analysis failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    other.to_string(),
+                )
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Cohort's HTTP layer, kept thin: it authenticates, hands bytes to `cohort-collect`, commits through
-//! `cohort-store`, and renders answers. Nothing here decides what an event means.
+//! Cohort's HTTP layer, kept thin: routes split by resource ([`routes`]), admin authentication,
+//! error mapping. Every handler calls a use case of `cohort-engine`, which runs the pipeline.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -10,32 +10,16 @@
 //! # Ok(()) }
 //! ```
 
-mod admin;
-mod analyses;
-mod analytics;
 mod error;
-mod ingest;
 mod metrics_setup;
-mod rfm;
-mod segments;
-mod sources;
+pub mod routes;
 mod state;
 
-pub use analytics::Analytics;
 pub use error::ApiError;
-pub use ingest::replay_failed;
-pub use rfm::{RfmParams, RfmRun, RfmRunError, latest_rfm, run_rfm};
-pub use segments::{
-    ALL_ROWS, EVENTS_FOR_SEGMENTS, batch_members, export_sql, moves_with_time,
-    refresh as refresh_segment,
-};
-pub use sources::policy_for;
+pub use routes::router;
 pub use state::AppState;
 
-use axum::Router;
-use axum::routing::{get, post};
-use cohort_collect::Limits;
-use cohort_store::{Store, StoreConfig};
+use cohort_engine::{Engine, EngineConfig, EngineError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -43,29 +27,18 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    pub store: StoreConfig,
-    pub limits: Limits,
+    /// The engine under the routes: storage, limits, the segment refresh cadence.
+    pub engine: EngineConfig,
     /// An admin key chosen by the operator (`COHORT_ADMIN_KEY`); registered at start.
     pub admin_key: Option<String>,
-    /// How often segments whose membership moves with time by the hour are re-evaluated in
-    /// batch: the rounds of the time refresh.
-    pub segment_refresh: std::time::Duration,
-    /// How often those that move by the day (day windows, 30-day traits) are.
-    pub segment_day_refresh: std::time::Duration,
-    /// Install the shipped tag definitions that are missing, at start.
-    pub builtin_tags: bool,
 }
 
 impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             listen,
-            store: StoreConfig::new(data_dir),
-            limits: Limits::default(),
+            engine: EngineConfig::new(data_dir),
             admin_key: None,
-            segment_refresh: std::time::Duration::from_secs(60),
-            segment_day_refresh: std::time::Duration::from_secs(3600),
-            builtin_tags: true,
         }
     }
 }
@@ -97,11 +70,7 @@ impl RunningServer {
             .task
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Some(analytics) = self.state.0.analytics.clone() {
-            tokio::task::spawn_blocking(move || analytics.stop_exporter())
-                .await
-                .map_err(std::io::Error::other)?;
-        }
+        self.state.engine.close().await;
         served
     }
 
@@ -118,9 +87,9 @@ impl RunningServer {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
     Store(#[from] cohort_store::StoreError),
-    #[error("event lake: {0}")]
-    Lake(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -129,51 +98,20 @@ pub enum StartError {
     },
 }
 
-/// Opens the store, registers keys, binds and starts serving in the background.
+/// Opens the engine, registers keys, binds and starts serving in the background.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let metrics = metrics_setup::install();
-    let store = tokio::task::spawn_blocking({
-        let cfg = config.store.clone();
-        move || Store::open(cfg)
-    })
-    .await
-    .map_err(|e| cohort_store::StoreError::Corrupt(format!("store open task failed: {e}")))??;
-
+    let engine = Engine::open(config.engine.clone()).await?;
+    let catalog = engine.store().catalog();
     if let Some(key) = &config.admin_key {
-        store
-            .catalog()
-            .add_admin_key("COHORT_ADMIN_KEY", "admin", key)?;
+        catalog.add_admin_key("COHORT_ADMIN_KEY", "admin", key)?;
     }
-    let first_admin_key = if store.catalog().admin_key_count()? == 0 {
-        Some(store.catalog().create_admin_key("initial", "admin")?.1)
+    let first_admin_key = if catalog.admin_key_count()? == 0 {
+        Some(catalog.create_admin_key("initial", "admin")?.1)
     } else {
         None
     };
-
-    let analytics =
-        Analytics::open(store.clone(), true).map_err(|e| StartError::Lake(e.to_string()))?;
-    let new_tags = if config.builtin_tags {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || segments::create_builtin_tags(&store))
-            .await
-            .map_err(|e| {
-                cohort_store::StoreError::Corrupt(format!("tag install task failed: {e}"))
-            })??
-    } else {
-        Vec::new()
-    };
-    {
-        let (analytics, store) = (analytics.clone(), store.clone());
-        let cadence = segments::RefreshCadence {
-            hours: config.segment_refresh,
-            days: config.segment_day_refresh,
-        };
-        tokio::spawn(async move {
-            segments::fill(&analytics, &store, new_tags).await;
-            segments::start_time_refresh(analytics, store, cadence);
-        });
-    }
-    let state = AppState::new(store, config.limits, metrics, Some(analytics));
+    let state = AppState::new(engine, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -201,17 +139,4 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         shutdown: Some(tx),
         first_admin_key,
     })
-}
-
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/{route}", post(ingest::handle))
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .route("/metrics", get(admin::metrics))
-        .nest("/api/v1", admin::routes(state.clone()))
-        .fallback(error::not_found)
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
 }

@@ -1,22 +1,16 @@
-use crate::sources::SourceCache;
-use cohort_collect::Limits;
-use cohort_core::{Clock, SystemClock};
+use cohort_engine::Engine;
 use cohort_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
-pub struct AppState(pub(crate) Arc<Inner>);
-
-pub(crate) struct Inner {
-    pub store: Store,
-    pub sources: SourceCache,
-    pub limits: Limits,
-    pub metrics: PrometheusHandle,
-    pub clock: Arc<dyn Clock>,
-    pub analytics: Option<Arc<crate::analytics::Analytics>>,
-    pub admin_keys: VerifiedKeys,
+pub struct AppState {
+    /// The use cases every route calls.
+    pub(crate) engine: Engine,
+    /// Renders `/metrics`.
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) admin_keys: Arc<VerifiedKeys>,
 }
 
 /// Admin keys verified recently, by hash: the admin API's hot paths (profile lookups) then skip a
@@ -48,34 +42,19 @@ impl VerifiedKeys {
 }
 
 impl AppState {
-    pub fn new(
-        store: Store,
-        limits: Limits,
-        metrics: PrometheusHandle,
-        analytics: Option<Arc<crate::analytics::Analytics>>,
-    ) -> Self {
-        let sources = SourceCache::new(
-            store.clone(),
-            limits,
-            Arc::new(store.config().identity.clone()),
-        );
-        AppState(Arc::new(Inner {
-            store,
-            sources,
-            limits,
+    pub fn new(engine: Engine, metrics: PrometheusHandle) -> Self {
+        AppState {
+            engine,
             metrics,
-            clock: Arc::new(SystemClock),
-            analytics,
-            admin_keys: VerifiedKeys::default(),
-        }))
+            admin_keys: Arc::default(),
+        }
     }
 
-    /// State for tools that run beside (or without) a server on the same data directory.
-    pub fn offline(store: Store, limits: Limits) -> Self {
-        Self::new(store, limits, crate::metrics_setup::install(), None)
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn store(&self) -> &Store {
-        &self.0.store
+        self.engine.store()
     }
 }

@@ -1,6 +1,7 @@
 //! Stopping an in-process server leaves no thread writing into its data directory.
 
 use chrono::Utc;
+use cohort_core::Inbox as _;
 use cohort_server::{ServerConfig, start};
 use cohort_store::Submission;
 use serde_json::json;
@@ -25,7 +26,7 @@ async fn shutdown_waits_for_the_lake_exporter() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap());
     config.admin_key = Some("ck_test_shutdown_waits_for_the_lake_exporter".into());
-    config.builtin_tags = false;
+    config.engine.builtin_tags = false;
     let server = start(config).await.unwrap();
     let store = server.state().store().clone();
     let message = json!({"type": "track", "event": "Viewed", "anonymousId": "a1",
@@ -39,7 +40,12 @@ async fn shutdown_waits_for_the_lake_exporter() {
         })
         .await
         .unwrap();
-    assert!(store.wait_applied(receipt.last_seq, Duration::from_secs(10)));
+    let last = receipt.last.expect("the message was appended");
+    assert!(
+        store
+            .inbox()
+            .wait_acknowledged(last, Duration::from_secs(10))
+    );
     assert_eq!(threads_named("cohort-lake"), 1);
 
     server.shutdown().await.unwrap();

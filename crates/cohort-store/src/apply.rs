@@ -4,13 +4,13 @@
 //! applied position. A crash rolls the whole batch back and processing restarts from the recorded
 //! position; an event is stored under its inbox position, so a message applied twice changes nothing.
 
+use crate::SqliteInbox;
 use crate::StoreConfig;
 use crate::conn::{WAL_LIMIT_BYTES, keep_wal_bounded};
-use crate::inbox::{InboxEntry, Progress, read_after};
 use crate::profile_cache::ProfileCache;
 use crate::time::{day_of, to_micros};
 use cohort_core::message::{event_key, identifiers, parse_timestamp, previous_id};
-use cohort_core::{CustomerId, IdKind, Identifier};
+use cohort_core::{CustomerId, IdKind, Identifier, Inbox, InboxEntry, Position};
 use cohort_identity::{IdentityGraph, IdentityRules, ResolveError, resolve};
 use cohort_profile::{ProfileRules, newer_wins};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -29,8 +29,7 @@ pub(crate) struct ProcessorHandle {
 impl ProcessorHandle {
     pub(crate) fn start(
         state: Connection,
-        inbox: Connection,
-        progress: Arc<Progress>,
+        inbox: Arc<SqliteInbox>,
         config: &StoreConfig,
         profile_cache: Option<Arc<ProfileCache>>,
     ) -> Self {
@@ -39,7 +38,6 @@ impl ProcessorHandle {
         let mut processor = Processor {
             state,
             inbox,
-            progress,
             identity: config.identity.clone(),
             profile: config.profile.clone(),
             batch: config.apply_batch.max(1),
@@ -81,8 +79,7 @@ impl ProcessorHandle {
 
 struct Processor {
     state: Connection,
-    inbox: Connection,
-    progress: Arc<Progress>,
+    inbox: Arc<SqliteInbox>,
     identity: IdentityRules,
     profile: ProfileRules,
     batch: usize,
@@ -115,10 +112,10 @@ impl Processor {
     }
 
     fn run(&mut self, stop: &AtomicBool) {
-        let mut position = self.progress.applied();
+        let mut position = self.inbox.acknowledged();
         while !stop.load(Ordering::Acquire) {
             self.check_derived_version();
-            let entries = match read_after(&self.inbox, position, self.batch) {
+            let entries = match self.inbox.read_after(position, self.batch) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the inbox failed; retrying");
@@ -126,9 +123,9 @@ impl Processor {
                     continue;
                 }
             };
-            let Some(last) = entries.last().map(|e| e.seq) else {
+            let Some(last) = entries.last().map(|e| e.position) else {
                 // Other processes (cohort import) may append too, so poll as well as wait.
-                self.progress
+                self.inbox
                     .wait_committed_past(position, Duration::from_millis(100));
                 continue;
             };
@@ -151,7 +148,7 @@ impl Processor {
                         tracing::warn!(error = %e, "checkpointing state.db failed");
                     }
                     position = last;
-                    self.progress.set_applied(last);
+                    self.inbox.acknowledge(last);
                     metrics::counter!("cohort_events_processed_total")
                         .increment(entries.len() as u64);
                     metrics::histogram!("cohort_apply_batch_seconds")
@@ -160,7 +157,7 @@ impl Processor {
                 Err(e) => {
                     // The transaction rolled back, so the cache may name rows that do not exist.
                     self.cache.clear();
-                    tracing::error!(error = %e, from = position, "applying a batch failed; retrying");
+                    tracing::error!(error = %e, from = %position, "applying a batch failed; retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
@@ -175,7 +172,7 @@ fn apply_batch(
     profile: &ProfileRules,
     cache: &mut IdentityCache,
     touched: &mut Vec<CustomerId>,
-    last: i64,
+    last: Position,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deltas = StatsDeltas::default();
@@ -185,7 +182,7 @@ fn apply_batch(
     deltas.flush(&tx)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'applied_seq'",
-        [last],
+        [last.offset()],
     )?;
     tx.commit()
 }
@@ -204,7 +201,7 @@ fn apply_one(
         None => {
             // The inbox only holds messages the collector serialised, so this is corruption; keep
             // the raw body as an unattributed event rather than lose it.
-            tracing::error!(seq = entry.seq, "inbox entry is not a JSON object");
+            tracing::error!(position = %entry.position, "inbox entry is not a JSON object");
             return insert_event(tx, entry, None, &Map::new(), entry.received_at).map(|_| ());
         }
     };
@@ -302,7 +299,7 @@ fn insert_event(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
-            entry.seq,
+            entry.position.offset(),
             entry.source_id,
             message_id,
             customer,
@@ -670,7 +667,7 @@ mod tests {
 
     fn entry(seq: i64, message: serde_json::Value) -> InboxEntry {
         InboxEntry {
-            seq,
+            position: Position::new(0, seq),
             source_id: 1,
             received_at: 1_700_000_000_000_000,
             body: message.to_string(),
@@ -714,7 +711,16 @@ mod tests {
         ];
         let rules = (IdentityRules::default(), ProfileRules::default());
         let apply = |conn: &mut Connection, cache: &mut IdentityCache| {
-            apply_batch(conn, &batch, &rules.0, &rules.1, cache, &mut Vec::new(), 3).unwrap();
+            apply_batch(
+                conn,
+                &batch,
+                &rules.0,
+                &rules.1,
+                cache,
+                &mut Vec::new(),
+                Position::new(0, 3),
+            )
+            .unwrap();
         };
         apply(&mut conn, &mut IdentityCache::default());
         let once = totals(&conn);
@@ -758,7 +764,7 @@ mod tests {
                 &rules.1,
                 &mut cache,
                 &mut Vec::new(),
-                seq,
+                Position::new(0, seq),
             )
             .unwrap();
         }

@@ -8,17 +8,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::sync::Mutex;
 
-/// A refused message to record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewFailedEvent {
-    pub source_id: Option<i64>,
-    pub code: String,
-    pub reason: String,
-    /// The message (or request body) as received, possibly cut to a bounded size.
-    pub payload: String,
-    pub truncated: bool,
-}
-
 /// A recorded failed event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailedEvent {

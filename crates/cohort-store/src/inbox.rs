@@ -1,44 +1,20 @@
-//! The inbox writer: one thread owns the inbox connection and group-commits every submission that
-//! is waiting when it starts a transaction. Each submitter is answered after that commit.
+//! The SQLite inbox (`inbox.db`): one writer thread owns the inbox connection and group-commits
+//! every submission that is waiting when it starts a transaction. Each submitter is answered after
+//! that commit. One partition: a [`Position`]'s offset is the row's `seq`.
 
 use crate::conn::{WAL_LIMIT_BYTES, keep_wal_bounded};
 use crate::dedup::{Added, DedupWindow};
-use crate::failed::NewFailedEvent;
 use crate::time::to_micros;
 use crate::{StoreConfig, StoreError};
-use chrono::{DateTime, Utc};
+use cohort_core::{Inbox, InboxEntry, InboxError, Position, Receipt, Submission};
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Messages and failed events from one request, committed together.
-#[derive(Debug, Default, Clone)]
-pub struct Submission {
-    pub source_id: i64,
-    pub received_at: DateTime<Utc>,
-    /// (message ID, message JSON) of each accepted message, in arrival order.
-    pub accepted: Vec<(String, String)>,
-    pub failed: Vec<NewFailedEvent>,
-    /// Failed events this submission replays: marked replayed in the same commit.
-    pub replayed: Vec<i64>,
-}
-
-/// What a commit did with a submission.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Receipt {
-    /// Messages newly appended to the inbox.
-    pub accepted: usize,
-    /// Messages already seen within the dedup window: acknowledged, not appended again.
-    pub duplicates: usize,
-    pub failed: usize,
-    /// Inbox position of the last message appended (0 when none were).
-    pub last_seq: i64,
-}
-
 /// Positions shared by the writer, the processor and readers.
-pub(crate) struct Progress {
+struct Progress {
     committed: AtomicI64,
     applied: AtomicI64,
     lock: Mutex<()>,
@@ -46,7 +22,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(committed: i64, applied: i64) -> Self {
+    fn new(committed: i64, applied: i64) -> Self {
         Self {
             committed: AtomicI64::new(committed),
             applied: AtomicI64::new(applied),
@@ -55,15 +31,15 @@ impl Progress {
         }
     }
 
-    pub(crate) fn committed(&self) -> i64 {
+    fn committed(&self) -> i64 {
         self.committed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn applied(&self) -> i64 {
+    fn applied(&self) -> i64 {
         self.applied.load(Ordering::Acquire)
     }
 
-    pub(crate) fn lag(&self) -> u64 {
+    fn lag(&self) -> u64 {
         (self.committed() - self.applied()).max(0) as u64
     }
 
@@ -72,19 +48,19 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    pub(crate) fn set_committed(&self, seq: i64) {
+    fn set_committed(&self, seq: i64) {
         self.committed.fetch_max(seq, Ordering::AcqRel);
         self.notify();
     }
 
-    pub(crate) fn set_applied(&self, seq: i64) {
+    fn set_applied(&self, seq: i64) {
         self.applied.fetch_max(seq, Ordering::AcqRel);
         self.committed.fetch_max(seq, Ordering::AcqRel);
         self.notify();
     }
 
     /// Waits up to `timeout` for the committed position to pass `seq`.
-    pub(crate) fn wait_committed_past(&self, seq: i64, timeout: Duration) {
+    fn wait_committed_past(&self, seq: i64, timeout: Duration) {
         let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.committed() > seq {
             return;
@@ -92,7 +68,7 @@ impl Progress {
         let _ = self.changed.wait_timeout(guard, timeout);
     }
 
-    pub(crate) fn wait_applied(&self, seq: i64, timeout: Duration) -> bool {
+    fn wait_applied(&self, seq: i64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -111,44 +87,108 @@ impl Progress {
     }
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<Receipt, StoreError>>;
+type Reply = tokio::sync::oneshot::Sender<Result<Receipt, InboxError>>;
 
-pub(crate) struct InboxWriter {
-    tx: SyncSender<(Submission, Reply)>,
+/// The embedded inbox has one partition.
+const PARTITION: u32 = 0;
+
+fn position(seq: i64) -> Position {
+    Position::new(PARTITION, seq)
 }
 
-impl InboxWriter {
-    pub(crate) fn start(
-        conn: Connection,
-        progress: std::sync::Arc<Progress>,
-        config: &StoreConfig,
-    ) -> Self {
+/// The SQLite inbox: [`Inbox`] over `inbox.db`.
+pub struct SqliteInbox {
+    tx: SyncSender<(Submission, Reply)>,
+    /// The processor's reading connection.
+    reader: Mutex<Connection>,
+    progress: Arc<Progress>,
+    max_lag: u64,
+}
+
+impl SqliteInbox {
+    /// Opens (creating and migrating) `inbox.db` in `config.data_dir` and starts its writer.
+    /// `applied` is the position the state store has applied, known from before this start.
+    pub fn open(config: &StoreConfig, applied: Position) -> Result<SqliteInbox, StoreError> {
+        let path = config.data_dir.join("inbox.db");
+        let mut conn = crate::conn::open(&path, config.durability)?;
+        crate::schema::migrate_inbox(&mut conn)?;
+        let committed: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM inbox", [], |r| r.get(0))?;
+        let applied = applied.offset();
+        let progress = Arc::new(Progress::new(committed.max(applied), applied));
+        let reader = Mutex::new(crate::conn::open(&path, config.durability)?);
         let (tx, rx) = sync_channel(config.writer_queue);
         let dedup_window = config.dedup_window;
+        let writer_progress = progress.clone();
         std::thread::Builder::new()
             .name("cohort-inbox".into())
-            .spawn(move || writer_loop(conn, rx, &progress, dedup_window))
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!("cannot start the inbox writer: {e}"));
-        InboxWriter { tx }
+            .spawn(move || writer_loop(conn, rx, &writer_progress, dedup_window))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the inbox writer: {e}")))?;
+        Ok(SqliteInbox {
+            tx,
+            reader,
+            progress,
+            max_lag: config.max_lag,
+        })
     }
 
-    pub(crate) async fn append(&self, submission: Submission) -> Result<Receipt, StoreError> {
+    fn refuse_when_behind(&self, submission: &Submission) -> Result<(), InboxError> {
+        let lag = self.progress.lag();
+        if lag > self.max_lag && !submission.accepted.is_empty() {
+            return Err(InboxError::Overloaded(lag));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Inbox for SqliteInbox {
+    async fn append(&self, submission: Submission) -> Result<Receipt, InboxError> {
+        self.refuse_when_behind(&submission)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         match self.tx.try_send((submission, reply)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(StoreError::Overloaded(0)),
-            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            Err(TrySendError::Full(_)) => return Err(InboxError::Overloaded(0)),
+            Err(TrySendError::Disconnected(_)) => return Err(InboxError::Closed),
         }
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| InboxError::Closed)?
     }
 
-    pub(crate) fn append_blocking(&self, submission: Submission) -> Result<Receipt, StoreError> {
+    fn append_blocking(&self, submission: Submission) -> Result<Receipt, InboxError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
             .send((submission, reply))
-            .map_err(|_| StoreError::Closed)?;
-        answer.blocking_recv().map_err(|_| StoreError::Closed)?
+            .map_err(|_| InboxError::Closed)?;
+        answer.blocking_recv().map_err(|_| InboxError::Closed)?
+    }
+
+    fn read_after(&self, after: Position, limit: usize) -> Result<Vec<InboxEntry>, InboxError> {
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        read_after(&reader, after.offset(), limit).map_err(|e| InboxError::Storage(e.to_string()))
+    }
+
+    fn committed(&self) -> Position {
+        position(self.progress.committed())
+    }
+
+    fn wait_committed_past(&self, after: Position, timeout: Duration) {
+        self.progress.wait_committed_past(after.offset(), timeout)
+    }
+
+    fn acknowledge(&self, applied: Position) {
+        self.progress.set_applied(applied.offset())
+    }
+
+    fn acknowledged(&self) -> Position {
+        position(self.progress.applied())
+    }
+
+    fn wait_acknowledged(&self, applied: Position, timeout: Duration) -> bool {
+        self.progress.wait_applied(applied.offset(), timeout)
+    }
+
+    fn lag(&self) -> u64 {
+        self.progress.lag()
     }
 }
 
@@ -199,10 +239,7 @@ fn writer_loop(
             Err(e) => {
                 tracing::error!(error = %e, "inbox commit failed; answering the group with an error");
                 for (_, reply) in group {
-                    let _ = reply.send(Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                        Some(e.to_string()),
-                    ))));
+                    let _ = reply.send(Err(InboxError::Storage(e.to_string())));
                 }
             }
         }
@@ -255,13 +292,15 @@ fn write_group(
         for s in group {
             let at = to_micros(s.received_at);
             let mut receipt = Receipt::default();
+            let mut last_seq = 0;
             for (message_id, body) in &s.accepted {
                 if !dedup.admit(&tx, s.source_id, message_id, at, added)? {
                     receipt.duplicates += 1;
                     continue;
                 }
                 append.execute(params![s.source_id, message_id, at, body])?;
-                receipt.last_seq = tx.last_insert_rowid();
+                last_seq = tx.last_insert_rowid();
+                receipt.last = Some(Position::new(PARTITION, last_seq));
                 receipt.accepted += 1;
             }
             for f in &s.failed {
@@ -276,9 +315,9 @@ fn write_group(
                 receipt.failed += 1;
             }
             for id in &s.replayed {
-                replayed.execute(params![id, at, receipt.last_seq])?;
+                replayed.execute(params![id, at, last_seq])?;
             }
-            max_seq = max_seq.max(receipt.last_seq);
+            max_seq = max_seq.max(last_seq);
             receipts.push(receipt);
         }
     }
@@ -295,25 +334,13 @@ fn housekeeping(conn: &Connection, dedup: &mut DedupWindow, applied: i64) -> rus
     dedup.expire(conn)
 }
 
-/// Reads inbox entries after a position (the processor's view).
-pub(crate) struct InboxEntry {
-    pub seq: i64,
-    pub source_id: i64,
-    pub received_at: i64,
-    pub body: String,
-}
-
-pub(crate) fn read_after(
-    conn: &Connection,
-    after: i64,
-    limit: usize,
-) -> rusqlite::Result<Vec<InboxEntry>> {
+fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<InboxEntry>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, source_id, received_at, body FROM inbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after, limit as i64], |r| {
         Ok(InboxEntry {
-            seq: r.get(0)?,
+            position: Position::new(PARTITION, r.get(0)?),
             source_id: r.get(1)?,
             received_at: r.get(2)?,
             body: r.get(3)?,

@@ -35,9 +35,10 @@ mod time;
 use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
 pub use catalog::{AdminKey, Catalog, Source, hash_key};
+pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
-pub use failed::{FailedEvent, FailedEvents, FailedFilter, NewFailedEvent};
-pub use inbox::{Receipt, Submission};
+pub use failed::{FailedEvent, FailedEvents, FailedFilter};
+pub use inbox::SqliteInbox;
 pub use profiles::{
     EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,
     Totals, TraitRow,
@@ -47,6 +48,7 @@ pub use segments::{
     NewSegment, SegmentDef, SegmentKind, Segments,
 };
 
+use cohort_core::{Inbox, InboxError, Position};
 use cohort_identity::IdentityRules;
 use cohort_profile::ProfileRules;
 use std::path::{Path, PathBuf};
@@ -63,10 +65,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the inbox is full: {0} messages are waiting to be processed")]
-    Overloaded(u64),
-    #[error("the store is shutting down")]
-    Closed,
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
     #[error("{0} already exists")]
     Conflict(String),
     #[error("{0} not found")]
@@ -135,14 +135,15 @@ pub struct Store {
 struct Inner {
     config: StoreConfig,
     profile_cache: Option<Arc<ProfileCache>>,
-    inbox: inbox::InboxWriter,
-    progress: Arc<inbox::Progress>,
+    inbox: Arc<SqliteInbox>,
     processor: Option<apply::ProcessorHandle>,
     realtime: Option<realtime::RealtimeHandle>,
     catalog: Catalog,
     segments: Segments,
     failed: FailedEvents,
     profiles: Profiles,
+    /// Held while this process applies the inbox; released on drop.
+    _processing_lock: Option<std::fs::File>,
 }
 
 impl Store {
@@ -153,8 +154,6 @@ impl Store {
         })?;
         let inbox_path = config.data_dir.join("inbox.db");
         let state_path = config.data_dir.join("state.db");
-        let mut inbox_conn = conn::open(&inbox_path, config.durability)?;
-        schema::migrate_inbox(&mut inbox_conn)?;
         let mut state_conn = conn::open(&state_path, config.durability)?;
         schema::migrate_state(&mut state_conn)?;
 
@@ -163,16 +162,21 @@ impl Store {
             [],
             |r| r.get(0),
         )?;
-        let committed: i64 =
-            inbox_conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM inbox", [], |r| r.get(0))?;
-        let progress = Arc::new(inbox::Progress::new(committed.max(applied), applied));
+        let inbox = Arc::new(SqliteInbox::open(&config, Position::new(0, applied))?);
+
+        // One process applies the inbox at a time; another that asked to (an import beside a
+        // running server) only appends, and the one holding the lock applies what it appends.
+        let processing_lock = if config.process {
+            processing_lock(&config.data_dir)?
+        } else {
+            None
+        };
+        let process = processing_lock.is_some();
 
         let catalog = Catalog::new(conn::open(&state_path, config.durability)?);
         let failed = FailedEvents::new(conn::open(&inbox_path, config.durability)?);
         // Only a process that applies events can keep cached profiles exact.
-        let profile_cache = config
-            .process
-            .then(|| Arc::new(ProfileCache::new(PROFILE_CACHE_CAPACITY)));
+        let profile_cache = process.then(|| Arc::new(ProfileCache::new(PROFILE_CACHE_CAPACITY)));
         let profiles = Profiles::new(
             (0..4)
                 .map(|_| conn::open(&state_path, config.durability))
@@ -181,23 +185,20 @@ impl Store {
             profile_cache.clone(),
         );
         let segments = Segments::new(conn::open(&state_path, config.durability)?);
-        let inbox = inbox::InboxWriter::start(inbox_conn, progress.clone(), &config);
-        let processor = if config.process {
-            let reader = conn::open(&inbox_path, config.durability)?;
+        let processor = if process {
             Some(apply::ProcessorHandle::start(
                 state_conn,
-                reader,
-                progress.clone(),
+                inbox.clone(),
                 &config,
                 profile_cache.clone(),
             ))
         } else {
             None
         };
-        let realtime = if config.process {
+        let realtime = if process {
             Some(realtime::RealtimeHandle::start(
                 conn::open(&state_path, config.durability)?,
-                progress.clone(),
+                inbox.clone(),
                 config.profile.clone(),
             ))
         } else {
@@ -208,13 +209,13 @@ impl Store {
                 config,
                 profile_cache,
                 inbox,
-                progress,
                 processor,
                 realtime,
                 catalog,
                 segments,
                 failed,
                 profiles,
+                _processing_lock: processing_lock,
             }),
         })
     }
@@ -227,38 +228,27 @@ impl Store {
         &self.inner.config
     }
 
+    /// The inbox: appends accepted messages and failed events durably, and tells how far
+    /// processing has come.
+    pub fn inbox(&self) -> &Arc<SqliteInbox> {
+        &self.inner.inbox
+    }
+
     /// Appends accepted messages and failed events durably; returns once they are committed.
     pub async fn append(&self, submission: Submission) -> Result<Receipt, StoreError> {
-        let lag = self.lag();
-        if lag > self.inner.config.max_lag && !submission.accepted.is_empty() {
-            return Err(StoreError::Overloaded(lag));
-        }
-        self.inner.inbox.append(submission).await
+        Ok(self.inner.inbox.append(submission).await?)
     }
 
     /// Blocking form of [`Store::append`] for tools outside an async runtime.
     pub fn append_blocking(&self, submission: Submission) -> Result<Receipt, StoreError> {
-        self.inner.inbox.append_blocking(submission)
+        Ok(self.inner.inbox.append_blocking(submission)?)
     }
 
-    /// Messages committed to the inbox but not yet applied to the customer state.
-    pub fn lag(&self) -> u64 {
-        self.inner.progress.lag()
-    }
-
-    /// Inbox position up to which every message has been applied.
-    pub fn applied_seq(&self) -> i64 {
-        self.inner.progress.applied()
-    }
-
-    /// Highest inbox position committed by this process.
-    pub fn committed_seq(&self) -> i64 {
-        self.inner.progress.committed()
-    }
-
-    /// Waits until every message up to `seq` is applied, or `timeout` passes; true when applied.
-    pub fn wait_applied(&self, seq: i64, timeout: std::time::Duration) -> bool {
-        self.inner.progress.wait_applied(seq, timeout)
+    /// Waits until everything committed to the inbox so far is applied to the customer state,
+    /// or `timeout` passes; true when it is.
+    pub fn wait_processed(&self, timeout: std::time::Duration) -> bool {
+        let inbox = &self.inner.inbox;
+        inbox.wait_acknowledged(inbox.committed(), timeout)
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -275,9 +265,9 @@ impl Store {
         if !self.processing() {
             return Ok(0);
         }
-        let evaluated = self.inner.segments.evaluated_seq()?;
-        let behind = self.applied_seq().saturating_sub(evaluated).max(0);
-        Ok((behind + self.inner.segments.pending_count()?.max(0)) as u64)
+        let evaluated = self.inner.segments.evaluated()?;
+        let behind = self.inner.inbox.acknowledged().entries_since(evaluated);
+        Ok(behind + self.inner.segments.pending_count()?.max(0) as u64)
     }
 
     /// Waits until real-time segment membership covers everything applied so far.
@@ -313,6 +303,29 @@ impl Store {
             .processor
             .as_ref()
             .is_some_and(apply::ProcessorHandle::is_running)
+    }
+}
+
+/// Takes the data directory's processing lock, or `None` when another process holds it.
+fn processing_lock(dir: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    let path = dir.join("processing.lock");
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!("another process applies this data directory's inbox");
+            Ok(None)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 

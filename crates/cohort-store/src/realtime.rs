@@ -12,12 +12,13 @@
 //! order, so `in_segment` sees the customer's fresh membership of the referenced segment; one
 //! that was not re-decided is read as the customer's current membership.
 
-use crate::inbox::Progress;
+use crate::SqliteInbox;
 use crate::profiles::{load_computed, load_traits};
 use crate::segments::{SegmentDef, all, evaluation_order, record};
 use crate::time::{from_micros, to_micros};
 use chrono::{DateTime, Utc};
 use cohort_core::CustomerId;
+use cohort_core::Inbox;
 use cohort_profile::ProfileRules;
 use cohort_segment::{
     Condition, CustomerView, Dependencies, EventRecord, dependencies, evaluate, referenced_events,
@@ -55,7 +56,7 @@ pub(crate) struct RealtimeHandle {
 }
 
 impl RealtimeHandle {
-    pub(crate) fn start(conn: Connection, progress: Arc<Progress>, rules: ProfileRules) -> Self {
+    pub(crate) fn start(conn: Connection, inbox: Arc<SqliteInbox>, rules: ProfileRules) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -69,7 +70,7 @@ impl RealtimeHandle {
                     definitions: Definitions::default(),
                     events: EventCache::default(),
                 };
-                engine.run(&progress, &stop2);
+                engine.run(&*inbox, &stop2);
             })
             .map_err(|e| tracing::error!("cannot start the segment engine: {e}"))
             .ok();
@@ -181,10 +182,10 @@ struct Engine {
 }
 
 impl Engine {
-    fn run(&mut self, progress: &Progress, stop: &AtomicBool) {
+    fn run(&mut self, inbox: &dyn Inbox, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
             let started = Instant::now();
-            match self.round(progress.applied()) {
+            match self.round(inbox.acknowledged().offset()) {
                 Ok(Round::Behind) => {}
                 // A lone event is decided within the idle poll; a flow waits for the next round.
                 Ok(Round::CaughtUp) => {

@@ -14,7 +14,7 @@
 use crate::StoreError;
 use crate::time::{from_micros, to_micros};
 use chrono::{DateTime, Utc};
-use cohort_core::CustomerId;
+use cohort_core::{CustomerId, Position};
 use cohort_segment::{Condition, referenced_segments};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -351,11 +351,13 @@ impl Segments {
     }
 
     /// The inbox position up to which real-time membership has been decided.
-    pub fn evaluated_seq(&self) -> Result<i64, StoreError> {
+    pub fn evaluated(&self) -> Result<Position, StoreError> {
         self.with(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT value FROM meta WHERE key = 'segments_seq'")?
-                .query_row([], |r| r.get(0))?)
+            Ok(Position::new(
+                0,
+                conn.prepare_cached("SELECT value FROM meta WHERE key = 'segments_seq'")?
+                    .query_row([], |r| r.get(0))?,
+            ))
         })
     }
 

@@ -84,7 +84,7 @@ fn sqlite_graph_groups_identifiers_like_the_reference_graph() {
             ..Submission::default()
         };
         runtime.block_on(store.append(submission)).unwrap();
-        assert!(store.wait_applied(store.committed_seq(), Duration::from_secs(10)));
+        assert!(store.wait_processed(Duration::from_secs(10)));
         let actual = partition(seen.iter().filter_map(|id| {
             store
                 .profiles()

@@ -1,6 +1,7 @@
 //! Segment definitions, real-time membership as events are processed, and batch membership.
 
 use chrono::{Duration as TimeDelta, Utc};
+use cohort_core::Inbox as _;
 use cohort_segment::Condition;
 use cohort_store::{NewSegment, SegmentKind, Store, StoreConfig, StoreError, Submission};
 use serde_json::{Value, json};
@@ -44,7 +45,7 @@ async fn send(store: &Store, messages: &[Value]) {
         ..Submission::default()
     };
     store.append(submission).await.unwrap();
-    assert!(store.wait_applied(store.committed_seq(), Duration::from_secs(10)));
+    assert!(store.wait_processed(Duration::from_secs(10)));
 }
 
 fn ago(days: i64) -> String {
@@ -166,9 +167,9 @@ async fn customers_enter_and_leave_as_their_events_arrive() {
 
 /// Waits until the real-time engine has decided everything processed so far.
 fn caught_up(store: &Store) {
-    let applied = store.applied_seq();
+    let applied = store.inbox().acknowledged();
     eventually("the segment engine", || {
-        store.segments().evaluated_seq().unwrap() >= applied
+        store.segments().evaluated().unwrap() >= applied
     });
 }
 

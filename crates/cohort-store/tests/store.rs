@@ -1,6 +1,7 @@
 //! The embedded store end to end: append to the inbox, process, read profiles back.
 
 use chrono::{DateTime, Utc};
+use cohort_core::Inbox as _;
 use cohort_store::{Store, StoreConfig, Submission};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -22,7 +23,7 @@ fn submission(source_id: i64, messages: &[Value]) -> Submission {
 }
 
 fn settle(store: &Store) {
-    assert!(store.wait_applied(store.committed_seq(), Duration::from_secs(10)));
+    assert!(store.wait_processed(Duration::from_secs(10)));
 }
 
 fn now() -> DateTime<Utc> {
@@ -175,7 +176,7 @@ async fn processing_resumes_from_the_applied_position_after_reopen() {
         settle(&store);
     }
     let store = open(dir.path());
-    assert_eq!(store.lag(), 0);
+    assert_eq!(store.inbox().lag(), 0);
     let msgs: Vec<Value> = (50..60)
         .map(
             |i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")}),

@@ -3,22 +3,18 @@
 
 use crate::cli::{AdminArgs, AdminCommand, FailedCommand, KeyCommand, SourceCommand};
 use anyhow::{Context, bail};
-use cohort_collect::Limits;
 use cohort_collect::normalise::NormaliseRules;
 use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
-use cohort_server::{AppState, replay_failed};
-use cohort_store::{FailedFilter, Source, Store, StoreConfig};
+use cohort_engine::Engine;
+use cohort_store::{FailedFilter, Source, Store};
 use serde_json::{Value, json};
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let mut config = StoreConfig::new(&args.data.data);
-    config.process = false;
-    let store = tokio::task::spawn_blocking(move || Store::open(config))
-        .await?
-        .with_context(|| format!("opening the data directory {}", args.data.data.display()))?;
+    let engine = crate::data_dir::open_tool(&args.data.data).await?;
+    let store = engine.store();
     let out = Output { json: args.json };
     match args.command {
-        AdminCommand::Source(cmd) => source(&store, cmd, &out),
+        AdminCommand::Source(cmd) => source(store, cmd, &out),
         AdminCommand::Key(KeyCommand::Create { name }) => {
             let (record, key) = store.catalog().create_admin_key(&name, "admin")?;
             out.print(
@@ -32,7 +28,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        AdminCommand::Failed(cmd) => failed(&store, cmd, &out).await,
+        AdminCommand::Failed(cmd) => failed(&engine, cmd, &out).await,
         AdminCommand::Profile { kind, value } => {
             let profile = store
                 .profiles()
@@ -175,7 +171,8 @@ fn source(store: &Store, cmd: SourceCommand, out: &Output) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn failed(store: &Store, cmd: FailedCommand, out: &Output) -> anyhow::Result<()> {
+async fn failed(engine: &Engine, cmd: FailedCommand, out: &Output) -> anyhow::Result<()> {
+    let store = engine.store();
     match cmd {
         FailedCommand::List {
             source,
@@ -245,10 +242,7 @@ async fn failed(store: &Store, cmd: FailedCommand, out: &Output) -> anyhow::Resu
                 }
                 events
             };
-            let state = AppState::offline(store.clone(), Limits::default());
-            let outcomes = replay_failed(&state, events)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            let outcomes = engine.replay_failed(events).await?;
             let replayed = outcomes.iter().filter(|o| o.replayed).count();
             out.print(&json!({"replayed": replayed, "still_failing": outcomes.len() - replayed, "outcomes": outcomes}), || {
                 let mut lines = vec![format!("Replayed {replayed} of {} failed events.", outcomes.len())];

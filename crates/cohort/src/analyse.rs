@@ -10,8 +10,6 @@ use cohort_analysis::{
     FunnelRequest, Interval, PropertyFilter, Retention, RetentionPeriod, RetentionRequest, Revenue,
     RevenueRequest, RunOptions, Trends, TrendsRequest,
 };
-use cohort_server::Analytics;
-use cohort_store::{Store, StoreConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -366,15 +364,10 @@ const NO_FIRST_EVENT: &str = "--first-event is required (or give the whole --req
 
 pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
     let dir = args.command.common().data.data.clone();
-    let mut config = StoreConfig::new(&dir);
-    config.process = false;
-    let store = tokio::task::spawn_blocking(move || Store::open(config))
-        .await?
-        .with_context(|| format!("opening the data directory {}", dir.display()))?;
     // A running server owns the lake writer; this process only reads (events not yet in Parquet
     // come from the state store).
-    let analytics = Analytics::open(store, false).context("opening the event lake")?;
-    let lake = analytics.lake().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = crate::data_dir::open_tool(&dir).await?;
+    let lake = engine.lake()?.lake().await?;
     match args.command {
         AnalyseCommand::Active {
             common,

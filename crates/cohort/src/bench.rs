@@ -15,6 +15,7 @@
 
 use crate::cli::{BenchCommand, BenchIngestArgs, BenchLookupArgs};
 use anyhow::{Context, bail};
+use cohort_core::Inbox as _;
 use cohort_server::{RunningServer, ServerConfig, start};
 use cohort_store::{Durability, Store};
 use rand::Rng;
@@ -58,7 +59,7 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     };
     let server = start_server(dir.path(), durability, None, |config| {
         if let Some(batch) = args.apply_batch {
-            config.store.apply_batch = batch;
+            config.engine.store.apply_batch = batch;
         }
     })
     .await?;
@@ -100,21 +101,19 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
         .await
         .context("the load generator stopped")??;
     let ack_elapsed = started.elapsed();
-    let lag_at_ack = store.lag();
+    let lag_at_ack = store.inbox().lag();
     let cpu_ack = thread_cpu();
 
-    let target = store.committed_seq();
     let applied = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.wait_applied(target, Duration::from_secs(3600)))
-            .await?
+        tokio::task::spawn_blocking(move || store.wait_processed(Duration::from_secs(3600))).await?
     };
     let e2e_elapsed = started.elapsed();
     let cpu_end = thread_cpu();
     if !applied {
         bail!(
             "processing did not finish within an hour ({} messages still waiting)",
-            store.lag()
+            store.inbox().lag()
         );
     }
 
@@ -492,7 +491,7 @@ async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
         dir.path(),
         Durability::Normal,
         Some(admin_key.clone()),
-        |config| config.segment_refresh = refresh,
+        |config| config.engine.segment_refresh = refresh,
     )
     .await?;
     let store = server.state().store().clone();
@@ -516,11 +515,9 @@ async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
         ))
         .await
         .context("the loader stopped")??;
-    let target = store.committed_seq();
     let applied = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.wait_applied(target, Duration::from_secs(3600)))
-            .await?
+        tokio::task::spawn_blocking(move || store.wait_processed(Duration::from_secs(3600))).await?
     };
     if !applied {
         bail!("processing the profiles did not finish within an hour");
@@ -839,7 +836,7 @@ async fn start_server(
 ) -> anyhow::Result<RunningServer> {
     let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
     let mut config = ServerConfig::new(dir, listen);
-    config.store.durability = durability;
+    config.engine.store.durability = durability;
     tune(&mut config);
     // Without an operator key the server would mint and print one; a random one keeps output quiet.
     config.admin_key = Some(

@@ -39,6 +39,7 @@ use cohort_analysis::{
     ConversionWindow, EventSpec, FunnelRequest, Retention, RetentionPeriod, RetentionRequest,
     RunOptions,
 };
+use cohort_engine::EVENTS_FOR_SEGMENTS;
 use cohort_lake::arrow::array::{
     Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch,
     StringBuilder, TimestampMicrosecondBuilder,
@@ -55,7 +56,6 @@ use cohort_lake::{
 };
 use cohort_segment::rfm::{RfmInput, RfmOptions, RfmScores, analyse, rfm_scores};
 use cohort_segment::{Condition, to_sql};
-use cohort_server::EVENTS_FOR_SEGMENTS;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

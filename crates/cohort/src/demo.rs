@@ -33,7 +33,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let server = launch(&args.serve).await?;
-    let store = server.state().store().clone();
+    let engine = server.state().engine().clone();
+    let store = engine.store().clone();
     let (source, key) = tokio::task::spawn_blocking({
         let store = store.clone();
         move || -> anyhow::Result<_> {
@@ -59,31 +60,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "Sent {} messages in {} batches in {:.1?}; processing…",
         summary.sent, summary.batches, summary.elapsed
     );
-    let target = store.committed_seq();
-    let settled = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || -> anyhow::Result<bool> {
-            Ok(store.wait_applied(target, Duration::from_secs(600))
-                && store.wait_segments(Duration::from_secs(600))?)
-        }
-    })
-    .await??;
+    let settled = engine.wait_processed(Duration::from_secs(600)).await?;
     // RFM scores become profile traits (and the rfm:* tags); segments then take them in.
     let rfm = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-            let run = cohort_server::run_rfm(&store, cohort_server::RfmParams::default())
-                .map_err(|e| anyhow::anyhow!("RFM: {e}"))?;
-            store.wait_segments(Duration::from_secs(600))?;
-            Ok(format!(
-                "RFM scored {} customers into {} named segments and {} clusters (cohort rfm --data {}).",
-                run.report.customers,
-                run.report.segments.iter().filter(|s| s.stats.customers > 0).count(),
-                run.report.clusters.len(),
-                store.data_dir().display()
-            ))
-        })
-        .await??
+        let run = engine
+            .run_rfm(cohort_engine::RfmParams::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("RFM: {e}"))?;
+        engine.wait_processed(Duration::from_secs(600)).await?;
+        format!(
+            "RFM scored {} customers into {} named segments and {} clusters (cohort rfm --data {}).",
+            run.report.customers,
+            run.report
+                .segments
+                .iter()
+                .filter(|s| s.stats.customers > 0)
+                .count(),
+            run.report.clusters.len(),
+            store.data_dir().display()
+        )
     };
     let totals = {
         let store = store.clone();

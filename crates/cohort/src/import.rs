@@ -13,10 +13,12 @@
 use crate::admin::find_source;
 use crate::cli::ImportArgs;
 use anyhow::{Context, anyhow, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use cohort_collect::envelope::{Route, expand};
-use cohort_collect::{Limits, Policy, prepare};
-use cohort_store::{NewFailedEvent, Receipt, Source, Store, StoreConfig, Submission};
+use cohort_collect::{Assembly, Limits, Policy};
+use cohort_core::{Inbox as _, Position};
+use cohort_engine::{Engine, Mode};
+use cohort_store::{Receipt, Source, SqliteInbox};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -24,13 +26,11 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::sync::Arc;
+use std::time::Duration;
 
 /// Messages per inbox commit: large enough to amortise the commit, small enough to keep memory
 /// flat and let a running server's processor start early.
 const CHUNK: usize = 1000;
-/// The most of one unreadable or refused row kept in the failed-events store (as for HTTP bodies).
-const MAX_KEPT_PAYLOAD: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -90,13 +90,7 @@ impl Format {
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || import(&args))
-        .await
-        .context("the import task failed")?
-}
-
-fn import(args: &ImportArgs) -> anyhow::Result<()> {
-    let data = &args.data.data;
+    let data = args.data.data.clone();
     // Opening the store would create an empty data directory, which can only hide a typo here.
     if !data.join("state.db").exists() {
         bail!(
@@ -105,27 +99,96 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
             data.display()
         );
     }
+    // Processing mode: unless a server already processes this directory, this process applies
+    // what it imports, so `cohort query` sees it as soon as the import returns.
+    let engine = crate::data_dir::open(&data, Mode::Processing).await?;
+    let imported = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || import(&engine, &args))
+            .await
+            .context("the import task failed")?
+    };
+    let outcome = match imported {
+        Ok(accepted) if accepted > 0 => process(&engine, &data).await,
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    engine.close().await;
+    outcome
+}
+
+/// Waits, with a progress bar, until this process has applied everything imported; or says
+/// who will when a running server does the processing.
+async fn process(engine: &Engine, data: &Path) -> anyhow::Result<()> {
+    let inbox = engine.store().inbox().clone();
+    if !engine.store().processing() {
+        println!(
+            "The `cohort serve` running on {} processes them now.",
+            data.display()
+        );
+        return Ok(());
+    }
+    let (from, to) = (inbox.acknowledged(), inbox.committed());
+    let bar =
+        ProgressBar::with_draw_target(Some(to.entries_since(from)), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("processing [{bar:40}] {pos}/{len} messages, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let done = tokio::task::spawn_blocking(move || {
+        while !inbox.wait_acknowledged(to, Duration::from_millis(200)) {
+            bar.set_position(inbox.acknowledged().entries_since(from));
+            if !inbox_moves(&inbox, from) {
+                // Nothing applied for a long time: the processor stopped; say so, keep the data.
+                bar.abandon();
+                return false;
+            }
+        }
+        bar.finish_and_clear();
+        true
+    })
+    .await
+    .context("the processing task failed")?;
+    if !done {
+        bail!(
+            "processing stopped before the import was applied; the next `cohort serve` applies it"
+        );
+    }
+    engine.wait_processed(Duration::from_secs(600)).await?;
+    println!(
+        "Processed: profiles, segments and `cohort query --data {}` include the import.",
+        data.display()
+    );
+    Ok(())
+}
+
+/// False once the applied position has stood still for a minute past `from`.
+fn inbox_moves(inbox: &SqliteInbox, from: Position) -> bool {
+    inbox.wait_acknowledged(
+        Position::new(from.partition(), inbox.acknowledged().offset() + 1),
+        Duration::from_secs(60),
+    )
+}
+
+/// Reads the file into the inbox; returns the messages accepted.
+fn import(engine: &Engine, args: &ImportArgs) -> anyhow::Result<u64> {
+    let data = &args.data.data;
     let format = Format::resolve(&args.format, &args.file)?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
 
-    let mut config = StoreConfig::new(data);
-    config.process = false;
-    let store = Store::open(config)
-        .with_context(|| format!("opening the data directory {}", data.display()))?;
-    let source = find_source(&store, &args.source)?;
+    let source = find_source(engine.store(), &args.source)?;
     if source.disabled {
         bail!(
             "source {:?} is disabled; enable it before importing into it",
             source.name
         );
     }
-    let policy = cohort_server::policy_for(
-        &source,
-        Limits::default(),
-        Arc::new(store.config().identity.clone()),
-    );
+    let entry = engine
+        .source_entry(source.id)?
+        .with_context(|| format!("source {:?} no longer exists", source.name))?;
 
     let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -147,7 +210,7 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
         "events" => Shape::Events(args.event.clone()),
         _ => Shape::Segment,
     };
-    let mut sink = Sink::new(&store, &source, &policy, shape);
+    let mut sink = Sink::new(engine, &source, &entry.policy, shape);
     let result = match format {
         Format::Ndjson => read_ndjson(reader, &mut sink),
         Format::Json => read_json(reader, &mut sink),
@@ -183,13 +246,7 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
             source.name
         );
     }
-    if stats.accepted > 0 {
-        println!(
-            "A `cohort serve` running on {} processes them now; otherwise the next `cohort serve` will.",
-            data.display()
-        );
-    }
-    Ok(())
+    Ok(stats.accepted)
 }
 
 /// Advances the progress bar by the bytes actually read from the file.
@@ -214,45 +271,39 @@ struct Stats {
     failed: u64,
 }
 
-/// Shapes messages with the source's policy and commits them in chunks.
+/// Shapes messages with the source's policy (the one ingest [`Assembly`]) and commits them in
+/// chunks.
 struct Sink<'a> {
-    store: &'a Store,
+    engine: &'a Engine,
     shape: Shape,
     /// Cells arrive as text (CSV): values moved into traits or properties get their type back.
     text_cells: bool,
-    source_id: i64,
-    policy: &'a Policy,
-    received_at: DateTime<Utc>,
-    accepted: Vec<(String, String)>,
-    failed: Vec<NewFailedEvent>,
+    assembly: Assembly<'a>,
     stats: Stats,
 }
 
 impl<'a> Sink<'a> {
-    fn new(store: &'a Store, source: &Source, policy: &'a Policy, shape: Shape) -> Self {
+    fn new(engine: &'a Engine, source: &Source, policy: &'a Policy, shape: Shape) -> Self {
         Self {
-            store,
+            engine,
             shape,
             text_cells: false,
-            source_id: source.id,
-            policy,
-            received_at: Utc::now(),
-            accepted: Vec::with_capacity(CHUNK),
-            failed: Vec::new(),
+            assembly: Assembly::new(source.id, policy, Utc::now()),
             stats: Stats::default(),
         }
     }
 
-    fn pending(&self) -> usize {
-        self.accepted.len() + self.failed.len()
+    /// Counts a row read; a row that starts a chunk stamps the chunk's receive time.
+    fn read_one(&mut self) {
+        if self.assembly.pending() == 0 {
+            self.assembly.set_received_at(Utc::now());
+        }
+        self.stats.read += 1;
     }
 
     /// A parsed message; `at` says where it was ("line 12", "element 3") for failure reasons.
     fn message(&mut self, at: &str, mut raw: Value) -> anyhow::Result<()> {
-        if self.pending() == 0 {
-            self.received_at = Utc::now();
-        }
-        self.stats.read += 1;
+        self.read_one();
         if let Value::Object(msg) = &mut raw
             && self.shape != Shape::Segment
         {
@@ -271,43 +322,19 @@ impl<'a> Sink<'a> {
                 msg.insert("messageId".into(), Value::String(id));
             }
         }
-        match prepare(raw, self.received_at, self.policy) {
-            Ok(p) => self
-                .accepted
-                .push((p.message_id, Value::Object(p.message).to_string())),
-            Err(r) => {
-                let (payload, truncated) = bounded(r.payload.clone());
-                self.failed.push(NewFailedEvent {
-                    source_id: Some(self.source_id),
-                    code: r.code.to_string(),
-                    reason: format!("{at}: {}", r.message),
-                    payload,
-                    truncated,
-                });
-            }
-        }
+        self.assembly.add(raw, Some(at));
         self.flush_if_full()
     }
 
     /// A row that could not be read as a message at all.
     fn unreadable(&mut self, code: &str, reason: String, payload: String) -> anyhow::Result<()> {
-        if self.pending() == 0 {
-            self.received_at = Utc::now();
-        }
-        self.stats.read += 1;
-        let (payload, truncated) = bounded(payload);
-        self.failed.push(NewFailedEvent {
-            source_id: Some(self.source_id),
-            code: code.to_string(),
-            reason,
-            payload,
-            truncated,
-        });
+        self.read_one();
+        self.assembly.add_unreadable(code, reason, payload);
         self.flush_if_full()
     }
 
     fn flush_if_full(&mut self) -> anyhow::Result<()> {
-        if self.pending() >= CHUNK {
+        if self.assembly.pending() >= CHUNK {
             self.flush()
         } else {
             Ok(())
@@ -315,23 +342,17 @@ impl<'a> Sink<'a> {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        if self.pending() == 0 {
+        if self.assembly.pending() == 0 {
             return Ok(());
         }
-        let submission = Submission {
-            source_id: self.source_id,
-            received_at: self.received_at,
-            accepted: std::mem::take(&mut self.accepted),
-            failed: std::mem::take(&mut self.failed),
-            replayed: Vec::new(),
-        };
+        let (submission, _) = self.assembly.take();
         let Receipt {
             accepted,
             duplicates,
             failed,
             ..
         } = self
-            .store
+            .engine
             .append_blocking(submission)
             .context("writing to the inbox")?;
         self.stats.accepted += accepted as u64;
@@ -465,18 +486,6 @@ fn derived_message_id(at: &str, msg: &Map<String, Value>) -> String {
     // serde_json's Map keeps keys sorted (no preserve_order feature), so this is canonical.
     hash.update(Value::Object(msg.clone()).to_string().as_bytes());
     format!("import-{}", &hex::encode(hash.finalize())[..32])
-}
-
-fn bounded(mut text: String) -> (String, bool) {
-    if text.len() <= MAX_KEPT_PAYLOAD {
-        return (text, false);
-    }
-    let mut cut = MAX_KEPT_PAYLOAD;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    (text, true)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -916,13 +925,5 @@ mod tests {
             derived_message_id("line 3", msg)
         );
         assert!(derived_message_id("line 2", msg).starts_with("import-"));
-    }
-
-    #[test]
-    fn long_payloads_are_cut_on_a_char_boundary() {
-        let (text, cut) = bounded("é".repeat(MAX_KEPT_PAYLOAD));
-        assert!(cut);
-        assert!(text.len() <= MAX_KEPT_PAYLOAD);
-        assert_eq!(bounded("short".into()), ("short".to_string(), false));
     }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod bench_analytics;
 mod bench_floor;
 mod cli;
+mod data_dir;
 mod demo;
 mod import;
 mod query;

@@ -1,21 +1,15 @@
 //! `cohort query`: read-only SQL over the event lake and the state store.
 
 use crate::cli::QueryArgs;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use cohort_lake::QueryOptions;
-use cohort_server::Analytics;
-use cohort_store::{Store, StoreConfig};
 use std::time::Duration;
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
-    let mut config = StoreConfig::new(&args.data.data);
-    config.process = false;
-    let store = tokio::task::spawn_blocking(move || Store::open(config))
-        .await?
-        .with_context(|| format!("opening the data directory {}", args.data.data.display()))?;
     // A running server owns the lake writer; this process only reads (it still sees events not yet
     // written to Parquet, from the state store).
-    let analytics = Analytics::open(store, false).context("opening the event lake")?;
+    let engine = crate::data_dir::open_tool(&args.data.data).await?;
+    let analytics = engine.lake()?;
     let options = QueryOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         max_rows: args.max_rows,

@@ -2,27 +2,18 @@
 //! the report printed as tables (or JSON).
 
 use crate::cli::RfmArgs;
-use anyhow::Context;
-use cohort_server::{RfmParams, RfmRun};
-use cohort_store::{Store, StoreConfig};
+use cohort_engine::{RfmParams, RfmRun};
 
 pub async fn run(args: RfmArgs) -> anyhow::Result<()> {
-    let mut config = StoreConfig::new(&args.data.data);
     // Reads and writes state.db directly; a running server keeps processing events meanwhile.
-    config.process = false;
+    let engine = crate::data_dir::open_tool(&args.data.data).await?;
     let params = RfmParams {
         window_days: args.window_days,
         k: args.k,
         as_of: args.as_of,
         ..RfmParams::default()
     };
-    let data = args.data.data.clone();
-    let run = tokio::task::spawn_blocking(move || {
-        let store = Store::open(config)
-            .with_context(|| format!("opening the data directory {}", data.display()))?;
-        cohort_server::run_rfm(&store, params).map_err(anyhow::Error::from)
-    })
-    .await??;
+    let run = engine.run_rfm(params).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&run)?);
     } else {

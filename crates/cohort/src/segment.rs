@@ -4,26 +4,13 @@
 
 use crate::cli::{SegmentArgs, SegmentCommand};
 use anyhow::{Context, bail};
-use chrono::Utc;
-use cohort_lake::QueryOptions;
-use cohort_segment::Condition;
-use cohort_server::{
-    ALL_ROWS, Analytics, batch_members, export_sql, moves_with_time, refresh_segment,
-};
-use cohort_store::{NewSegment, SegmentKind, Store, StoreConfig};
+use cohort_segment::{Condition, moves_with_time};
+use cohort_store::{NewSegment, SegmentKind};
 use serde_json::json;
-use std::sync::Arc;
-use std::time::Duration;
 
 pub async fn run(args: SegmentArgs, kind: SegmentKind) -> anyhow::Result<()> {
-    let mut config = StoreConfig::new(&args.data.data);
-    config.process = false;
-    let store = tokio::task::spawn_blocking(move || Store::open(config))
-        .await?
-        .with_context(|| format!("opening the data directory {}", args.data.data.display()))?;
-    let analytics = || -> anyhow::Result<Arc<Analytics>> {
-        Analytics::open(store.clone(), false).context("opening the event lake")
-    };
+    let engine = crate::data_dir::open_tool(&args.data.data).await?;
+    let store = engine.store();
     let word = if kind == SegmentKind::Tag {
         "tag"
     } else {
@@ -51,16 +38,13 @@ pub async fn run(args: SegmentArgs, kind: SegmentKind) -> anyhow::Result<()> {
             description,
         } => {
             let condition = parse(&condition)?;
-            let def = store.segments().create(&NewSegment {
+            let new = NewSegment {
                 name,
                 kind,
                 description: description.unwrap_or_default(),
                 condition,
-            })?;
-            let engine = analytics()?;
-            let diff = refresh_segment(&engine, &store, &def, "definition")
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            };
+            let (def, diff) = engine.create_segment(new).await?;
             report(args.json, word, &def.name, "created", diff)?;
         }
         SegmentCommand::Update {
@@ -69,13 +53,7 @@ pub async fn run(args: SegmentArgs, kind: SegmentKind) -> anyhow::Result<()> {
             description,
         } => {
             let condition = condition.as_deref().map(parse).transpose()?;
-            let def = store
-                .segments()
-                .update(&name, description.as_deref(), condition.as_ref())?;
-            let engine = analytics()?;
-            let diff = refresh_segment(&engine, &store, &def, "definition")
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let (def, diff) = engine.update_segment(name, description, condition).await?;
             report(args.json, word, &def.name, "updated", diff)?;
         }
         SegmentCommand::Delete { name } => {
@@ -84,8 +62,7 @@ pub async fn run(args: SegmentArgs, kind: SegmentKind) -> anyhow::Result<()> {
         }
         SegmentCommand::Preview { condition } => {
             let condition = parse(&condition)?;
-            let engine = analytics()?;
-            let members = batch_members(&engine, &condition, Utc::now()).await?;
+            let members = engine.preview_segment(&condition).await?;
             if args.json {
                 println!(
                     "{}",
@@ -117,16 +94,7 @@ pub async fn run(args: SegmentArgs, kind: SegmentKind) -> anyhow::Result<()> {
             format,
             output,
         } => {
-            let def = store.segments().get(&name)?;
-            let result = analytics()?
-                .query(
-                    &export_sql(&def.name),
-                    QueryOptions {
-                        timeout: Duration::from_secs(600),
-                        max_rows: ALL_ROWS,
-                    },
-                )
-                .await?;
+            let (_, result) = engine.export_segment(name).await?;
             match format.as_str() {
                 "csv" => match &output {
                     Some(path) => std::fs::write(path, result.to_csv()?)

@@ -8,10 +8,11 @@ use cohort_store::Durability;
 pub fn config(args: &ServeArgs) -> ServerConfig {
     let mut config = ServerConfig::new(&args.data.data, args.listen);
     config.admin_key = args.admin_key.clone().filter(|k| !k.trim().is_empty());
-    config.segment_refresh = std::time::Duration::from_secs(args.segment_refresh_secs);
-    config.segment_day_refresh = std::time::Duration::from_secs(args.segment_day_refresh_secs);
-    config.builtin_tags = !args.no_builtin_tags;
-    config.store.durability = if args.durability == "normal" {
+    let engine = &mut config.engine;
+    engine.segment_refresh = std::time::Duration::from_secs(args.segment_refresh_secs);
+    engine.segment_day_refresh = std::time::Duration::from_secs(args.segment_day_refresh_secs);
+    engine.builtin_tags = !args.no_builtin_tags;
+    engine.store.durability = if args.durability == "normal" {
         Durability::Normal
     } else {
         Durability::Full

@@ -1,6 +1,6 @@
-//! RFM analysis over the store: `POST /api/v1/rfm/run` scores every customer who ordered in the
-//! window, writes the results onto their profiles and stores the report; `GET /api/v1/rfm/report`
-//! answers the latest report. [`run_rfm`] is the same run for the CLI.
+//! RFM analysis over the store: [`run_rfm`] scores every customer who ordered in the window,
+//! writes the results onto their profiles and stores the report; [`latest_rfm`] answers the
+//! latest report. `POST /api/v1/rfm/run`, `GET /api/v1/rfm/report` and `cohort rfm` call these.
 //!
 //! Results land on profiles as traits, so segments, tags and SQL can use them like any other:
 //!
@@ -14,13 +14,6 @@
 //! Customers without an order in the window get none of them (a previous run's are removed).
 //! How scores, names and clusters are decided: [`cohort_segment::rfm`].
 
-use crate::error::ApiError;
-use crate::state::AppState;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{NaiveDate, Utc};
 use cohort_segment::rfm::{
     DEFAULT_K, DEFAULT_SEED, MAX_K, RfmError, RfmInput, RfmOptions, RfmReport, analyse,
@@ -93,21 +86,6 @@ pub enum RfmRunError {
     Store(#[from] StoreError),
 }
 
-impl From<RfmRunError> for ApiError {
-    fn from(e: RfmRunError) -> Self {
-        match e {
-            RfmRunError::Invalid(message) => ApiError::bad_request("invalid_request", message),
-            RfmRunError::Analysis(e @ RfmError::InvalidK(_)) => {
-                ApiError::bad_request("invalid_request", e.to_string())
-            }
-            RfmRunError::Analysis(e) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
-            RfmRunError::Store(e) => e.into(),
-        }
-    }
-}
-
 /// Days since 1970-01-01 of a date, the unit of `revenue_days.day`.
 fn epoch_day(date: NaiveDate) -> i64 {
     date.signed_duration_since(chrono::DateTime::UNIX_EPOCH.date_naive())
@@ -115,7 +93,7 @@ fn epoch_day(date: NaiveDate) -> i64 {
 }
 
 /// Runs an RFM analysis and stores its results (blocking: call from a blocking thread).
-pub fn run_rfm(store: &Store, mut params: RfmParams) -> Result<RfmRun, RfmRunError> {
+fn run_rfm(store: &Store, mut params: RfmParams) -> Result<RfmRun, RfmRunError> {
     if params.window_days == 0 || params.window_days > MAX_WINDOW_DAYS {
         return Err(RfmRunError::Invalid(format!(
             "window_days must be between 1 and {MAX_WINDOW_DAYS}, got {}",
@@ -194,7 +172,7 @@ pub fn run_rfm(store: &Store, mut params: RfmParams) -> Result<RfmRun, RfmRunErr
 }
 
 /// The latest stored run, if any.
-pub fn latest_rfm(store: &Store) -> Result<Option<RfmRun>, RfmRunError> {
+fn latest_rfm(store: &Store) -> Result<Option<RfmRun>, RfmRunError> {
     store
         .derived()
         .latest_analysis(RFM_KIND)?
@@ -224,38 +202,23 @@ fn to_json(value: &impl Serialize) -> Result<Value, RfmRunError> {
 }
 
 /// The routes, merged into the admin API (and so behind its authentication).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rfm/run", post(run))
-        .route("/rfm/report", get(report))
-}
+/// RFM use cases.
+impl crate::Engine {
+    /// Scores every customer who ordered in the window and writes the results onto profiles.
+    pub async fn run_rfm(&self, params: RfmParams) -> Result<RfmRun, RfmRunError> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || run_rfm(&store, params))
+            .await
+            .map_err(|e| RfmRunError::Invalid(format!("the RFM task failed: {e}")))?
+    }
 
-async fn run(State(state): State<AppState>, body: Bytes) -> Result<Json<RfmRun>, ApiError> {
-    let params: RfmParams = if body.iter().all(u8::is_ascii_whitespace) {
-        RfmParams::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?
-    };
-    let store = state.store().clone();
-    let run = tokio::task::spawn_blocking(move || run_rfm(&store, params))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
-    Ok(Json(run))
-}
-
-async fn report(State(state): State<AppState>) -> Result<Json<RfmRun>, ApiError> {
-    let store = state.store().clone();
-    let latest = tokio::task::spawn_blocking(move || latest_rfm(&store))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
-    latest.map(Json).ok_or_else(|| {
-        ApiError::not_found("no RFM analysis has run yet: POST /api/v1/rfm/run starts one")
-    })
+    /// The latest stored run, if any.
+    pub async fn latest_rfm(&self) -> Result<Option<RfmRun>, RfmRunError> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || latest_rfm(&store))
+            .await
+            .map_err(|e| RfmRunError::Invalid(format!("the RFM task failed: {e}")))?
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const TTL: Duration = Duration::from_secs(5);
 
 /// An authenticated source and how its messages are checked.
-pub(crate) struct SourceEntry {
+pub struct SourceEntry {
     pub source: Source,
     pub policy: Policy,
 }

@@ -1,0 +1,269 @@
+//! Ingest: the one entry point for every way messages come in. The HTTP routes call
+//! [`Engine::ingest_body`] once they have the request's bytes; `cohort import` shapes rows with
+//! the same [`Assembly`] and [`Engine::append_blocking`]; [`Engine::replay_failed`] runs failed
+//! events through their source's current policy again.
+//!
+//! A request is acknowledged only after its accepted messages are committed to the inbox.
+//! Messages refused after authentication are committed to the failed-events store in the same
+//! commit, with the reason, so nothing the server saw from an authenticated source is dropped
+//! silently.
+
+use crate::sources::SourceEntry;
+use crate::{Engine, EngineError};
+use chrono::{DateTime, Utc};
+use cohort_collect::auth::write_key_from_body;
+use cohort_collect::decode::decode_body;
+use cohort_collect::envelope::{Route, expand};
+use cohort_collect::{Assembly, Policy, RequestError};
+use cohort_store::{FailedEvent, Receipt, Submission};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What an ingest request is answered.
+#[derive(Debug, Serialize)]
+pub struct IngestReply {
+    pub success: bool,
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// The refused messages of a batch: `{"index", "code", "message"}` each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<Value>,
+}
+
+/// Ingest use cases.
+impl Engine {
+    /// The enabled source a write key belongs to.
+    pub fn authenticate(&self, write_key: &str) -> Result<Arc<SourceEntry>, EngineError> {
+        self.0.sources.authenticate(write_key)?.ok_or_else(|| {
+            EngineError::Unauthorized(
+                "the write key is not valid for any enabled source".to_string(),
+            )
+        })
+    }
+
+    /// A source and its current policy by ID, uncached (imports and replays).
+    pub fn source_entry(&self, source_id: i64) -> Result<Option<SourceEntry>, EngineError> {
+        Ok(self.0.sources.entry(source_id)?)
+    }
+
+    /// A Segment HTTP request whose body has been read: decoded, authenticated by the key in
+    /// the body when `header_source` is `None`, expanded, shaped and committed.
+    pub async fn ingest_body(
+        &self,
+        route: Route,
+        header_source: Option<Arc<SourceEntry>>,
+        raw: &[u8],
+        content_encoding: Option<&str>,
+        received_at: DateTime<Utc>,
+    ) -> Result<IngestReply, EngineError> {
+        let limits = self.limits();
+        let body = match decode_body(raw, content_encoding, limits) {
+            Ok(body) => body,
+            Err(error) => {
+                return Err(self
+                    .refuse_request(header_source.as_deref(), error, raw, received_at)
+                    .await);
+            }
+        };
+        let source = match header_source {
+            Some(s) => s,
+            None => match write_key_from_body(&body) {
+                Some(key) => self.authenticate(&key)?,
+                None => {
+                    return Err(EngineError::Unauthorized(
+                        "no write key: send it as HTTP Basic user name, a Bearer token, the X-Write-Key header, ?writeKey= or \"writeKey\" in the body".to_string(),
+                    ));
+                }
+            },
+        };
+        let messages = match expand(route, body, limits) {
+            Ok(m) => m,
+            Err(error) => {
+                return Err(self
+                    .refuse_request(Some(&source), error, raw, received_at)
+                    .await);
+            }
+        };
+
+        let mut assembly = Assembly::new(source.source.id, &source.policy, received_at);
+        for message in messages {
+            assembly.add(message, None);
+        }
+        let (submission, refused) = assembly.finish();
+        let receipt = self.store().append(submission).await?;
+        metrics::counter!("cohort_events_accepted_total").increment(receipt.accepted as u64);
+        metrics::counter!("cohort_events_duplicate_total").increment(receipt.duplicates as u64);
+        metrics::counter!("cohort_events_failed_total").increment(receipt.failed as u64);
+
+        if let (Route::Single(_), Some((_, first))) = (route, refused.first()) {
+            // A single-message route whose message was refused: the client must know (it is kept).
+            return Err(EngineError::bad_request(first.code, first.message.clone()));
+        }
+        Ok(IngestReply {
+            success: true,
+            accepted: receipt.accepted,
+            duplicates: receipt.duplicates,
+            failed: refused
+                .into_iter()
+                .map(|(index, r)| json!({"index": index, "code": r.code, "message": r.message}))
+                .collect(),
+        })
+    }
+
+    /// Refuses a whole request; when its source is known, keeps the body (bounded) as a failed
+    /// event. Returns the error to answer with.
+    pub async fn refuse_request(
+        &self,
+        source: Option<&SourceEntry>,
+        error: RequestError,
+        raw: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> EngineError {
+        metrics::counter!("cohort_requests_refused_total", "code" => error.code).increment(1);
+        if let Some(source) = source {
+            let id = source.source.id;
+            let submission = Submission {
+                source_id: id,
+                received_at,
+                failed: vec![cohort_collect::assemble::refused_request(
+                    id,
+                    error.code,
+                    &error.message,
+                    raw,
+                )],
+                ..Submission::default()
+            };
+            if let Err(e) = self.store().append(submission).await {
+                tracing::error!(error = %e, "could not record a refused request in the failed-events store");
+            }
+        }
+        EngineError::bad_request(error.code, error.message)
+    }
+
+    /// Commits a submission shaped by an [`Assembly`], for callers outside an async runtime.
+    pub fn append_blocking(&self, submission: Submission) -> Result<Receipt, EngineError> {
+        Ok(self.store().append_blocking(submission)?)
+    }
+}
+
+/// The outcome of replaying one failed event.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayOutcome {
+    pub id: i64,
+    pub replayed: bool,
+    /// Messages appended to the inbox by the replay.
+    pub accepted: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Engine {
+    /// Runs failed events through the source's current policy again (after fixing a tracking
+    /// plan, say); those that now pass are appended to the inbox and marked replayed in the
+    /// same commit.
+    pub async fn replay_failed(
+        &self,
+        events: Vec<FailedEvent>,
+    ) -> Result<Vec<ReplayOutcome>, EngineError> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(self.replay_one(event).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn replay_one(&self, event: FailedEvent) -> Result<ReplayOutcome, EngineError> {
+        let refuse = |code: &str, message: String| ReplayOutcome {
+            id: event.id,
+            replayed: false,
+            accepted: 0,
+            code: Some(code.to_string()),
+            message: Some(message),
+        };
+        if event.replayed_at.is_some() {
+            return Ok(refuse(
+                "already_replayed",
+                "this event was replayed before".into(),
+            ));
+        }
+        if event.truncated {
+            return Ok(refuse(
+                "truncated",
+                "only part of this request was kept; it cannot be replayed".into(),
+            ));
+        }
+        let store = self.store();
+        let Some(source_id) = event.source_id else {
+            return Ok(refuse("no_source", "the event has no source".into()));
+        };
+        let Some(source) = self.source_entry(source_id)? else {
+            return Ok(refuse(
+                "no_source",
+                format!("source {source_id} no longer exists"),
+            ));
+        };
+        let policy: &Policy = &source.policy;
+        let parsed =
+            match cohort_collect::decode::parse_json(event.payload.as_bytes(), &policy.limits) {
+                Ok(v) => v,
+                Err(e) => {
+                    store
+                        .failed_events()
+                        .update_reason(event.id, e.code, &e.message)?;
+                    return Ok(refuse(e.code, e.message));
+                }
+            };
+        let route = if parsed.get("batch").is_some() {
+            Route::Batch
+        } else {
+            let kind = parsed
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(cohort_core::MessageType::parse);
+            match kind {
+                Some(kind) => Route::Single(kind),
+                None => {
+                    let message =
+                        "the payload has neither a \"batch\" nor a valid \"type\"".to_string();
+                    store
+                        .failed_events()
+                        .update_reason(event.id, "invalid_type", &message)?;
+                    return Ok(refuse("invalid_type", message));
+                }
+            }
+        };
+        let messages = match expand(route, parsed, &policy.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                store
+                    .failed_events()
+                    .update_reason(event.id, e.code, &e.message)?;
+                return Ok(refuse(e.code, e.message));
+            }
+        };
+        // Replays keep the original receive time, so clock-skew correction gives the original timestamp.
+        let mut assembly = Assembly::new(source_id, policy, event.received_at_time());
+        for message in messages {
+            assembly.add(message, None);
+        }
+        let (mut submission, failures) = assembly.finish();
+        if let Some((_, first)) = failures.first() {
+            store
+                .failed_events()
+                .update_reason(event.id, first.code, &first.message)?;
+            return Ok(refuse(first.code, first.message.clone()));
+        }
+        submission.replayed = vec![event.id];
+        let receipt = store.append(submission).await?;
+        Ok(ReplayOutcome {
+            id: event.id,
+            replayed: true,
+            accepted: receipt.accepted,
+            code: None,
+            message: None,
+        })
+    }
+}

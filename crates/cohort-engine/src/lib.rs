@@ -1,0 +1,235 @@
+//! Cohort's runtime and composition root: one [`Engine`] per process.
+//!
+//! [`Engine::open`] picks the backends (the embedded SQLite store today), starts every
+//! background loop of the pipeline, and stops them again in [`Engine::close`]:
+//!
+//! | loop | what it does |
+//! | --- | --- |
+//! | inbox writer | group-commits ingest's submissions (inside the SQLite inbox) |
+//! | processor | applies inbox entries to identities and profiles, in order |
+//! | real-time segments | re-decides the customers the processor changed |
+//! | lake exporter | writes processed events to Parquet, compacts small files |
+//! | time refresh | re-evaluates segments whose membership moves with time alone |
+//!
+//! Everything a face of Cohort does goes through the engine's use cases: ingest (HTTP, file
+//! import and replay of failed events share one entry point, [`Engine::ingest_body`] and
+//! [`Engine::ingest_messages`]), profiles, segments, analyses, RFM and SQL. The HTTP server and
+//! the CLI only translate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cohort_engine::EngineError> {
+//! let engine = cohort_engine::Engine::open(cohort_engine::EngineConfig::new("./cohort-data")).await?;
+//! let lake = engine.lake()?;
+//! let answer = lake.query("SELECT count(*) FROM events", Default::default()).await?;
+//! println!("{} rows", answer.num_rows());
+//! engine.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Tools that work beside a running server on the same data directory open the engine with
+//! [`Mode::Tool`]: no loop runs, and the lake is read, not written.
+
+mod analyses;
+mod analytics;
+mod error;
+mod ingest;
+mod rfm;
+mod segments;
+mod sources;
+
+pub use analytics::{Analytics, ProfilesPin};
+pub use error::EngineError;
+pub use ingest::{IngestReply, ReplayOutcome};
+pub use rfm::{RfmParams, RfmRun, RfmRunError};
+pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql};
+pub use sources::{SourceEntry, policy_for};
+
+use cohort_collect::Limits;
+use cohort_core::{Clock, SystemClock};
+use cohort_store::{Store, StoreConfig};
+use sources::SourceCache;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How much of the runtime a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything: processing, real-time segments, the lake exporter, the time refresh, the
+    /// built-in tags (`cohort serve`, `cohort demo`).
+    Server,
+    /// A tool beside (or without) a server on the same data directory: reads, writes through
+    /// the inbox and the catalogue, runs no loop.
+    Tool,
+    /// A tool that also processes what it writes when no server does (`cohort import`): the
+    /// processor and the real-time segments run, the lake is not written.
+    Processing,
+}
+
+/// Everything the engine can be told.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub mode: Mode,
+    pub store: StoreConfig,
+    pub limits: Limits,
+    /// How often segments whose membership moves with time by the hour are re-evaluated in
+    /// batch: the rounds of the time refresh.
+    pub segment_refresh: Duration,
+    /// How often those that move by the day (day windows, 30-day traits) are.
+    pub segment_day_refresh: Duration,
+    /// Install the shipped tag definitions that are missing, at start (server mode).
+    pub builtin_tags: bool,
+}
+
+impl EngineConfig {
+    /// A server's defaults over `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            mode: Mode::Server,
+            store: StoreConfig::new(data_dir),
+            limits: Limits::default(),
+            segment_refresh: Duration::from_secs(60),
+            segment_day_refresh: Duration::from_secs(3600),
+            builtin_tags: true,
+        }
+    }
+
+    /// A tool's defaults over `data_dir` (see [`Mode::Tool`]).
+    pub fn tool(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            mode: Mode::Tool,
+            builtin_tags: false,
+            ..Self::new(data_dir)
+        }
+    }
+}
+
+/// The running engine. Cheap to clone; see the module documentation.
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    sources: SourceCache,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    analytics: Option<Arc<Analytics>>,
+    refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens the backends and starts the loops the mode asks for. Call from a Tokio runtime.
+    pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        let mut store_config = config.store.clone();
+        store_config.process = config.mode != Mode::Tool;
+        let store = blocking(move || Ok(Store::open(store_config)?)).await?;
+        let analytics = match config.mode {
+            Mode::Server => Some(Analytics::open(store.clone(), true)?),
+            Mode::Tool => Some(Analytics::open(store.clone(), false)?),
+            Mode::Processing => None,
+        };
+        let sources = SourceCache::new(
+            store.clone(),
+            config.limits,
+            Arc::new(store.config().identity.clone()),
+        );
+        let engine = Engine(Arc::new(Inner {
+            store,
+            sources,
+            limits: config.limits,
+            clock: Arc::new(SystemClock),
+            analytics,
+            refresh: std::sync::Mutex::new(None),
+        }));
+        if config.mode == Mode::Server {
+            engine.start_segment_loops(&config).await?;
+        }
+        Ok(engine)
+    }
+
+    /// Installs the missing built-in tags, fills new definitions from the data so far, then
+    /// starts the time refresh.
+    async fn start_segment_loops(&self, config: &EngineConfig) -> Result<(), EngineError> {
+        let Some(analytics) = self.0.analytics.clone() else {
+            return Ok(());
+        };
+        let new_tags = if config.builtin_tags {
+            let store = self.0.store.clone();
+            blocking(move || Ok(segments::create_builtin_tags(&store)?)).await?
+        } else {
+            Vec::new()
+        };
+        let store = self.0.store.clone();
+        let cadence = RefreshCadence {
+            hours: config.segment_refresh,
+            days: config.segment_day_refresh,
+        };
+        let task = tokio::spawn(async move {
+            segments::fill(&analytics, &store, new_tags).await;
+            segments::time_refresh(analytics, store, cadence).await;
+        });
+        *self.0.refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    /// Stops the loops: the time refresh at once, the lake exporter after the file it is
+    /// writing, so the data directory can be copied or removed when this returns. The processor
+    /// stops when the last clone of the engine is dropped.
+    pub async fn close(&self) {
+        let refresh = self
+            .0
+            .refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = refresh {
+            task.abort();
+        }
+        if let Some(analytics) = self.0.analytics.clone() {
+            let _ = tokio::task::spawn_blocking(move || analytics.stop_exporter()).await;
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+
+    /// Now, as the engine's clock tells it.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.clock.now()
+    }
+
+    /// The SQL engine over the lake and the state tables.
+    pub fn lake(&self) -> Result<&Arc<Analytics>, EngineError> {
+        self.0
+            .analytics
+            .as_ref()
+            .ok_or(EngineError::LakeUnavailable)
+    }
+
+    /// Forgets the cached sources, after a source's settings changed, so the next request
+    /// reads them again.
+    pub fn forget_sources(&self) {
+        self.0.sources.invalidate();
+    }
+
+    /// Waits until everything committed to the inbox so far is processed (applied to the
+    /// customer state, and decided by the real-time segments), or `timeout` passes.
+    pub async fn wait_processed(&self, timeout: Duration) -> Result<bool, EngineError> {
+        let store = self.0.store.clone();
+        blocking(move || Ok(store.wait_processed(timeout) && store.wait_segments(timeout)?)).await
+    }
+}
+
+/// Runs blocking store work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(format!("a blocking task failed: {e}")))?
+}

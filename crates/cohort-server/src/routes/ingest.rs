@@ -1,0 +1,73 @@
+//! The Segment HTTP Tracking API: `POST /v1/{track,identify,page,screen,group,alias,batch,import}`
+//! and the one-letter forms. The key in a header is checked before a byte of the body is read;
+//! everything after reading the body is the engine's ([`cohort_engine::Engine::ingest_body`]).
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri, header};
+use cohort_collect::RequestError;
+use cohort_collect::auth::write_key_from_request;
+use cohort_collect::envelope::Route;
+use cohort_engine::IngestReply;
+
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    Path(route): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestReply>, ApiError> {
+    let result = ingest(&state, &route, &uri, &headers, body).await;
+    let status = match &result {
+        Ok(_) => "200".to_string(),
+        Err(e) => e.status.as_u16().to_string(),
+    };
+    metrics::counter!("cohort_ingest_requests_total", "status" => status).increment(1);
+    result.map(Json)
+}
+
+async fn ingest(
+    state: &AppState,
+    route: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IngestReply, ApiError> {
+    let Some(route) = Route::from_segment(route) else {
+        return Err(ApiError::not_found(format!("no ingest route /v1/{route}")));
+    };
+    let engine = &state.engine;
+    let received_at = engine.now();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header_key = write_key_from_request(
+        header(header::AUTHORIZATION.as_str()),
+        header("x-write-key"),
+        uri.query(),
+    );
+    // With the key outside the body, refuse bad keys before reading a byte of it.
+    let header_source = match &header_key {
+        Some(key) => Some(engine.authenticate(key)?),
+        None => None,
+    };
+    let limit = engine.limits().max_request_bytes;
+    let raw = match to_bytes(body, limit + 1).await {
+        Ok(raw) if raw.len() <= limit => raw,
+        _ => {
+            let error = RequestError::new(
+                "request_too_large",
+                format!("request body exceeds {limit} bytes"),
+            );
+            let refused = engine
+                .refuse_request(header_source.as_deref(), error, b"", received_at)
+                .await;
+            return Err(refused.into());
+        }
+    };
+    let content_encoding = header(header::CONTENT_ENCODING.as_str());
+    Ok(engine
+        .ingest_body(route, header_source, &raw, content_encoding, received_at)
+        .await?)
+}

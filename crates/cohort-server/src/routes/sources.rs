@@ -1,0 +1,110 @@
+//! Sources and their settings: `/api/v1/sources…`. A source is where events come from; its
+//! write key authenticates ingest, its tracking plan and normalisation rules shape what it sends.
+
+use super::{blocking, json_body};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use cohort_collect::normalise::NormaliseRules;
+use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sources", get(list_sources).post(create_source))
+        .route("/sources/{id}", get(get_source))
+        .route(
+            "/sources/{id}/tracking-plan",
+            put(set_tracking_plan).delete(delete_tracking_plan),
+        )
+        .route("/sources/{id}/normalisation", put(set_normalisation))
+}
+
+#[derive(Deserialize)]
+struct NewSource {
+    name: String,
+}
+
+async fn create_source(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let NewSource { name } = json_body(&body)?;
+    if name.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "\"name\" must not be empty",
+        ));
+    }
+    let store = state.store().clone();
+    let (source, key) = blocking(move || Ok(store.catalog().create_source(&name)?)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"source": source, "write_key": key})),
+    )
+        .into_response())
+}
+
+async fn list_sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store().clone();
+    let sources = blocking(move || Ok(store.catalog().sources()?)).await?;
+    Ok(Json(json!({"sources": sources})))
+}
+
+async fn get_source(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store().clone();
+    let source = blocking(move || Ok(store.catalog().source(id)?)).await?;
+    source
+        .map(|s| Json(json!(s)))
+        .ok_or_else(|| ApiError::not_found(format!("source {id} not found")))
+}
+
+async fn set_tracking_plan(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let spec: TrackingPlanSpec = json_body(&body)?;
+    TrackingPlan::compile(spec.clone())
+        .map_err(|e| ApiError::bad_request("invalid_tracking_plan", e.to_string()))?;
+    let plan = serde_json::to_value(&spec)
+        .map_err(|e| ApiError::bad_request("invalid_tracking_plan", e.to_string()))?;
+    let store = state.store().clone();
+    let saved = plan.clone();
+    blocking(move || Ok(store.catalog().set_tracking_plan(id, Some(&saved))?)).await?;
+    state.engine.forget_sources();
+    Ok(Json(json!({"source_id": id, "tracking_plan": plan})))
+}
+
+async fn delete_tracking_plan(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store().clone();
+    blocking(move || Ok(store.catalog().set_tracking_plan(id, None)?)).await?;
+    state.engine.forget_sources();
+    Ok(Json(json!({"source_id": id, "tracking_plan": null})))
+}
+
+async fn set_normalisation(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let rules: NormaliseRules = json_body(&body)?;
+    let settings = serde_json::to_value(&rules)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let store = state.store().clone();
+    let saved = settings.clone();
+    blocking(move || Ok(store.catalog().set_source_settings(id, &saved)?)).await?;
+    state.engine.forget_sources();
+    Ok(Json(json!({"source_id": id, "normalisation": settings})))
+}
