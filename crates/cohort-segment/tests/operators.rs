@@ -551,7 +551,7 @@ fn membership_moves_with_relative_time_and_rolling_traits_only() {
         json!({"type": "trait", "key": "d", "op": "after", "value": "2026-01-01"}),
         json!({"type": "event", "name": "x", "window": {"between": ["2026-01-01", "2026-02-01"]}}),
         json!({"type": "followed_by", "first": "a", "then": "b", "within_hours": 1}),
-        json!({"type": "computed", "key": "revenue", "op": "gt", "value": 1}),
+        json!({"type": "computed", "key": "total_revenue", "op": "gt", "value": 1}),
         json!({"type": "in_segment", "segment": "s"}),
     ];
     for v in sensitive {
