@@ -12,10 +12,10 @@
 //! | `rfm_cluster` | the k-means cluster, 0 (most valuable) to k - 1 |
 //!
 //! Customers without an order in the window get none of them (a previous run's are removed).
-//! How scores, names and clusters are decided: [`cohort_segment::rfm`].
+//! How scores, names and clusters are decided: [`cohort_ml::rfm`].
 
 use chrono::{NaiveDate, Utc};
-use cohort_segment::rfm::{
+use cohort_ml::rfm::{
     DEFAULT_K, DEFAULT_SEED, MAX_K, RfmError, RfmInput, RfmOptions, RfmReport, analyse,
 };
 use cohort_store::{AnalysisRun, NewAnalysisRun, ReplaceSummary, Store, StoreError};

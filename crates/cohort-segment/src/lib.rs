@@ -48,7 +48,6 @@
 
 pub mod condition;
 pub mod eval;
-pub mod rfm;
 pub mod sql;
 pub mod tags;
 mod values;

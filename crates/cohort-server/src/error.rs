@@ -8,7 +8,7 @@ use cohort_analysis::AnalysisError;
 use cohort_core::InboxError;
 use cohort_engine::{EngineError, RfmRunError};
 use cohort_lake::LakeError;
-use cohort_segment::rfm::RfmError;
+use cohort_ml::rfm::RfmError;
 use cohort_store::StoreError;
 use serde_json::json;
 

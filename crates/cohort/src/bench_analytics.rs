@@ -26,7 +26,7 @@
 //!
 //! Each query runs `--repeat` times in Cohort ([`Lake::query`], or the product's own code where
 //! there is more to it than one query: `cohort_analysis::funnel` and `retention`, RFM scoring and
-//! k-means in `cohort_segment::rfm`) and in DuckDB (`python3 -c`, timed inside Python with
+//! k-means in `cohort_ml::rfm`) and in DuckDB (`python3 -c`, timed inside Python with
 //! `time.perf_counter`). Each side also returns a small signature of its answer (a count, the
 //! funnel's step counts, the retention matrix, the RFM score sums); the table prints both and a
 //! loud MISMATCH when they differ. Nothing here judges the times.
@@ -54,7 +54,7 @@ use cohort_lake::{
     Lake, LakeEvent, LakeWriter, QueryOptions, StateError, StateTables, identities_schema,
     memberships_schema, profile_traits_schema, profiles_schema,
 };
-use cohort_segment::rfm::{RfmInput, RfmOptions, RfmScores, analyse, rfm_scores};
+use cohort_ml::rfm::{RfmInput, RfmOptions, RfmScores, analyse, rfm_scores};
 use cohort_segment::{Condition, to_sql};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
@@ -91,7 +91,7 @@ const RECENT_DAYS: i64 = 30;
 /// RFM window, as `cohort rfm` defaults to.
 const RFM_WINDOW_DAYS: i64 = 365;
 /// Clusters for k-means, as `cohort rfm` defaults to.
-const KMEANS_K: usize = cohort_segment::rfm::DEFAULT_K;
+const KMEANS_K: usize = cohort_ml::rfm::DEFAULT_K;
 /// Funnel conversion window.
 const FUNNEL_DAYS: i64 = 7;
 /// Retention: weekly cohorts, weeks 0 ..= this.
@@ -1277,7 +1277,7 @@ fn duck_rfm_measures() -> String {
     )
 }
 
-/// RFM quintile scores in SQL with the tie rule of `cohort_segment::rfm::quintile_scores`: a
+/// RFM quintile scores in SQL with the tie rule of `cohort_ml::rfm::quintile_scores`: a
 /// customer at rank a of n (1-based, worst first; ties share the rank of their first position,
 /// which is SQL's `rank()`) scores ⌊5(2a − 1) / 2n⌋ + 1. Returns the same signature as
 /// [`rfm_signature`]; the MISMATCH check catches the two drifting apart.
@@ -1324,7 +1324,7 @@ enum CohortWork {
     Sql(String),
     /// The aggregate query, then the product's quintile scoring in Rust.
     Rfm(String),
-    /// `cohort_segment::rfm::analyse` on the RFM aggregates of the previous case.
+    /// `cohort_ml::rfm::analyse` on the RFM aggregates of the previous case.
     KMeans,
     /// `cohort_analysis::funnel`, as `POST /api/v1/analyses/funnel` runs it (SQL, then Rust).
     Funnel(FunnelRequest),
@@ -2339,7 +2339,7 @@ fn print_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_segment::rfm::quintile_scores;
+    use cohort_ml::rfm::quintile_scores;
 
     fn tiny() -> GenSpec {
         GenSpec {

@@ -8,7 +8,7 @@ use common::{Server, cohort};
 use serde_json::{Value, json};
 
 /// (user, days since last order, orders, revenue, expected code, expected segment). The values
-/// are the hand-computed fixture of `cohort_segment::rfm`'s unit tests: three customers per score
+/// are the hand-computed fixture of `cohort_ml::rfm`'s unit tests: three customers per score
 /// on every measure, every named segment reached.
 const CUSTOMERS: [(&str, i64, u32, f64, &str, &str); 15] = [
     ("r01", 1, 13, 2000.0, "555", "Champions"),

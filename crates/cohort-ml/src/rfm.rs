@@ -63,7 +63,7 @@
 //! numbers do not depend on how the algorithm happened to initialise.
 //!
 //! ```
-//! use cohort_segment::rfm::{RfmInput, RfmOptions, RfmSegment, analyse};
+//! use cohort_ml::rfm::{RfmInput, RfmOptions, RfmSegment, analyse};
 //! let rows: Vec<RfmInput> = (0..10)
 //!     .map(|i| RfmInput { customer_id: i, recency_days: 100 - 10 * i as u32, orders: 1 + i as u64,
 //!                         revenue: 50.0 * (i + 1) as f64 })
@@ -74,7 +74,7 @@
 //! assert_eq!(best.segment, RfmSegment::Champions);
 //! assert_eq!(result.customers[0].segment, RfmSegment::Lost);
 //! assert_eq!(result.report.clusters.len(), 5);
-//! # Ok::<(), cohort_segment::rfm::RfmError>(())
+//! # Ok::<(), cohort_ml::rfm::RfmError>(())
 //! ```
 
 use linfa::DatasetBase;
