@@ -2,6 +2,7 @@
 //! state store's tables to the SQL engine, and runs read-only queries.
 
 use chrono::Utc;
+use cohort_core::Position;
 use cohort_lake::arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -51,7 +52,7 @@ impl Analytics {
         let analytics = Arc::new(Analytics {
             pinned,
             exported: Arc::new(AtomicI64::new(
-                cohort_lake::last_seq(store.data_dir())?.unwrap_or(0),
+                cohort_lake::complete_position(store.data_dir())?.map_or(0, Position::offset),
             )),
             lake,
             store,
@@ -131,22 +132,25 @@ impl Analytics {
         let after = if self.exporting {
             self.exported.load(Ordering::Acquire)
         } else {
-            cohort_lake::last_seq(self.store.data_dir())?.unwrap_or(0)
+            cohort_lake::complete_position(self.store.data_dir())?.map_or(0, Position::offset)
         };
         let store = self.store.clone();
-        let recent =
-            tokio::task::spawn_blocking(move || store.profiles().events_after(after, MAX_RECENT))
-                .await
-                .map_err(|e| LakeError::Internal(e.to_string()))?
-                .map_err(|e| LakeError::Internal(e.to_string()))?;
+        let recent = tokio::task::spawn_blocking(move || {
+            store
+                .profiles()
+                .events_after(Position::new(0, after), MAX_RECENT)
+        })
+        .await
+        .map_err(|e| LakeError::Internal(e.to_string()))?
+        .map_err(|e| LakeError::Internal(e.to_string()))?;
         self.lake
             .set_recent(recent.iter().map(to_lake_event).collect())?;
         Ok(&self.lake)
     }
 
     /// Inbox position exported to Parquet.
-    pub fn exported_seq(&self) -> i64 {
-        self.exported.load(Ordering::Acquire)
+    pub fn exported(&self) -> Position {
+        Position::new(0, self.exported.load(Ordering::Acquire))
     }
 }
 
@@ -159,8 +163,11 @@ impl Drop for Analytics {
 fn export_loop(mut writer: LakeWriter, store: &Store, exported: &AtomicI64, stop: &AtomicBool) {
     let mut last_compaction = Instant::now();
     while !stop.load(Ordering::Acquire) {
-        let after = writer.last_seq().unwrap_or(0);
-        let batch = match store.profiles().events_after(after, EXPORT_BATCH) {
+        let after = writer.last_position().map_or(0, Position::offset);
+        let batch = match store
+            .profiles()
+            .events_after(Position::new(0, after), EXPORT_BATCH)
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "reading events for the lake failed; retrying");
@@ -181,7 +188,7 @@ fn export_loop(mut writer: LakeWriter, store: &Store, exported: &AtomicI64, stop
         let events: Vec<LakeEvent> = batch.iter().map(to_lake_event).collect();
         match writer.append(&events) {
             Ok(()) => {
-                let last = writer.last_seq().unwrap_or(after);
+                let last = writer.last_position().map_or(after, Position::offset);
                 exported.store(last, Ordering::Release);
                 metrics::gauge!("cohort_lake_exported_seq").set(last as f64);
             }

@@ -272,7 +272,10 @@ async fn real_time_and_batch_membership_agree() {
             let batch: BTreeSet<i64> = batch.into_iter().collect();
             if real_time != batch {
                 // Name what differs: each such customer's events and membership changes.
-                let events = store.profiles().events_after(0, 100_000).unwrap();
+                let events = store
+                    .profiles()
+                    .events_after(Default::default(), 100_000)
+                    .unwrap();
                 let mut detail = String::new();
                 for c in real_time.symmetric_difference(&batch) {
                     let theirs: Vec<(i64, &str, String)> = events

@@ -49,7 +49,7 @@
 //!
 //! * A file `part-A-B.parquet` in `date=D` holds every event of day `D` with a
 //!   seq in `A..=B`. Appends are contiguous slices of the seq-ordered stream;
-//!   events at or below [`LakeWriter::last_seq`] are skipped, so replaying a
+//!   events at or below [`LakeWriter::last_position`] are skipped, so replaying a
 //!   range never duplicates rows.
 //! * A file whose range lies inside another file's range in the same day is
 //!   ignored by readers. Compaction writes the merged file (temporary name,
@@ -86,7 +86,7 @@
 //!     context: json!({}).into(),
 //!     traits: json!({}).into(),
 //! }])?;
-//! assert_eq!(writer.last_seq(), Some(1));
+//! assert_eq!(writer.last_position(), Some(cohort_core::Position::new(0, 1)));
 //!
 //! let lake = Lake::open(dir.path())?;
 //! let runtime = tokio::runtime::Runtime::new()?;
@@ -217,9 +217,15 @@ pub enum LakeError {
 /// Highest inbox position up to which the lake under `data_dir` is complete, `None` while it is
 /// empty. Readers in other processes use it to know which processed events are not in Parquet
 /// yet; files of an append still being committed may hold higher positions.
-pub fn last_seq(data_dir: impl AsRef<std::path::Path>) -> Result<Option<i64>, LakeError> {
-    files::complete_seq(&data_dir.as_ref().join("lake").join("events"))
+pub fn complete_position(
+    data_dir: impl AsRef<std::path::Path>,
+) -> Result<Option<cohort_core::Position>, LakeError> {
+    let seq = files::complete_seq(&data_dir.as_ref().join("lake").join("events"))?;
+    Ok(seq.map(|seq| cohort_core::Position::new(PARTITION, seq)))
 }
+
+/// The lake stores one partition of the inbox: the embedded inbox's only one.
+pub(crate) const PARTITION: u32 = 0;
 
 /// `30s`, `1.5s`, `0.25s`.
 fn format_secs(d: Duration) -> String {

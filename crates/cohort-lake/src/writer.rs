@@ -1,5 +1,6 @@
 //! The write side: appends processed events as Parquet files and compacts them.
 
+use cohort_core::Position;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -145,10 +146,12 @@ impl LakeWriter {
         })
     }
 
-    /// Highest seq in the lake, `None` while it is empty. A caller resumes its
-    /// stream after this position.
-    pub fn last_seq(&self) -> Option<i64> {
+    /// The inbox position of the last event in the lake, `None` while it is empty. A caller
+    /// resumes its stream after it. The lake holds one partition's stream; its `seq` column is
+    /// the position's offset.
+    pub fn last_position(&self) -> Option<Position> {
         self.last_seq
+            .map(|seq| Position::new(crate::PARTITION, seq))
     }
 
     /// Appends events durably; returns once the files and their directory
@@ -731,7 +734,7 @@ mod tests {
             std::fs::rename(&staged[0].0, &staged[0].1)?;
         }
         let w = LakeWriter::open(dir.path())?;
-        assert_eq!(w.last_seq(), Some(2));
+        assert_eq!(w.last_position(), Some(Position::new(0, 2)));
         assert_eq!(w.files()?.len(), 2);
         assert!(!dir.path().join("lake/events").join(JOURNAL).exists());
         assert_eq!(hidden_files(dir.path()), 0);
@@ -743,24 +746,36 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let events_dir = dir.path().join("lake/events");
         let mut w = LakeWriter::open(dir.path())?;
-        assert_eq!(crate::last_seq(dir.path())?, None);
+        assert_eq!(crate::complete_position(dir.path())?, None);
         w.append(&[ev(1, 1)])?;
-        assert_eq!(crate::last_seq(dir.path())?, Some(1));
+        assert_eq!(
+            crate::complete_position(dir.path())?,
+            Some(Position::new(0, 1))
+        );
         // An append of seqs 2 (day 3) and 3 (day 2) in the middle of its renames: the file of
         // the later day holds the highest seq already, the other is still hidden.
         let staged = stage(&w, &[ev(2, 3), ev(3, 2)])?;
         w.write_journal(&staged)?;
         std::fs::rename(&staged[1].0, &staged[1].1)?;
         assert_eq!(max_seq(&events_dir)?, Some(3));
-        assert_eq!(crate::last_seq(dir.path())?, Some(1));
+        assert_eq!(
+            crate::complete_position(dir.path())?,
+            Some(Position::new(0, 1))
+        );
         drop(w);
         // Reopening finishes the append and moves the mark.
         let w = LakeWriter::open(dir.path())?;
-        assert_eq!(w.last_seq(), Some(3));
-        assert_eq!(crate::last_seq(dir.path())?, Some(3));
+        assert_eq!(w.last_position(), Some(Position::new(0, 3)));
+        assert_eq!(
+            crate::complete_position(dir.path())?,
+            Some(Position::new(0, 3))
+        );
         // A lake written before the mark existed is read from its file names.
         std::fs::remove_file(events_dir.join(COMPLETE_MARK))?;
-        assert_eq!(crate::last_seq(dir.path())?, Some(3));
+        assert_eq!(
+            crate::complete_position(dir.path())?,
+            Some(Position::new(0, 3))
+        );
         Ok(())
     }
 
@@ -773,7 +788,7 @@ mod tests {
         }
         assert_eq!(hidden_files(dir.path()), 2);
         let mut w = LakeWriter::open(dir.path())?;
-        assert_eq!(w.last_seq(), None);
+        assert_eq!(w.last_position(), None);
         assert!(w.files()?.is_empty());
         assert_eq!(hidden_files(dir.path()), 0);
         // The replay writes them for real.

@@ -1,5 +1,6 @@
 //! End-to-end tests of the lake: write, query, compact, reject.
 
+use cohort_core::Position;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +112,7 @@ async fn events_across_two_days_are_counted_and_summed_exactly() -> TestResult {
         event(4, 1, 23, "Page Viewed", json!({"path": "/"})),
     ])?;
     writer.append(&[order(5, 2, 100.0), event(6, 2, 0, "Signed Up", json!({}))])?;
-    assert_eq!(writer.last_seq(), Some(6));
+    assert_eq!(writer.last_position(), Some(Position::new(0, 6)));
 
     let names: Vec<String> = parquet_files(dir.path())
         .iter()
@@ -282,18 +283,18 @@ async fn writing_a_range_twice_does_not_duplicate_rows() -> TestResult {
         let mut writer = LakeWriter::open(dir.path())?;
         writer.append(&batch)?;
         writer.append(&batch)?;
-        assert_eq!(writer.last_seq(), Some(10));
+        assert_eq!(writer.last_position(), Some(Position::new(0, 10)));
     }
     let lake = Lake::open(dir.path())?;
     assert_eq!(count(&lake).await?, 10);
 
     // After a restart: the same range, then a batch overlapping it.
     let mut writer = LakeWriter::open(dir.path())?;
-    assert_eq!(writer.last_seq(), Some(10));
+    assert_eq!(writer.last_position(), Some(Position::new(0, 10)));
     writer.append(&batch)?;
     let overlapping: Vec<LakeEvent> = (5..=15).map(|s| order(s, 1, 1.0)).collect();
     writer.append(&overlapping)?;
-    assert_eq!(writer.last_seq(), Some(15));
+    assert_eq!(writer.last_position(), Some(Position::new(0, 15)));
     assert_eq!(count(&lake).await?, 15);
     let v = one(&lake, "SELECT count(DISTINCT seq) FROM events").await?;
     assert_eq!(v, json!(15));
@@ -674,7 +675,7 @@ fn negative_and_duplicate_seqs_are_refused() -> TestResult {
         writer.append(&[order(2, 1, 1.0), order(2, 2, 1.0)]),
         Err(LakeError::InvalidEvent(_))
     ));
-    assert_eq!(writer.last_seq(), None);
+    assert_eq!(writer.last_position(), None);
     assert!(parquet_files(dir.path()).is_empty());
     Ok(())
 }

@@ -5,7 +5,7 @@ use crate::apply::trait_text;
 use crate::profile_cache::{Loaded, ProfileCache};
 use crate::time::{day_of, format_micros, to_micros};
 use chrono::{DateTime, Utc};
-use cohort_core::{CustomerId, IdKind, Identifier};
+use cohort_core::{CustomerId, IdKind, Identifier, Position};
 use cohort_profile::{ComputedTraits, MergeRecord, Profile, ProfileRules};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -483,8 +483,13 @@ pub struct IdentityRow {
 }
 
 impl Profiles {
-    /// Stored events after inbox position `seq`, in order (the lake exporter's feed).
-    pub fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<ExportedEvent>, StoreError> {
+    /// Stored events after an inbox position, in order (the lake exporter's feed).
+    pub fn events_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError> {
+        let seq = after.offset();
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, source_id, message_id, customer_id, type, name, ts, received_at, body

@@ -674,7 +674,7 @@ fn write_lake(
     bar: &ProgressBar,
 ) -> anyhow::Result<World> {
     let mut writer = LakeWriter::open(dir).context("opening the lake for writing")?;
-    if writer.last_seq().is_some() {
+    if writer.last_position().is_some() {
         bail!(
             "{} already holds lake files; remove it or choose another --data",
             dir.display()
