@@ -1,11 +1,13 @@
-//! `cohort import`: historical Segment messages from a file into a data directory's inbox, offline.
+//! `cohort import`: historical Segment messages from a file into a data directory.
 //!
 //! Messages take the same path as HTTP ingest after decoding: each goes through the source's
-//! policy (`cohort_collect::prepare`: spec checks, time fix-up, normalisation, tracking plan) and is
-//! appended to the inbox in chunks; refused rows, and rows that cannot even be parsed, go to the
-//! failed-events store with their line number, so nothing read is dropped. The inbox is shared
-//! safely with a server running on the same directory (SQLite serialises the writers), whose
-//! processor picks the messages up as they land; without one, the next `cohort serve` does.
+//! policy in the one ingest assembly (`cohort_collect::Assembly`: spec checks, time fix-up,
+//! normalisation, tracking plan) and is appended to the inbox in chunks; refused rows, and rows
+//! that cannot even be parsed, go to the failed-events store with their line number, so nothing
+//! read is dropped. The inbox is shared safely with a server running on the same directory
+//! (SQLite serialises the writers), whose processor picks the messages up as they land. Without
+//! one, the import holds the directory's processing lock and applies what it imported itself,
+//! with a progress bar, so profiles, segments and `cohort query` include it when it returns.
 //!
 //! Messages without a `messageId` get one derived from their content and position in the file,
 //! so importing the same file twice deduplicates instead of doubling the history.

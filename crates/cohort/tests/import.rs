@@ -211,6 +211,45 @@ fn imported_files_are_processed_and_bad_rows_kept() {
     assert!(again.contains("accepted 0, duplicates 1"), "{again}");
 }
 
+/// `cohort query` right after an import sees it, with no server ever started: the import
+/// processes what it imported.
+#[test]
+fn an_import_without_a_server_is_processed_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let created = cohort()
+        .args(["admin", "--data"])
+        .arg(&data)
+        .args(["source", "create", "shop", "--json"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let file = dir.path().join("history.ndjson");
+    std::fs::write(
+        &file,
+        "{\"type\":\"identify\",\"userId\":\"q1\",\"traits\":{\"plan\":\"pro\"}}\n\
+         {\"type\":\"track\",\"event\":\"Order Completed\",\"userId\":\"q1\",\"properties\":{\"revenue\":5}}\n\
+         {\"type\":\"track\",\"event\":\"Viewed\",\"anonymousId\":\"a9\"}\n",
+    )
+    .unwrap();
+    let summary = import(&data, &file);
+    assert!(summary.contains("accepted 3"), "{summary}");
+    assert!(summary.contains("Processed"), "{summary}");
+
+    let out = cohort()
+        .args(["query", "--format", "json", "--data"])
+        .arg(&data)
+        .arg("SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM profiles) AS customers, (SELECT max(total_revenue) FROM profiles) AS revenue")
+        .env("COHORT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["events"], 3, "{rows}");
+    assert_eq!(rows[0]["customers"], 2, "{rows}");
+    assert_eq!(rows[0]["revenue"], 5.0, "{rows}");
+}
+
 #[test]
 fn importing_into_a_missing_source_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
