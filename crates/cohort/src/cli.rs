@@ -101,7 +101,14 @@ pub struct ImportArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Data directory (created if missing).
-    #[arg(long, env = "COHORT_DATA", default_value = "./cohort-data")]
+    // Global, so that it is accepted before or after a subcommand of the command that takes it
+    // (`cohort admin --data D source list` and `cohort admin source list --data D`).
+    #[arg(
+        long,
+        env = "COHORT_DATA",
+        default_value = "./cohort-data",
+        global = true
+    )]
     pub data: PathBuf,
 }
 
@@ -352,4 +359,122 @@ pub struct RfmArgs {
     /// Print the run as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::path::Path;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn data_and_json_go_before_or_after_the_subcommand() {
+        let admin = |args: &[&str]| match parse(args).command {
+            Command::Admin(a) => (a.data.data, a.json),
+            other => panic!("{other:?}"),
+        };
+        let expected = (PathBuf::from("DIR"), true);
+        assert_eq!(
+            admin(&[
+                "cohort", "admin", "source", "create", "web", "--json", "--data", "DIR"
+            ]),
+            expected
+        );
+        assert_eq!(
+            admin(&[
+                "cohort", "admin", "--data", "DIR", "source", "create", "web", "--json"
+            ]),
+            expected
+        );
+        assert_eq!(
+            admin(&[
+                "cohort", "admin", "--json", "--data", "DIR", "source", "create", "web"
+            ]),
+            expected
+        );
+
+        let import = |args: &[&str]| match parse(args).command {
+            Command::Import(a) => (a.data.data, a.file, a.source),
+            other => panic!("{other:?}"),
+        };
+        let expected = (
+            PathBuf::from("DIR"),
+            PathBuf::from("f.csv"),
+            "web".to_string(),
+        );
+        assert_eq!(
+            import(&[
+                "cohort", "import", "f.csv", "--source", "web", "--data", "DIR"
+            ]),
+            expected
+        );
+        assert_eq!(
+            import(&[
+                "cohort", "import", "--data", "DIR", "f.csv", "--source", "web"
+            ]),
+            expected
+        );
+
+        let segment = |args: &[&str]| match parse(args).command {
+            Command::Segment(a) | Command::Tag(a) => (a.data.data, a.json),
+            other => panic!("{other:?}"),
+        };
+        let expected = (PathBuf::from("DIR"), true);
+        assert_eq!(
+            segment(&["cohort", "segment", "list", "--json", "--data", "DIR"]),
+            expected
+        );
+        assert_eq!(
+            segment(&["cohort", "segment", "--data", "DIR", "--json", "list"]),
+            expected
+        );
+        assert_eq!(
+            segment(&["cohort", "tag", "members", "vip", "--data", "DIR", "--json"]),
+            expected
+        );
+
+        let analyse = |args: &[&str]| match parse(args).command {
+            Command::Analyse(a) => (a.data.data, a.json),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            analyse(&["cohort", "analyse", "revenue", "--json", "--data", "DIR"]),
+            expected
+        );
+        assert_eq!(
+            analyse(&["cohort", "analyse", "--data", "DIR", "--json", "revenue"]),
+            expected
+        );
+
+        // --log-json is the top level's, accepted anywhere.
+        assert!(parse(&["cohort", "--log-json", "admin", "stats"]).log_json);
+        assert!(parse(&["cohort", "admin", "stats", "--log-json"]).log_json);
+        // Commands without subcommands take --data anywhere among their own arguments.
+        let query = parse(&["cohort", "query", "--data", "DIR", "SELECT 1"]);
+        assert!(matches!(query.command, Command::Query(q) if q.data.data == Path::new("DIR")));
+        let rfm = parse(&["cohort", "rfm", "--json", "--data", "DIR"]);
+        assert!(
+            matches!(rfm.command, Command::Rfm(r) if r.json && r.data.data == Path::new("DIR"))
+        );
+        let serve = parse(&[
+            "cohort",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--data",
+            "DIR",
+        ]);
+        assert!(matches!(serve.command, Command::Serve(s) if s.data.data == Path::new("DIR")));
+        let demo = parse(&["cohort", "demo", "--data", "DIR", "--exit"]);
+        assert!(matches!(demo.command, Command::Demo(d) if d.serve.data.data == Path::new("DIR")));
+    }
 }
