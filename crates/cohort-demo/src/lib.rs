@@ -11,6 +11,9 @@
 //! - [`send`](mod@send): delivery to a running server through its real `/v1/batch` route, with retries and
 //!   a progress bar ([`send()`]).
 //! - [`catalog`]: the demo shop's products.
+//! - [`lake`]: a second, simpler shop written straight into a lake's Parquet files with its
+//!   profiles, at benchmark sizes (`cohort bench analytics`): [`lake::existing`],
+//!   [`lake::generate`].
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};
@@ -36,6 +39,7 @@
 
 pub mod catalog;
 pub mod generate;
+pub mod lake;
 mod people;
 pub mod send;
 

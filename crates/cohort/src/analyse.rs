@@ -16,6 +16,11 @@ use serde_json::Value;
 
 #[derive(Args, Debug)]
 pub struct AnalyseArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: AnalyseCommand,
 }
@@ -111,22 +116,8 @@ pub enum AnalyseCommand {
     },
 }
 
-impl AnalyseCommand {
-    fn common(&self) -> &Common {
-        match self {
-            AnalyseCommand::Active { common, .. }
-            | AnalyseCommand::Trends { common, .. }
-            | AnalyseCommand::Funnel { common, .. }
-            | AnalyseCommand::Retention { common, .. }
-            | AnalyseCommand::Revenue { common, .. } => common,
-        }
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct Common {
-    #[command(flatten)]
-    data: DataArgs,
     /// First day of the range (UTC, inclusive). Default: 30 days before --to.
     #[arg(long)]
     from: Option<NaiveDate>,
@@ -139,9 +130,6 @@ pub struct Common {
     /// The whole request as the API's JSON body, or @FILE; the other analysis flags are ignored.
     #[arg(long, value_name = "JSON|@FILE")]
     request: Option<String>,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Seconds before each query is cancelled.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
@@ -321,21 +309,21 @@ impl Common {
             ..RunOptions::default()
         })
     }
+}
 
-    /// Prints an analysis' result as a table, or as the API's JSON with `--json`.
-    fn print<T: Serialize>(
-        &self,
-        result: Result<T, AnalysisError>,
-        table: fn(&T) -> String,
-    ) -> anyhow::Result<()> {
-        let result = result.map_err(|e| anyhow::anyhow!("{e}"))?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&result)?);
-        } else {
-            print!("{}", table(&result));
-        }
-        Ok(())
+/// Prints an analysis' result as a table, or as the API's JSON with `--json`.
+fn print<T: Serialize>(
+    json: bool,
+    result: Result<T, AnalysisError>,
+    table: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    let result = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", table(&result));
     }
+    Ok(())
 }
 
 /// The request of an analysis: the `--request` body when given, else a `$request` built from the
@@ -363,7 +351,7 @@ macro_rules! request {
 const NO_FIRST_EVENT: &str = "--first-event is required (or give the whole --request)";
 
 pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
-    let dir = args.command.common().data.data.clone();
+    let (dir, json) = (args.data.data, args.json);
     // A running server owns the lake writer; this process only reads (events not yet in Parquet
     // come from the state store).
     let engine = crate::data_dir::open_tool(&dir).await?;
@@ -384,7 +372,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
             );
             let result =
                 cohort_analysis::active_customers(lake, &request, &common.options()?).await;
-            common.print(result, ActiveCustomers::to_table)
+            print(json, result, ActiveCustomers::to_table)
         }
         AnalyseCommand::Trends {
             common,
@@ -402,7 +390,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                 }
             );
             let result = cohort_analysis::trends(lake, &request, &common.options()?).await;
-            common.print(result, Trends::to_table)
+            print(json, result, Trends::to_table)
         }
         AnalyseCommand::Funnel {
             common,
@@ -421,7 +409,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                 }
             );
             let result = cohort_analysis::funnel(lake, &request, &common.options()?).await;
-            common.print(result, Funnel::to_table)
+            print(json, result, Funnel::to_table)
         }
         AnalyseCommand::Retention {
             common,
@@ -447,7 +435,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                 }
             );
             let result = cohort_analysis::retention(lake, &request, &common.options()?).await;
-            common.print(result, Retention::to_table)
+            print(json, result, Retention::to_table)
         }
         AnalyseCommand::Revenue {
             common,
@@ -465,7 +453,7 @@ pub async fn run(args: AnalyseArgs) -> anyhow::Result<()> {
                 }
             );
             let result = cohort_analysis::revenue(lake, &request, &common.options()?).await;
-            common.print(result, Revenue::to_table)
+            print(json, result, Revenue::to_table)
         }
     }
 }

@@ -40,7 +40,7 @@ pub enum Command {
         subcommand,
         after_help = "Examples:\n  cohort bench ingest --events 200000 --durability normal\n  cohort bench lookup --profiles 10000 --rate 10000 --seconds 10"
     )]
-    Bench(BenchCommand),
+    Bench(cohort_bench::BenchCommand),
     /// Run read-only SQL over `events`, `profiles`, `profile_traits`, `identities`, `memberships`.
     #[command(
         after_help = "Examples:\n  cohort query \"SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY n DESC\"\n  cohort query \"SELECT * FROM profiles WHERE revenue_30d > 5000\" --format csv > platinum.csv\n  cohort query \"SELECT * FROM events WHERE date >= DATE '2026-11-01'\" --format parquet --output nov.parquet"
@@ -74,109 +74,6 @@ pub enum Command {
     Rfm(RfmArgs),
 }
 
-#[derive(Subcommand, Debug, Clone)]
-pub enum BenchCommand {
-    /// Ingest throughput: POST pre-built batches over HTTP and time acks and processing.
-    #[command(
-        after_help = "Example:\n  cohort bench ingest --events 200000 --concurrency 8 --durability normal"
-    )]
-    Ingest(BenchIngestArgs),
-    /// Profile-lookup latency under an open-loop load at a fixed request rate.
-    #[command(
-        after_help = "Example:\n  cohort bench lookup --profiles 10000 --rate 10000 --seconds 10"
-    )]
-    Lookup(BenchLookupArgs),
-    /// Segment, funnel, retention, RFM and k-means times on generated Parquet data, side by side
-    /// with DuckDB running the equivalent SQL over the same files.
-    #[command(
-        after_help = "Examples:\n  cohort bench analytics --customers 100000 --events 5000000 --data ./bench-data\n  cohort bench analytics --python ~/.venv/bin/python --repeat 5   # 1M customers, 50M events\n\nThe data is generated once into --data and reused while --customers, --events and\n--seed stay the same. DuckDB runs in `PYTHON -c` (pip install duckdb; scikit-learn\nadds a k-means reference)."
-    )]
-    Analytics(BenchAnalyticsArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct BenchIngestArgs {
-    /// Events to send.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: usize,
-    /// Events per HTTP request.
-    #[arg(long, default_value_t = 100)]
-    pub batch: usize,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Store durability: `full` fsyncs every commit, `normal` at checkpoints.
-    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
-    pub durability: String,
-    /// Skip the DuckDB load comparison.
-    #[arg(long)]
-    pub no_duckdb: bool,
-    /// Skip the floor: the same requests to servers that only receive, split, and durably append.
-    #[arg(long)]
-    pub no_floor: bool,
-    /// Seed of the generated events.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Most messages the processor applies in one transaction (default: the server's).
-    #[arg(long)]
-    pub apply_batch: Option<usize>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct BenchAnalyticsArgs {
-    /// Customers to generate.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub customers: usize,
-    /// Events to aim at (the generator lands within a few percent).
-    #[arg(long, default_value_t = 50_000_000)]
-    pub events: usize,
-    /// Directory for the generated data, kept and reused when it already holds data of the same
-    /// --customers, --events and --seed. Default: a temporary directory.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Keep the temporary data directory (a --data directory is always kept).
-    #[arg(long)]
-    pub keep: bool,
-    /// Skip the DuckDB side.
-    #[arg(long)]
-    pub no_duckdb: bool,
-    /// Runs of each query per engine; the median and the best are reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeat: u32,
-    /// Seed of the generated data.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Run only these queries (comma-separated ids: platinum, plan, event_json, event_column,
-    /// two_orders_scan, two_orders_trait, funnel, funnel_sql, retention, retention_sql, rfm,
-    /// kmeans; kmeans brings rfm, whose aggregates it clusters).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
-    /// Python interpreter with the duckdb package.
-    #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
-    pub python: String,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct BenchLookupArgs {
-    /// Customers to load before measuring.
-    #[arg(long, default_value_t = 10_000)]
-    pub profiles: usize,
-    /// Target requests per second (open loop: requests follow a fixed schedule).
-    #[arg(long, default_value_t = 10_000)]
-    pub rate: u64,
-    /// How long to measure.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Measure with cold profiles: skip reading every profile once before the run, so the
-    /// first lookup of each customer reads the database.
-    #[arg(long)]
-    pub cold: bool,
-    /// Seconds between the server's time refreshes of segments (as `serve
-    /// --segment-refresh-secs`); below --seconds, the run measures lookups during refreshes.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub segment_refresh_secs: u64,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct ImportArgs {
     #[command(flatten)]
@@ -204,7 +101,14 @@ pub struct ImportArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Data directory (created if missing).
-    #[arg(long, env = "COHORT_DATA", default_value = "./cohort-data")]
+    // Global, so that it is accepted before or after a subcommand of the command that takes it
+    // (`cohort admin --data D source list` and `cohort admin source list --data D`).
+    #[arg(
+        long,
+        env = "COHORT_DATA",
+        default_value = "./cohort-data",
+        global = true
+    )]
     pub data: PathBuf,
 }
 
@@ -455,4 +359,122 @@ pub struct RfmArgs {
     /// Print the run as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::path::Path;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn data_and_json_go_before_or_after_the_subcommand() {
+        let admin = |args: &[&str]| match parse(args).command {
+            Command::Admin(a) => (a.data.data, a.json),
+            other => panic!("{other:?}"),
+        };
+        let expected = (PathBuf::from("DIR"), true);
+        assert_eq!(
+            admin(&[
+                "cohort", "admin", "source", "create", "web", "--json", "--data", "DIR"
+            ]),
+            expected
+        );
+        assert_eq!(
+            admin(&[
+                "cohort", "admin", "--data", "DIR", "source", "create", "web", "--json"
+            ]),
+            expected
+        );
+        assert_eq!(
+            admin(&[
+                "cohort", "admin", "--json", "--data", "DIR", "source", "create", "web"
+            ]),
+            expected
+        );
+
+        let import = |args: &[&str]| match parse(args).command {
+            Command::Import(a) => (a.data.data, a.file, a.source),
+            other => panic!("{other:?}"),
+        };
+        let expected = (
+            PathBuf::from("DIR"),
+            PathBuf::from("f.csv"),
+            "web".to_string(),
+        );
+        assert_eq!(
+            import(&[
+                "cohort", "import", "f.csv", "--source", "web", "--data", "DIR"
+            ]),
+            expected
+        );
+        assert_eq!(
+            import(&[
+                "cohort", "import", "--data", "DIR", "f.csv", "--source", "web"
+            ]),
+            expected
+        );
+
+        let segment = |args: &[&str]| match parse(args).command {
+            Command::Segment(a) | Command::Tag(a) => (a.data.data, a.json),
+            other => panic!("{other:?}"),
+        };
+        let expected = (PathBuf::from("DIR"), true);
+        assert_eq!(
+            segment(&["cohort", "segment", "list", "--json", "--data", "DIR"]),
+            expected
+        );
+        assert_eq!(
+            segment(&["cohort", "segment", "--data", "DIR", "--json", "list"]),
+            expected
+        );
+        assert_eq!(
+            segment(&["cohort", "tag", "members", "vip", "--data", "DIR", "--json"]),
+            expected
+        );
+
+        let analyse = |args: &[&str]| match parse(args).command {
+            Command::Analyse(a) => (a.data.data, a.json),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            analyse(&["cohort", "analyse", "revenue", "--json", "--data", "DIR"]),
+            expected
+        );
+        assert_eq!(
+            analyse(&["cohort", "analyse", "--data", "DIR", "--json", "revenue"]),
+            expected
+        );
+
+        // --log-json is the top level's, accepted anywhere.
+        assert!(parse(&["cohort", "--log-json", "admin", "stats"]).log_json);
+        assert!(parse(&["cohort", "admin", "stats", "--log-json"]).log_json);
+        // Commands without subcommands take --data anywhere among their own arguments.
+        let query = parse(&["cohort", "query", "--data", "DIR", "SELECT 1"]);
+        assert!(matches!(query.command, Command::Query(q) if q.data.data == Path::new("DIR")));
+        let rfm = parse(&["cohort", "rfm", "--json", "--data", "DIR"]);
+        assert!(
+            matches!(rfm.command, Command::Rfm(r) if r.json && r.data.data == Path::new("DIR"))
+        );
+        let serve = parse(&[
+            "cohort",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--data",
+            "DIR",
+        ]);
+        assert!(matches!(serve.command, Command::Serve(s) if s.data.data == Path::new("DIR")));
+        let demo = parse(&["cohort", "demo", "--data", "DIR", "--exit"]);
+        assert!(matches!(demo.command, Command::Demo(d) if d.serve.data.data == Path::new("DIR")));
+    }
 }

@@ -2,9 +2,6 @@
 
 mod admin;
 mod analyse;
-mod bench;
-mod bench_analytics;
-mod bench_floor;
 mod cli;
 mod data_dir;
 mod demo;
@@ -39,7 +36,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Admin(args) => admin::run(args).await,
-            cli::Command::Bench(cmd) => bench::run(cmd).await,
+            cli::Command::Bench(cmd) => cohort_bench::run(cmd).await,
             cli::Command::Import(args) => import::run(args).await,
             cli::Command::Query(args) => query::run(args).await,
             cli::Command::Analyse(args) => analyse::run(args).await,

@@ -1,5 +1,5 @@
-//! `cohort bench`: measurements of this build on this machine, against an in-process server on a
-//! throw-away data directory.
+//! `cohort bench ingest` and `cohort bench lookup`: measurements of this build on this machine,
+//! against an in-process server on a throw-away data directory.
 //!
 //! - `ingest`: events are generated and serialised into request bodies *before* the clock starts,
 //!   then posted to `/v1/batch` exactly as a Segment library would. Two figures come out: how fast
@@ -13,7 +13,8 @@
 //! table printed at the end separates client cost from server cost. Everything printed is measured;
 //! nothing here judges the numbers.
 
-use crate::cli::{BenchCommand, BenchIngestArgs, BenchLookupArgs};
+use crate::machine::{CpuSnapshot, cores, fmt_int, peak_rss, print_machine, thread_cpu};
+use crate::{BenchIngestArgs, BenchLookupArgs};
 use anyhow::{Context, bail};
 use cohort_core::Inbox as _;
 use cohort_server::{RunningServer, ServerConfig, start};
@@ -33,18 +34,10 @@ pub(crate) const CLIENT_THREAD: &str = "bench-client";
 /// One worker is enough to drive the server on a small machine and leaves the rest to it.
 const CLIENT_WORKERS: usize = 1;
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Ingest(args) => ingest(args).await,
-        BenchCommand::Lookup(args) => lookup(args).await,
-        BenchCommand::Analytics(args) => crate::bench_analytics::run(args).await,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // bench ingest
 
-async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
+pub(crate) async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     if args.events == 0 || args.batch == 0 || args.concurrency == 0 {
         bail!("--events, --batch and --concurrency must be at least 1");
     }
@@ -198,7 +191,7 @@ async fn ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
     server.shutdown().await.context("stopping the server")?;
 
     if !args.no_floor {
-        crate::bench_floor::run(
+        crate::floor::run(
             dir.path(),
             generated,
             args.events,
@@ -477,7 +470,7 @@ async fn duckdb_comparison(path: &Path, events: usize, cohort_rate: f64) -> anyh
 const MAX_IN_FLIGHT: usize = 256;
 const EVENTS_PER_PROFILE: usize = 5;
 
-async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
+pub(crate) async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
     if args.profiles == 0 || args.rate == 0 || args.seconds == 0 {
         bail!("--profiles, --rate and --seconds must be at least 1");
     }
@@ -922,36 +915,6 @@ fn print_stage_metrics(text: &str, ack: Duration, e2e: Duration) {
     }
 }
 
-/// Per live thread, keyed by (tid, name): nanoseconds on a CPU and waiting for one.
-pub(crate) type CpuSnapshot = HashMap<(u32, String), (u64, u64)>;
-
-/// Reads `/proc/self/task/*/schedstat`: nanoseconds on CPU and runnable-but-waiting, without
-/// clock-tick rounding. The waiting time shows when other work on the machine steals the cores.
-pub(crate) fn thread_cpu() -> CpuSnapshot {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let path = task.path();
-        let name = std::fs::read_to_string(path.join("comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) else {
-            continue;
-        };
-        let mut fields = stat.split_whitespace().map(|v| v.parse::<u64>().ok());
-        if let (Some(Some(on_cpu)), Some(Some(waiting))) = (fields.next(), fields.next()) {
-            out.insert((tid, name), (on_cpu, waiting));
-        }
-    }
-    out
-}
-
 /// Per thread name and phase: CPU time and run-queue wait, as % of one core over the phase.
 fn print_cpu_table(phases: &[(&str, &CpuSnapshot, &CpuSnapshot, Duration)]) {
     if phases.iter().all(|(_, a, _, _)| a.is_empty()) {
@@ -1065,92 +1028,9 @@ fn main_thread_name() -> String {
     name.trim().to_string()
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-pub(crate) fn print_machine() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let ram = meminfo_kb("MemTotal").map_or_else(
-        || "? GB".into(),
-        |kb| format!("{:.1} GB", kb as f64 / 1024.0 / 1024.0),
-    );
-    println!(
-        "Machine: {} cores, {cpu}, {ram} RAM; {} build",
-        cores(),
-        if cfg!(debug_assertions) {
-            "DEBUG (numbers not representative)"
-        } else {
-            "release"
-        }
-    );
-    // Other work on the machine skews every figure below; say how busy it was.
-    println!(
-        "Load average before the run (1, 5, 15 min): {}",
-        load_average()
-    );
-}
-
-/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
-pub(crate) fn load_average() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    load.join(" ")
-}
-
-fn meminfo_kb(key: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| status_kb(&s, key))
-}
-
-fn status_kb(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-pub(crate) fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| status_kb(&s, "VmHWM"))
-        .map_or_else(
-            || "unknown".into(),
-            |kb| format!("{:.0} MB", kb as f64 / 1024.0),
-        )
-}
-
-pub(crate) fn fmt_int(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(fmt_int(0), "0");
-        assert_eq!(fmt_int(999), "999");
-        assert_eq!(fmt_int(1000), "1,000");
-        assert_eq!(fmt_int(1_234_567), "1,234,567");
-    }
 
     #[test]
     fn bodies_hold_every_event_once() {
@@ -1166,13 +1046,5 @@ mod tests {
             })
             .sum();
         assert_eq!(count, 250);
-    }
-
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(
-            status_kb("Name:\tx\nVmHWM:\t  12345 kB\n", "VmHWM"),
-            Some(12345)
-        );
     }
 }

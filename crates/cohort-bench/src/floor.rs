@@ -10,7 +10,8 @@
 //! before identity, profiles, stored events, the lake and segments are paid for. Printed next to
 //! Cohort's own figures from the same run, it shows how much of the gap is the product's work.
 
-use crate::bench::{CLIENT_THREAD, CpuSnapshot, client_runtime, fmt_int, post_all, thread_cpu};
+use crate::ingest::{CLIENT_THREAD, client_runtime, post_all};
+use crate::machine::{CpuSnapshot, fmt_int, thread_cpu};
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;

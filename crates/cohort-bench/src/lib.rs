@@ -1,0 +1,149 @@
+//! `cohort bench …`: measurements of this build on this machine, each printed beside a peer
+//! doing the same work where there is one (DuckDB, servers that do strictly less than Cohort).
+//!
+//! - `ingest` ([`BenchIngestArgs`]): HTTP ingest throughput, acknowledged and fully applied,
+//!   with a floor of servers that only receive, split and durably append.
+//! - `lookup` ([`BenchLookupArgs`]): profile-lookup latency under an open-loop load.
+//! - `analytics` ([`BenchAnalyticsArgs`]): segment, funnel, retention, RFM and k-means times on
+//!   data from [`cohort_demo::lake`], side by side with DuckDB over the same Parquet files.
+//!
+//! The binary embeds [`BenchCommand`] as its `bench` subcommand and hands the parsed command to
+//! [`run`], inside a Tokio runtime:
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(subcommand)]
+//!     bench: cohort_bench::BenchCommand,
+//! }
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let cli = Cli::parse_from(["cohort-bench", "lookup", "--profiles", "1000", "--seconds", "5"]);
+//! cohort_bench::run(cli.bench).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Everything printed is measured; nothing here judges the numbers.
+
+mod analytics;
+mod floor;
+mod ingest;
+mod machine;
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// Runs one `cohort bench` command to the end, printing as it goes.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest::ingest(args).await,
+        BenchCommand::Lookup(args) => ingest::lookup(args).await,
+        BenchCommand::Analytics(args) => analytics::run(args).await,
+    }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BenchCommand {
+    /// Ingest throughput: POST pre-built batches over HTTP and time acks and processing.
+    #[command(
+        after_help = "Example:\n  cohort bench ingest --events 200000 --concurrency 8 --durability normal"
+    )]
+    Ingest(BenchIngestArgs),
+    /// Profile-lookup latency under an open-loop load at a fixed request rate.
+    #[command(
+        after_help = "Example:\n  cohort bench lookup --profiles 10000 --rate 10000 --seconds 10"
+    )]
+    Lookup(BenchLookupArgs),
+    /// Segment, funnel, retention, RFM and k-means times on generated Parquet data, side by side
+    /// with DuckDB running the equivalent SQL over the same files.
+    #[command(
+        after_help = "Examples:\n  cohort bench analytics --customers 100000 --events 5000000 --data ./bench-data\n  cohort bench analytics --python ~/.venv/bin/python --repeat 5   # 1M customers, 50M events\n\nThe data is generated once into --data and reused while --customers, --events and\n--seed stay the same. DuckDB runs in `PYTHON -c` (pip install duckdb; scikit-learn\nadds a k-means reference)."
+    )]
+    Analytics(BenchAnalyticsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchIngestArgs {
+    /// Events to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Events per HTTP request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Store durability: `full` fsyncs every commit, `normal` at checkpoints.
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    pub durability: String,
+    /// Skip the DuckDB load comparison.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Skip the floor: the same requests to servers that only receive, split, and durably append.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// Seed of the generated events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Most messages the processor applies in one transaction (default: the server's).
+    #[arg(long)]
+    pub apply_batch: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchAnalyticsArgs {
+    /// Customers to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub customers: usize,
+    /// Events to aim at (the generator lands within a few percent).
+    #[arg(long, default_value_t = 50_000_000)]
+    pub events: usize,
+    /// Directory for the generated data, kept and reused when it already holds data of the same
+    /// --customers, --events and --seed. Default: a temporary directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Keep the temporary data directory (a --data directory is always kept).
+    #[arg(long)]
+    pub keep: bool,
+    /// Skip the DuckDB side.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Runs of each query per engine; the median and the best are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run only these queries (comma-separated ids: platinum, plan, event_json, event_column,
+    /// two_orders_scan, two_orders_trait, funnel, funnel_sql, retention, retention_sql, rfm,
+    /// kmeans; kmeans brings rfm, whose aggregates it clusters).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Python interpreter with the duckdb package.
+    #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
+    pub python: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchLookupArgs {
+    /// Customers to load before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    pub profiles: usize,
+    /// Target requests per second (open loop: requests follow a fixed schedule).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// How long to measure.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Measure with cold profiles: skip reading every profile once before the run, so the
+    /// first lookup of each customer reads the database.
+    #[arg(long)]
+    pub cold: bool,
+    /// Seconds between the server's time refreshes of segments (as `serve
+    /// --segment-refresh-secs`); below --seconds, the run measures lookups during refreshes.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_refresh_secs: u64,
+}
