@@ -6,7 +6,7 @@
 //! | loop | what it does |
 //! | --- | --- |
 //! | inbox writer | group-commits ingest's submissions (inside the SQLite inbox) |
-//! | processor | applies inbox entries to identities and profiles, in order |
+//! | processor | applies inbox entries to identities and profiles, in order (`cohort_profile::Processor` on the `cohort-processor` thread) |
 //! | real-time segments | re-decides the customers the processor changed |
 //! | lake exporter | writes processed events to Parquet, compacts small files |
 //! | time refresh | re-evaluates segments whose membership moves with time alone |
@@ -33,6 +33,7 @@ mod analyses;
 mod analytics;
 mod error;
 mod ingest;
+mod processor;
 mod rfm;
 mod segments;
 mod sources;
@@ -47,6 +48,7 @@ pub use sources::{SourceEntry, policy_for};
 use cohort_collect::Limits;
 use cohort_core::{Clock, SystemClock};
 use cohort_store::{Store, StoreConfig};
+use processor::ProcessorThread;
 use sources::SourceCache;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,6 +117,21 @@ struct Inner {
     clock: Arc<dyn Clock>,
     analytics: Option<Arc<Analytics>>,
     refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    processor: std::sync::Mutex<Option<ProcessorThread>>,
+}
+
+impl Drop for Inner {
+    /// Stops the processor before the store's fields go, its processing lock among them.
+    fn drop(&mut self) {
+        let processor = self
+            .processor
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(processor) = processor {
+            processor.stop();
+        }
+    }
 }
 
 impl Engine {
@@ -123,6 +140,12 @@ impl Engine {
         let mut store_config = config.store.clone();
         store_config.process = config.mode != Mode::Tool;
         let store = blocking(move || Ok(Store::open(store_config)?)).await?;
+        // The store's processing lock decides whether this process applies the inbox.
+        let processor = if config.mode == Mode::Tool {
+            None
+        } else {
+            ProcessorThread::start(&store)?
+        };
         let analytics = match config.mode {
             Mode::Server => Some(Analytics::open(store.clone(), true)?),
             Mode::Tool => Some(Analytics::open(store.clone(), false)?),
@@ -140,6 +163,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             analytics,
             refresh: std::sync::Mutex::new(None),
+            processor: std::sync::Mutex::new(processor),
         }));
         if config.mode == Mode::Server {
             engine.start_segment_loops(&config).await?;
@@ -172,9 +196,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the loops: the time refresh at once, the lake exporter after the file it is
-    /// writing, so the data directory can be copied or removed when this returns. The processor
-    /// stops when the last clone of the engine is dropped.
+    /// Stops the loops: the time refresh at once, the processor after the batch it is applying,
+    /// the lake exporter after the file it is writing, so the data directory can be copied or
+    /// removed when this returns. Dropping the last clone of the engine stops them too.
     pub async fn close(&self) {
         let refresh = self
             .0
@@ -185,6 +209,15 @@ impl Engine {
         if let Some(task) = refresh {
             task.abort();
         }
+        let processor = self
+            .0
+            .processor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(processor) = processor {
+            let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
+        }
         if let Some(analytics) = self.0.analytics.clone() {
             let _ = tokio::task::spawn_blocking(move || analytics.stop_exporter()).await;
         }
@@ -192,6 +225,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// True while this process's processor runs (readiness).
+    pub fn processing(&self) -> bool {
+        self.0.store.processing()
     }
 
     pub fn limits(&self) -> &Limits {

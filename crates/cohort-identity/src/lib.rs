@@ -23,7 +23,13 @@
 //! let login = resolve(&rules, &mut graph, &[user, anon]).unwrap();
 //! assert_eq!(visit.customer, login.customer);
 //! ```
+//!
+//! Every implementation of [`IdentityGraph`] passes one behavioural suite, `conformance`
+//! (feature `conformance`, macro `identity_graph_conformance_suite!`); [`MemoryGraph`] runs it
+//! in this crate's tests.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod graph;
 mod memory;
 mod resolve;

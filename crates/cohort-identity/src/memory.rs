@@ -77,3 +77,15 @@ impl IdentityGraph for MemoryGraph {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::GraphTest;
+
+    fn with_graph(test: impl GraphTest) {
+        test.run(&mut MemoryGraph::default());
+    }
+
+    crate::identity_graph_conformance_suite!(with_graph);
+}

@@ -1,4 +1,4 @@
-//! The customer profile: what Cohort knows of one customer.
+//! The customer profile, and the processor that builds it from the inbox.
 //!
 //! Traits come from `identify` calls; the newest by event timestamp wins, whatever order events arrive in
 //! (see [`newer_wins`]). Computed traits are maintained incrementally as each event is applied:
@@ -11,6 +11,21 @@
 //! let msg = json!({"type": "track", "event": "Order Completed", "properties": {"revenue": 99.5}});
 //! assert_eq!(rules.order_revenue(msg.as_object().unwrap()), Some(99.5));
 //! ```
+//!
+//! The [`Processor`] applies inbox entries to customer state: identity resolution, traits,
+//! computed traits, merge folding. It writes through the [`ProfileStore`] trait, which storage
+//! crates implement (`cohort-store` for SQLite) and prove with the behavioural suite of
+//! `conformance` (feature `conformance`, macro `profile_store_conformance_suite!`).
+
+mod processor;
+mod store;
+mod stored_message;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use processor::{CustomerStats, Processor, ProcessorConfig, StatsDeltas};
+pub use store::{NewEvent, ProfileBatch, ProfileStore};
 
 use cohort_core::Identifier;
 use serde::{Deserialize, Serialize};
@@ -63,6 +78,12 @@ impl ProfileRules {
 /// not older. Ties go to the later arrival, so a re-sent identify with the same time still applies.
 pub fn newer_wins(stored_micros: i64, incoming_micros: i64) -> bool {
     incoming_micros >= stored_micros
+}
+
+/// The UTC day of a time in microseconds since the Unix epoch, as days since 1970: the bucket of
+/// the rolling revenue window.
+pub fn day_of(micros: i64) -> i64 {
+    micros.div_euclid(86_400_000_000)
 }
 
 /// Traits Cohort computes from a customer's events.

@@ -13,8 +13,8 @@
 //! Every customer whose derived traits changed is queued in `segment_pending`, so real-time
 //! segments that use them are re-evaluated.
 
-use crate::apply::trait_text;
 use crate::profile_cache::ProfileCache;
+use crate::profile_store::trait_text;
 use crate::time::format_micros;
 use crate::{Durability, Store, StoreError, conn};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};

@@ -5,8 +5,9 @@
 //!   while a commit runs shares the next one, and a request is answered only after its commit.
 //!   Keeping it apart from `state.db` means ingest never waits for processing's write lock.
 //! - `state.db`: sources and keys, and the customer state (identities, traits, computed traits,
-//!   events) that the processor builds from the inbox. The processor records the last inbox position
-//!   it applied in the same transaction as the state it changed, so after a crash it resumes exactly
+//!   events) that the processor (`cohort_profile::Processor`, run by `cohort-engine`) builds from
+//!   the inbox through [`SqliteProfileStore`]. The processor records the last inbox position it
+//!   applied in the same transaction as the state it changed, so after a crash it resumes exactly
 //!   there; events are also stored under their inbox position, so applying one twice changes nothing.
 //!
 //! ```no_run
@@ -17,7 +18,6 @@
 //! # Ok(()) }
 //! ```
 
-mod apply;
 mod catalog;
 mod conn;
 mod dedup;
@@ -25,11 +25,11 @@ mod derived;
 mod failed;
 mod inbox;
 mod profile_cache;
+mod profile_store;
 mod profiles;
 mod realtime;
 mod schema;
 mod segments;
-mod stored_message;
 mod time;
 
 use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
@@ -39,6 +39,7 @@ pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
+pub use profile_store::{SqliteBatch, SqliteProfileStore};
 pub use profiles::{
     EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,
     Totals, TraitRow,
@@ -53,6 +54,7 @@ use cohort_identity::IdentityRules;
 use cohort_profile::ProfileRules;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +108,9 @@ pub struct StoreConfig {
     pub apply_batch: usize,
     /// How long a (source, messageId) pair is remembered for deduplication.
     pub dedup_window: chrono::Duration,
-    /// Start the processor thread (off for offline tools that only write the inbox).
+    /// Apply the inbox in this process, if no other process does (off for offline tools that
+    /// only write the inbox): takes the data directory's processing lock, and lets
+    /// [`Store::profile_store`] hand out the processor's store.
     pub process: bool,
 }
 
@@ -136,7 +140,8 @@ struct Inner {
     config: StoreConfig,
     profile_cache: Option<Arc<ProfileCache>>,
     inbox: Arc<SqliteInbox>,
-    processor: Option<apply::ProcessorHandle>,
+    /// Up while the processor's [`SqliteProfileStore`] exists (see [`Store::processing`]).
+    writing: Arc<AtomicBool>,
     realtime: Option<realtime::RealtimeHandle>,
     catalog: Catalog,
     segments: Segments,
@@ -185,16 +190,6 @@ impl Store {
             profile_cache.clone(),
         );
         let segments = Segments::new(conn::open(&state_path, config.durability)?);
-        let processor = if process {
-            Some(apply::ProcessorHandle::start(
-                state_conn,
-                inbox.clone(),
-                &config,
-                profile_cache.clone(),
-            ))
-        } else {
-            None
-        };
         let realtime = if process {
             Some(realtime::RealtimeHandle::start(
                 conn::open(&state_path, config.durability)?,
@@ -209,7 +204,7 @@ impl Store {
                 config,
                 profile_cache,
                 inbox,
-                processor,
+                writing: Arc::new(AtomicBool::new(false)),
                 realtime,
                 catalog,
                 segments,
@@ -297,12 +292,32 @@ impl Store {
         &self.inner.profiles
     }
 
-    /// True while the processor thread runs (readiness).
+    /// The customer state as the processor writes it, for the one processor of this data
+    /// directory: `None` when this process may not apply the inbox (it was opened without
+    /// [`StoreConfig::process`], or another process holds the processing lock), or while the
+    /// store handed out before is still alive. The engine runs `cohort_profile::Processor` over
+    /// it on a thread of its own.
+    pub fn profile_store(&self) -> Result<Option<SqliteProfileStore>, StoreError> {
+        if self.inner._processing_lock.is_none() || self.inner.writing.swap(true, Ordering::AcqRel)
+        {
+            return Ok(None);
+        }
+        // Lowers the flag again if opening fails, and otherwise when the store is dropped.
+        let writing = profile_store::WritingFlag(self.inner.writing.clone());
+        let config = &self.inner.config;
+        let conn = conn::open(&config.data_dir.join("state.db"), config.durability)?;
+        Ok(Some(SqliteProfileStore::new(
+            conn,
+            self.inner.profile_cache.clone(),
+            Some(writing),
+        )))
+    }
+
+    /// True while this process applies the inbox (readiness): from [`Store::profile_store`]
+    /// until the store it handed out is dropped, which the engine's processor thread does when
+    /// it ends, however it ends.
     pub fn processing(&self) -> bool {
-        self.inner
-            .processor
-            .as_ref()
-            .is_some_and(apply::ProcessorHandle::is_running)
+        self.inner.writing.load(Ordering::Acquire)
     }
 }
 
@@ -331,9 +346,6 @@ fn processing_lock(dir: &Path) -> Result<Option<std::fs::File>, StoreError> {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(p) = self.processor.take() {
-            p.stop();
-        }
         if let Some(r) = self.realtime.take() {
             r.stop();
         }

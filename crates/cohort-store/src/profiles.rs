@@ -1,8 +1,8 @@
 //! Reading customer state: profiles, timelines, search by trait.
 
 use crate::StoreError;
-use crate::apply::trait_text;
 use crate::profile_cache::{Loaded, ProfileCache};
+use crate::profile_store::trait_text;
 use crate::time::{day_of, format_micros, to_micros};
 use chrono::{DateTime, Utc};
 use cohort_core::{CustomerId, IdKind, Identifier, Position};

@@ -12,6 +12,4 @@ pub(crate) fn format_micros(us: i64) -> String {
     cohort_core::message::format_timestamp(from_micros(us))
 }
 
-pub(crate) fn day_of(us: i64) -> i64 {
-    us.div_euclid(86_400_000_000)
-}
+pub(crate) use cohort_profile::day_of;

@@ -5,12 +5,14 @@ use chrono::Utc;
 use cohort_core::message::identifiers;
 use cohort_core::{IdKind, Identifier};
 use cohort_identity::{IdentityRules, MemoryGraph, resolve};
-use cohort_store::{Store, StoreConfig, Submission};
+use cohort_store::{StoreConfig, Submission};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+mod common;
 
 fn random_message(rng: &mut StdRng, i: usize) -> Value {
     let mut msg = Map::new();
@@ -73,7 +75,7 @@ fn sqlite_graph_groups_identifiers_like_the_reference_graph() {
         }));
 
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let store = common::open_processing(StoreConfig::new(dir.path()));
         let submission = Submission {
             source_id: 1,
             received_at: Utc::now(),

@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(StoreConfig::new(dir)).unwrap()
+mod common;
+
+fn open(dir: &std::path::Path) -> common::Processing {
+    common::open_processing(StoreConfig::new(dir))
 }
 
 /// A store whose processor does not run: definitions only.

@@ -6,8 +6,10 @@ use cohort_store::{Store, StoreConfig, Submission};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(StoreConfig::new(dir)).unwrap()
+mod common;
+
+fn open(dir: &std::path::Path) -> common::Processing {
+    common::open_processing(StoreConfig::new(dir))
 }
 
 fn submission(source_id: i64, messages: &[Value]) -> Submission {
