@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | inbox writer | group-commits ingest's submissions (inside the SQLite inbox) |
 //! | processor | applies inbox entries to identities and profiles, in order |
-//! | real-time segments | re-decides the customers the processor changed |
+//! | real-time segments | re-decides the customers the processor changed (thread `cohort-segments`, [`cohort_segment::RealtimeSegments`]) |
 //! | lake exporter | writes processed events to Parquet, compacts small files |
 //! | time refresh | re-evaluates segments whose membership moves with time alone |
 //!
@@ -45,11 +45,13 @@ pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql};
 pub use sources::{SourceEntry, policy_for};
 
 use cohort_collect::Limits;
-use cohort_core::{Clock, SystemClock};
+use cohort_core::{Clock, Inbox as _, SystemClock};
+use cohort_segment::RealtimeSegments;
 use cohort_store::{Store, StoreConfig};
 use sources::SourceCache;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How much of the runtime a process runs.
@@ -115,6 +117,67 @@ struct Inner {
     clock: Arc<dyn Clock>,
     analytics: Option<Arc<Analytics>>,
     refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The real-time segment engine's thread, while it runs.
+    realtime: std::sync::Mutex<Option<RealtimeThread>>,
+}
+
+/// The thread running [`RealtimeSegments`]; dropping this stops it after the round in
+/// progress (whose decisions are recorded whole or not at all) and waits for it.
+struct RealtimeThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RealtimeThread {
+    /// Starts real-time segments over `store`, trailing its processor.
+    fn start(store: &Store) -> Result<RealtimeThread, EngineError> {
+        let mut segments =
+            RealtimeSegments::new(store.membership_store()?, store.config().profile.clone());
+        let inbox = store.inbox().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cohort-segments".into())
+            .spawn(move || {
+                // Re-checks can trail by milliseconds; requests should not.
+                cohort_core::priority::yield_to_requests();
+                segments.run(|| inbox.acknowledged(), &stopped);
+            })
+            .map_err(|e| EngineError::Internal(format!("cannot start the segment engine: {e}")))?;
+        Ok(RealtimeThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RealtimeThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the segment engine panicked");
+        }
+    }
+}
+
+impl Inner {
+    /// Stops the real-time segments (before the processor, which the store stops).
+    fn stop_realtime(&self) {
+        let running = self
+            .realtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(running);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_realtime();
+    }
 }
 
 impl Engine {
@@ -122,7 +185,18 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         let mut store_config = config.store.clone();
         store_config.process = config.mode != Mode::Tool;
-        let store = blocking(move || Ok(Store::open(store_config)?)).await?;
+        let (store, realtime) = blocking(move || {
+            let store = Store::open(store_config)?;
+            // Membership trails the processor, so it runs only where the processor does (the
+            // process holding the data directory's processing lock).
+            let realtime = if store.processing() {
+                Some(RealtimeThread::start(&store)?)
+            } else {
+                None
+            };
+            Ok((store, realtime))
+        })
+        .await?;
         let analytics = match config.mode {
             Mode::Server => Some(Analytics::open(store.clone(), true)?),
             Mode::Tool => Some(Analytics::open(store.clone(), false)?),
@@ -140,6 +214,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             analytics,
             refresh: std::sync::Mutex::new(None),
+            realtime: std::sync::Mutex::new(realtime),
         }));
         if config.mode == Mode::Server {
             engine.start_segment_loops(&config).await?;
@@ -172,9 +247,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the loops: the time refresh at once, the lake exporter after the file it is
-    /// writing, so the data directory can be copied or removed when this returns. The processor
-    /// stops when the last clone of the engine is dropped.
+    /// Stops the loops: the time refresh at once, the real-time segments after their round, the
+    /// lake exporter after the file it is writing, so the data directory can be copied or
+    /// removed when this returns. The processor stops when the last clone of the engine is
+    /// dropped.
     pub async fn close(&self) {
         let refresh = self
             .0
@@ -185,6 +261,8 @@ impl Engine {
         if let Some(task) = refresh {
             task.abort();
         }
+        let inner = self.0.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.stop_realtime()).await;
         if let Some(analytics) = self.0.analytics.clone() {
             let _ = tokio::task::spawn_blocking(move || analytics.stop_exporter()).await;
         }

@@ -24,9 +24,9 @@ mod dedup;
 mod derived;
 mod failed;
 mod inbox;
+mod memberships;
 mod profile_cache;
 mod profiles;
-mod realtime;
 mod schema;
 mod segments;
 mod stored_message;
@@ -39,6 +39,7 @@ pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
+pub use memberships::{SqliteMemberships, SqliteSnapshot};
 pub use profiles::{
     EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,
     Totals, TraitRow,
@@ -137,7 +138,6 @@ struct Inner {
     profile_cache: Option<Arc<ProfileCache>>,
     inbox: Arc<SqliteInbox>,
     processor: Option<apply::ProcessorHandle>,
-    realtime: Option<realtime::RealtimeHandle>,
     catalog: Catalog,
     segments: Segments,
     failed: FailedEvents,
@@ -195,22 +195,12 @@ impl Store {
         } else {
             None
         };
-        let realtime = if process {
-            Some(realtime::RealtimeHandle::start(
-                conn::open(&state_path, config.durability)?,
-                inbox.clone(),
-                config.profile.clone(),
-            ))
-        } else {
-            None
-        };
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
                 profile_cache,
                 inbox,
                 processor,
-                realtime,
                 catalog,
                 segments,
                 failed,
@@ -284,6 +274,17 @@ impl Store {
         }
     }
 
+    /// A new handle for the real-time segment engine ([`cohort_segment::RealtimeSegments`]), on
+    /// a connection of its own. Run one engine at a time, and only in the process that applies
+    /// the inbox ([`Store::processing`]): its cursor trails the processor's.
+    pub fn membership_store(&self) -> Result<SqliteMemberships, StoreError> {
+        let config = &self.inner.config;
+        Ok(SqliteMemberships::new(
+            conn::open(&config.data_dir.join("state.db"), config.durability)?,
+            config.profile.clone(),
+        ))
+    }
+
     /// Segment and tag definitions and their members.
     pub fn segments(&self) -> &Segments {
         &self.inner.segments
@@ -333,9 +334,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(p) = self.processor.take() {
             p.stop();
-        }
-        if let Some(r) = self.realtime.take() {
-            r.stop();
         }
     }
 }

@@ -2,14 +2,52 @@
 
 use chrono::{Duration as TimeDelta, Utc};
 use cohort_core::Inbox as _;
-use cohort_segment::Condition;
+use cohort_segment::{Condition, RealtimeSegments};
 use cohort_store::{NewSegment, SegmentKind, Store, StoreConfig, StoreError, Submission};
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(StoreConfig::new(dir)).unwrap()
+/// A processing store with the real-time segment engine running beside it, as the engine
+/// crate runs it; the engine stops when this is dropped.
+struct Running {
+    store: Store,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn open(dir: &std::path::Path) -> Running {
+    let store = Store::open(StoreConfig::new(dir)).unwrap();
+    let mut segments = RealtimeSegments::new(
+        store.membership_store().unwrap(),
+        store.config().profile.clone(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (inbox, stop2) = (store.inbox().clone(), stop.clone());
+    let thread = std::thread::spawn(move || segments.run(|| inbox.acknowledged(), &stop2));
+    Running {
+        store,
+        stop,
+        thread: Some(thread),
+    }
 }
 
 /// A store whose processor does not run: definitions only.
