@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | inbox writer | group-commits ingest's submissions (inside the SQLite inbox) |
 //! | processor | applies inbox entries to identities and profiles, in order (`cohort_profile::Processor` on the `cohort-processor` thread) |
-//! | real-time segments | re-decides the customers the processor changed |
+//! | real-time segments | re-decides the customers the processor changed (`cohort_segment::RealtimeSegments` on the `cohort-segments` thread) |
 //! | lake exporter | writes processed events to Parquet, compacts small files |
 //! | time refresh | re-evaluates segments whose membership moves with time alone |
 //!
@@ -34,6 +34,7 @@ mod analytics;
 mod error;
 mod ingest;
 mod processor;
+mod realtime;
 mod rfm;
 mod segments;
 mod sources;
@@ -46,9 +47,10 @@ pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql};
 pub use sources::{SourceEntry, policy_for};
 
 use cohort_collect::Limits;
-use cohort_core::{Clock, SystemClock};
+use cohort_core::{Clock, Inbox as _, SystemClock};
 use cohort_store::{Store, StoreConfig};
 use processor::ProcessorThread;
+use realtime::RealtimeThread;
 use sources::SourceCache;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,20 +119,34 @@ struct Inner {
     clock: Arc<dyn Clock>,
     analytics: Option<Arc<Analytics>>,
     refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    processor: std::sync::Mutex<Option<ProcessorThread>>,
+    /// The pipeline's threads, while they run: the processor and, trailing it, real-time
+    /// segments.
+    pipeline: std::sync::Mutex<Pipeline>,
+}
+
+#[derive(Default)]
+struct Pipeline {
+    processor: Option<ProcessorThread>,
+    realtime: Option<RealtimeThread>,
+}
+
+impl Pipeline {
+    /// Stops real-time segments, then the processor they trail.
+    fn stop(&mut self) {
+        drop(self.realtime.take());
+        if let Some(processor) = self.processor.take() {
+            processor.stop();
+        }
+    }
 }
 
 impl Drop for Inner {
-    /// Stops the processor before the store's fields go, its processing lock among them.
+    /// Stops the pipeline before the store's fields go, its processing lock among them.
     fn drop(&mut self) {
-        let processor = self
-            .processor
+        self.pipeline
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(processor) = processor {
-            processor.stop();
-        }
+            .stop();
     }
 }
 
@@ -139,13 +155,21 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         let mut store_config = config.store.clone();
         store_config.process = config.mode != Mode::Tool;
-        let store = blocking(move || Ok(Store::open(store_config)?)).await?;
-        // The store's processing lock decides whether this process applies the inbox.
-        let processor = if config.mode == Mode::Tool {
-            None
-        } else {
-            ProcessorThread::start(&store)?
-        };
+        let mode = config.mode;
+        let (store, pipeline) = blocking(move || {
+            let store = Store::open(store_config)?;
+            // The store's processing lock decides whether this process applies the inbox;
+            // membership trails the processor, so it runs only where the processor does.
+            let mut pipeline = Pipeline::default();
+            if mode != Mode::Tool {
+                pipeline.processor = ProcessorThread::start(&store)?;
+                if pipeline.processor.is_some() {
+                    pipeline.realtime = Some(RealtimeThread::start(&store)?);
+                }
+            }
+            Ok((store, pipeline))
+        })
+        .await?;
         let analytics = match config.mode {
             Mode::Server => Some(Analytics::open(store.clone(), true)?),
             Mode::Tool => Some(Analytics::open(store.clone(), false)?),
@@ -163,7 +187,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             analytics,
             refresh: std::sync::Mutex::new(None),
-            processor: std::sync::Mutex::new(processor),
+            pipeline: std::sync::Mutex::new(pipeline),
         }));
         if config.mode == Mode::Server {
             engine.start_segment_loops(&config).await?;
@@ -196,9 +220,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the loops: the time refresh at once, the processor after the batch it is applying,
-    /// the lake exporter after the file it is writing, so the data directory can be copied or
-    /// removed when this returns. Dropping the last clone of the engine stops them too.
+    /// Stops the loops: the time refresh at once, real-time segments after their round, the
+    /// processor after the batch it is applying, the lake exporter after the file it is writing,
+    /// so the data directory can be copied or removed when this returns. Dropping the last clone
+    /// of the engine stops them too.
     pub async fn close(&self) {
         let refresh = self
             .0
@@ -209,15 +234,9 @@ impl Engine {
         if let Some(task) = refresh {
             task.abort();
         }
-        let processor = self
-            .0
-            .processor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(processor) = processor {
-            let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
-        }
+        let mut pipeline =
+            std::mem::take(&mut *self.0.pipeline.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
         if let Some(analytics) = self.0.analytics.clone() {
             let _ = tokio::task::spawn_blocking(move || analytics.stop_exporter()).await;
         }

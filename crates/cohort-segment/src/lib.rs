@@ -11,6 +11,10 @@
 //!   refreshes of time-sensitive segments. It selects exactly the customers `evaluate` accepts
 //!   at the same `now`, given the tables described in [`sql`].
 //!
+//! Real-time membership runs in [`realtime::RealtimeSegments`], over storage behind
+//! [`MembershipStore`] (see [`membership`]): the runtime gives it a thread and the position the
+//! processor has applied; it decides every customer those events touched.
+//!
 //! Values compare by how the condition is written: numbers (and numeric strings such as `"29"`)
 //! numerically, RFC 3339 / `YYYY-MM-DD` strings as instants, other strings as text, and a list
 //! `contains` its elements. See [`Op`] for every operator.
@@ -48,6 +52,8 @@
 
 pub mod condition;
 pub mod eval;
+pub mod membership;
+pub mod realtime;
 pub mod sql;
 pub mod tags;
 mod values;
@@ -60,5 +66,10 @@ pub use eval::{
     CustomerView, Dependencies, EventRecord, TimeUnit, dependencies, evaluate, moves_with_time,
     referenced_events, referenced_segments, time_unit,
 };
+pub use membership::{
+    Cursor, Decision, Decisions, Definition, EventSelection, Fingerprint, MembershipError,
+    MembershipSnapshot, MembershipStore, Merge, StoredEvent, evaluation_order,
+};
+pub use realtime::{RealtimeSegments, Round};
 pub use sql::to_sql;
 pub use values::{parse_number, trait_number, trait_text};

@@ -24,10 +24,10 @@ mod dedup;
 mod derived;
 mod failed;
 mod inbox;
+mod memberships;
 mod profile_cache;
 mod profile_store;
 mod profiles;
-mod realtime;
 mod schema;
 mod segments;
 mod time;
@@ -39,6 +39,7 @@ pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
+pub use memberships::{SqliteMemberships, SqliteSnapshot};
 pub use profile_store::{SqliteBatch, SqliteProfileStore};
 pub use profiles::{
     EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,
@@ -142,7 +143,6 @@ struct Inner {
     inbox: Arc<SqliteInbox>,
     /// Up while the processor's [`SqliteProfileStore`] exists (see [`Store::processing`]).
     writing: Arc<AtomicBool>,
-    realtime: Option<realtime::RealtimeHandle>,
     catalog: Catalog,
     segments: Segments,
     failed: FailedEvents,
@@ -190,22 +190,12 @@ impl Store {
             profile_cache.clone(),
         );
         let segments = Segments::new(conn::open(&state_path, config.durability)?);
-        let realtime = if process {
-            Some(realtime::RealtimeHandle::start(
-                conn::open(&state_path, config.durability)?,
-                inbox.clone(),
-                config.profile.clone(),
-            ))
-        } else {
-            None
-        };
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
                 profile_cache,
                 inbox,
                 writing: Arc::new(AtomicBool::new(false)),
-                realtime,
                 catalog,
                 segments,
                 failed,
@@ -279,6 +269,17 @@ impl Store {
         }
     }
 
+    /// A new handle for the real-time segment engine ([`cohort_segment::RealtimeSegments`]), on
+    /// a connection of its own. Run one engine at a time, and only in the process that applies
+    /// the inbox ([`Store::processing`]): its cursor trails the processor's.
+    pub fn membership_store(&self) -> Result<SqliteMemberships, StoreError> {
+        let config = &self.inner.config;
+        Ok(SqliteMemberships::new(
+            conn::open(&config.data_dir.join("state.db"), config.durability)?,
+            config.profile.clone(),
+        ))
+    }
+
     /// Segment and tag definitions and their members.
     pub fn segments(&self) -> &Segments {
         &self.inner.segments
@@ -341,13 +342,5 @@ fn processing_lock(dir: &Path) -> Result<Option<std::fs::File>, StoreError> {
             Ok(None)
         }
         Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(r) = self.realtime.take() {
-            r.stop();
-        }
     }
 }

@@ -4,7 +4,8 @@
 //! same machinery. Membership changes in two ways, and both end in [`Segments::apply_members`] or
 //! the real-time engine writing the same tables:
 //!
-//! - in real time, per customer, as events are processed (see `realtime.rs`);
+//! - in real time, per customer, as events are processed (`cohort_segment::realtime`, over
+//!   [`crate::SqliteMemberships`]);
 //! - in batch, when a definition is created or changed, or when time alone can change membership
 //!   (the server compiles the condition to SQL and hands the member set here).
 //!
@@ -15,7 +16,7 @@ use crate::StoreError;
 use crate::time::{from_micros, to_micros};
 use chrono::{DateTime, Utc};
 use cohort_core::{CustomerId, Position};
-use cohort_segment::{Condition, referenced_segments};
+use cohort_segment::{Condition, evaluation_order, referenced_segments};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -258,7 +259,7 @@ impl Segments {
 
     /// Definitions in evaluation order: every segment after the segments it refers to.
     pub fn ordered(&self) -> Result<Vec<SegmentDef>, StoreError> {
-        self.with(|conn| Ok(evaluation_order(all(conn)?)))
+        self.with(|conn| Ok(evaluation_order(all(conn)?, |d| &d.name, |d| &d.condition)))
     }
 
     /// Members by ascending customer ID, after `after`.
@@ -628,28 +629,4 @@ fn parse_def(
         updated_at: from_micros(updated),
         version,
     })
-}
-
-/// Orders definitions so that every segment comes after those it refers to (references were
-/// checked acyclic when stored; anything left over is appended as it is).
-pub(crate) fn evaluation_order(defs: Vec<SegmentDef>) -> Vec<SegmentDef> {
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut ordered = Vec::with_capacity(defs.len());
-    let mut rest = defs;
-    loop {
-        let (ready, waiting): (Vec<_>, Vec<_>) = rest.into_iter().partition(|d| {
-            referenced_segments(&d.condition)
-                .iter()
-                .all(|r| done.contains(r))
-        });
-        if ready.is_empty() {
-            ordered.extend(waiting);
-            return ordered;
-        }
-        for d in &ready {
-            done.insert(d.name.clone());
-        }
-        ordered.extend(ready);
-        rest = waiting;
-    }
 }

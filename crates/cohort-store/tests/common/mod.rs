@@ -1,20 +1,23 @@
-//! A store with its processor running, as `cohort-engine` runs it, for tests that process.
+//! A store with its pipeline running as `cohort-engine` runs it (the processor, and real-time
+//! segments trailing it), for the tests that process.
 
 use cohort_core::Inbox;
 use cohort_profile::{Processor, ProcessorConfig};
+use cohort_segment::RealtimeSegments;
 use cohort_store::{Store, StoreConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-/// A [`Store`] (reached through `Deref`) whose processor runs on a thread until this is dropped.
+/// A [`Store`] (reached through `Deref`) whose processor and real-time segments run on threads
+/// until this is dropped.
 pub struct Processing {
     store: Store,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// Opens the store and starts its processor.
+/// Opens the store and starts its processor and real-time segments.
 pub fn open_processing(config: StoreConfig) -> Processing {
     let store = Store::open(config).expect("open the store");
     let profiles = store
@@ -31,13 +34,19 @@ pub fn open_processing(config: StoreConfig) -> Processing {
             batch: config.apply_batch,
         },
     );
+    let mut segments = RealtimeSegments::new(
+        store.membership_store().expect("open the membership store"),
+        config.profile.clone(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
+    let (flag, inbox) = (stop.clone(), store.inbox().clone());
+    let realtime = std::thread::spawn(move || segments.run(|| inbox.acknowledged(), &flag));
     let flag = stop.clone();
-    let thread = std::thread::spawn(move || processor.run(&flag));
+    let processor = std::thread::spawn(move || processor.run(&flag));
     Processing {
         store,
         stop,
-        thread: Some(thread),
+        threads: vec![realtime, processor],
     }
 }
 
@@ -51,7 +60,7 @@ impl std::ops::Deref for Processing {
 impl Drop for Processing {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
