@@ -38,6 +38,7 @@ use cohort_demo::lake::{
     self, Calendar, DAY_US, DAYS, END_DAY, Generated, LakeMeta, LakeSpec, PROFILES_FILE,
     RECENT_DAYS, TRAITS_FILE, epoch_day, utc,
 };
+use cohort_engine::EVENTS_FOR_SEGMENTS;
 use cohort_lake::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use cohort_lake::arrow::compute::{cast, concat_batches};
 use cohort_lake::arrow::datatypes::DataType;
@@ -45,7 +46,6 @@ use cohort_lake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use cohort_lake::{
     Lake, QueryOptions, StateError, StateTables, identities_schema, memberships_schema,
 };
-use cohort_engine::EVENTS_FOR_SEGMENTS;
 use cohort_ml::rfm::{RfmInput, RfmOptions, RfmScores, analyse, rfm_scores};
 use cohort_segment::{Condition, to_sql};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -47,7 +47,7 @@ pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql};
 pub use sources::{SourceEntry, policy_for};
 
 use cohort_collect::Limits;
-use cohort_core::{Clock, Inbox as _, SystemClock};
+use cohort_core::{Clock, SystemClock};
 use cohort_store::{Store, StoreConfig};
 use processor::ProcessorThread;
 use realtime::RealtimeThread;

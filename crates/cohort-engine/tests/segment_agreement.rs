@@ -240,15 +240,7 @@ async fn real_time_and_batch_membership_agree() {
         }
 
         let messages = random_messages(&mut rng, now);
-        let submission = Submission {
-            source_id: 1,
-            received_at: Utc::now(),
-            accepted: messages
-                .iter()
-                .map(|m| (m["messageId"].as_str().unwrap().to_string(), m.to_string()))
-                .collect(),
-            ..Submission::default()
-        };
+        let submission = Submission::of_messages(1, &messages);
         store.append(submission).await.unwrap();
         assert!(store.wait_processed(Duration::from_secs(20)));
         let applied = store.inbox().acknowledged();

@@ -1,7 +1,6 @@
 //! The SQLite identity graph must agree with the in-memory reference graph: the same event
 //! sequences must leave the same identifiers grouped together, over many random sequences.
 
-use chrono::Utc;
 use cohort_core::message::identifiers;
 use cohort_core::{IdKind, Identifier};
 use cohort_identity::{IdentityRules, MemoryGraph, resolve};
@@ -76,15 +75,7 @@ fn sqlite_graph_groups_identifiers_like_the_reference_graph() {
 
         let dir = tempfile::tempdir().unwrap();
         let store = common::open_processing(StoreConfig::new(dir.path()));
-        let submission = Submission {
-            source_id: 1,
-            received_at: Utc::now(),
-            accepted: messages
-                .iter()
-                .map(|m| (m["messageId"].as_str().unwrap().to_string(), m.to_string()))
-                .collect(),
-            ..Submission::default()
-        };
+        let submission = Submission::of_messages(1, &messages);
         runtime.block_on(store.append(submission)).unwrap();
         assert!(store.wait_processed(Duration::from_secs(10)));
         let actual = partition(seen.iter().filter_map(|id| {

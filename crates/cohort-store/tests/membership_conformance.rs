@@ -6,18 +6,21 @@
 use cohort_core::{CustomerId, Position};
 use cohort_segment::Condition;
 use cohort_segment::membership::conformance::Fixture;
-use cohort_store::{NewSegment, SegmentKind, SqliteMemberships, Store, StoreConfig, Submission};
+use cohort_store::{NewSegment, SegmentKind, SqliteMemberships, StoreConfig, Submission};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
+/// The suite drives the membership store itself, so only the processor runs beside it.
 struct SqliteFixture {
-    store: Store,
+    store: common::Processing,
 }
 
 fn open(dir: &Path) -> SqliteFixture {
     SqliteFixture {
-        store: Store::open(StoreConfig::new(dir)).expect("open the store"),
+        store: common::open_processing(StoreConfig::new(dir)),
     }
 }
 
@@ -39,20 +42,7 @@ impl Fixture for SqliteFixture {
     }
 
     fn apply(&self, messages: &[Value]) -> Position {
-        let submission = Submission {
-            source_id: 1,
-            received_at: chrono::Utc::now(),
-            accepted: messages
-                .iter()
-                .map(|m| {
-                    (
-                        m["messageId"].as_str().unwrap_or("").to_string(),
-                        m.to_string(),
-                    )
-                })
-                .collect(),
-            ..Submission::default()
-        };
+        let submission = Submission::of_messages(1, messages);
         let receipt = self.store.append_blocking(submission).expect("append");
         assert!(self.store.wait_processed(Duration::from_secs(10)));
         receipt.last.expect("appended")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 fn open(dir: &std::path::Path) -> common::Processing {
-    common::open_processing(StoreConfig::new(dir))
+    common::open_with_segments(StoreConfig::new(dir))
 }
 
 /// A store whose processor does not run: definitions only.
@@ -37,15 +37,7 @@ fn segment(name: &str, condition: Value) -> NewSegment {
 }
 
 async fn send(store: &Store, messages: &[Value]) {
-    let submission = Submission {
-        source_id: 1,
-        received_at: Utc::now(),
-        accepted: messages
-            .iter()
-            .map(|m| (m["messageId"].as_str().unwrap().to_string(), m.to_string()))
-            .collect(),
-        ..Submission::default()
-    };
+    let submission = Submission::of_messages(1, messages);
     store.append(submission).await.unwrap();
     assert!(store.wait_processed(Duration::from_secs(10)));
 }

@@ -12,18 +12,6 @@ fn open(dir: &std::path::Path) -> common::Processing {
     common::open_processing(StoreConfig::new(dir))
 }
 
-fn submission(source_id: i64, messages: &[Value]) -> Submission {
-    Submission {
-        source_id,
-        received_at: Utc::now(),
-        accepted: messages
-            .iter()
-            .map(|m| (m["messageId"].as_str().unwrap().to_string(), m.to_string()))
-            .collect(),
-        ..Submission::default()
-    }
-}
-
 fn settle(store: &Store) {
     assert!(store.wait_processed(Duration::from_secs(10)));
 }
@@ -39,14 +27,17 @@ async fn duplicate_message_ids_are_acknowledged_but_stored_once() {
     let msg = json!({"type": "track", "event": "A", "anonymousId": "a1", "messageId": "m1",
                      "timestamp": "2026-01-01T00:00:00.000Z"});
     let first = store
-        .append(submission(1, std::slice::from_ref(&msg)))
+        .append(Submission::of_messages(1, std::slice::from_ref(&msg)))
         .await
         .unwrap();
     let again = store
-        .append(submission(1, std::slice::from_ref(&msg)))
+        .append(Submission::of_messages(1, std::slice::from_ref(&msg)))
         .await
         .unwrap();
-    let other_source = store.append(submission(2, &[msg])).await.unwrap();
+    let other_source = store
+        .append(Submission::of_messages(2, &[msg]))
+        .await
+        .unwrap();
     assert_eq!((first.accepted, first.duplicates), (1, 0));
     assert_eq!((again.accepted, again.duplicates), (0, 1));
     assert_eq!(other_source.accepted, 1, "dedup is per source");
@@ -76,7 +67,10 @@ async fn identify_after_anonymous_visit_builds_one_profile_with_traits_and_order
         json!({"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "5", "timestamp": t("10"),
                "properties": {"total": 50}}),
     ];
-    store.append(submission(1, &msgs)).await.unwrap();
+    store
+        .append(Submission::of_messages(1, &msgs))
+        .await
+        .unwrap();
     settle(&store);
     let by_email = store
         .profiles()
@@ -146,7 +140,10 @@ async fn merged_customers_fold_stats_and_old_ids_lead_to_the_survivor() {
         json!({"type": "identify", "userId": "u", "anonymousId": "phone", "messageId": "3", "timestamp": "2026-01-01T00:00:02Z"}),
         json!({"type": "alias", "userId": "u", "previousId": "laptop", "messageId": "4", "timestamp": "2026-01-01T00:00:03Z"}),
     ];
-    store.append(submission(1, &msgs)).await.unwrap();
+    store
+        .append(Submission::of_messages(1, &msgs))
+        .await
+        .unwrap();
     settle(&store);
     let p = store
         .profiles()
@@ -174,7 +171,10 @@ async fn processing_resumes_from_the_applied_position_after_reopen() {
         let msgs: Vec<Value> = (0..50)
             .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")}))
             .collect();
-        store.append(submission(1, &msgs)).await.unwrap();
+        store
+            .append(Submission::of_messages(1, &msgs))
+            .await
+            .unwrap();
         settle(&store);
     }
     let store = open(dir.path());
@@ -184,7 +184,10 @@ async fn processing_resumes_from_the_applied_position_after_reopen() {
             |i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")}),
         )
         .collect();
-    store.append(submission(1, &msgs)).await.unwrap();
+    store
+        .append(Submission::of_messages(1, &msgs))
+        .await
+        .unwrap();
     settle(&store);
     let p = store
         .profiles()
@@ -226,7 +229,10 @@ async fn cached_profiles_follow_events_merges_and_derived_traits() {
         m
     };
     store
-        .append(submission(1, &[order("1", ("userId", "u"), 10.0)]))
+        .append(Submission::of_messages(
+            1,
+            &[order("1", ("userId", "u"), 10.0)],
+        ))
         .await
         .unwrap();
     settle(&store);
@@ -247,7 +253,10 @@ async fn cached_profiles_follow_events_merges_and_derived_traits() {
 
     // A new event of the customer.
     store
-        .append(submission(1, &[order("2", ("userId", "u"), 5.0)]))
+        .append(Submission::of_messages(
+            1,
+            &[order("2", ("userId", "u"), 5.0)],
+        ))
         .await
         .unwrap();
     settle(&store);
@@ -261,7 +270,7 @@ async fn cached_profiles_follow_events_merges_and_derived_traits() {
 
     // A merge: the anonymous visitor's cached profile must lead to the survivor.
     store
-        .append(submission(
+        .append(Submission::of_messages(
             1,
             &[order("3", ("anonymousId", "visitor"), 1.0)],
         ))
@@ -270,7 +279,10 @@ async fn cached_profiles_follow_events_merges_and_derived_traits() {
     settle(&store);
     assert_eq!(read("anonymous_id", "visitor").computed.orders, 1);
     let alias = json!({"type": "alias", "userId": "u", "previousId": "visitor", "messageId": "4"});
-    store.append(submission(1, &[alias])).await.unwrap();
+    store
+        .append(Submission::of_messages(1, &[alias]))
+        .await
+        .unwrap();
     settle(&store);
     let merged = read("anonymous_id", "visitor");
     assert_eq!(merged.computed.orders, 3);

@@ -63,7 +63,7 @@ pub enum Command {
     Tag(SegmentArgs),
     /// Import historical Segment messages (NDJSON, JSON or CSV) into a data directory's inbox.
     #[command(
-        after_help = "Examples:\n  cohort import --data ./cohort-data orders.csv --source shop\n  cohort import history.ndjson --source web --format ndjson\n  cohort import customers.parquet --source crm --rows profiles\n  cohort import transactions.csv --source shop --rows events --event \"Order Completed\"\n\nCSV columns: type (default track), event, userId, anonymousId, messageId, timestamp,\nand properties.X / traits.X / context.X for nested fields. Rejected rows go to the\nfailed-events store. A running `cohort serve` on the same directory processes the\nimport as it lands; otherwise the next `cohort serve` does."
+        after_help = "Examples:\n  cohort import --data ./cohort-data orders.csv --source shop\n  cohort import history.ndjson --source web --format ndjson\n  cohort import customers.parquet --source crm --rows profiles\n  cohort import transactions.csv --source shop --rows events --event \"Order Completed\"\n\nCSV columns: type (default track), event, userId, anonymousId, messageId, timestamp,\nand properties.X / traits.X / context.X for nested fields. Rejected rows go to the\nfailed-events store. A running `cohort serve` on the same directory processes the\nimport as it lands; otherwise import processes it before it returns."
     )]
     Import(ImportArgs),
     /// Score customers by recency, frequency and monetary value, name their RFM segment and cluster

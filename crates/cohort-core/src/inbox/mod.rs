@@ -25,6 +25,26 @@ pub struct Submission {
     pub replayed: Vec<i64>,
 }
 
+impl Submission {
+    /// Accepts already-prepared messages as they are, received now, each under its own
+    /// `messageId` (empty when it has none). For tests and tools that feed a store directly;
+    /// ingest builds its submissions through `cohort_collect`'s assembly, which validates.
+    pub fn of_messages(source_id: i64, messages: &[serde_json::Value]) -> Submission {
+        Submission {
+            source_id,
+            received_at: Utc::now(),
+            accepted: messages
+                .iter()
+                .map(|m| {
+                    let id = m.get("messageId").and_then(|id| id.as_str()).unwrap_or("");
+                    (id.to_string(), m.to_string())
+                })
+                .collect(),
+            ..Submission::default()
+        }
+    }
+}
+
 /// A refused message or request to keep, with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewFailedEvent {

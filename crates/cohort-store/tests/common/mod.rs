@@ -1,5 +1,5 @@
 //! A store with its pipeline running as `cohort-engine` runs it (the processor, and real-time
-//! segments trailing it), for the tests that process.
+//! segments trailing it where a test asks for them), for the tests that process.
 
 use cohort_core::Inbox;
 use cohort_profile::{Processor, ProcessorConfig};
@@ -9,16 +9,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-/// A [`Store`] (reached through `Deref`) whose processor and real-time segments run on threads
-/// until this is dropped.
+/// A [`Store`] (reached through `Deref`) whose pipeline runs on threads until this is dropped.
 pub struct Processing {
     store: Store,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Opens the store and starts its processor and real-time segments.
+/// Opens the store and starts its processor.
+#[allow(dead_code)] // not every test file that includes this module uses both openers
 pub fn open_processing(config: StoreConfig) -> Processing {
+    start(config, false)
+}
+
+/// Opens the store and starts its processor and, trailing it, real-time segments.
+#[allow(dead_code)]
+pub fn open_with_segments(config: StoreConfig) -> Processing {
+    start(config, true)
+}
+
+fn start(config: StoreConfig, with_segments: bool) -> Processing {
     let store = Store::open(config).expect("open the store");
     let profiles = store
         .profile_store()
@@ -34,19 +44,24 @@ pub fn open_processing(config: StoreConfig) -> Processing {
             batch: config.apply_batch,
         },
     );
-    let mut segments = RealtimeSegments::new(
-        store.membership_store().expect("open the membership store"),
-        config.profile.clone(),
-    );
     let stop = Arc::new(AtomicBool::new(false));
-    let (flag, inbox) = (stop.clone(), store.inbox().clone());
-    let realtime = std::thread::spawn(move || segments.run(|| inbox.acknowledged(), &flag));
+    let mut threads = Vec::new();
+    if with_segments {
+        let mut segments = RealtimeSegments::new(
+            store.membership_store().expect("open the membership store"),
+            config.profile.clone(),
+        );
+        let (flag, inbox) = (stop.clone(), store.inbox().clone());
+        threads.push(std::thread::spawn(move || {
+            segments.run(|| inbox.acknowledged(), &flag)
+        }));
+    }
     let flag = stop.clone();
-    let processor = std::thread::spawn(move || processor.run(&flag));
+    threads.push(std::thread::spawn(move || processor.run(&flag)));
     Processing {
         store,
         stop,
-        threads: vec![realtime, processor],
+        threads,
     }
 }
 
