@@ -409,6 +409,9 @@ impl Lake {
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("cohort-lake-query")
+            // A margin for DataFusion's recursive planning; the nesting check
+            // (`MAX_EXPR_DEPTH`) is what keeps queries within it.
+            .thread_stack_size(QUERY_THREAD_STACK)
             .on_thread_start(|| {
                 if !cohort_core::priority::yield_to_requests() {
                     tracing::debug!("could not lower a query thread's priority");
@@ -675,6 +678,9 @@ async fn run(
     })
 }
 
+/// Stack of each query thread: four times Rust's default.
+const QUERY_THREAD_STACK: usize = 8 * 1024 * 1024;
+
 fn read_only_options() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -696,7 +702,68 @@ pub fn check_read_only(sql: &str) -> Result<(), LakeError> {
             statements.len()
         )));
     };
-    check_statement(statement)
+    check_statement(statement)?;
+    check_nesting(statement)
+}
+
+/// Deepest nesting of expressions and subqueries a query may have. DataFusion plans, optimises
+/// and evaluates expression trees by recursion, so a deep tree (`1+1+…+1` of a few thousand
+/// terms, a long generated `OR` chain) would overflow a query thread's stack, which aborts the
+/// process rather than failing the query. A few hundred levels is far beyond what people write;
+/// long lists belong in `IN (…)`, which is one level.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
+/// Refuses a statement nested deeper than [`MAX_EXPR_DEPTH`]. The walk stops descending at the
+/// limit, so checking costs at most that many stack frames whatever the input.
+fn check_nesting(statement: &DfStatement) -> Result<(), LakeError> {
+    use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    struct Depth {
+        now: usize,
+    }
+    impl Depth {
+        fn enter(&mut self) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_EXPR_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.enter()
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.enter()
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+
+    let statement = match statement {
+        DfStatement::Statement(s) => s.as_ref(),
+        DfStatement::Explain(explain) => return check_nesting(&explain.statement),
+        // Refused by `check_statement` already.
+        _ => return Ok(()),
+    };
+    match statement.visit(&mut Depth { now: 0 }) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(LakeError::Query(format!(
+            "the query nests expressions or subqueries more than {MAX_EXPR_DEPTH} levels deep \
+             (a long chain such as a OR b OR c … counts one level per operator); \
+             write long alternatives as IN (…)"
+        ))),
+    }
 }
 
 fn check_statement(statement: &DfStatement) -> Result<(), LakeError> {
@@ -1195,6 +1262,30 @@ mod tests {
             "query thread nice value {nice:?}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_query_nested_past_the_limit_is_refused_before_planning() {
+        let chain = |terms: usize| format!("SELECT {}1", "1+".repeat(terms - 1));
+        assert!(check_read_only(&chain(MAX_EXPR_DEPTH / 2)).is_ok());
+        // The probe's query: 2,000 terms overflowed the planner's stack.
+        for terms in [MAX_EXPR_DEPTH + 2, 2_000, 50_000] {
+            match check_read_only(&chain(terms)) {
+                Err(LakeError::Query(message)) => {
+                    assert!(message.contains("levels deep"), "{message}")
+                }
+                other => panic!("{terms} terms: {other:?}"),
+            }
+        }
+        let or_chain = (0..1_000)
+            .map(|i| format!("x = {i}"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        assert!(check_read_only(&format!("SELECT 1 FROM t WHERE {or_chain}")).is_err());
+        let in_list = (0..1_000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert!(check_read_only(&format!("SELECT 1 FROM t WHERE x IN ({in_list})")).is_ok());
+        let nested = format!("SELECT {}1{}", "(SELECT ".repeat(300), ")".repeat(300));
+        assert!(check_read_only(&nested).is_err());
     }
 
     #[test]

@@ -201,6 +201,13 @@ impl Catalog {
         )?)
     }
 
+    /// Removes the admin keys registered under `name`; returns how many there were.
+    pub fn remove_admin_keys_named(&self, name: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM admin_keys WHERE name = ?1", [name])?)
+    }
+
     pub fn admin_key_count(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn()
