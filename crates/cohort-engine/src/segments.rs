@@ -61,6 +61,8 @@ async fn members_by_sql(
     let opts = QueryOptions {
         timeout: BATCH_TIMEOUT,
         max_rows: ALL_ROWS,
+        // One BIGINT per customer: a million members is 8 MB.
+        max_bytes: usize::MAX,
     };
     let result = match urgency {
         Urgency::Waited => analytics.query(&sql, opts).await?,
@@ -418,6 +420,8 @@ impl Engine {
         let opts = QueryOptions {
             timeout: BATCH_TIMEOUT,
             max_rows: ALL_ROWS,
+            // One BIGINT per customer: a million members is 8 MB.
+            max_bytes: usize::MAX,
         };
         let result = analytics
             .query(&export_sql(&def.name), opts)

@@ -114,13 +114,21 @@ pub struct QueryOptions {
     pub timeout: Duration,
     /// Rows returned at most; more set [`QueryResult::truncated`].
     pub max_rows: usize,
+    /// Bytes of Arrow memory the result may hold at most; a larger result is an error
+    /// (rows can be cut, but a too-wide result would be cut silently in the wrong place).
+    pub max_bytes: usize,
 }
+
+/// Default of [`QueryOptions::max_bytes`]: large enough for a million narrow rows, small enough
+/// that a few such results at once stay well inside a small server's memory.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024 * 1024;
 
 impl Default for QueryOptions {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
             max_rows: 10_000,
+            max_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -153,7 +161,15 @@ impl QueryResult {
         render::json_rows(&self.schema, &self.batches)
     }
 
-    /// CSV with a header line; nested values are rendered as text.
+    /// The rows as one JSON array of objects, written straight to bytes: what
+    /// [`QueryResult::to_json_rows`] gives, without a `serde_json::Value` per cell (several
+    /// times the result's own size in memory).
+    pub fn to_json_array(&self) -> Result<Vec<u8>, LakeError> {
+        render::json_array(&self.schema, &self.batches)
+    }
+
+    /// CSV with a header line; nested values are rendered as text, and text that a
+    /// spreadsheet would run as a formula is defused with a leading `'`.
     pub fn to_csv(&self) -> Result<String, LakeError> {
         render::csv(&self.schema, &self.batches)
     }
@@ -500,9 +516,9 @@ impl Lake {
     ) -> Result<QueryResult, LakeError> {
         check_read_only(sql)?;
         let sql = sql.to_owned();
-        let max_rows = opts.max_rows;
+        let (max_rows, max_bytes) = (opts.max_rows, opts.max_bytes);
         self.run_timed(opts.timeout, async move {
-            run_with_retry(&ctx, &sql, max_rows).await
+            run_with_retry(&ctx, &sql, max_rows, max_bytes).await
         })
         .await
     }
@@ -613,10 +629,11 @@ async fn run_with_retry(
     ctx: &SessionContext,
     sql: &str,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<QueryResult, LakeError> {
     let mut attempt = 0;
     loop {
-        match run(ctx, sql, max_rows).await {
+        match run(ctx, sql, max_rows, max_bytes).await {
             Err(e) if attempt < 2 && is_file_not_found(&e) => {
                 attempt += 1;
                 tracing::debug!(attempt, "lake file vanished during query, retrying");
@@ -630,6 +647,7 @@ async fn run(
     ctx: &SessionContext,
     sql: &str,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<QueryResult, DataFusionError> {
     let df = ctx.sql_with_options(sql, read_only_options()).await?;
     // One row more than asked tells whether rows were cut, and lets DataFusion
@@ -648,11 +666,19 @@ async fn run(
     let mut stream = df.execute_stream().await?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut bytes = 0usize;
     let mut truncated = false;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
+        }
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > max_bytes {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the result holds more than {} MB; select fewer columns or rows (LIMIT), or aggregate",
+                max_bytes / (1024 * 1024)
+            )));
         }
         let room = max_rows - rows;
         if batch.num_rows() > room {

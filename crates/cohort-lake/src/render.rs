@@ -101,10 +101,8 @@ fn not_csv_scalar(t: &DataType) -> bool {
     )
 }
 
-pub(crate) fn json_rows(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, LakeError> {
+/// The rows as a JSON array of objects (`[]` when there are none).
+pub(crate) fn json_array(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, LakeError> {
     use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
     let (_, batches) = stringify_columns(schema, batches, is_union)?;
     let mut writer = WriterBuilder::new()
@@ -115,10 +113,18 @@ pub(crate) fn json_rows(
     }
     writer.finish()?;
     let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes)
+    Ok(if bytes.is_empty() {
+        b"[]".to_vec()
+    } else {
+        bytes
+    })
+}
+
+pub(crate) fn json_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, LakeError> {
+    serde_json::from_slice(&json_array(schema, batches)?)
         .map_err(|e| LakeError::Internal(format!("JSON rendering produced invalid JSON: {e}")))
 }
 
