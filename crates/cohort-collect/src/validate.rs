@@ -12,6 +12,28 @@ use cohort_identity::IdentityRules;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
+/// Longest `userId`, `anonymousId`, `groupId` or `previousId` accepted, in bytes.
+///
+/// Identifiers key the identity graph, profiles and every lookup, so each stored byte is paid
+/// for again in indexes; the write key is public, so nothing else stops a client from sending
+/// 30 KB IDs. Real identifiers are short strings, as Segment advises: UUIDs (36 bytes),
+/// database keys, hashes, and e-mail addresses, which RFC 5321 caps at 254 bytes and so still
+/// fit.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Longest `messageId` accepted, in bytes.
+///
+/// The message ID is the deduplication key kept for every message. Segment's libraries send
+/// UUIDs or short prefixed hashes (under 64 bytes); the rest leaves room for a source's own
+/// prefixed scheme.
+pub const MAX_MESSAGE_ID_BYTES: usize = 256;
+
+/// Longest track `event` name accepted, in bytes.
+///
+/// Event names are labels ("Order Completed") that become catalogue entries, metric labels
+/// and tracking-plan keys; a sentence-long name is already a mistake, a kilobyte one is abuse.
+pub const MAX_EVENT_NAME_BYTES: usize = 256;
+
 /// Everything that decides how one source's messages are checked and shaped.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -167,15 +189,19 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
         Some(_) => return Err(("invalid_type", "\"type\" must be a string".into())),
         None => return Err(("invalid_type", "message has no \"type\"".into())),
     };
-    for key in [
-        "userId",
-        "anonymousId",
-        "previousId",
-        "groupId",
-        "messageId",
+    for (key, max) in [
+        ("userId", MAX_ID_BYTES),
+        ("anonymousId", MAX_ID_BYTES),
+        ("previousId", MAX_ID_BYTES),
+        ("groupId", MAX_ID_BYTES),
+        ("messageId", MAX_MESSAGE_ID_BYTES),
     ] {
-        match msg.get(key) {
-            None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Number(_)) => {}
+        let len = match msg.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => s.len(),
+            // Measured as written: with serde_json's arbitrary precision a number can be as
+            // long as a string.
+            Some(Value::Number(n)) => n.to_string().len(),
             Some(other) => {
                 return Err((
                     "invalid_field",
@@ -185,7 +211,8 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
                     ),
                 ));
             }
-        }
+        };
+        check_length(key, len, max)?;
     }
     for key in ["properties", "traits", "context", "integrations"] {
         match msg.get(key) {
@@ -204,14 +231,17 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
         _ => false,
     };
     match kind {
-        MessageType::Track => {
-            if !matches!(msg.get("event"), Some(Value::String(e)) if !e.trim().is_empty()) {
+        MessageType::Track => match msg.get("event") {
+            Some(Value::String(e)) if !e.trim().is_empty() => {
+                check_length("event", e.len(), MAX_EVENT_NAME_BYTES)?;
+            }
+            _ => {
                 return Err((
                     "missing_event",
                     "track messages need a non-empty \"event\" name".into(),
                 ));
             }
-        }
+        },
         MessageType::Alias => {
             if !present("userId") || !present("previousId") {
                 return Err((
@@ -238,6 +268,16 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
         return Err((
             "missing_identifier",
             "message has neither userId nor anonymousId".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_length(key: &str, len: usize, max: usize) -> Result<(), (&'static str, String)> {
+    if len > max {
+        return Err((
+            "field_too_long",
+            format!("\"{key}\" is {len} bytes; at most {max} are accepted"),
         ));
     }
     Ok(())
@@ -327,6 +367,58 @@ mod tests {
         let msg = ok(json!({"type": "page", "userId": 7}));
         assert!(msg["messageId"].as_str().unwrap().starts_with("cohort-"));
         assert_eq!(msg["timestamp"], "2026-05-01T12:00:00.000Z");
+    }
+
+    fn refused(raw: Value) -> Rejection {
+        prepare(raw, at("2026-05-01T12:00:00Z"), &Policy::default()).unwrap_err()
+    }
+
+    /// A message of a type that needs `key`, with `key` set to `value`.
+    fn carrying(key: &str, value: &str) -> Value {
+        let mut msg = match key {
+            "groupId" => json!({"type": "group", "userId": "u", "groupId": "g"}),
+            "previousId" => json!({"type": "alias", "userId": "u", "previousId": "p"}),
+            _ => json!({"type": "track", "event": "E", "userId": "u", "anonymousId": "a"}),
+        };
+        msg[key] = json!(value);
+        msg
+    }
+
+    #[test]
+    fn identifiers_longer_than_the_limit_are_refused_naming_field_and_limit() {
+        for (key, max) in [
+            ("userId", MAX_ID_BYTES),
+            ("anonymousId", MAX_ID_BYTES),
+            ("groupId", MAX_ID_BYTES),
+            ("previousId", MAX_ID_BYTES),
+            ("messageId", MAX_MESSAGE_ID_BYTES),
+            ("event", MAX_EVENT_NAME_BYTES),
+        ] {
+            // The attack: a 30 KB identifier, inside the 32 KB message limit.
+            let rejection = refused(carrying(key, &"x".repeat(30 * 1024)));
+            assert_eq!(rejection.code, "field_too_long", "{key}");
+            assert_eq!(
+                rejection.message,
+                format!(
+                    "\"{key}\" is {} bytes; at most {max} are accepted",
+                    30 * 1024
+                )
+            );
+            assert!(
+                rejection.payload.len() > 30 * 1024,
+                "the message is kept as sent"
+            );
+
+            let ok = prepare(
+                carrying(key, &"x".repeat(max)),
+                at("2026-05-01T12:00:00Z"),
+                &Policy::default(),
+            );
+            assert!(ok.is_ok(), "{key} of exactly {max} bytes: {ok:?}");
+            // Bytes, not characters: 129 two-byte characters are 258 bytes.
+            let wide = refused(carrying(key, &"é".repeat(max / 2 + 1)));
+            assert_eq!(wide.code, "field_too_long", "{key}");
+        }
     }
 
     #[test]
