@@ -23,18 +23,15 @@
 //! Event times must lie in a window: from [`EARLIEST_EVENT_TIME`] (the Unix epoch, so
 //! historical imports such as 1990s orders still load) to [`Limits::max_future_skew_secs`]
 //! after the receive time (a day by default), and never past the year 9999 whatever the skew
-//! (a later time cannot be written as RFC 3339). The skew correction is made only when
-//! `sentAt` lies in the window and so does the corrected time; otherwise the device time is
-//! kept as sent. A nonsense `sentAt` (year 0001 once turned into an event dated 4051) thus
-//! cannot move an event out of the window. A message whose event time still lies outside it is
+//! (a later time cannot be written as RFC 3339). The skew correction is made only when the
+//! corrected time lies in the window; otherwise the device time is kept as sent. A nonsense
+//! `sentAt` (year 0001 once turned into an event dated 4051) thus cannot move an event out of
+//! the window, while a device clock that runs years fast or slow is still corrected, as Segment
+//! corrects it. A message whose event time still lies outside it is
 //! refused as `timestamp_out_of_range`, naming the field, the value and the window; one whose
 //! times are not ISO-8601 at all is refused as `invalid_timestamp`. Chrono arithmetic on the
 //! extremes RFC 3339 allows (years 0001 and 9999, and beyond through the offset-less form) is
 //! checked, so no time can overflow it.
-//!
-//! One consequence: a device whose clock runs more than the allowed skew fast sends a `sentAt`
-//! outside the window, so its events are not corrected, and being in the future too, they are
-//! refused (kept as failed events) rather than guessed at.
 
 use crate::Limits;
 use crate::normalise::NormaliseRules;
@@ -383,8 +380,8 @@ fn fix_time(
         );
         if let (Some(sent), Some(_)) = (sent_at, device_time) {
             why.push_str(&format!(
-                "; not corrected by \"sentAt\" {}: a correction is made only when \"sentAt\" \
-                 and the corrected time both lie in the window",
+                "; not corrected by \"sentAt\" {}: a correction is made only when the \
+                 corrected time lies in the window",
                 format_timestamp(sent)
             ));
         }
@@ -415,9 +412,6 @@ fn skew_corrected(
     received_at: DateTime<Utc>,
     window: &TimeWindow,
 ) -> Option<DateTime<Utc>> {
-    if !window.contains(sent) {
-        return None;
-    }
     // The difference itself cannot overflow (a TimeDelta spans ±292 million years, a chrono
     // date ±262,000), but moving the receive time by it can leave chrono's range.
     let skew = sent.signed_duration_since(device);
@@ -634,20 +628,19 @@ mod tests {
     }
 
     #[test]
-    fn skew_is_not_corrected_from_a_sent_at_outside_the_window() {
-        // A clock two days fast: sentAt itself is out of the window, so the device time is kept,
-        // and being out of the window too, the event is refused rather than guessed at.
-        let rejection = refused(track_at(json!({
+    fn a_fast_device_clock_is_corrected_while_the_correction_stays_in_the_window() {
+        // A clock two days fast: sentAt lies past the window, but the corrected time does not.
+        let msg = ok(track_at(json!({
             "timestamp": "2026-05-03T11:59:50Z",
             "sentAt": "2026-05-03T12:00:00Z"
         })));
-        assert_eq!(rejection.code, "timestamp_out_of_range");
-        // A sentAt out of the window does not stop a device time inside it being kept.
+        assert_eq!(msg["timestamp"], "2026-05-01T11:59:50.000Z");
+        // Years fast, as a device with a dead clock battery may be.
         let msg = ok(track_at(json!({
-            "timestamp": "2026-05-01T11:00:00Z",
-            "sentAt": "2026-05-09T00:00:00Z"
+            "timestamp": "2030-01-01T00:00:00Z",
+            "sentAt": "2030-01-01T00:00:10Z"
         })));
-        assert_eq!(msg["timestamp"], "2026-05-01T11:00:00.000Z");
+        assert_eq!(msg["timestamp"], "2026-05-01T11:59:50.000Z");
     }
 
     #[test]
