@@ -35,7 +35,7 @@ mod time;
 
 use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
-pub use catalog::{AdminKey, Catalog, Source, hash_key};
+pub use catalog::{AdminKey, Catalog, Source, SourceKind, hash_key};
 pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};

@@ -279,8 +279,18 @@ pub enum AdminCommand {
 #[derive(Subcommand, Debug, Clone)]
 pub enum SourceCommand {
     /// Create a source; its write key is printed once.
-    #[command(after_help = "Example:\n  cohort admin source create web --json")]
-    Create { name: String },
+    #[command(
+        after_help = "Examples:\n  cohort admin source create backend --json\n  cohort admin source create website --kind client\n\nA client source (a web page or an app) has a public write key: its email, phone and\nexternal IDs may not claim customers that already exist, unless --trait-claims is given."
+    )]
+    Create {
+        name: String,
+        /// `server` (a back-office system: the key is secret) or `client` (a web page or an app).
+        #[arg(long, default_value = "server", value_parser = ["server", "client"])]
+        kind: String,
+        /// Let a client source's email, phone and external IDs claim existing customers.
+        #[arg(long)]
+        trait_claims: bool,
+    },
     /// List sources.
     List,
     /// Set (or with --clear remove) a source's tracking plan from a JSON file.

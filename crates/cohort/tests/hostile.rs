@@ -263,3 +263,53 @@ fn the_data_directory_is_private() {
         assert_eq!(mode(&dir.join("state.db")), 0o600);
     }
 }
+
+#[test]
+fn a_browser_that_knows_a_customers_email_cannot_take_over_their_profile() {
+    let server = Server::start();
+    let r = server.ingest(
+        "/v1/identify",
+        &json!({"userId": "victim", "traits": {"email": "v@example.com", "plan": "gold"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = server.admin_send(
+        "POST",
+        "/api/v1/sources",
+        &json!({"name": "website", "kind": "client"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["source"]["kind"], "client");
+    let site_key = r.json()["write_key"].as_str().unwrap().to_string();
+    let attack = json!({"anonymousId": "evil", "traits": {"email": "v@example.com", "plan": "hacked"}});
+    let r = server.request(
+        "POST",
+        "/v1/identify",
+        &[("Authorization", &basic(&site_key))],
+        attack.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The normal web flow still works: a visitor who logs in joins their user.
+    for body in [
+        json!({"type": "track", "anonymousId": "d1", "event": "Viewed"}),
+        json!({"type": "identify", "anonymousId": "d1", "userId": "u1", "traits": {"email": "u1@example.com"}}),
+    ] {
+        let r = server.request(
+            "POST",
+            "/v1/batch",
+            &[("Authorization", &basic(&site_key))],
+            json!({"batch": [body]}).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    server.settle();
+    let victim = server.profile("user_id", "victim").expect("the victim's profile");
+    assert_eq!(victim["traits"]["plan"], "gold", "{victim}");
+    let by_email = server.profile("email", "v@example.com").unwrap();
+    assert_eq!(by_email["customer_id"], victim["customer_id"]);
+    let evil = server.profile("anonymous_id", "evil").unwrap();
+    assert_ne!(evil["customer_id"], victim["customer_id"]);
+    let user = server.profile("user_id", "u1").unwrap();
+    let visitor = server.profile("anonymous_id", "d1").unwrap();
+    assert_eq!(user["customer_id"], visitor["customer_id"]);
+    assert_eq!(server.profile("email", "u1@example.com").unwrap()["customer_id"], user["customer_id"]);
+}

@@ -32,6 +32,7 @@ pub fn open_processing(config: StoreConfig) -> Processing {
             identity: config.identity.clone(),
             profile: config.profile.clone(),
             batch: config.apply_batch,
+            ..ProcessorConfig::default()
         },
     );
     let mut segments = RealtimeSegments::new(
