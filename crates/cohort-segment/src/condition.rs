@@ -56,8 +56,9 @@ pub const MAX_FILTERS: usize = 100;
 ///
 /// Evaluation and compilation do work in proportion to the cost, and the SQL planner more than
 /// that, so the budget bounds what one saved segment can demand of the server on every refresh.
-/// The largest shipped tag costs under 200; the budget leaves room for one full `in` list
-/// ([`MAX_LIST`]) in each of a few conditions, or a few thousand plain tests.
+/// The costliest shipped tag is under 200; the budget leaves room for four full `in` lists
+/// ([`MAX_LIST`] values each) beside other tests, or a few thousand plain tests, and refuses
+/// the 400 full lists (400,401) a 2 MB request can carry.
 pub const MAX_COST: usize = 5_000;
 
 /// The computed-trait keys a `computed` condition may name, besides `event_counts.<name>`.
