@@ -155,10 +155,22 @@ async fn quarantine(store: &Store, def: &SegmentDef, error: &LakeError) {
 
 /// Quarantines the definitions whose evaluations keep taking the process down: run at start,
 /// before the first evaluation, so that a definition cannot crash the server in a loop.
+/// Also quarantines definitions saved before today's limits that exceed them.
 pub(crate) fn quarantine_unfinished(store: &Store) -> Result<(), cohort_store::StoreError> {
     for name in store.segments().quarantine_unfinished()? {
         tracing::error!(segment = %name, "segment quarantined: its last evaluations never finished");
         metrics::counter!("cohort_segments_quarantined_total").increment(1);
+    }
+    for def in store.segments().ordered()? {
+        if def.failure.is_some() {
+            continue;
+        }
+        if let Err(e) = def.condition.validate() {
+            let reason = format!("the definition exceeds the limits of this version: {e}");
+            tracing::error!(segment = %def.name, %reason, "segment quarantined; update it");
+            metrics::counter!("cohort_segments_quarantined_total").increment(1);
+            store.segments().end_evaluation(def.id, Some(&reason))?;
+        }
     }
     Ok(())
 }

@@ -368,6 +368,13 @@ impl Condition {
         Ok(cond)
     }
 
+    /// Parses a condition stored earlier, without checking it against today's limits: a
+    /// definition saved before a limit was lowered must still load, so that it can be listed,
+    /// quarantined and fixed. Check it with [`Condition::validate`] before evaluating it.
+    pub fn from_stored_json(text: &str) -> Result<Condition, ConditionError> {
+        serde_json::from_str(text).map_err(|e| ConditionError::Parse(e.to_string()))
+    }
+
     /// Parses and validates a condition already read as JSON.
     pub fn from_value(value: Value) -> Result<Condition, ConditionError> {
         let cond: Condition =

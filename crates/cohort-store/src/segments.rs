@@ -682,7 +682,7 @@ fn raw_def(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDef> {
 fn parse_def(
     (id, name, kind, description, condition, created, updated, version, failure): RawDef,
 ) -> Result<SegmentDef, StoreError> {
-    let condition = Condition::from_json(&condition)
+    let condition = Condition::from_stored_json(&condition)
         .map_err(|e| StoreError::Corrupt(format!("segment {name:?}: {e}")))?;
     Ok(SegmentDef {
         id,
