@@ -28,7 +28,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -257,7 +257,7 @@ async fn serve_connection(
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move {
-            let response = app.oneshot(Request::from(request)).await;
+            let response = app.oneshot(request).await;
             drop(in_flight);
             response
         }

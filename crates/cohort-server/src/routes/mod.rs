@@ -35,17 +35,21 @@ pub fn router(state: AppState) -> Router {
         .merge(rfm::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
-    Router::new()
+    // Everything behind a key counts failed authentications per address; the health and
+    // metrics routes take no key and always answer.
+    let keyed = Router::new()
         .route("/v1/{route}", post(ingest::handle))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .nest("/api/v1", admin)
-        .fallback(crate::error::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth_failures::limit,
-        ))
+        ));
+    Router::new()
+        .merge(keyed)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(crate::error::not_found)
         .with_state(state)
 }
 
