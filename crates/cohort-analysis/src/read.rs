@@ -28,6 +28,7 @@ pub(crate) async fn query(
             QueryOptions {
                 timeout: opts.timeout,
                 max_rows,
+..QueryOptions::default()
             },
         )
         .await?;

@@ -850,6 +850,7 @@ fn query_options() -> QueryOptions {
         timeout: Duration::from_secs(3 * 3600),
         // Unlimited in effect; DataFusion takes the limit as a signed 64-bit number.
         max_rows: 1 << 40,
+        max_bytes: usize::MAX,
     }
 }
 

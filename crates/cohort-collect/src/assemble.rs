@@ -169,6 +169,44 @@ mod tests {
     }
 
     #[test]
+    fn hostile_times_and_identifiers_are_kept_as_failed_events_with_their_reason() {
+        let policy = Policy::default();
+        let received_at = chrono::DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut assembly = Assembly::new(3, &policy, received_at);
+        let future = serde_json::json!({"type": "track", "event": "E", "userId": "u",
+            "timestamp": "2099-01-01T00:00:00Z"});
+        assembly.add(future.clone(), Some("line 1"));
+        let long_id = serde_json::json!({"type": "identify", "userId": "u".repeat(1000)});
+        assembly.add(long_id, Some("line 2"));
+        let (submission, refused) = assembly.finish();
+        assert!(submission.accepted.is_empty());
+        let failed: Vec<(&str, &str)> = submission
+            .failed
+            .iter()
+            .map(|f| (f.code.as_str(), f.reason.as_str()))
+            .collect();
+        assert_eq!(failed[0].0, "timestamp_out_of_range");
+        assert!(
+            failed[0]
+                .1
+                .starts_with("line 1: \"timestamp\" 2099-01-01T00:00:00.000Z is outside"),
+            "{}",
+            failed[0].1
+        );
+        assert_eq!(
+            failed[1],
+            (
+                "field_too_long",
+                "line 2: \"userId\" is 1000 bytes; at most 256 are accepted"
+            )
+        );
+        assert_eq!(submission.failed[0].payload, future.to_string());
+        assert_eq!(refused.len(), 2);
+    }
+
+    #[test]
     fn take_starts_a_new_chunk_of_the_same_source() {
         let policy = Policy::default();
         let mut assembly = Assembly::new(3, &policy, Utc::now());

@@ -22,6 +22,11 @@ pub struct Limits {
     pub max_batch_events: usize,
     /// Deepest nesting of arrays and objects in a body.
     pub max_depth: usize,
+    /// How far after its receive time an event may be dated, in seconds: the top of the
+    /// event-time window (see [`crate::validate`]). A day covers time zones mislabelled as UTC
+    /// and clocks that drift; later times are corrupt clocks or attempts to pin an event in the
+    /// future, where it would skew every "last seen" and time-window segment.
+    pub max_future_skew_secs: u64,
 }
 
 impl Default for Limits {
@@ -31,6 +36,7 @@ impl Default for Limits {
             max_request_bytes: 500 * 1024,
             max_batch_events: 2500,
             max_depth: 64,
+            max_future_skew_secs: 24 * 60 * 60,
         }
     }
 }

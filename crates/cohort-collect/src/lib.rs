@@ -2,8 +2,9 @@
 //!
 //! - [`decode`]: gzip, size limits, UTF-8 and JSON, nesting depth.
 //! - [`auth`]: the five places a Segment client may put its write key.
-//! - [`envelope`]: routes, batch expansion, batch-level context merge, message IDs, clock-skew correction.
-//! - [`validate`]: the Segment spec checks on one message.
+//! - [`envelope`]: routes, batch expansion, batch-level context merge.
+//! - [`validate`]: one message: the Segment spec checks, identifier sizes, message IDs, the
+//!   event-time window and clock-skew correction.
 //! - [`normalise`]: per-source normalisation rules (emails, phones, gender, money).
 //! - [`tracking_plan`]: per-source JSON Schema tracking plans in allow, flag or block mode.
 //! - [`assemble`]: the one assembly every way in shares: messages in, a submission and its

@@ -9,12 +9,21 @@
 //!
 //! Schemas are compiled without any network or file access (the crate is built without
 //! jsonschema's resolver features), so an external `$ref` is a compile error rather than a fetch.
+//!
+//! Patterns (`pattern`, `patternProperties`) run on the `regex` crate's linear-time engine
+//! rather than jsonschema's default backtracking one. A plan runs against every message the
+//! public write key lets in: on a backtracking engine a pattern such as `^(a|aa)+(?!c)$` spends
+//! tens of milliseconds on a 30-character value, then gives up and reports a violation that
+//! is not there. The price is that look-around and backreferences do not exist; a plan that uses them
+//! is refused by [`TrackingPlan::compile`] (so it cannot be saved) with a [`PlanError`] naming
+//! the pattern, never run on a slower engine instead.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use jsonschema::Validator;
+use jsonschema::error::ValidationErrorKind;
 use jsonschema::paths::{Location, LocationSegment};
+use jsonschema::{PatternOptions, ValidationError, Validator};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -176,14 +185,40 @@ impl TrackingPlan {
 }
 
 fn compile_schema(schema: &Value) -> Result<Validator, String> {
-    jsonschema::validator_for(schema).map_err(|error| {
-        let at = error.instance_path();
-        if at.is_empty() {
-            error.to_string()
-        } else {
-            format!("{error} (at {at})")
+    jsonschema::options()
+        .with_pattern_options(PatternOptions::regex())
+        .build(schema)
+        .map_err(|error| {
+            if let Some(pattern) = refused_pattern(&error) {
+                return format!(
+                    "pattern {:?} (at {}) is not a regular expression tracking plans can run: \
+                     it is malformed, or uses look-around or backreferences, which their \
+                     linear-time engine does not have",
+                    truncate(pattern, MAX_MESSAGE_CHARS),
+                    error.schema_path()
+                );
+            }
+            let at = error.instance_path();
+            if at.is_empty() {
+                error.to_string()
+            } else {
+                format!("{error} (at {at})")
+            }
+        })
+}
+
+/// The pattern of a schema that failed to compile because the regex engine would not take it.
+///
+/// jsonschema reports that as the pattern failing the "regex" format; as a compile error it can
+/// only come from `pattern` or `patternProperties` (formats of values are checked only when
+/// validating).
+fn refused_pattern<'e>(error: &'e ValidationError<'_>) -> Option<&'e str> {
+    match (error.kind(), error.instance().as_ref()) {
+        (ValidationErrorKind::Format { format }, Value::String(pattern)) if format == "regex" => {
+            Some(pattern)
         }
-    })
+        _ => None,
+    }
 }
 
 /// `find` only runs when the mode can act on its result, so allow-mode plans cost nothing.
@@ -522,6 +557,98 @@ mod tests {
             let other = message(json!({"type": kind, "properties": {}, "traits": {}}));
             assert_eq!(plan.check(&other), Verdict::Pass, "type {kind}");
         }
+    }
+
+    /// Patterns with nested repetition: against `aaa…ab` a backtracking engine tries every way
+    /// of splitting the a's before failing (2^29 for a 30-character value).
+    fn pathological_plan() -> TrackingPlan {
+        plan(json!({"mode": "flag", "events": {"E": {
+            "properties": {"code": {"type": "string", "pattern": "^(a|aa)+$"}},
+            "patternProperties": {"^(b+)+$": {"type": "number"}}
+        }}}))
+    }
+
+    // fancy-regex hands look-around-free patterns such as these to the `regex` crate too, so
+    // this guards the answers and the speed of `pattern` and `patternProperties` on hostile
+    // input; the patterns that really backtracked are refused by the test after this one.
+    #[test]
+    fn pathological_patterns_are_matched_in_linear_time() {
+        let plan = pathological_plan();
+        let adversarial = format!("{}b", "a".repeat(29));
+        let key = format!("{}c", "b".repeat(29));
+        let event = message(json!({"type": "track", "event": "E",
+            "properties": {"code": adversarial, key: "not a number, but not matched either"}}));
+        // A thousand messages: milliseconds on a linear engine; minutes on a backtracking one,
+        // or, with a step limit, an error instead of the answer.
+        for _ in 0..1000 {
+            let Verdict::Flag(violations) = plan.check(&event) else {
+                panic!("expected a flag");
+            };
+            assert_eq!(violations.len(), 1, "{violations:?}");
+            assert_eq!(violations[0].path, "properties.code");
+            assert!(
+                violations[0]
+                    .message
+                    .contains("does not match \"^(a|aa)+$\""),
+                "{violations:?}"
+            );
+        }
+        let fine = message(json!({"type": "track", "event": "E",
+            "properties": {"code": "a".repeat(30), "b".repeat(30): 1}}));
+        assert_eq!(plan.check(&fine), Verdict::Pass);
+        let wrong = message(json!({"type": "track", "event": "E",
+            "properties": {"b".repeat(30): "one"}}));
+        let Verdict::Flag(violations) = plan.check(&wrong) else {
+            panic!("expected a flag");
+        };
+        assert_eq!(violations[0].path, format!("properties.{}", "b".repeat(30)));
+    }
+
+    #[test]
+    fn patterns_the_linear_engine_cannot_run_are_refused_when_compiled() {
+        for (schema, pattern) in [
+            // Backtracks past fancy-regex's step limit on "aaa…ab": tens of ms, then an error.
+            (
+                json!({"properties": {"code": {"pattern": "^(a|aa)+(?!c)$"}}}),
+                "^(a|aa)+(?!c)$",
+            ),
+            (
+                json!({"properties": {"code": {"pattern": "^(?=a)\\w+$"}}}),
+                "^(?=a)\\w+$",
+            ),
+            (
+                json!({"properties": {"code": {"pattern": "(?<!x)y"}}}),
+                "(?<!x)y",
+            ),
+            (
+                json!({"properties": {"code": {"pattern": "^(a)\\1$"}}}),
+                "^(a)\\1$",
+            ),
+            (
+                json!({"patternProperties": {"^(?!internal_)": {}}}),
+                "^(?!internal_)",
+            ),
+        ] {
+            let spec =
+                serde_json::from_value(json!({"mode": "block", "events": {"E": schema}})).unwrap();
+            let error = TrackingPlan::compile(spec).unwrap_err();
+            assert!(
+                matches!(&error, PlanError::InvalidEventSchema { event, .. } if event == "E"),
+                "{error}"
+            );
+            let text = error.to_string();
+            assert!(text.contains(&format!("{pattern:?}")), "{text}");
+            assert!(text.contains("look-around"), "{text}");
+        }
+        let spec = serde_json::from_value(
+            json!({"mode": "flag", "identify": {"properties": {"email": {"pattern": "(?<=@)x"}}}}),
+        )
+        .unwrap();
+        let error = TrackingPlan::compile(spec).unwrap_err();
+        assert!(
+            matches!(error, PlanError::InvalidIdentifySchema { .. }),
+            "{error}"
+        );
     }
 
     #[test]

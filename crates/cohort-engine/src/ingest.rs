@@ -20,6 +20,20 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// Bodies up to this size, from sources without a tracking plan, are shaped on the async worker
+/// that read them (a few hundred microseconds at most).
+const INLINE_SHAPING_BYTES: usize = 16 * 1024;
+
+/// A shaped request: the submission to commit and the refused messages by index.
+type Shaped = (Submission, Vec<(usize, cohort_collect::Rejection)>);
+
+/// Why a request was not shaped.
+enum Unshaped {
+    Unauthorized(EngineError),
+    /// Refused whole; kept as a failed event when its source is known.
+    Refused(Option<Arc<SourceEntry>>, RequestError),
+}
+
 /// What an ingest request is answered.
 #[derive(Debug, Serialize)]
 pub struct IngestReply {
@@ -49,6 +63,11 @@ impl Engine {
 
     /// A Segment HTTP request whose body has been read: decoded, authenticated by the key in
     /// the body when `header_source` is `None`, expanded, shaped and committed.
+    ///
+    /// Shaping runs on a blocking thread when it can be heavy (a large body, or a source with a
+    /// tracking plan, whose schemas run per message), so that one source's requests cannot hold
+    /// the async workers that answer every other request; small plain batches, the common case,
+    /// are shaped in place, which saves a thread hand-off per request.
     pub async fn ingest_body(
         &self,
         route: Route,
@@ -57,40 +76,36 @@ impl Engine {
         content_encoding: Option<&str>,
         received_at: DateTime<Utc>,
     ) -> Result<IngestReply, EngineError> {
-        let limits = self.limits();
-        let body = match decode_body(raw, content_encoding, limits) {
-            Ok(body) => body,
-            Err(error) => {
+        let heavy = raw.len() > INLINE_SHAPING_BYTES
+            || header_source
+                .as_ref()
+                .is_some_and(|s| s.policy.tracking_plan.is_some());
+        let shaped = if heavy {
+            let (engine, raw) = (self.clone(), raw.to_vec());
+            let content_encoding = content_encoding.map(str::to_owned);
+            tokio::task::spawn_blocking(move || {
+                engine.shape(
+                    route,
+                    header_source,
+                    &raw,
+                    content_encoding.as_deref(),
+                    received_at,
+                )
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("shaping a request failed: {e}")))?
+        } else {
+            self.shape(route, header_source, raw, content_encoding, received_at)
+        };
+        let (submission, refused) = match shaped {
+            Ok(shaped) => shaped,
+            Err(Unshaped::Unauthorized(e)) => return Err(e),
+            Err(Unshaped::Refused(source, error)) => {
                 return Err(self
-                    .refuse_request(header_source.as_deref(), error, raw, received_at)
+                    .refuse_request(source.as_deref(), error, raw, received_at)
                     .await);
             }
         };
-        let source = match header_source {
-            Some(s) => s,
-            None => match write_key_from_body(&body) {
-                Some(key) => self.authenticate(&key)?,
-                None => {
-                    return Err(EngineError::Unauthorized(
-                        "no write key: send it as HTTP Basic user name, a Bearer token, the X-Write-Key header, ?writeKey= or \"writeKey\" in the body".to_string(),
-                    ));
-                }
-            },
-        };
-        let messages = match expand(route, body, limits) {
-            Ok(m) => m,
-            Err(error) => {
-                return Err(self
-                    .refuse_request(Some(&source), error, raw, received_at)
-                    .await);
-            }
-        };
-
-        let mut assembly = Assembly::new(source.source.id, &source.policy, received_at);
-        for message in messages {
-            assembly.add(message, None);
-        }
-        let (submission, refused) = assembly.finish();
         let receipt = self.store().append(submission).await?;
         metrics::counter!("cohort_events_accepted_total").increment(receipt.accepted as u64);
         metrics::counter!("cohort_events_duplicate_total").increment(receipt.duplicates as u64);
@@ -109,6 +124,38 @@ impl Engine {
                 .map(|(index, r)| json!({"index": index, "code": r.code, "message": r.message}))
                 .collect(),
         })
+    }
+
+    /// Decodes, authenticates, expands and shapes a request: the CPU part of ingest.
+    fn shape(
+        &self,
+        route: Route,
+        header_source: Option<Arc<SourceEntry>>,
+        raw: &[u8],
+        content_encoding: Option<&str>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Shaped, Unshaped> {
+        let limits = self.limits();
+        let body = decode_body(raw, content_encoding, limits)
+            .map_err(|error| Unshaped::Refused(header_source.clone(), error))?;
+        let source = match header_source {
+            Some(s) => s,
+            None => match write_key_from_body(&body) {
+                Some(key) => self.authenticate(&key).map_err(Unshaped::Unauthorized)?,
+                None => {
+                    return Err(Unshaped::Unauthorized(EngineError::Unauthorized(
+                        "no write key: send it as HTTP Basic user name, a Bearer token, the X-Write-Key header, ?writeKey= or \"writeKey\" in the body".to_string(),
+                    )));
+                }
+            },
+        };
+        let messages = expand(route, body, limits)
+            .map_err(|error| Unshaped::Refused(Some(source.clone()), error))?;
+        let mut assembly = Assembly::new(source.source.id, &source.policy, received_at);
+        for message in messages {
+            assembly.add(message, None);
+        }
+        Ok(assembly.finish())
     }
 
     /// Refuses a whole request; when its source is known, keeps the body (bounded) as a failed

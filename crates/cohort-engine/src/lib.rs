@@ -201,6 +201,8 @@ impl Engine {
         let Some(analytics) = self.0.analytics.clone() else {
             return Ok(());
         };
+        let store = self.0.store.clone();
+        blocking(move || Ok(segments::quarantine_unfinished(&store)?)).await?;
         let new_tags = if config.builtin_tags {
             let store = self.0.store.clone();
             blocking(move || Ok(segments::create_builtin_tags(&store)?)).await?

@@ -3,7 +3,7 @@
 
 use crate::EngineError;
 use cohort_core::Inbox;
-use cohort_profile::{Processor, ProcessorConfig};
+use cohort_profile::{Processor, ProcessorConfig, SourceTrust};
 use cohort_store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,7 @@ impl ProcessorThread {
                 identity: config.identity.clone(),
                 profile: config.profile.clone(),
                 batch: config.apply_batch,
+                trust: Arc::new(CatalogTrust::new(store.clone())),
             },
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -67,5 +68,45 @@ impl Drop for ProcessorThread {
         {
             tracing::error!("the processor thread panicked");
         }
+    }
+}
+
+/// The sources' trust as the catalogue records it, read at most every few seconds per source:
+/// the processor asks for every message, and a changed setting may take that long to apply.
+struct CatalogTrust {
+    store: Store,
+    known: std::sync::Mutex<std::collections::HashMap<i64, (bool, std::time::Instant)>>,
+}
+
+impl CatalogTrust {
+    const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            known: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl SourceTrust for CatalogTrust {
+    fn restricts_traits(&self, source_id: i64) -> bool {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((restricts, at)) = known.get(&source_id)
+            && at.elapsed() < Self::FRESH_FOR
+        {
+            return *restricts;
+        }
+        let restricts = match self.store.catalog().source(source_id) {
+            Ok(Some(source)) => source.restricts_trait_claims(),
+            // A deleted source's messages are still applied; nothing says they were trusted.
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(source_id, error = %e, "cannot read a source's trust; restricting its traits");
+                true
+            }
+        };
+        known.insert(source_id, (restricts, std::time::Instant::now()));
+        restricts
     }
 }

@@ -61,6 +61,8 @@ async fn members_by_sql(
     let opts = QueryOptions {
         timeout: BATCH_TIMEOUT,
         max_rows: ALL_ROWS,
+        // One BIGINT per customer: a million members is 8 MB.
+        max_bytes: usize::MAX,
     };
     let result = match urgency {
         Urgency::Waited => analytics.query(&sql, opts).await?,
@@ -103,20 +105,74 @@ async fn refresh_since(
     watermark: i64,
     urgency: Urgency,
 ) -> Result<MembershipDiff, EngineError> {
-    let members = members_by_sql(analytics, &def.condition, Utc::now(), urgency)
-        .await
-        .map_err(|error| EngineError::Evaluation {
-            segment: def.name.clone(),
-            error,
-        })?;
-    let store = store.clone();
     let id = def.id;
+    {
+        let store = store.clone();
+        blocking(move || Ok(store.segments().begin_evaluation(id)?)).await?;
+    }
+    let members = match members_by_sql(analytics, &def.condition, Utc::now(), urgency).await {
+        Ok(members) => members,
+        Err(error) => {
+            if caused_by_definition(&error) {
+                quarantine(store, def, &error).await;
+            } else {
+                let store = store.clone();
+                blocking(move || Ok(store.segments().end_evaluation(id, None)?)).await?;
+            }
+            return Err(EngineError::Evaluation {
+                segment: def.name.clone(),
+                error,
+            });
+        }
+    };
+    let store = store.clone();
     blocking(move || {
-        Ok(store
-            .segments()
-            .apply_members(id, &members, reason, watermark)?)
+        let segments = store.segments();
+        let diff = segments.apply_members(id, &members, reason, watermark)?;
+        segments.end_evaluation(id, None)?;
+        Ok(diff)
     })
     .await
+}
+
+/// Errors that the definition itself brings about (its SQL fails, or takes longer than any
+/// evaluation may), as opposed to the lake being unavailable.
+fn caused_by_definition(error: &LakeError) -> bool {
+    matches!(error, LakeError::Query(_) | LakeError::Timeout(_))
+}
+
+/// Sets a definition aside with its reason, so that the time refresh stops retrying it.
+async fn quarantine(store: &Store, def: &SegmentDef, error: &LakeError) {
+    let reason = format!("evaluation failed: {error}");
+    tracing::error!(segment = %def.name, %reason, "segment quarantined; update it or refresh it by hand");
+    metrics::counter!("cohort_segments_quarantined_total").increment(1);
+    let (store, id) = (store.clone(), def.id);
+    let recorded = blocking(move || Ok(store.segments().end_evaluation(id, Some(&reason))?)).await;
+    if let Err(e) = recorded {
+        tracing::warn!(segment = %def.name, error = %e, "cannot record the quarantine");
+    }
+}
+
+/// Quarantines the definitions whose evaluations keep taking the process down: run at start,
+/// before the first evaluation, so that a definition cannot crash the server in a loop.
+/// Also quarantines definitions saved before today's limits that exceed them.
+pub(crate) fn quarantine_unfinished(store: &Store) -> Result<(), cohort_store::StoreError> {
+    for name in store.segments().quarantine_unfinished()? {
+        tracing::error!(segment = %name, "segment quarantined: its last evaluations never finished");
+        metrics::counter!("cohort_segments_quarantined_total").increment(1);
+    }
+    for def in store.segments().ordered()? {
+        if def.failure.is_some() {
+            continue;
+        }
+        if let Err(e) = def.condition.validate() {
+            let reason = format!("the definition exceeds the limits of this version: {e}");
+            tracing::error!(segment = %def.name, %reason, "segment quarantined; update it");
+            metrics::counter!("cohort_segments_quarantined_total").increment(1);
+            store.segments().end_evaluation(def.id, Some(&reason))?;
+        }
+    }
+    Ok(())
 }
 
 /// How often the time refresh re-evaluates a segment, by the unit its condition counts time in.
@@ -189,6 +245,8 @@ pub(crate) async fn time_refresh(analytics: Arc<Analytics>, store: Store, cadenc
                     }
                 }
             };
+            // Quarantined definitions wait for a person (see `quarantine`).
+            let defs: Vec<SegmentDef> = defs.into_iter().filter(|d| d.failure.is_none()).collect();
             refreshed_at.retain(|id, _| defs.iter().any(|d| d.id == *id));
             let round_started = Instant::now();
             let due = due_for_refresh(defs, &refreshed_at, round_started, cadence);
@@ -374,6 +432,8 @@ impl Engine {
         let opts = QueryOptions {
             timeout: BATCH_TIMEOUT,
             max_rows: ALL_ROWS,
+            // One BIGINT per customer: a million members is 8 MB.
+            max_bytes: usize::MAX,
         };
         let result = analytics
             .query(&export_sql(&def.name), opts)
@@ -416,6 +476,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             version: 1,
+            failure: None,
         }
     }
 

@@ -37,5 +37,5 @@ mod rules;
 
 pub use graph::IdentityGraph;
 pub use memory::MemoryGraph;
-pub use resolve::{Resolution, ResolveError, Skipped, resolve};
+pub use resolve::{Resolution, ResolveError, Skipped, resolve, resolve_untrusted_traits};
 pub use rules::{IdentityRules, KindRule};

@@ -11,6 +11,10 @@ pub enum Skipped {
     LimitReached(Identifier),
     /// It belongs to another customer, and merging the two would exceed a per-kind limit.
     MergeRefused { id: Identifier, other: CustomerId },
+    /// It came from a client-side source as a trait (email, phone, external ID) and belongs to
+    /// another customer: a client may not claim a known customer that way (see
+    /// [`resolve_untrusted_traits`]).
+    UntrustedClaim { id: Identifier, owner: CustomerId },
 }
 
 /// The outcome of resolving one event's identifiers.
@@ -99,6 +103,44 @@ pub fn resolve<G: IdentityGraph>(
     };
     run.resolution.customer = customer;
     Ok(run.resolution)
+}
+
+/// Resolves like [`resolve`] for a message from a client-side source, whose key anyone can read
+/// out of a web page: `trusted` (the device's `anonymousId`, the `userId`, an alias's
+/// `previousId`) resolve as usual, so a visitor who logs in joins their customer; `traits`
+/// (email, phone, external IDs) may only add what nobody owns yet, or confirm what the
+/// customer of `trusted` already owns. A trait identifier owned by another customer is skipped
+/// as [`Skipped::UntrustedClaim`], so knowing a customer's email does not make a browser that
+/// customer, and two known customers are never merged through a client's traits.
+pub fn resolve_untrusted_traits<G: IdentityGraph>(
+    rules: &IdentityRules,
+    graph: &mut G,
+    trusted: &[Identifier],
+    traits: &[Identifier],
+) -> Result<Resolution, ResolveError<G::Error>> {
+    if trusted.is_empty() {
+        return Err(ResolveError::NoUsableIdentifier);
+    }
+    let mut owners = Vec::with_capacity(trusted.len());
+    for id in trusted {
+        if let Some(owner) = graph.lookup(id).map_err(ResolveError::Store)? {
+            owners.push(owner);
+        }
+    }
+    let mut admitted = trusted.to_vec();
+    let mut claims = Vec::new();
+    for id in traits {
+        match graph.lookup(id).map_err(ResolveError::Store)? {
+            Some(owner) if !owners.contains(&owner) => claims.push(Skipped::UntrustedClaim {
+                id: id.clone(),
+                owner,
+            }),
+            _ => admitted.push(id.clone()),
+        }
+    }
+    let mut resolution = resolve(rules, graph, &admitted)?;
+    resolution.skipped.extend(claims);
+    Ok(resolution)
 }
 
 /// Errors from [`resolve`].
@@ -362,5 +404,51 @@ mod tests {
         assert_eq!(c.customer, a.customer);
         assert_eq!(c.merged, vec![(b.customer, a.customer)]);
         assert_eq!(g.merges.len(), 1);
+    }
+
+    #[test]
+    fn a_client_cannot_claim_a_known_customer_by_their_email() {
+        let rules = IdentityRules::default();
+        let mut g = MemoryGraph::default();
+        let victim = run(&mut g, &[uid("victim"), email("v@example.com")]);
+        // A fresh browser that knows the victim's email.
+        let attacker =
+            resolve_untrusted_traits(&rules, &mut g, &[anon("evil")], &[email("v@example.com")])
+                .unwrap();
+        assert_ne!(attacker.customer, victim.customer);
+        assert!(attacker.merged.is_empty());
+        assert_eq!(
+            attacker.skipped,
+            vec![Skipped::UntrustedClaim {
+                id: email("v@example.com"),
+                owner: victim.customer
+            }]
+        );
+        assert_eq!(g.lookup(&email("v@example.com")).unwrap(), Some(victim.customer));
+    }
+
+    #[test]
+    fn a_client_still_joins_its_visitor_to_its_user_and_adds_new_traits() {
+        let rules = IdentityRules::default();
+        let mut g = MemoryGraph::default();
+        let visit = run(&mut g, &[anon("d1")]);
+        let login = resolve_untrusted_traits(
+            &rules,
+            &mut g,
+            &[uid("u1"), anon("d1")],
+            &[email("new@example.com")],
+        )
+        .unwrap();
+        assert_eq!(login.customer, visit.customer);
+        assert_eq!(
+            g.lookup(&email("new@example.com")).unwrap(),
+            Some(visit.customer)
+        );
+        // Its own email again confirms, it does not claim.
+        let again =
+            resolve_untrusted_traits(&rules, &mut g, &[anon("d1")], &[email("new@example.com")])
+                .unwrap();
+        assert_eq!(again.customer, visit.customer);
+        assert!(again.skipped.is_empty());
     }
 }

@@ -114,13 +114,21 @@ pub struct QueryOptions {
     pub timeout: Duration,
     /// Rows returned at most; more set [`QueryResult::truncated`].
     pub max_rows: usize,
+    /// Bytes of Arrow memory the result may hold at most; a larger result is an error
+    /// (rows can be cut, but a too-wide result would be cut silently in the wrong place).
+    pub max_bytes: usize,
 }
+
+/// Default of [`QueryOptions::max_bytes`]: large enough for a million narrow rows, small enough
+/// that a few such results at once stay well inside a small server's memory.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024 * 1024;
 
 impl Default for QueryOptions {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
             max_rows: 10_000,
+            max_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -153,7 +161,15 @@ impl QueryResult {
         render::json_rows(&self.schema, &self.batches)
     }
 
-    /// CSV with a header line; nested values are rendered as text.
+    /// The rows as one JSON array of objects, written straight to bytes: what
+    /// [`QueryResult::to_json_rows`] gives, without a `serde_json::Value` per cell (several
+    /// times the result's own size in memory).
+    pub fn to_json_array(&self) -> Result<Vec<u8>, LakeError> {
+        render::json_array(&self.schema, &self.batches)
+    }
+
+    /// CSV with a header line; nested values are rendered as text, and text that a
+    /// spreadsheet would run as a formula is defused with a leading `'`.
     pub fn to_csv(&self) -> Result<String, LakeError> {
         render::csv(&self.schema, &self.batches)
     }
@@ -409,6 +425,9 @@ impl Lake {
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("cohort-lake-query")
+            // A margin for DataFusion's recursive planning; the nesting check
+            // (`MAX_EXPR_DEPTH`) is what keeps queries within it.
+            .thread_stack_size(QUERY_THREAD_STACK)
             .on_thread_start(|| {
                 if !cohort_core::priority::yield_to_requests() {
                     tracing::debug!("could not lower a query thread's priority");
@@ -497,9 +516,9 @@ impl Lake {
     ) -> Result<QueryResult, LakeError> {
         check_read_only(sql)?;
         let sql = sql.to_owned();
-        let max_rows = opts.max_rows;
+        let (max_rows, max_bytes) = (opts.max_rows, opts.max_bytes);
         self.run_timed(opts.timeout, async move {
-            run_with_retry(&ctx, &sql, max_rows).await
+            run_with_retry(&ctx, &sql, max_rows, max_bytes).await
         })
         .await
     }
@@ -610,10 +629,11 @@ async fn run_with_retry(
     ctx: &SessionContext,
     sql: &str,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<QueryResult, LakeError> {
     let mut attempt = 0;
     loop {
-        match run(ctx, sql, max_rows).await {
+        match run(ctx, sql, max_rows, max_bytes).await {
             Err(e) if attempt < 2 && is_file_not_found(&e) => {
                 attempt += 1;
                 tracing::debug!(attempt, "lake file vanished during query, retrying");
@@ -627,6 +647,7 @@ async fn run(
     ctx: &SessionContext,
     sql: &str,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<QueryResult, DataFusionError> {
     let df = ctx.sql_with_options(sql, read_only_options()).await?;
     // One row more than asked tells whether rows were cut, and lets DataFusion
@@ -645,11 +666,19 @@ async fn run(
     let mut stream = df.execute_stream().await?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut bytes = 0usize;
     let mut truncated = false;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
+        }
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > max_bytes {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the result holds more than {} MB; select fewer columns or rows (LIMIT), or aggregate",
+                max_bytes / (1024 * 1024)
+            )));
         }
         let room = max_rows - rows;
         if batch.num_rows() > room {
@@ -675,6 +704,9 @@ async fn run(
     })
 }
 
+/// Stack of each query thread: four times Rust's default.
+const QUERY_THREAD_STACK: usize = 8 * 1024 * 1024;
+
 fn read_only_options() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -696,7 +728,68 @@ pub fn check_read_only(sql: &str) -> Result<(), LakeError> {
             statements.len()
         )));
     };
-    check_statement(statement)
+    check_statement(statement)?;
+    check_nesting(statement)
+}
+
+/// Deepest nesting of expressions and subqueries a query may have. DataFusion plans, optimises
+/// and evaluates expression trees by recursion, so a deep tree (`1+1+…+1` of a few thousand
+/// terms, a long generated `OR` chain) would overflow a query thread's stack, which aborts the
+/// process rather than failing the query. A few hundred levels is far beyond what people write;
+/// long lists belong in `IN (…)`, which is one level.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
+/// Refuses a statement nested deeper than [`MAX_EXPR_DEPTH`]. The walk stops descending at the
+/// limit, so checking costs at most that many stack frames whatever the input.
+fn check_nesting(statement: &DfStatement) -> Result<(), LakeError> {
+    use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    struct Depth {
+        now: usize,
+    }
+    impl Depth {
+        fn enter(&mut self) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_EXPR_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.enter()
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.enter()
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+
+    let statement = match statement {
+        DfStatement::Statement(s) => s.as_ref(),
+        DfStatement::Explain(explain) => return check_nesting(&explain.statement),
+        // Refused by `check_statement` already.
+        _ => return Ok(()),
+    };
+    match statement.visit(&mut Depth { now: 0 }) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(LakeError::Query(format!(
+            "the query nests expressions or subqueries more than {MAX_EXPR_DEPTH} levels deep \
+             (a long chain such as a OR b OR c … counts one level per operator); \
+             write long alternatives as IN (…)"
+        ))),
+    }
 }
 
 fn check_statement(statement: &DfStatement) -> Result<(), LakeError> {
@@ -1195,6 +1288,30 @@ mod tests {
             "query thread nice value {nice:?}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_query_nested_past_the_limit_is_refused_before_planning() {
+        let chain = |terms: usize| format!("SELECT {}1", "1+".repeat(terms - 1));
+        assert!(check_read_only(&chain(MAX_EXPR_DEPTH / 2)).is_ok());
+        // The probe's query: 2,000 terms overflowed the planner's stack.
+        for terms in [MAX_EXPR_DEPTH + 2, 2_000, 50_000] {
+            match check_read_only(&chain(terms)) {
+                Err(LakeError::Query(message)) => {
+                    assert!(message.contains("levels deep"), "{message}")
+                }
+                other => panic!("{terms} terms: {other:?}"),
+            }
+        }
+        let or_chain = (0..1_000)
+            .map(|i| format!("x = {i}"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        assert!(check_read_only(&format!("SELECT 1 FROM t WHERE {or_chain}")).is_err());
+        let in_list = (0..1_000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert!(check_read_only(&format!("SELECT 1 FROM t WHERE x IN ({in_list})")).is_ok());
+        let nested = format!("SELECT {}1{}", "(SELECT ".repeat(300), ")".repeat(300));
+        assert!(check_read_only(&nested).is_err());
     }
 
     #[test]

@@ -101,10 +101,8 @@ fn not_csv_scalar(t: &DataType) -> bool {
     )
 }
 
-pub(crate) fn json_rows(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, LakeError> {
+/// The rows as a JSON array of objects (`[]` when there are none).
+pub(crate) fn json_array(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, LakeError> {
     use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
     let (_, batches) = stringify_columns(schema, batches, is_union)?;
     let mut writer = WriterBuilder::new()
@@ -115,16 +113,71 @@ pub(crate) fn json_rows(
     }
     writer.finish()?;
     let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes)
+    Ok(if bytes.is_empty() {
+        b"[]".to_vec()
+    } else {
+        bytes
+    })
+}
+
+pub(crate) fn json_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, LakeError> {
+    serde_json::from_slice(&json_array(schema, batches)?)
         .map_err(|e| LakeError::Internal(format!("JSON rendering produced invalid JSON: {e}")))
 }
 
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, value) => is_text(value),
+        _ => false,
+    }
+}
+
+/// The first characters that make a spreadsheet read a cell as a formula (`=HYPERLINK(…)`
+/// in a marketer's export would run when opened).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Text cells that a spreadsheet would take for a formula, prefixed with `'`, which
+/// spreadsheets read as "this cell is text" (OWASP's advice for CSV injection).
+fn defuse_formulas(batch: &RecordBatch) -> Result<RecordBatch, LakeError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| match column.as_any().downcast_ref::<StringArray>() {
+            Some(text) if text.iter().flatten().any(|v| v.starts_with(FORMULA_STARTS)) => {
+                let defused: StringArray = text
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| {
+                            if v.starts_with(FORMULA_STARTS) {
+                                format!("'{v}")
+                            } else {
+                                v.to_string()
+                            }
+                        })
+                    })
+                    .collect();
+                Arc::new(defused) as ArrayRef
+            }
+            _ => Arc::clone(column),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// CSV for people: nested values as text, and text that a spreadsheet would run as a formula
+/// defused (see [`defuse_formulas`]).
 pub(crate) fn csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, LakeError> {
     use datafusion::arrow::csv::WriterBuilder;
-    let (schema, batches) = stringify_columns(schema, batches, not_csv_scalar)?;
+    let (schema, batches) =
+        stringify_columns(schema, batches, |t| not_csv_scalar(t) || is_text(t))?;
+    let batches = batches
+        .iter()
+        .map(defuse_formulas)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut writer = WriterBuilder::new().with_header(true).build(Vec::new());
     // An empty batch still writes the header line.
     writer.write(&RecordBatch::new_empty(Arc::clone(&schema)))?;
@@ -160,4 +213,40 @@ pub(crate) fn parquet(
     let rows = write_parquet(&tmp, &schema, batches.into_iter().map(Ok))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    #[test]
+    fn csv_defuses_text_a_spreadsheet_would_run_and_leaves_numbers_alone() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("email", DataType::Utf8, true),
+            Field::new("balance", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("=HYPERLINK(\"http://x\",\"y\")"),
+                    Some("+1 555"),
+                    Some("a@b.c"),
+                    Some("@SUM(A1)"),
+                    None,
+                ])),
+                Arc::new(Int64Array::from(vec![-5, 1, 2, 3, 4])),
+            ],
+        )
+        .unwrap();
+        let text = csv(&schema, &[batch]).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "email,balance");
+        assert_eq!(lines[1], "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-5");
+        assert_eq!(lines[2], "'+1 555,1");
+        assert_eq!(lines[3], "a@b.c,2");
+        assert_eq!(lines[4], "'@SUM(A1),3");
+        assert_eq!(lines[5], ",4");
+    }
 }

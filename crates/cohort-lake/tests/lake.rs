@@ -59,6 +59,7 @@ fn opts() -> QueryOptions {
     QueryOptions {
         timeout: Duration::from_secs(60),
         max_rows: 10_000,
+        ..QueryOptions::default()
     }
 }
 
@@ -495,6 +496,7 @@ async fn results_are_truncated_at_max_rows_and_render() -> TestResult {
     let limited = QueryOptions {
         timeout: Duration::from_secs(30),
         max_rows: 10,
+        ..QueryOptions::default()
     };
     let r = lake
         .query("SELECT value FROM range(100) ORDER BY value", limited)
@@ -768,6 +770,7 @@ async fn a_query_beyond_the_memory_limit_fails_clearly_and_the_next_one_runs() -
             QueryOptions {
                 timeout: Duration::from_secs(30),
                 max_rows: 10,
+                ..QueryOptions::default()
             },
         )
         .await

@@ -30,6 +30,7 @@ async fn slow_query_times_out_with_a_clear_message_and_stops()
             QueryOptions {
                 timeout: Duration::from_millis(500),
                 max_rows: 10,
+                ..QueryOptions::default()
             },
         )
         .await;

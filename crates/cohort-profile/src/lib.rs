@@ -24,7 +24,9 @@ mod stored_message;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use processor::{CustomerStats, Processor, ProcessorConfig, StatsDeltas};
+pub use processor::{
+    CustomerStats, Processor, ProcessorConfig, SourceTrust, StatsDeltas, TrustEverySource,
+};
 pub use store::{NewEvent, ProfileBatch, ProfileStore};
 
 use cohort_core::Identifier;

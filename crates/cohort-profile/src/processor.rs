@@ -28,7 +28,9 @@ use crate::store::{NewEvent, ProfileBatch, ProfileStore};
 use crate::{ProfileRules, day_of, stored_message};
 use cohort_core::message::{event_key, identifiers, parse_timestamp, previous_id};
 use cohort_core::{CustomerId, IdKind, Identifier, Inbox, InboxEntry, Position};
-use cohort_identity::{IdentityGraph, IdentityRules, ResolveError, resolve};
+use cohort_identity::{
+    IdentityGraph, IdentityRules, ResolveError, resolve, resolve_untrusted_traits,
+};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,13 +38,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the processor is told.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProcessorConfig {
     pub identity: IdentityRules,
     pub profile: ProfileRules,
     /// Most entries applied per batch (one transaction); the processor takes whatever is waiting
     /// up to this. Large transactions are much cheaper per entry under load.
     pub batch: usize,
+    /// Which sources' trait identifiers may not claim known customers.
+    pub trust: Arc<dyn SourceTrust>,
 }
 
 impl Default for ProcessorConfig {
@@ -51,7 +55,36 @@ impl Default for ProcessorConfig {
             identity: IdentityRules::default(),
             profile: ProfileRules::default(),
             batch: 32_768,
+            trust: Arc::new(TrustEverySource),
         }
+    }
+}
+
+impl std::fmt::Debug for ProcessorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorConfig")
+            .field("identity", &self.identity)
+            .field("profile", &self.profile)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far the processor trusts what a source says about who a customer is. A client-side
+/// source (a web page or an app, whose write key anyone can read) may join its visitor to a
+/// user, but its email, phone and external IDs may not claim a customer somebody else already
+/// is (`cohort_identity::resolve_untrusted_traits`), unless the operator allows it.
+pub trait SourceTrust: Send + Sync {
+    /// True when the trait identifiers of `source_id`'s messages may not claim known customers.
+    fn restricts_traits(&self, source_id: i64) -> bool;
+}
+
+/// Every source is trusted (server-side sources only, and tests).
+pub struct TrustEverySource;
+
+impl SourceTrust for TrustEverySource {
+    fn restricts_traits(&self, _: i64) -> bool {
+        false
     }
 }
 
@@ -193,7 +226,14 @@ fn apply_one<B: ProfileBatch>(
     if let Some(previous) = previous_id(&msg) {
         ids.push(previous_identifier(&mut graph, previous)?);
     }
-    let resolved = resolve(&config.identity, &mut graph, &ids);
+    let resolved = if config.trust.restricts_traits(entry.source_id) {
+        let (trusted, traits): (Vec<Identifier>, Vec<Identifier>) = ids
+            .into_iter()
+            .partition(|id| matches!(id.kind, IdKind::UserId | IdKind::AnonymousId));
+        resolve_untrusted_traits(&config.identity, &mut graph, &trusted, &traits)
+    } else {
+        resolve(&config.identity, &mut graph, &ids)
+    };
     drop(graph);
     let customer = match resolved {
         Ok(resolution) => {

@@ -5,6 +5,11 @@
 //! or a date, that a computed key exists, that the tree is not too deep), naming the offending
 //! path in its message.
 //!
+//! Validation also bounds what a condition may demand of the server: at most [`MAX_DEPTH`]
+//! levels, [`MAX_NODES`] nodes, [`MAX_FILTERS`] property filters per `event` node,
+//! [`MAX_LIST`] values per list, and a [`Condition::cost`] (nodes, filters and list elements
+//! together) of at most [`MAX_COST`].
+//!
 //! | `type` | fields | member when |
 //! | --- | --- | --- |
 //! | `trait` | `key`, `op`, `value` | the trait compares as asked (see [`Op`]) |
@@ -44,6 +49,17 @@ pub const MAX_DAYS: u64 = 36_500;
 pub const MAX_LIST: usize = 1_000;
 /// The largest event count a `count` rule may name; larger ones would not fit SQL integers.
 pub const MAX_COUNT: u64 = 1_000_000_000;
+/// The most property filters (`where`) one `event` condition may have. Every filter is a test
+/// on every event of that name, in evaluation and in SQL; the shipped tags use one at most.
+pub const MAX_FILTERS: usize = 100;
+/// The most a condition may cost, as [`Condition::cost`] measures it.
+///
+/// Evaluation and compilation do work in proportion to the cost, and the SQL planner more than
+/// that, so the budget bounds what one saved segment can demand of the server on every refresh.
+/// The costliest shipped tag is under 200; the budget leaves room for four full `in` lists
+/// ([`MAX_LIST`] values each) beside other tests, or a few thousand plain tests, and refuses
+/// the 400 full lists (400,401) a 2 MB request can carry.
+pub const MAX_COST: usize = 5_000;
 
 /// The computed-trait keys a `computed` condition may name, besides `event_counts.<name>`.
 pub const COMPUTED_KEYS: [&str; 9] = [
@@ -321,6 +337,26 @@ pub enum ConditionError {
     TooDeep { path: String, max: usize },
     #[error("the condition has more than {max} nodes")]
     TooLarge { max: usize },
+    /// The condition's [`Condition::cost`] is over [`MAX_COST`].
+    #[error(
+        "the condition costs {} units (nodes, filters and list items); the limit is {}",
+        thousands(*cost),
+        thousands(*max)
+    )]
+    TooCostly { cost: usize, max: usize },
+}
+
+/// `400401` as `400,401`, so that a cost reads at a glance.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 impl Condition {
@@ -330,6 +366,13 @@ impl Condition {
             serde_json::from_str(text).map_err(|e| ConditionError::Parse(e.to_string()))?;
         cond.validate()?;
         Ok(cond)
+    }
+
+    /// Parses a condition stored earlier, without checking it against today's limits: a
+    /// definition saved before a limit was lowered must still load, so that it can be listed,
+    /// quarantined and fixed. Check it with [`Condition::validate`] before evaluating it.
+    pub fn from_stored_json(text: &str) -> Result<Condition, ConditionError> {
+        serde_json::from_str(text).map_err(|e| ConditionError::Parse(e.to_string()))
     }
 
     /// Parses and validates a condition already read as JSON.
@@ -368,10 +411,60 @@ impl Condition {
         check_shape(self)?;
         check_node(self, "")
     }
+
+    /// What the condition costs to evaluate and to compile: one unit for every node, every
+    /// property filter of an `event` node, and every element of a list value (`in`, `not_in`,
+    /// `between`). Conditions over [`MAX_COST`] are refused; a server can show the figure next
+    /// to the limit.
+    ///
+    /// ```
+    /// use cohort_segment::Condition;
+    /// let c = Condition::from_json(r#"{"type": "and", "conditions": [
+    ///     {"type": "trait", "key": "city", "op": "in", "value": ["上海", "北京"]},
+    ///     {"type": "event", "name": "Order Completed",
+    ///      "where": [{"property": "coupon", "op": "exists"}]}
+    /// ]}"#)?;
+    /// // Three nodes, two list elements, one filter.
+    /// assert_eq!(c.cost(), 6);
+    /// # Ok::<(), cohort_segment::ConditionError>(())
+    /// ```
+    pub fn cost(&self) -> usize {
+        // A loop, not recursion: this is measured on conditions not yet known to be shallow.
+        let mut cost = 0usize;
+        let mut stack = vec![self];
+        while let Some(node) = stack.pop() {
+            cost = cost.saturating_add(1);
+            match node {
+                Condition::Trait { value, .. } | Condition::Computed { value, .. } => {
+                    cost = cost.saturating_add(list_len(value.as_ref()));
+                }
+                Condition::Event { filters, .. } => {
+                    for f in filters {
+                        cost = cost
+                            .saturating_add(1)
+                            .saturating_add(list_len(f.value.as_ref()));
+                    }
+                }
+                Condition::And { conditions } | Condition::Or { conditions } => {
+                    stack.extend(conditions);
+                }
+                Condition::Not { condition } => stack.push(condition),
+                Condition::FollowedBy { .. }
+                | Condition::NotFollowedBy { .. }
+                | Condition::InSegment { .. } => {}
+            }
+        }
+        cost
+    }
 }
 
-/// Depth and size first, without recursion, so a hostile tree cannot exhaust the stack before the
-/// limits are applied.
+/// How many elements a list value has; any other value is none.
+fn list_len(value: Option<&Value>) -> usize {
+    value.and_then(Value::as_array).map_or(0, Vec::len)
+}
+
+/// Depth, size and cost first, without recursion, so a hostile tree cannot exhaust the stack or
+/// the CPU before the limits are applied.
 fn check_shape(root: &Condition) -> Result<(), ConditionError> {
     let mut nodes = 0usize;
     let mut stack: Vec<(&Condition, usize, String)> = vec![(root, 1, String::new())];
@@ -395,8 +488,26 @@ fn check_shape(root: &Condition) -> Result<(), ConditionError> {
             Condition::Not { condition } => {
                 stack.push((condition, depth + 1, join(&path, "condition")));
             }
+            Condition::Event { filters, .. } if filters.len() > MAX_FILTERS => {
+                return Err(invalid(
+                    &path,
+                    "where",
+                    format!(
+                        "at most {MAX_FILTERS} property filters, got {}",
+                        filters.len()
+                    ),
+                ));
+            }
             _ => {}
         }
+    }
+    // Linear in what was already parsed, so measured in full: the message reports the figure.
+    let cost = root.cost();
+    if cost > MAX_COST {
+        return Err(ConditionError::TooCostly {
+            cost,
+            max: MAX_COST,
+        });
     }
     Ok(())
 }
@@ -969,6 +1080,97 @@ mod tests {
             Condition::and(vec![leaf; 500]).validate(),
             Err(ConditionError::TooLarge { max: 500 })
         );
+    }
+
+    fn in_list(n: usize) -> Value {
+        let values: Vec<usize> = (0..n).collect();
+        json!({"type":"trait","key":"k","op":"in","value":values})
+    }
+
+    fn filters(n: usize) -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"property":format!("p{i}"),"op":"exists"}))
+            .collect()
+    }
+
+    #[test]
+    fn cost_counts_nodes_filters_and_list_elements() {
+        let c = parse(json!({"type":"or","conditions":[
+            {"type":"not","condition":{"type":"in_segment","segment":"s"}},
+            {"type":"computed","key":"orders","op":"not_in","value":[1,2,3]},
+            {"type":"trait","key":"age","op":"between","value":[18,65]},
+            {"type":"event","name":"Order Completed","where":[
+                {"property":"coupon","op":"exists"},
+                {"property":"category","op":"in","value":["a","b"]}]},
+            {"type":"followed_by","first":"a","then":"b","within_hours":1}
+        ]}))
+        .unwrap();
+        // 7 nodes, 3 + 2 + 2 list elements, 2 filters.
+        assert_eq!(c.cost(), 7 + 7 + 2);
+        assert_eq!(
+            parse(json!({"type":"and","conditions":[]})).unwrap().cost(),
+            1
+        );
+    }
+
+    #[test]
+    fn conditions_over_the_cost_budget_are_refused_naming_the_cost() {
+        // The probe's 2 MB preview: 400 lists of 1,000 values, under MAX_NODES.
+        let lists = json!({"type":"and","conditions":vec![in_list(MAX_LIST); 400]});
+        let err = parse(lists).unwrap_err();
+        assert_eq!(
+            err,
+            ConditionError::TooCostly {
+                cost: 400_401,
+                max: MAX_COST
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the condition costs 400,401 units (nodes, filters and list items); the limit is 5,000"
+        );
+        // Exactly at the budget passes; one list element more does not.
+        let at_budget = |last: usize| {
+            let mut children = vec![in_list(1_000); 4];
+            children.push(in_list(last));
+            json!({"type":"and","conditions":children})
+        };
+        assert_eq!(parse(at_budget(994)).map(|c| c.cost()), Ok(MAX_COST));
+        assert_eq!(
+            parse(at_budget(995)),
+            Err(ConditionError::TooCostly {
+                cost: MAX_COST + 1,
+                max: MAX_COST
+            })
+        );
+    }
+
+    #[test]
+    fn filters_count_toward_the_budget_and_are_capped_per_event() {
+        // The probe's crash: 2,200 filters in one event node, which MAX_NODES never saw.
+        let probe = json!({"type":"not","condition":
+            {"type":"event","name":"x","where":filters(2_200)}});
+        assert_eq!(
+            message(probe),
+            "condition.where: at most 100 property filters, got 2200"
+        );
+        let full = json!({"type":"event","name":"x","where":filters(MAX_FILTERS)});
+        assert_eq!(parse(full.clone()).map(|c| c.cost()), Ok(1 + MAX_FILTERS));
+        // Within the cap per event, filters still add up across events.
+        let many = json!({"type":"or","conditions":vec![full; 50]});
+        assert_eq!(
+            message(many),
+            "the condition costs 5,051 units (nodes, filters and list items); the limit is 5,000"
+        );
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(5_000), "5,000");
+        assert_eq!(thousands(400_401), "400,401");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

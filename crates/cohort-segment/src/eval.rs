@@ -128,11 +128,25 @@ pub fn evaluate(
             window,
         } => {
             let range = window.as_ref().map(|w| TimeRange::of(w, now));
+            // `in` lists are read once here, not again for every event they meet: a list of a
+            // thousand dates is a thousand date parses.
+            let lists: Vec<Option<Vec<Operand>>> = filters
+                .iter()
+                .map(|f| matches!(f.op, Op::In | Op::NotIn).then(|| operands(f.value.as_ref())))
+                .collect();
             let matching = customer
                 .named(name)
                 .iter()
                 .filter(|e| range.is_none_or(|r| r.admits(e.timestamp)))
-                .filter(|e| filters.iter().all(|f| filter_matches(f, e, now)))
+                .filter(|e| {
+                    filters.iter().zip(&lists).all(|(f, list)| match list {
+                        Some(list) => {
+                            let property = Subject::Property(e.properties.get(&f.property));
+                            one_of(property, list) == (f.op == Op::In)
+                        }
+                        None => filter_matches(f, e, now),
+                    })
+                })
                 .count();
             count.admits(matching as u64)
         }
@@ -479,9 +493,7 @@ fn compare(subject: Subject, op: Op, value: Option<&Value>, now: DateTime<Utc>) 
     match op {
         Op::Exists => subject.is_present(),
         Op::Eq => value.is_some_and(|v| equals(subject, v)),
-        Op::In => value
-            .and_then(Value::as_array)
-            .is_some_and(|items| items.iter().any(|v| equals(subject, v))),
+        Op::In => one_of(subject, &operands(value)),
         Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
             let Some(operand) = value.and_then(Operand::of) else {
                 return false;
@@ -555,6 +567,29 @@ fn equals(subject: Subject, v: &Value) -> bool {
         Some(Operand::Bool(b)) => subject.boolean() == Some(b),
         None => false,
     }
+}
+
+/// The elements of an `in` list as operands; elements no comparison can read are left out, as
+/// they never match.
+fn operands(value: Option<&Value>) -> Vec<Operand<'_>> {
+    value
+        .and_then(Value::as_array)
+        .map_or_else(Vec::new, |items| {
+            items.iter().filter_map(Operand::of).collect()
+        })
+}
+
+/// Whether the subject equals one of `list`, as [`equals`] decides, reading the subject once in
+/// each way the list asks for rather than once per element.
+fn one_of(subject: Subject, list: &[Operand]) -> bool {
+    let (number, date) = (OnceCell::new(), OnceCell::new());
+    let (text, boolean) = (OnceCell::new(), OnceCell::new());
+    list.iter().any(|operand| match *operand {
+        Operand::Number(n) => *number.get_or_init(|| subject.number()) == Some(n),
+        Operand::Date(d) => *date.get_or_init(|| subject.date()) == Some(d.at),
+        Operand::Text(s) => text.get_or_init(|| subject.text()).as_deref() == Some(s),
+        Operand::Bool(b) => *boolean.get_or_init(|| subject.boolean()) == Some(b),
+    })
 }
 
 fn between(subject: Subject, value: Option<&Value>) -> bool {
@@ -641,6 +676,137 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         crate::values::parse_date_arg(s).unwrap().at
+    }
+
+    /// A condition as deep as validation allows, each level an `and`, `or` or `not` with leaves
+    /// beside the way down, and at the bottom an event with every filter it may have.
+    fn deepest_condition() -> Condition {
+        let filters: Vec<Value> = (0..crate::MAX_FILTERS)
+            .map(|i| json!({"property": "tax", "op": "ne", "value": i}))
+            .collect();
+        let mut c = json!({"type": "event", "name": "Order Completed", "where": filters});
+        for level in 1..crate::MAX_DEPTH {
+            let leaf = json!({"type": "trait", "key": "plan", "op": "in", "value": ["a", level]});
+            c = match level % 3 {
+                0 => json!({"type": "not", "condition": c}),
+                1 => json!({"type": "and", "conditions": [leaf, c, leaf]}),
+                _ => json!({"type": "or", "conditions": [leaf, leaf, c]}),
+            };
+        }
+        Condition::from_value(c).expect("a condition at the limits")
+    }
+
+    #[test]
+    fn conditions_at_the_limits_need_little_stack() {
+        // Parsing, validation, evaluation and compilation all recurse once per level, and
+        // validation keeps levels to MAX_DEPTH. Unoptimised, compiling to SQL needs the most,
+        // under 256 KiB; a quarter of a thread's usual 2 MiB leaves that room twice over.
+        let run = || {
+            let cond = deepest_condition();
+            let traits = Map::new();
+            let computed = ComputedTraits::default();
+            let events: Vec<EventRecord> = (0..3)
+                .map(|i| EventRecord {
+                    name: "Order Completed".into(),
+                    timestamp: at("2026-03-01T00:00:00Z"),
+                    properties: json!({"tax": 1000 + i})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let customer = CustomerView::new(&traits, &computed, &events);
+            let now = at("2026-03-02T00:00:00Z");
+            let member = evaluate(&cond, &customer, now, &|_| false);
+            let sql = crate::to_sql(&cond, now).map(|sql| sql.len());
+            (
+                member,
+                dependencies(&cond).events.len(),
+                time_unit(&cond),
+                sql,
+            )
+        };
+        let outcome = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(run)
+            .expect("a thread")
+            .join()
+            .expect("no overflow");
+        assert!(
+            matches!(outcome, (_, 1, None, Ok(len)) if len > 0),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn in_lists_match_exactly_as_eq_does() {
+        let values = [
+            json!("上海"),
+            json!("5"),
+            json!(5),
+            json!(5.0),
+            json!(-0.0),
+            json!(0),
+            json!("2026-01-01"),
+            json!("2026-01-01T08:00:00+08:00"),
+            json!(true),
+            json!("true"),
+            json!(false),
+            json!(["a"]),
+            json!(null),
+        ];
+        let instant = Some(at("2026-01-01T00:00:00Z"));
+        let mut subjects: Vec<Subject> = vec![Subject::Instant(instant), Subject::Instant(None)];
+        for v in &values {
+            subjects.extend([Subject::Property(Some(v)), Subject::TraitLike(Some(v))]);
+        }
+        subjects.extend([Subject::Property(None), Subject::TraitLike(None)]);
+        let lists: Vec<Value> = values
+            .iter()
+            .map(|v| json!([v]))
+            .chain([Value::Array(values.to_vec()), json!([])])
+            .collect();
+        for subject in subjects {
+            for list in &lists {
+                let by_eq = list
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|v| equals(subject, v)));
+                assert_eq!(
+                    one_of(subject, &operands(Some(list))),
+                    by_eq,
+                    "{subject:?} in {list}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn event_filters_with_lists_count_the_events_that_match() {
+        let events: Vec<EventRecord> = [
+            json!({"c": "a"}),
+            json!({"c": "b"}),
+            json!({}),
+            json!({"c": "5"}),
+        ]
+        .into_iter()
+        .map(|properties| EventRecord {
+            name: "Viewed".into(),
+            timestamp: at("2026-03-01T00:00:00Z"),
+            properties: properties.as_object().cloned().unwrap_or_default(),
+        })
+        .collect();
+        let (traits, computed) = (Map::new(), ComputedTraits::default());
+        let customer = CustomerView::new(&traits, &computed, &events);
+        let count = |op: &str, n: u64| {
+            let cond = Condition::from_value(json!({"type": "event", "name": "Viewed",
+                "where": [{"property": "c", "op": op, "value": ["a", 5]}],
+                "count": {"op": "eq", "value": n}}))
+            .expect("a condition");
+            evaluate(&cond, &customer, at("2026-03-02T00:00:00Z"), &|_| false)
+        };
+        // "a" and "5" (a numeric string equals 5); the rest, an event without the property too.
+        assert!(count("in", 2) && count("not_in", 2));
+        assert!(!count("in", 1) && !count("not_in", 3));
     }
 
     #[test]

@@ -59,8 +59,8 @@ pub mod tags;
 mod values;
 
 pub use condition::{
-    COMPUTED_KEYS, Condition, ConditionError, CountOp, CountRule, MAX_COUNT, MAX_DAYS, MAX_DEPTH,
-    MAX_LIST, MAX_NODES, Op, PropertyFilter, Window,
+    COMPUTED_KEYS, Condition, ConditionError, CountOp, CountRule, MAX_COST, MAX_COUNT, MAX_DAYS,
+    MAX_DEPTH, MAX_FILTERS, MAX_LIST, MAX_NODES, Op, PropertyFilter, Window,
 };
 pub use eval::{
     CustomerView, Dependencies, EventRecord, TimeUnit, dependencies, evaluate, moves_with_time,

@@ -32,6 +32,11 @@
 //! subqueries, and SQL's three-valued logic never leaks into membership: a NULL comparison simply
 //! leaves a customer out of a set.
 //!
+//! Nesting stays shallow however large the condition: parsers read `a AND b AND c …` as a tree
+//! one level per operand, which DataFusion's planner walks recursively, so long runs of `AND`,
+//! `UNION` and `INTERSECT` are grouped in parentheses eight at a time (the depth grows with
+//! the logarithm of the count), and an `in` list is one `IN (…)` per reading.
+//!
 //! # Literals
 //!
 //! All condition text reaches the SQL as string literals with `'` doubled; a backslash is
@@ -123,7 +128,7 @@ fn compile(cond: &Condition, now: DateTime<Utc>) -> Result<String, ConditionErro
                 });
             }
             counted(
-                &conditions.join(" AND "),
+                &chain(conditions, "AND"),
                 &count_sql(*count),
                 count.admits(0),
             )
@@ -207,7 +212,7 @@ fn conjunction(conditions: &[Condition], now: DateTime<Utc>) -> Result<String, C
     for other in others {
         row_tests.push(format!("customer_id IN ({})", compile(other, now)?));
     }
-    Ok(format!("{EVERYONE} WHERE {}", row_tests.join(" AND ")))
+    Ok(format!("{EVERYONE} WHERE {}", chain(row_tests, "AND")))
 }
 
 /// The four complement operators compile as their positive form, then negate.
@@ -236,9 +241,36 @@ fn combine(
                 .iter()
                 .map(|c| compile(c, now).map(|sql| format!("({sql})")))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(parts.join(&format!(" {operator} ")))
+            Ok(chain(parts, operator))
         }
     }
+}
+
+/// The most operands one `AND` or set-operation chain has in the text; see [`chain`].
+const CHAIN: usize = 8;
+
+/// Joins `parts` with `operator` (associative: `AND`, `OR`, `UNION`, `INTERSECT`), grouping
+/// them in parentheses [`CHAIN`] at a time, level by level, so that nesting grows with the
+/// logarithm of their number.
+///
+/// SQL parsers read `a AND b AND c …` as a left-deep tree, one level per operand, which
+/// DataFusion's planner and optimizer then walk recursively: a few thousand operands overflowed
+/// the stack and aborted the server. Parentheses cost the parser recursion instead, and
+/// DataFusion's parser stops at 50 levels, so the groups are wide rather than pairs (pairs put
+/// the largest conditions, nested to `MAX_DEPTH`, over that limit): 5,000 operands nest 5
+/// levels deep, each a chain of at most 8.
+fn chain(mut parts: Vec<String>, operator: &str) -> String {
+    let separator = format!(" {operator} ");
+    while parts.len() > CHAIN {
+        parts = parts
+            .chunks(CHAIN)
+            .map(|group| match group {
+                [one] => one.clone(),
+                many => format!("({})", many.join(&separator)),
+            })
+            .collect();
+    }
+    parts.join(&separator)
 }
 
 /// Customers whose count of `events WHERE conditions` satisfies `having`. When a count of zero
@@ -397,12 +429,7 @@ fn predicate(
             let items = value
                 .and_then(Value::as_array)
                 .ok_or_else(|| unreachable_input("value"))?;
-            let tests = items
-                .iter()
-                .map(|v| Operand::of(v).map(|o| equals(t, o)))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| unreachable_input("value"))?;
-            format!("({})", tests.join(" OR "))
+            one_of(t, items)?
         }
         Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
             let symbol = match op {
@@ -484,6 +511,36 @@ fn predicate(
     })
 }
 
+/// `in`: one `IN (…)` list per reading (text, number, date), whatever the list's length. A list
+/// is one flat node to parse and plan, where the `OR` of a thousand comparisons nested a
+/// thousand deep, and DataFusion matches a literal list with a hash set.
+fn one_of(t: &Target, items: &[Value]) -> Result<String, ConditionError> {
+    let (mut texts, mut numbers, mut dates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut booleans = [false; 2];
+    for item in items {
+        match Operand::of(item).ok_or_else(|| unreachable_input("value"))? {
+            Operand::Text(s) => texts.push(text(s)),
+            Operand::Number(n) => numbers.push(number(n)),
+            Operand::Date(d) => dates.push(timestamp(d.at)),
+            Operand::Bool(b) => booleans[usize::from(b)] = true,
+        }
+    }
+    let mut tests = Vec::new();
+    for (expr, literals) in [(&t.text, texts), (&t.number, numbers), (&t.date, dates)] {
+        match literals.as_slice() {
+            [] => {}
+            [one] => tests.push(format!("{expr} = {one}")),
+            many => tests.push(format!("{expr} IN ({})", many.join(", "))),
+        }
+    }
+    for b in [false, true] {
+        if booleans[usize::from(b)] {
+            tests.push(t.boolean(b));
+        }
+    }
+    Ok(format!("({})", tests.join(" OR ")))
+}
+
 fn equals(t: &Target, operand: Operand) -> String {
     match operand {
         Operand::Number(n) => format!("{} = {}", t.number, number(n)),
@@ -536,8 +593,13 @@ fn hours(h: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::{MAX_COST, MAX_DEPTH, MAX_FILTERS, MAX_LIST, MAX_NODES};
     use chrono::TimeZone;
     use serde_json::json;
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::keywords::Keyword;
+    use sqlparser::parser::Parser;
+    use sqlparser::tokenizer::{Token, Tokenizer};
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap()
@@ -658,7 +720,7 @@ mod tests {
             sql(
                 json!({"type":"computed","key":"average_order_value","op":"not_in","value":[1, 2]})
             ),
-            "SELECT customer_id FROM profiles EXCEPT (SELECT customer_id FROM profiles WHERE (average_order_value = 1.0 OR average_order_value = 2.0))"
+            "SELECT customer_id FROM profiles EXCEPT (SELECT customer_id FROM profiles WHERE (average_order_value IN (1.0, 2.0)))"
         );
     }
 
@@ -777,6 +839,182 @@ mod tests {
              AND t.\"timestamp\" > f.first_at AND t.\"timestamp\" <= f.first_at + INTERVAL '24' HOUR \
              WHERE t.customer_id IS NULL"
         );
+    }
+
+    #[test]
+    fn in_lists_compile_to_one_flat_list_per_reading() {
+        assert_eq!(
+            sql(json!({"type":"trait","key":"k","op":"in",
+                "value":["a", 2, "b", 3.5, "2026-01-01", true, true]})),
+            "SELECT customer_id FROM profile_traits WHERE \"key\" = 'k' AND \
+             (\"value\" IN ('a', 'b') OR number IN (2.0, 3.5) \
+             OR TRY_CAST(\"value\" AS TIMESTAMP) = TIMESTAMP '2026-01-01T00:00:00Z' \
+             OR \"value\" = 'true')"
+        );
+        // A full list is as shallow as a short one.
+        let values: Vec<Value> = (0..MAX_LIST)
+            .map(|i| match i % 3 {
+                0 => json!(i),
+                1 => json!(format!("v{i}")),
+                _ => json!(format!("2026-01-{:02}", i % 28 + 1)),
+            })
+            .collect();
+        let out = sql(json!({"type":"trait","key":"k","op":"in","value":values}));
+        assert_eq!(nesting(&out), (2, 2));
+    }
+
+    #[test]
+    fn chains_group_operands_a_few_at_a_time() {
+        let parts = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>();
+        assert_eq!(chain(parts(1), "AND"), "p0");
+        assert_eq!(chain(parts(8), "OR"), parts(8).join(" OR "));
+        assert_eq!(
+            chain(parts(10), "AND"),
+            "(p0 AND p1 AND p2 AND p3 AND p4 AND p5 AND p6 AND p7) AND (p8 AND p9)"
+        );
+        assert_eq!(
+            chain(parts(17), "AND"),
+            "(p0 AND p1 AND p2 AND p3 AND p4 AND p5 AND p6 AND p7) \
+             AND (p8 AND p9 AND p10 AND p11 AND p12 AND p13 AND p14 AND p15) AND p16"
+        );
+        for n in [9, 64, 65, 500, 5_000] {
+            let out = chain(parts(n), "AND");
+            // Every operand once, in order; the grouping only adds parentheses.
+            assert_eq!(out.replace(['(', ')'], ""), parts(n).join(" AND "));
+            let (deepest, longest) = nesting(&out);
+            assert!(deepest <= n.ilog(CHAIN) as usize, "{n}: {deepest}");
+            assert!(longest < CHAIN, "{n}: {longest}");
+        }
+    }
+
+    /// How a query's text nests: the deepest parenthesis level, and the most `AND`, `OR` and
+    /// set operators inside one pair of parentheses. Parsers read such a run as a left-deep
+    /// tree, one level per operand, so between them the two bound the depth of what the
+    /// planner walks.
+    fn nesting(sql: &str) -> (usize, usize) {
+        let tokens = Tokenizer::new(&GenericDialect {}, sql)
+            .tokenize()
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+        let mut runs = vec![0usize];
+        let (mut deepest, mut longest) = (0, 0);
+        for token in tokens {
+            match token {
+                Token::LParen => {
+                    runs.push(0);
+                    deepest = deepest.max(runs.len() - 1);
+                }
+                Token::RParen => {
+                    runs.pop();
+                }
+                Token::Word(w)
+                    if matches!(
+                        w.keyword,
+                        Keyword::AND
+                            | Keyword::OR
+                            | Keyword::UNION
+                            | Keyword::INTERSECT
+                            | Keyword::EXCEPT
+                    ) =>
+                {
+                    if let Some(run) = runs.last_mut() {
+                        *run += 1;
+                        longest = longest.max(*run);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (deepest, longest)
+    }
+
+    /// Parses a query as the engine wraps it, with `sqlparser`'s default recursion limit of 50
+    /// levels, which DataFusion's parser (the same `sqlparser`) also applies: grouping must not
+    /// trade the planner's stack for the parser's limit.
+    fn parse_as_run(inner: &str) -> Vec<sqlparser::ast::Statement> {
+        let wrapped = format!(
+            "WITH events AS (SELECT * FROM events WHERE customer_id IS NOT NULL) \
+             SELECT DISTINCT customer_id FROM ({inner}) AS members WHERE customer_id IS NOT NULL"
+        );
+        Parser::parse_sql(&GenericDialect {}, &wrapped)
+            .unwrap_or_else(|e| panic!("{e} in a query of {} bytes", inner.len()))
+    }
+
+    /// The depth of the syntax tree the parser builds, told from the indentation of its
+    /// pretty-printed form: what the planner then walks recursively.
+    fn syntax_depth(inner: &str) -> usize {
+        format!("{:#?}", parse_as_run(inner))
+            .lines()
+            .map(|line| line.len() - line.trim_start().len())
+            .max()
+            .unwrap_or(0)
+            / 4
+    }
+
+    #[test]
+    fn the_largest_conditions_compile_to_shallow_sql() {
+        let segment = json!({"type":"in_segment","segment":"s"});
+        let row_test = json!({"type":"computed","key":"orders","op":"gt","value":1});
+        let event = |property: &str| {
+            let filters: Vec<Value> = (0..MAX_FILTERS)
+                .map(|i| json!({"property":property,"op":"ne","value":i}))
+                .collect();
+            json!({"type":"event","name":"x","where":filters,"window":{"last_days":7}})
+        };
+        // Room is left for the `not`s that nest each shape as deep as validation allows.
+        let children = MAX_NODES - MAX_DEPTH;
+        let events_in_budget = (MAX_COST - MAX_DEPTH) / (MAX_FILTERS + 1);
+        let mut row_and_others = vec![segment.clone(); children - 1];
+        row_and_others.push(row_test.clone());
+        let shapes = [
+            // UNION of every child.
+            (
+                children,
+                json!({"type":"or","conditions":vec![segment.clone(); children]}),
+            ),
+            // INTERSECT of every child.
+            (
+                children,
+                json!({"type":"and","conditions":vec![segment.clone(); children]}),
+            ),
+            // One profiles scan: AND of its row tests.
+            (
+                children,
+                json!({"type":"and","conditions":vec![row_test.clone(); children]}),
+            ),
+            // One profiles scan: AND of `customer_id IN (…)` semi-joins.
+            (children, json!({"type":"and","conditions":row_and_others})),
+            // AND of an event's filters, on a JSON property.
+            (MAX_FILTERS, event("tax")),
+            // As many full events as the budget allows; filters on a column keep the text
+            // quick to parse.
+            (
+                events_in_budget * MAX_FILTERS,
+                json!({"type":"or","conditions":vec![event("revenue"); events_in_budget]}),
+            ),
+        ];
+        let small = syntax_depth(&sql(json!({"type":"or","conditions":[segment, row_test]})));
+        for (n, shape) in shapes {
+            let cond = Condition::from_value(shape.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let out = to_sql(&cond, now()).unwrap();
+            let (deepest, longest) = nesting(&out);
+            // A chain of 8 operands, plus the window's three ANDs and BETWEEN's one.
+            assert!(longest <= 12, "n = {n}: a run of {longest} operators");
+            let log2 = n.next_power_of_two().ilog2() as usize;
+            assert!(deepest <= 2 * log2 + 4, "n = {n}: {deepest} levels");
+            // Chained flat, the first shape's 468 children parsed 487 levels deep.
+            let depth = syntax_depth(&out);
+            assert!(
+                depth <= small + 40,
+                "n = {n}: {depth} levels, {small} for two"
+            );
+
+            let mut nested = shape;
+            while Condition::from_value(json!({"type":"not","condition":nested.clone()})).is_ok() {
+                nested = json!({"type":"not","condition":nested});
+            }
+            let nested = Condition::from_value(nested).unwrap_or_else(|e| panic!("{e}"));
+            parse_as_run(&to_sql(&nested, now()).unwrap());
+        }
     }
 
     #[test]

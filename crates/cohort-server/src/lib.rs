@@ -10,11 +10,14 @@
 //! # Ok(()) }
 //! ```
 
+mod auth_failures;
+pub mod connections;
 mod error;
 mod metrics_setup;
 pub mod routes;
 mod state;
 
+pub use connections::ConnectionLimits;
 pub use error::ApiError;
 pub use routes::router;
 pub use state::AppState;
@@ -29,9 +32,22 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The engine under the routes: storage, limits, the segment refresh cadence.
     pub engine: EngineConfig,
-    /// An admin key chosen by the operator (`COHORT_ADMIN_KEY`); registered at start.
+    /// An admin key chosen by the operator (`COHORT_ADMIN_KEY`): at least
+    /// [`MIN_OPERATOR_KEY_CHARS`] characters, valid while it is configured, never stored.
     pub admin_key: Option<String>,
+    /// Timeouts and the cap on connections.
+    pub connections: ConnectionLimits,
+    /// Requests per address per minute that may fail authentication before the address is
+    /// answered 429 for the rest of its minute; 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
 }
+
+/// Shortest operator admin key: a key anyone can type is a key anyone can guess.
+pub const MIN_OPERATOR_KEY_CHARS: usize = 32;
+
+/// The name under which earlier releases stored the operator's key in the catalogue; such rows
+/// are removed at start, since the key is now valid only while configured.
+const STORED_OPERATOR_KEY_NAME: &str = "COHORT_ADMIN_KEY";
 
 impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
@@ -39,6 +55,8 @@ impl ServerConfig {
             listen,
             engine: EngineConfig::new(data_dir),
             admin_key: None,
+            connections: ConnectionLimits::default(),
+            auth_failures_per_minute: 30,
         }
     }
 }
@@ -90,6 +108,10 @@ pub enum StartError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Store(#[from] cohort_store::StoreError),
+    #[error(
+        "the admin key from --admin-key or COHORT_ADMIN_KEY has {chars} characters; it needs at least {MIN_OPERATOR_KEY_CHARS} (for example from `openssl rand -hex 24`)"
+    )]
+    WeakAdminKey { chars: usize },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -100,18 +122,29 @@ pub enum StartError {
 
 /// Opens the engine, registers keys, binds and starts serving in the background.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    let operator_key = match config.admin_key.as_deref().map(str::trim) {
+        Some(key) if key.chars().count() < MIN_OPERATOR_KEY_CHARS => {
+            return Err(StartError::WeakAdminKey {
+                chars: key.chars().count(),
+            });
+        }
+        Some(key) => Some(cohort_store::hash_key(key)),
+        None => None,
+    };
     let metrics = metrics_setup::install();
     let engine = Engine::open(config.engine.clone()).await?;
     let catalog = engine.store().catalog();
-    if let Some(key) = &config.admin_key {
-        catalog.add_admin_key("COHORT_ADMIN_KEY", "admin", key)?;
-    }
-    let first_admin_key = if catalog.admin_key_count()? == 0 {
+    catalog.remove_admin_keys_named(STORED_OPERATOR_KEY_NAME)?;
+    let first_admin_key = if operator_key.is_none() && catalog.admin_key_count()? == 0 {
         Some(catalog.create_admin_key("initial", "admin")?.1)
     } else {
         None
     };
-    let state = AppState::new(engine, metrics);
+    let mut state = AppState::new(engine, metrics);
+    state.operator_key = operator_key;
+    state.auth_failures = std::sync::Arc::new(auth_failures::AuthFailures::per_minute(
+        config.auth_failures_per_minute,
+    ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -123,14 +156,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         source,
     })?;
     let app = router(state.clone());
+    let limits = config.connections.fitted_to_open_files();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(connections::serve(listener, app, limits, async move {
+        let _ = rx.await;
+    }));
     tracing::info!(%addr, "cohort listening");
     Ok(RunningServer {
         addr,

@@ -1,3 +1,4 @@
+use crate::auth_failures::AuthFailures;
 use cohort_engine::Engine;
 use cohort_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -11,6 +12,10 @@ pub struct AppState {
     /// Renders `/metrics`.
     pub(crate) metrics: PrometheusHandle,
     pub(crate) admin_keys: Arc<VerifiedKeys>,
+    /// The hash of the operator's admin key (`--admin-key`, `COHORT_ADMIN_KEY`): held in memory
+    /// only, so it is valid exactly while it is configured.
+    pub(crate) operator_key: Option<String>,
+    pub(crate) auth_failures: Arc<AuthFailures>,
 }
 
 /// Admin keys verified recently, by hash: the admin API's hot paths (profile lookups) then skip a
@@ -47,6 +52,8 @@ impl AppState {
             engine,
             metrics,
             admin_keys: Arc::default(),
+            operator_key: None,
+            auth_failures: Arc::new(AuthFailures::per_minute(0)),
         }
     }
 

@@ -24,6 +24,46 @@ pub struct Source {
     /// The tracking plan, when one is set.
     pub tracking_plan: Option<Value>,
     pub disabled: bool,
+    /// Where the source's messages come from, and so who can read its write key.
+    pub kind: SourceKind,
+    /// For a client-side source: whether its trait identifiers (email, phone, external IDs) may
+    /// claim customers that already exist. Off unless the operator turns it on.
+    pub trait_claims: bool,
+}
+
+/// Where a source's messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A back-office system or server SDK: its key is a secret.
+    Server,
+    /// A web page or an app: its key ships to every visitor, so anyone may send with it.
+    Client,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Server => "server",
+            SourceKind::Client => "client",
+        }
+    }
+
+    /// `server` or `client`.
+    pub fn parse(text: &str) -> Option<SourceKind> {
+        match text {
+            "server" => Some(SourceKind::Server),
+            "client" => Some(SourceKind::Client),
+            _ => None,
+        }
+    }
+}
+
+impl Source {
+    /// Whether the processor must keep this source's trait identifiers from claiming customers.
+    pub fn restricts_trait_claims(&self) -> bool {
+        self.kind == SourceKind::Client && !self.trait_claims
+    }
 }
 
 /// An admin API key's public record.
@@ -51,7 +91,8 @@ pub struct Catalog {
     conn: Mutex<Connection>,
 }
 
-const SOURCE_COLUMNS: &str = "id, name, key_prefix, created_at, settings, tracking_plan, disabled";
+const SOURCE_COLUMNS: &str =
+    "id, name, key_prefix, created_at, settings, tracking_plan, disabled, kind, trait_claims";
 
 fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
     let settings: String = r.get(4)?;
@@ -64,6 +105,8 @@ fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
         settings: serde_json::from_str(&settings).unwrap_or(Value::Null),
         tracking_plan: plan.and_then(|p| serde_json::from_str(&p).ok()),
         disabled: r.get::<_, i64>(6)? != 0,
+        kind: SourceKind::parse(&r.get::<_, String>(7)?).unwrap_or(SourceKind::Server),
+        trait_claims: r.get::<_, i64>(8)? != 0,
     })
 }
 
@@ -145,6 +188,24 @@ impl Catalog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Sets where a source's messages come from and whether a client-side source's trait
+    /// identifiers may claim known customers.
+    pub fn set_source_trust(
+        &self,
+        id: i64,
+        kind: SourceKind,
+        trait_claims: bool,
+    ) -> Result<(), StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE sources SET kind = ?2, trait_claims = ?3 WHERE id = ?1",
+            params![id, kind.as_str(), trait_claims],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("source {id}")));
+        }
+        Ok(())
+    }
+
     pub fn set_source_settings(&self, id: i64, settings: &Value) -> Result<(), StoreError> {
         self.update_source(id, "settings", Some(settings.to_string()))
     }
@@ -199,6 +260,13 @@ impl Catalog {
             [hash_key(key)],
             admin_row,
         )?)
+    }
+
+    /// Removes the admin keys registered under `name`; returns how many there were.
+    pub fn remove_admin_keys_named(&self, name: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM admin_keys WHERE name = ?1", [name])?)
     }
 
     pub fn admin_key_count(&self) -> Result<i64, StoreError> {

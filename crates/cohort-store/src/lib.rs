@@ -27,6 +27,7 @@ mod inbox;
 mod memberships;
 mod profile_cache;
 mod profile_store;
+mod private;
 mod profiles;
 mod schema;
 mod segments;
@@ -34,11 +35,12 @@ mod time;
 
 use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
-pub use catalog::{AdminKey, Catalog, Source, hash_key};
+pub use catalog::{AdminKey, Catalog, Source, SourceKind, hash_key};
 pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
+pub use private::keep_new_files_private;
 pub use memberships::{SqliteMemberships, SqliteSnapshot};
 pub use profile_store::{SqliteBatch, SqliteProfileStore};
 pub use profiles::{
@@ -153,13 +155,11 @@ struct Inner {
 
 impl Store {
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        private::private_dir(&config.data_dir)?;
         let inbox_path = config.data_dir.join("inbox.db");
         let state_path = config.data_dir.join("state.db");
         let mut state_conn = conn::open(&state_path, config.durability)?;
+        private::private_file(&state_path)?;
         schema::migrate_state(&mut state_conn)?;
 
         let applied: i64 = state_conn.query_row(
@@ -180,6 +180,7 @@ impl Store {
 
         let catalog = Catalog::new(conn::open(&state_path, config.durability)?);
         let failed = FailedEvents::new(conn::open(&inbox_path, config.durability)?);
+        private::private_file(&inbox_path)?;
         // Only a process that applies events can keep cached profiles exact.
         let profile_cache = process.then(|| Arc::new(ProfileCache::new(PROFILE_CACHE_CAPACITY)));
         let profiles = Profiles::new(

@@ -202,6 +202,16 @@ ALTER TABLE events_by_seq RENAME TO events;
 CREATE INDEX events_customer_ts ON events (customer_id, ts);
 CREATE INDEX events_ts ON events (ts);
 "#,
+    // Quarantine: a definition whose evaluation failed, or never finished twice in a row (it
+    // took the process down), is set aside with its reason instead of being retried forever.
+    // Sources get a kind: a client-side source's write key is public, so its trait identifiers
+    // may not claim known customers unless `trait_claims` allows it.
+    r#"
+ALTER TABLE segments ADD COLUMN failure TEXT;
+ALTER TABLE segments ADD COLUMN unfinished INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sources ADD COLUMN kind TEXT NOT NULL DEFAULT 'server';
+ALTER TABLE sources ADD COLUMN trait_claims INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {

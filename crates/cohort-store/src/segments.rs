@@ -62,7 +62,14 @@ pub struct SegmentDef {
     pub updated_at: DateTime<Utc>,
     /// Bumped by every update.
     pub version: i64,
+    /// Why the definition is quarantined: its evaluation failed, or twice did not finish. A
+    /// quarantined definition is not evaluated in batch until it is updated or refreshed by hand.
+    pub failure: Option<String>,
 }
+
+/// Evaluations of one definition that began and never ended after which it is quarantined at
+/// start: one may be a restart at the wrong moment; two in a row mean it takes the process down.
+pub const UNFINISHED_EVALUATIONS_BEFORE_QUARANTINE: i64 = 2;
 
 /// A definition to create or replace.
 #[derive(Debug, Clone)]
@@ -117,8 +124,8 @@ pub struct Segments {
     conn: Mutex<Connection>,
 }
 
-const COLUMNS: &str =
-    "id, name, kind, description, condition, created_at, updated_at, version FROM segments";
+const COLUMNS: &str = "id, name, kind, description, condition, created_at, updated_at, version, \
+     failure FROM segments";
 
 impl Segments {
     pub(crate) fn new(conn: Connection) -> Self {
@@ -183,9 +190,10 @@ impl Segments {
                 .ok_or_else(|| StoreError::NotFound(format!("segment {name:?}")))?;
             let condition = condition.unwrap_or(&current.condition);
             check_references(&tx, name, condition)?;
+            // A new version is a new chance: the quarantine is lifted.
             tx.execute(
                 "UPDATE segments SET description = ?2, condition = ?3, updated_at = ?4,
-                        version = version + 1 WHERE id = ?1",
+                        version = version + 1, failure = NULL, unfinished = 0 WHERE id = ?1",
                 params![
                     current.id,
                     description.unwrap_or(&current.description),
@@ -197,6 +205,52 @@ impl Segments {
                 .ok_or_else(|| StoreError::Corrupt("a segment vanished while updated".into()))?;
             tx.commit()?;
             Ok(def)
+        })
+    }
+
+    /// Records, durably, that an evaluation of `id` begins; [`Segments::end_evaluation`] closes
+    /// it. One that never closes was cut short, perhaps by the evaluation itself.
+    pub fn begin_evaluation(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE segments SET unfinished = unfinished + 1 WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Closes an evaluation of `id`: a `failure` quarantines the definition with that reason,
+    /// success lifts any quarantine.
+    pub fn end_evaluation(&self, id: i64, failure: Option<&str>) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE segments SET unfinished = 0, failure = ?2 WHERE id = ?1",
+                params![id, failure],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Quarantines the definitions whose last [`UNFINISHED_EVALUATIONS_BEFORE_QUARANTINE`]
+    /// evaluations never ended; returns their names. Run at start, before any evaluation.
+    pub fn quarantine_unfinished(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "UPDATE segments SET failure = ?2, unfinished = 0
+                 WHERE unfinished >= ?1 RETURNING name",
+            )?;
+            let reason = format!(
+                "its last {UNFINISHED_EVALUATIONS_BEFORE_QUARANTINE} evaluations never finished: \
+                 the process stopped while evaluating it, perhaps because of it; update the \
+                 definition or refresh it by hand to evaluate it again"
+            );
+            let names = stmt
+                .query_map(params![UNFINISHED_EVALUATIONS_BEFORE_QUARANTINE, reason], |r| {
+                    r.get(0)
+                })?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(names)
         })
     }
 
@@ -599,7 +653,17 @@ pub(crate) fn all(conn: &Connection) -> Result<Vec<SegmentDef>, StoreError> {
     rows.map(|r| parse_def(r?)).collect()
 }
 
-type RawDef = (i64, String, String, String, String, i64, i64, i64);
+type RawDef = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
 
 fn raw_def(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDef> {
     Ok((
@@ -611,13 +675,14 @@ fn raw_def(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDef> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     ))
 }
 
 fn parse_def(
-    (id, name, kind, description, condition, created, updated, version): RawDef,
+    (id, name, kind, description, condition, created, updated, version, failure): RawDef,
 ) -> Result<SegmentDef, StoreError> {
-    let condition = Condition::from_json(&condition)
+    let condition = Condition::from_stored_json(&condition)
         .map_err(|e| StoreError::Corrupt(format!("segment {name:?}: {e}")))?;
     Ok(SegmentDef {
         id,
@@ -628,5 +693,6 @@ fn parse_def(
         created_at: from_micros(created),
         updated_at: from_micros(updated),
         version,
+        failure,
     })
 }

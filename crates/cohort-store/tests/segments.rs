@@ -435,3 +435,48 @@ fn definitions_are_validated_named_and_acyclic() {
     assert!(segments.list(None).unwrap().is_empty());
     assert!(matches!(segments.get("a"), Err(StoreError::NotFound(_))));
 }
+
+#[test]
+fn a_definition_whose_evaluations_never_finish_is_quarantined_until_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_unprocessed(dir.path());
+    let heavy = store
+        .segments()
+        .create(&segment("heavy", json!({"trait": "plan", "op": "eq", "value": "pro"})))
+        .unwrap();
+    let fine = store
+        .segments()
+        .create(&segment("fine", json!({"trait": "plan", "op": "eq", "value": "free"})))
+        .unwrap();
+
+    // One evaluation cut short (a restart at the wrong moment) is forgiven.
+    store.segments().begin_evaluation(heavy.id).unwrap();
+    store.segments().begin_evaluation(fine.id).unwrap();
+    store.segments().end_evaluation(fine.id, None).unwrap();
+    assert!(store.segments().quarantine_unfinished().unwrap().is_empty());
+    // Two in a row (it took the process down twice) are not.
+    store.segments().begin_evaluation(heavy.id).unwrap();
+    assert_eq!(store.segments().quarantine_unfinished().unwrap(), vec!["heavy"]);
+    let failure = store.segments().get("heavy").unwrap().failure.unwrap();
+    assert!(failure.contains("never finished"), "{failure}");
+    assert_eq!(store.segments().get("fine").unwrap().failure, None);
+
+    // A failed evaluation quarantines at once, with its reason; a new version lifts it.
+    store
+        .segments()
+        .end_evaluation(fine.id, Some("evaluation failed: boom"))
+        .unwrap();
+    assert_eq!(
+        store.segments().get("fine").unwrap().failure.as_deref(),
+        Some("evaluation failed: boom")
+    );
+    store
+        .segments()
+        .update("heavy", Some("lighter now"), None)
+        .unwrap();
+    assert_eq!(store.segments().get("heavy").unwrap().failure, None);
+    // Quarantine survives a restart.
+    drop(store);
+    let store = open_unprocessed(dir.path());
+    assert!(store.segments().get("fine").unwrap().failure.is_some());
+}

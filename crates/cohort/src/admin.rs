@@ -93,10 +93,18 @@ fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
 
 fn source(store: &Store, cmd: SourceCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
-        SourceCommand::Create { name } => {
+        SourceCommand::Create {
+            name,
+            kind,
+            trait_claims,
+        } => {
             let (source, key) = store.catalog().create_source(&name)?;
+            let kind = cohort_store::SourceKind::parse(&kind).unwrap_or(cohort_store::SourceKind::Server);
+            store
+                .catalog()
+                .set_source_trust(source.id, kind, trait_claims)?;
             out.print(
-                &json!({"id": source.id, "name": source.name, "write_key": key}),
+                &json!({"id": source.id, "name": source.name, "kind": kind, "write_key": key}),
                 || {
                     format!(
                         "Created source {:?} (id {}). Write key (shown only this once):\n  {key}",

@@ -196,6 +196,24 @@ pub struct ServeArgs {
     /// Do not install the shipped tag definitions on start.
     #[arg(long)]
     pub no_builtin_tags: bool,
+    /// Most connections open at once; at the cap a new connection displaces the oldest idle
+    /// one, or is answered 503 when all are busy. Lowered to what the open-file limit allows.
+    #[arg(long, env = "COHORT_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Seconds a client has to send a request's head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "COHORT_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body (408 after).
+    #[arg(long, env = "COHORT_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+    /// Seconds requests in flight get to finish on shutdown (SIGTERM, Ctrl-C).
+    #[arg(long, env = "COHORT_SHUTDOWN_DEADLINE_SECS", default_value_t = 10)]
+    pub shutdown_deadline_secs: u64,
+    /// Failed authentications per address per minute before the address is answered 429 for
+    /// the rest of its minute; 0 turns the limit off.
+    #[arg(long, env = "COHORT_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -261,8 +279,18 @@ pub enum AdminCommand {
 #[derive(Subcommand, Debug, Clone)]
 pub enum SourceCommand {
     /// Create a source; its write key is printed once.
-    #[command(after_help = "Example:\n  cohort admin source create web --json")]
-    Create { name: String },
+    #[command(
+        after_help = "Examples:\n  cohort admin source create backend --json\n  cohort admin source create website --kind client\n\nA client source (a web page or an app) has a public write key: its email, phone and\nexternal IDs may not claim customers that already exist, unless --trait-claims is given."
+    )]
+    Create {
+        name: String,
+        /// `server` (a back-office system: the key is secret) or `client` (a web page or an app).
+        #[arg(long, default_value = "server", value_parser = ["server", "client"])]
+        kind: String,
+        /// Let a client source's email, phone and external IDs claim existing customers.
+        #[arg(long)]
+        trait_claims: bool,
+    },
     /// List sources.
     List,
     /// Set (or with --clear remove) a source's tracking plan from a JSON file.

@@ -21,6 +21,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.log_json);
+    // Data directories, lake files and exports hold personal data.
+    cohort_store::keep_new_files_private();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -13,6 +13,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let options = QueryOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         max_rows: args.max_rows,
+        ..QueryOptions::default()
     };
     let result = analytics
         .query(&args.sql, options)

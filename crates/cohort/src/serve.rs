@@ -4,13 +4,21 @@ use crate::cli::ServeArgs;
 use anyhow::Context;
 use cohort_server::{RunningServer, ServerConfig, start};
 use cohort_store::Durability;
+use std::time::Duration;
 
 pub fn config(args: &ServeArgs) -> ServerConfig {
     let mut config = ServerConfig::new(&args.data.data, args.listen);
     config.admin_key = args.admin_key.clone().filter(|k| !k.trim().is_empty());
+    config.connections = cohort_server::ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+        shutdown_deadline: Duration::from_secs(args.shutdown_deadline_secs),
+    };
+    config.auth_failures_per_minute = args.auth_failures_per_minute;
     let engine = &mut config.engine;
-    engine.segment_refresh = std::time::Duration::from_secs(args.segment_refresh_secs);
-    engine.segment_day_refresh = std::time::Duration::from_secs(args.segment_day_refresh_secs);
+    engine.segment_refresh = Duration::from_secs(args.segment_refresh_secs);
+    engine.segment_day_refresh = Duration::from_secs(args.segment_day_refresh_secs);
     engine.builtin_tags = !args.no_builtin_tags;
     engine.store.durability = if args.durability == "normal" {
         Durability::Normal

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use cohort_collect::RequestError;
 use cohort_collect::auth::write_key_from_request;
 use cohort_collect::envelope::Route;
@@ -55,6 +55,15 @@ async fn ingest(
     let limit = engine.limits().max_request_bytes;
     let raw = match to_bytes(body, limit + 1).await {
         Ok(raw) if raw.len() <= limit => raw,
+        // A body that never arrived holds no data to keep: say so, and keep nothing, or a
+        // slow client could fill the failed-events store.
+        Err(e) if crate::connections::is_body_timeout(&e) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                e.to_string(),
+            ));
+        }
         _ => {
             let error = RequestError::new(
                 "request_too_large",

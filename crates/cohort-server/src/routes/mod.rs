@@ -33,17 +33,29 @@ pub fn router(state: AppState) -> Router {
         .merge(analyses::routes())
         .merge(segments::routes())
         .merge(rfm::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
+    // Everything behind a key counts failed authentications per address; the health and
+    // metrics routes take no key and always answer.
+    let keyed = Router::new()
         .route("/v1/{route}", post(ingest::handle))
+        .nest("/api/v1", admin)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth_failures::limit,
+        ));
+    Router::new()
+        .merge(keyed)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .nest("/api/v1", admin)
         .fallback(crate::error::not_found)
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
+
+/// Largest request body of the admin API (a segment definition, a tracking plan, a query).
+/// Ingest bodies have their own limit (`Limits::max_request_bytes`), checked as they are read.
+pub const ADMIN_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Admin routes need `Authorization: Bearer <admin key>`.
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -64,7 +76,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     };
     let store = state.store().clone();
     let hash = cohort_store::hash_key(&key);
-    if state.admin_keys.is_fresh(&hash) {
+    if state.operator_key.as_deref() == Some(hash.as_str()) || state.admin_keys.is_fresh(&hash) {
         return next.run(request).await;
     }
     let verified =

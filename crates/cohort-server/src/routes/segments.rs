@@ -41,14 +41,22 @@ struct SegmentView {
     member_count: i64,
     /// Re-evaluated periodically because membership moves with time.
     refreshed_with_time: bool,
+    /// `active`, or `failed` while quarantined (the reason is in `failure`).
+    status: &'static str,
 }
 
 fn view(def: SegmentDef, member_count: i64) -> SegmentView {
     let refreshed_with_time = moves_with_time(&def.condition);
+    let status = if def.failure.is_some() {
+        "failed"
+    } else {
+        "active"
+    };
     SegmentView {
         def,
         member_count,
         refreshed_with_time,
+        status,
     }
 }
 

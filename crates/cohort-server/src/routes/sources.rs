@@ -11,6 +11,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use cohort_collect::normalise::NormaliseRules;
 use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
+use cohort_store::SourceKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,18 +24,58 @@ pub(super) fn routes() -> Router<AppState> {
             put(set_tracking_plan).delete(delete_tracking_plan),
         )
         .route("/sources/{id}/normalisation", put(set_normalisation))
+        .route("/sources/{id}/trust", put(set_trust))
+}
+
+/// `PUT /sources/{id}/trust {"kind": "client", "trait_claims": false}`.
+async fn set_trust(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Trust { kind, trait_claims } = json_body(&body)?;
+    let store = state.store().clone();
+    let source = blocking(move || {
+        store.catalog().set_source_trust(id, kind, trait_claims)?;
+        store
+            .catalog()
+            .source(id)?
+            .ok_or_else(|| ApiError::not_found(format!("source {id}")))
+    })
+    .await?;
+    state.engine.forget_sources();
+    Ok(Json(json!({"source": source})))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewSource {
     name: String,
+    /// `server` (default) or `client` (a web page or an app: its key is public).
+    #[serde(default)]
+    kind: Option<SourceKind>,
+    /// Lets a client-side source's email, phone and external IDs claim existing customers.
+    #[serde(default)]
+    trait_claims: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trust {
+    kind: SourceKind,
+    #[serde(default)]
+    trait_claims: bool,
 }
 
 async fn create_source(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let NewSource { name } = json_body(&body)?;
+    let NewSource {
+        name,
+        kind,
+        trait_claims,
+    } = json_body(&body)?;
     if name.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -42,7 +83,19 @@ async fn create_source(
         ));
     }
     let store = state.store().clone();
-    let (source, key) = blocking(move || Ok(store.catalog().create_source(&name)?)).await?;
+    let (source, key) = blocking(move || {
+        let catalog = store.catalog();
+        let (source, key) = catalog.create_source(&name)?;
+        let kind = kind.unwrap_or(SourceKind::Server);
+        if kind != source.kind || trait_claims != source.trait_claims {
+            catalog.set_source_trust(source.id, kind, trait_claims)?;
+        }
+        let source = catalog
+            .source(source.id)?
+            .ok_or_else(|| ApiError::not_found(format!("source {}", source.id)))?;
+        Ok((source, key))
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"source": source, "write_key": key})),

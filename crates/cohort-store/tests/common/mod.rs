@@ -42,6 +42,7 @@ fn start(config: StoreConfig, with_segments: bool) -> Processing {
             identity: config.identity.clone(),
             profile: config.profile.clone(),
             batch: config.apply_batch,
+            ..ProcessorConfig::default()
         },
     );
     let stop = Arc::new(AtomicBool::new(false));
