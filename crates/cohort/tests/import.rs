@@ -51,14 +51,12 @@ fn admin_get(addr: SocketAddr, admin_key: &str, path: &str) -> (u16, Value) {
     (r.status, body)
 }
 
-#[test]
-fn imported_files_are_processed_and_bad_rows_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Creates a source in the data directory with `cohort admin`; returns its write key.
+fn create_source(data: &std::path::Path, name: &str) -> String {
     let out = cohort()
         .args(["admin", "--data"])
-        .arg(&data)
-        .args(["source", "create", "shop", "--json"])
+        .arg(data)
+        .args(["source", "create", name, "--json"])
         .output()
         .unwrap();
     assert!(
@@ -67,7 +65,14 @@ fn imported_files_are_processed_and_bad_rows_kept() {
         String::from_utf8_lossy(&out.stderr)
     );
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let write_key = created["write_key"].as_str().unwrap().to_string();
+    created["write_key"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn imported_files_are_processed_and_bad_rows_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let write_key = create_source(&data, "shop");
 
     let csv = dir.path().join("orders.csv");
     std::fs::write(
@@ -217,13 +222,7 @@ fn imported_files_are_processed_and_bad_rows_kept() {
 fn an_import_without_a_server_is_processed_before_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let created = cohort()
-        .args(["admin", "--data"])
-        .arg(&data)
-        .args(["source", "create", "shop", "--json"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    create_source(&data, "shop");
     let file = dir.path().join("history.ndjson");
     std::fs::write(
         &file,
@@ -254,16 +253,7 @@ fn an_import_without_a_server_is_processed_before_it_returns() {
 fn importing_into_a_missing_source_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    assert!(
-        cohort()
-            .args(["admin", "--data"])
-            .arg(&data)
-            .args(["source", "create", "web"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    create_source(&data, "web");
     let file = dir.path().join("x.ndjson");
     std::fs::write(&file, "{}\n").unwrap();
     let out = cohort()
