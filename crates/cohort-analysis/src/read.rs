@@ -28,7 +28,7 @@ pub(crate) async fn query(
             QueryOptions {
                 timeout: opts.timeout,
                 max_rows,
-..QueryOptions::default()
+                ..QueryOptions::default()
             },
         )
         .await?;

@@ -424,7 +424,10 @@ mod tests {
                 owner: victim.customer
             }]
         );
-        assert_eq!(g.lookup(&email("v@example.com")).unwrap(), Some(victim.customer));
+        assert_eq!(
+            g.lookup(&email("v@example.com")).unwrap(),
+            Some(victim.customer)
+        );
     }
 
     #[test]

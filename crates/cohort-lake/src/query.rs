@@ -718,7 +718,38 @@ fn read_only_options() -> SQLOptions {
 /// `EXPLAIN` of one, `DESCRIBE table` and `SHOW TABLES` / `SHOW COLUMNS`;
 /// rejects everything else before it is planned. Planning then checks again
 /// (no DDL, DML or session statements), which also catches `SELECT … INTO`.
+/// Texts over [`MAX_SQL_BYTES`] and queries nested deeper than [`MAX_EXPR_DEPTH`] are refused
+/// too: DataFusion's planner would overflow its stack on them.
 pub fn check_read_only(sql: &str) -> Result<(), LakeError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(LakeError::Query(format!(
+            "the query is {} bytes long; at most {MAX_SQL_BYTES} are accepted",
+            sql.len()
+        )));
+    }
+    // The parser builds a long `a + b + c …` chain without recursion, but dropping (and any
+    // other walk of) that tree recurses once per operator, so a hostile text is read on a
+    // thread whose stack fits the deepest tree its length allows. Only pages that are used are
+    // ever backed by memory. The nesting limit below then keeps such trees from the planner.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cohort-sql-check".into())
+            .stack_size(CHECK_STACK_PER_BYTE * sql.len() + 2 * 1024 * 1024)
+            .spawn_scoped(scope, || check_text(sql))
+            .map_err(|e| LakeError::Internal(format!("cannot start the SQL check: {e}")))?
+            .join()
+            .map_err(|_| LakeError::Internal("the SQL check failed".into()))?
+    })
+}
+
+/// Longest SQL text accepted (segment definitions at their cost limit compile to about 1.3 MB).
+pub const MAX_SQL_BYTES: usize = 4 * 1024 * 1024;
+
+/// Stack reserved per byte of SQL for [`check_read_only`]: one tree level per two bytes at
+/// most (`1+1+…`), a few hundred bytes of stack per level in an unoptimised build.
+const CHECK_STACK_PER_BYTE: usize = 256;
+
+fn check_text(sql: &str) -> Result<(), LakeError> {
     let statements =
         DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(query_error)?;
     let mut iter = statements.iter();
@@ -1308,7 +1339,10 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" OR ");
         assert!(check_read_only(&format!("SELECT 1 FROM t WHERE {or_chain}")).is_err());
-        let in_list = (0..1_000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let in_list = (0..1_000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         assert!(check_read_only(&format!("SELECT 1 FROM t WHERE x IN ({in_list})")).is_ok());
         let nested = format!("SELECT {}1{}", "(SELECT ".repeat(300), ")".repeat(300));
         assert!(check_read_only(&nested).is_err());

@@ -102,7 +102,10 @@ fn not_csv_scalar(t: &DataType) -> bool {
 }
 
 /// The rows as a JSON array of objects (`[]` when there are none).
-pub(crate) fn json_array(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, LakeError> {
+pub(crate) fn json_array(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>, LakeError> {
     use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
     let (_, batches) = stringify_columns(schema, batches, is_union)?;
     let mut writer = WriterBuilder::new()
@@ -146,24 +149,26 @@ fn defuse_formulas(batch: &RecordBatch) -> Result<RecordBatch, LakeError> {
     let columns = batch
         .columns()
         .iter()
-        .map(|column| match column.as_any().downcast_ref::<StringArray>() {
-            Some(text) if text.iter().flatten().any(|v| v.starts_with(FORMULA_STARTS)) => {
-                let defused: StringArray = text
-                    .iter()
-                    .map(|v| {
-                        v.map(|v| {
-                            if v.starts_with(FORMULA_STARTS) {
-                                format!("'{v}")
-                            } else {
-                                v.to_string()
-                            }
+        .map(
+            |column| match column.as_any().downcast_ref::<StringArray>() {
+                Some(text) if text.iter().flatten().any(|v| v.starts_with(FORMULA_STARTS)) => {
+                    let defused: StringArray = text
+                        .iter()
+                        .map(|v| {
+                            v.map(|v| {
+                                if v.starts_with(FORMULA_STARTS) {
+                                    format!("'{v}")
+                                } else {
+                                    v.to_string()
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                Arc::new(defused) as ArrayRef
-            }
-            _ => Arc::clone(column),
-        })
+                        .collect();
+                    Arc::new(defused) as ArrayRef
+                }
+                _ => Arc::clone(column),
+            },
+        )
         .collect();
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }

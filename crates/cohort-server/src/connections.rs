@@ -251,17 +251,19 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let counted = tracked.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let in_flight = InFlight::new(&counted);
-        let mut request = request.map(|body| Body::new(DeadlineBody::new(body, limits.body_timeout)));
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let app = app.clone();
-        async move {
-            let response = app.oneshot(request).await;
-            drop(in_flight);
-            response
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = InFlight::new(&counted);
+            let mut request =
+                request.map(|body| Body::new(DeadlineBody::new(body, limits.body_timeout)));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await;
+                drop(in_flight);
+                response
+            }
+        });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)

@@ -25,9 +25,9 @@ mod derived;
 mod failed;
 mod inbox;
 mod memberships;
+mod private;
 mod profile_cache;
 mod profile_store;
-mod private;
 mod profiles;
 mod schema;
 mod segments;
@@ -40,8 +40,8 @@ pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
-pub use private::keep_new_files_private;
 pub use memberships::{SqliteMemberships, SqliteSnapshot};
+pub use private::keep_new_files_private;
 pub use profile_store::{SqliteBatch, SqliteProfileStore};
 pub use profiles::{
     EventPage, ExportedEvent, IdentityRow, ProfileRow, Profiles, StoredEvent, TimelineQuery,

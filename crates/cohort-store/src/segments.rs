@@ -246,9 +246,10 @@ impl Segments {
                  definition or refresh it by hand to evaluate it again"
             );
             let names = stmt
-                .query_map(params![UNFINISHED_EVALUATIONS_BEFORE_QUARANTINE, reason], |r| {
-                    r.get(0)
-                })?
+                .query_map(
+                    params![UNFINISHED_EVALUATIONS_BEFORE_QUARANTINE, reason],
+                    |r| r.get(0),
+                )?
                 .collect::<Result<Vec<String>, _>>()?;
             Ok(names)
         })

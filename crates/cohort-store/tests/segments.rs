@@ -442,11 +442,17 @@ fn a_definition_whose_evaluations_never_finish_is_quarantined_until_updated() {
     let store = open_unprocessed(dir.path());
     let heavy = store
         .segments()
-        .create(&segment("heavy", json!({"trait": "plan", "op": "eq", "value": "pro"})))
+        .create(&segment(
+            "heavy",
+            json!({"type": "trait", "key": "plan", "op": "eq", "value": "pro"}),
+        ))
         .unwrap();
     let fine = store
         .segments()
-        .create(&segment("fine", json!({"trait": "plan", "op": "eq", "value": "free"})))
+        .create(&segment(
+            "fine",
+            json!({"type": "trait", "key": "plan", "op": "eq", "value": "free"}),
+        ))
         .unwrap();
 
     // One evaluation cut short (a restart at the wrong moment) is forgiven.
@@ -456,7 +462,10 @@ fn a_definition_whose_evaluations_never_finish_is_quarantined_until_updated() {
     assert!(store.segments().quarantine_unfinished().unwrap().is_empty());
     // Two in a row (it took the process down twice) are not.
     store.segments().begin_evaluation(heavy.id).unwrap();
-    assert_eq!(store.segments().quarantine_unfinished().unwrap(), vec!["heavy"]);
+    assert_eq!(
+        store.segments().quarantine_unfinished().unwrap(),
+        vec!["heavy"]
+    );
     let failure = store.segments().get("heavy").unwrap().failure.unwrap();
     assert!(failure.contains("never finished"), "{failure}");
     assert_eq!(store.segments().get("fine").unwrap().failure, None);

@@ -99,7 +99,8 @@ fn source(store: &Store, cmd: SourceCommand, out: &Output) -> anyhow::Result<()>
             trait_claims,
         } => {
             let (source, key) = store.catalog().create_source(&name)?;
-            let kind = cohort_store::SourceKind::parse(&kind).unwrap_or(cohort_store::SourceKind::Server);
+            let kind =
+                cohort_store::SourceKind::parse(&kind).unwrap_or(cohort_store::SourceKind::Server);
             store
                 .catalog()
                 .set_source_trust(source.id, kind, trait_claims)?;

@@ -53,7 +53,11 @@ fn a_deeply_nested_query_is_refused_and_the_server_stays_up() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(healthz(server.addr).0, "the server is still up");
-    let r = server.admin_send("POST", "/api/v1/query", &json!({"sql": "SELECT 1+1 AS two"}));
+    let r = server.admin_send(
+        "POST",
+        "/api/v1/query",
+        &json!({"sql": "SELECT 1+1 AS two"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -120,7 +124,9 @@ fn slow_clients_are_cut_off_by_the_header_and_body_timeouts() {
     let server = Server::start_with(&["--header-timeout-secs", "1", "--body-timeout-secs", "1"]);
     // Half a request head, then silence: closed after the header timeout.
     let mut slow_head = TcpStream::connect(server.addr).unwrap();
-    slow_head.write_all(b"POST /v1/track HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow_head
+        .write_all(b"POST /v1/track HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     // An idle keep-alive connection: the same clock.
     let mut idle = TcpStream::connect(server.addr).unwrap();
     // A whole head and one byte of a 1,000-byte body: 408 after the body timeout.
@@ -258,7 +264,11 @@ fn the_data_directory_is_private() {
             .args(["source", "create", "web"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(mode(dir), 0o700, "{}", dir.display());
         assert_eq!(mode(&dir.join("state.db")), 0o600);
     }
@@ -280,7 +290,8 @@ fn a_browser_that_knows_a_customers_email_cannot_take_over_their_profile() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["source"]["kind"], "client");
     let site_key = r.json()["write_key"].as_str().unwrap().to_string();
-    let attack = json!({"anonymousId": "evil", "traits": {"email": "v@example.com", "plan": "hacked"}});
+    let attack =
+        json!({"anonymousId": "evil", "traits": {"email": "v@example.com", "plan": "hacked"}});
     let r = server.request(
         "POST",
         "/v1/identify",
@@ -302,7 +313,9 @@ fn a_browser_that_knows_a_customers_email_cannot_take_over_their_profile() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     server.settle();
-    let victim = server.profile("user_id", "victim").expect("the victim's profile");
+    let victim = server
+        .profile("user_id", "victim")
+        .expect("the victim's profile");
     assert_eq!(victim["traits"]["plan"], "gold", "{victim}");
     let by_email = server.profile("email", "v@example.com").unwrap();
     assert_eq!(by_email["customer_id"], victim["customer_id"]);
@@ -311,5 +324,8 @@ fn a_browser_that_knows_a_customers_email_cannot_take_over_their_profile() {
     let user = server.profile("user_id", "u1").unwrap();
     let visitor = server.profile("anonymous_id", "d1").unwrap();
     assert_eq!(user["customer_id"], visitor["customer_id"]);
-    assert_eq!(server.profile("email", "u1@example.com").unwrap()["customer_id"], user["customer_id"]);
+    assert_eq!(
+        server.profile("email", "u1@example.com").unwrap()["customer_id"],
+        user["customer_id"]
+    );
 }

@@ -3,11 +3,11 @@
 use super::json_body;
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -67,7 +67,9 @@ async fn query(
             "internal",
             e.to_string(),
         )),
-        Err(_) => Err(ApiError::from_query(cohort_lake::LakeError::Timeout(budget))),
+        Err(_) => Err(ApiError::from_query(cohort_lake::LakeError::Timeout(
+            budget,
+        ))),
     }
 }
 
