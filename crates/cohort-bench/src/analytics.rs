@@ -1516,14 +1516,6 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
-    fn tiny() -> LakeSpec {
-        LakeSpec {
-            customers: 300,
-            events: 20_000,
-            seed: 11,
-        }
-    }
-
     #[test]
     fn answers_are_compared_value_by_value() {
         assert_eq!(check(Some(&[3]), Some(&[3])), Check::Same);
@@ -1672,7 +1664,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cohort_queries_agree_with_the_events() {
         let cal = Calendar::new();
-        let spec = tiny();
+        let spec = LakeSpec::tiny();
         let dir = tempfile::tempdir().unwrap();
         let meta = prepare_data(dir.path(), spec, &cal).unwrap();
         let (world, events) = lake::in_memory(&spec, &cal).unwrap();

@@ -60,6 +60,16 @@ pub const MAX_ID_BYTES: usize = 256;
 /// prefixed scheme.
 pub const MAX_MESSAGE_ID_BYTES: usize = 256;
 
+/// Largest amount (`revenue`, `price` …) accepted, in either sign. Revenue totals are sums of
+/// these: a billion orders at the largest amount still add up far inside a double, so totals can
+/// never overflow into a silent null, and no real order comes near it.
+pub const MAX_AMOUNT: f64 = 1e15;
+
+/// The Segment e-commerce spec's money properties, checked against [`MAX_AMOUNT`].
+const MONEY_PROPERTIES: [&str; 8] = [
+    "revenue", "total", "value", "price", "subtotal", "tax", "shipping", "discount",
+];
+
 /// Longest track `event` name accepted, in bytes.
 ///
 /// Event names are labels ("Order Completed") that become catalogue entries, metric labels
@@ -268,6 +278,20 @@ fn check_spec(msg: &Map<String, Value>) -> Result<(), (&'static str, String)> {
                 return Err((
                     "invalid_field",
                     format!("\"{key}\" must be an object, not {}", type_name(other)),
+                ));
+            }
+        }
+    }
+    if let Some(Value::Object(properties)) = msg.get("properties") {
+        for key in MONEY_PROPERTIES {
+            if let Some(amount) = properties.get(key).and_then(Value::as_f64)
+                && amount.abs() > MAX_AMOUNT
+            {
+                return Err((
+                    "amount_out_of_range",
+                    format!(
+                        "\"properties.{key}\" {amount:e} is beyond ±{MAX_AMOUNT:e}, the largest amount accepted"
+                    ),
                 ));
             }
         }
@@ -767,5 +791,23 @@ mod tests {
             code(json!({"type": "track", "event": "A", "userId": "u", "properties": {"p": big}})),
             "event_too_large"
         );
+    }
+
+    #[test]
+    fn amounts_beyond_the_largest_are_refused_so_totals_cannot_overflow() {
+        let order = |revenue: Value| {
+            json!({"type": "track", "event": "Order Completed", "userId": "u",
+                   "properties": {"revenue": revenue}})
+        };
+        let rejection = refused(order(json!(1.79e308)));
+        assert_eq!(rejection.code, "amount_out_of_range");
+        assert!(
+            rejection.message.contains("properties.revenue"),
+            "{}",
+            rejection.message
+        );
+        assert_eq!(refused(order(json!(-2e15))).code, "amount_out_of_range");
+        ok(order(json!(1e15)));
+        ok(order(json!("not a number: left to normalisation")));
     }
 }

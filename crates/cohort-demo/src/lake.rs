@@ -148,6 +148,18 @@ pub struct LakeSpec {
     pub seed: u64,
 }
 
+impl LakeSpec {
+    /// A few hundred customers and twenty thousand events: enough for every kind of row, small
+    /// enough for a unit test.
+    pub fn tiny() -> Self {
+        Self {
+            customers: 300,
+            events: 20_000,
+            seed: 11,
+        }
+    }
+}
+
 /// The events the shop's customers send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventName {
@@ -968,18 +980,10 @@ mod tests {
     use cohort_lake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use std::hash::{DefaultHasher, Hash, Hasher};
 
-    fn tiny() -> LakeSpec {
-        LakeSpec {
-            customers: 300,
-            events: 20_000,
-            seed: 11,
-        }
-    }
-
     #[test]
     fn profile_totals_agree_with_the_events() {
         let cal = Calendar::new();
-        let spec = tiny();
+        let spec = LakeSpec::tiny();
         let (world, events) = in_memory(&spec, &cal).unwrap();
         assert_eq!(world.events, events.len() as u64);
         // Within a factor of two of the aim: the calibration works, roughly.
