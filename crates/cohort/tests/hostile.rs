@@ -258,17 +258,7 @@ fn the_data_directory_is_private() {
     std::fs::create_dir(&wide).unwrap();
     std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
     for dir in [&fresh, &wide] {
-        let out = cohort()
-            .args(["admin", "--data"])
-            .arg(dir)
-            .args(["source", "create", "web"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::create_source(dir, "web");
         assert_eq!(mode(dir), 0o700, "{}", dir.display());
         assert_eq!(mode(&dir.join("state.db")), 0o600);
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cohort, free_port, send, unique_admin_key};
+use common::{cohort, create_source, free_port, send, unique_admin_key};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -49,23 +49,6 @@ fn admin_get(addr: SocketAddr, admin_key: &str, path: &str) -> (u16, Value) {
     .expect("HTTP exchange");
     let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     (r.status, body)
-}
-
-/// Creates a source in the data directory with `cohort admin`; returns its write key.
-fn create_source(data: &std::path::Path, name: &str) -> String {
-    let out = cohort()
-        .args(["admin", "--data"])
-        .arg(data)
-        .args(["source", "create", name, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    created["write_key"].as_str().unwrap().to_string()
 }
 
 #[test]

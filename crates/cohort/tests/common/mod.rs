@@ -342,3 +342,20 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Creates a source in the data directory with `cohort admin`; returns its write key.
+pub fn create_source(data: &std::path::Path, name: &str) -> String {
+    let out = cohort()
+        .args(["admin", "--data"])
+        .arg(data)
+        .args(["source", "create", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["write_key"].as_str().unwrap().to_string()
+}
