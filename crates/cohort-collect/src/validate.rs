@@ -97,7 +97,23 @@ pub struct Policy {
     pub limits: Limits,
     pub normalise: NormaliseRules,
     pub tracking_plan: Option<Arc<TrackingPlan>>,
+    /// Set when the source has a stored tracking plan that cannot be applied; then
+    /// `tracking_plan` is `None`.
+    pub unusable_plan: Option<UnusablePlan>,
     pub identity: Arc<IdentityRules>,
+}
+
+/// A stored tracking plan that cannot be applied: it no longer compiles (a pattern this version
+/// refuses, say) or no longer reads as a plan. Ignoring it would let a plan that blocks stop
+/// blocking without anybody noticing, so its messages are refused as
+/// `tracking_plan_unusable` (kept as failed events, to replay once the plan is fixed) when the
+/// plan blocks anything or its mode is unknown, and flagged otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusablePlan {
+    /// Why it cannot be applied.
+    pub error: String,
+    /// Whether its messages are refused rather than flagged.
+    pub blocks: bool,
 }
 
 /// A message ready for the inbox.
@@ -190,6 +206,24 @@ pub fn prepare(
         return Err(Rejection::new("missing_identifier", why, payload));
     }
 
+    if let Some(unusable) = &policy.unusable_plan {
+        let why = format!(
+            "the source's tracking plan cannot be applied: {}",
+            unusable.error
+        );
+        if unusable.blocks {
+            return Err(Rejection::new(
+                "tracking_plan_unusable",
+                format!("{why}; the message is kept until the plan is fixed and it is replayed"),
+                payload,
+            ));
+        }
+        annotate(
+            &mut msg,
+            "violations",
+            vec![json!({"path": "", "message": why})],
+        );
+    }
     if let Some(plan) = &policy.tracking_plan {
         match plan.check(&msg) {
             Verdict::Pass => {}
@@ -665,6 +699,33 @@ mod tests {
             "sentAt": "2030-01-01T00:00:10Z"
         })));
         assert_eq!(msg["timestamp"], "2026-05-01T11:59:50.000Z");
+    }
+
+    #[test]
+    fn an_unusable_tracking_plan_refuses_or_flags_every_message() {
+        let policy = |blocks| Policy {
+            unusable_plan: Some(UnusablePlan {
+                error: "pattern uses look-around".into(),
+                blocks,
+            }),
+            ..Policy::default()
+        };
+        let raw = json!({"type": "track", "event": "A", "anonymousId": "a"});
+        let refused = prepare(raw.clone(), Utc::now(), &policy(true)).expect_err("refused");
+        assert_eq!(refused.code, "tracking_plan_unusable");
+        assert!(
+            refused.message.contains("look-around"),
+            "{}",
+            refused.message
+        );
+        let flagged = prepare(raw, Utc::now(), &policy(false)).expect("accepted");
+        let violations = &flagged.message["context"]["protocols"]["violations"];
+        assert!(
+            violations[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("look-around")),
+            "{violations}"
+        );
     }
 
     #[test]

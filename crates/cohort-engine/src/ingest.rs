@@ -11,9 +11,7 @@
 use crate::sources::SourceEntry;
 use crate::{Engine, EngineError};
 use chrono::{DateTime, Utc};
-use cohort_collect::auth::write_key_from_body;
-use cohort_collect::decode::decode_body;
-use cohort_collect::envelope::{Route, expand};
+use cohort_collect::request::{Route, decode_body, expand, write_key_from_body};
 use cohort_collect::{Assembly, Policy, RequestError};
 use cohort_store::{FailedEvent, Receipt, Submission};
 use serde::Serialize;
@@ -21,8 +19,11 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Bodies up to this size, from sources without a tracking plan, are shaped on the async worker
-/// that read them (a few hundred microseconds at most).
-const INLINE_SHAPING_BYTES: usize = 16 * 1024;
+/// that read them: about a millisecond at most, while the hand-off to a blocking thread costs
+/// about a microsecond per event of a 100-event batch in thread wake-ups and cold caches
+/// (docs/BENCHMARKS.md, before/after). Larger bodies, up to the 500 KB limit, would hold a
+/// worker for several milliseconds and go to the blocking pool.
+const INLINE_SHAPING_BYTES: usize = 64 * 1024;
 
 /// A shaped request: the submission to commit and the refused messages by index.
 type Shaped = (Submission, Vec<(usize, cohort_collect::Rejection)>);
@@ -173,7 +174,7 @@ impl Engine {
             let submission = Submission {
                 source_id: id,
                 received_at,
-                failed: vec![cohort_collect::assemble::refused_request(
+                failed: vec![cohort_collect::request::refused_request(
                     id,
                     error.code,
                     &error.message,
@@ -254,7 +255,7 @@ impl Engine {
         };
         let policy: &Policy = &source.policy;
         let parsed =
-            match cohort_collect::decode::parse_json(event.payload.as_bytes(), &policy.limits) {
+            match cohort_collect::request::parse_json(event.payload.as_bytes(), &policy.limits) {
                 Ok(v) => v,
                 Err(e) => {
                     store

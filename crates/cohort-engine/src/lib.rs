@@ -44,7 +44,7 @@ pub use error::EngineError;
 pub use ingest::{IngestReply, ReplayOutcome};
 pub use rfm::{RfmParams, RfmRun, RfmRunError};
 pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql};
-pub use sources::{SourceEntry, policy_for};
+pub use sources::{SourceEntry, policy_for, tracking_plan_of};
 
 use cohort_collect::Limits;
 use cohort_core::{Clock, SystemClock};

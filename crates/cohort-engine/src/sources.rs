@@ -3,8 +3,8 @@
 //! without a restart; changes made through this server's API drop the entry at once.
 
 use cohort_collect::normalise::NormaliseRules;
-use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
-use cohort_collect::{Limits, Policy};
+use cohort_collect::tracking_plan::{PlanMode, TrackingPlan, TrackingPlanSpec};
+use cohort_collect::{Limits, Policy, UnusablePlan};
 use cohort_identity::IdentityRules;
 use cohort_store::{Source, Store, StoreError, hash_key};
 use std::collections::HashMap;
@@ -90,28 +90,99 @@ impl SourceCache {
     }
 }
 
-/// The policy a source's settings describe. Settings that do not parse fall back to defaults with an
-/// error in the log: a broken plan must not stop ingest (the API refuses to store one anyway).
+/// The policy a source's settings describe. Normalisation settings that do not parse fall back
+/// to defaults with an error in the log; a stored tracking plan that cannot be applied is
+/// reported in the policy ([`UnusablePlan`]), so that its messages are refused or flagged rather
+/// than let through as if the plan were not there.
 pub fn policy_for(source: &Source, limits: Limits, identity: Arc<IdentityRules>) -> Policy {
     let normalise = serde_json::from_value::<NormaliseRules>(source.settings.clone())
         .unwrap_or_else(|e| {
             tracing::warn!(source = source.id, error = %e, "invalid normalisation settings; using defaults");
             NormaliseRules::default()
         });
-    let tracking_plan = source.tracking_plan.clone().and_then(|spec| {
-        serde_json::from_value::<TrackingPlanSpec>(spec)
-            .map_err(|e| e.to_string())
-            .and_then(|spec| TrackingPlan::compile(spec).map_err(|e| e.to_string()))
-            .map_err(|e| {
-                tracing::error!(source = source.id, error = %e, "stored tracking plan does not compile; ignoring it")
-            })
-            .ok()
-            .map(Arc::new)
-    });
+    let (tracking_plan, unusable_plan) = match tracking_plan_of(source) {
+        Ok(plan) => (plan, None),
+        Err(unusable) => {
+            tracing::error!(source = source.id, error = %unusable.error, blocks = unusable.blocks, "the stored tracking plan cannot be applied");
+            metrics::counter!("cohort_tracking_plans_unusable_total").increment(1);
+            (None, Some(unusable))
+        }
+    };
     Policy {
         limits,
         normalise,
         tracking_plan,
+        unusable_plan,
         identity,
+    }
+}
+
+/// The compiled tracking plan of a source, if it has one.
+pub fn tracking_plan_of(source: &Source) -> Result<Option<Arc<TrackingPlan>>, UnusablePlan> {
+    let Some(stored) = source.tracking_plan.clone() else {
+        return Ok(None);
+    };
+    let spec = serde_json::from_value::<TrackingPlanSpec>(stored).map_err(|e| UnusablePlan {
+        error: format!("the stored plan does not read as a tracking plan: {e}"),
+        blocks: true,
+    })?;
+    let blocks = [spec.mode, spec.unplanned].contains(&PlanMode::Block);
+    let plan = TrackingPlan::compile(spec).map_err(|e| UnusablePlan {
+        error: e.to_string(),
+        blocks,
+    })?;
+    Ok(Some(Arc::new(plan)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_store::SourceKind;
+    use serde_json::json;
+
+    fn source_with_plan(plan: serde_json::Value) -> Source {
+        Source {
+            id: 3,
+            name: "web".into(),
+            key_prefix: "wk_".into(),
+            created_at: "2026-12-03T00:00:00Z".into(),
+            settings: json!({}),
+            tracking_plan: Some(plan),
+            disabled: false,
+            kind: SourceKind::Server,
+            trait_claims: false,
+        }
+    }
+
+    /// A plan stored before this version refused look-around, say.
+    fn plan(mode: &str, unplanned: &str) -> serde_json::Value {
+        json!({"mode": mode, "unplanned": unplanned, "events": {
+            "Signed Up": {"properties": {"code": {"pattern": "^(?=a)\\w+$"}}}
+        }})
+    }
+
+    #[test]
+    fn a_stored_plan_that_no_longer_compiles_blocks_when_it_blocked_anything() {
+        let identity = Arc::new(IdentityRules::default());
+        for (stored, blocks) in [
+            (plan("block", "allow"), true),
+            (plan("flag", "block"), true),
+            (plan("flag", "allow"), false),
+            (json!({"mode": "sometimes"}), true),
+        ] {
+            let policy = policy_for(
+                &source_with_plan(stored.clone()),
+                Limits::default(),
+                identity.clone(),
+            );
+            assert!(policy.tracking_plan.is_none(), "{stored}");
+            let unusable = policy.unusable_plan.expect("reported as unusable");
+            assert_eq!(unusable.blocks, blocks, "{stored}");
+            assert!(!unusable.error.is_empty());
+        }
+        let good = json!({"mode": "block", "events": {"Signed Up": {"type": "object"}}});
+        let policy = policy_for(&source_with_plan(good), Limits::default(), identity);
+        assert!(policy.tracking_plan.is_some());
+        assert!(policy.unusable_plan.is_none());
     }
 }

@@ -1,13 +1,16 @@
 //! File layout of the lake and the visibility rule shared by the writer, the
 //! compactor and the reader.
 //!
-//! Layout: `<data_dir>/lake/events/date=YYYY-MM-DD/part-<first_seq>-<last_seq>.parquet`.
+//! Layout: `<data_dir>/lake/events/date=YYYY-MM-DD/part-<first_seq>-<last_seq>.parquet` for the
+//! events that arrive within [`LATE_AFTER_DAYS`] of their day, and
+//! `<data_dir>/lake/events/late/part-<first_seq>-<last_seq>.parquet` for the rest (see
+//! [`Area`]). Each of these directories is an *area*.
 //!
-//! A file named `part-A-B.parquet` in `date=D` holds *every* event of day `D`
+//! A file named `part-A-B.parquet` in an area holds *every* event of that area
 //! whose seq lies in `A..=B`. The writer keeps that true by writing contiguous
 //! slices of one seq-ordered stream, and the compactor by merging all visible
-//! files of a day. It follows that a file whose range lies inside the range of
-//! another file of the same day holds nothing new: the reader ignores it. That
+//! files of an area. It follows that a file whose range lies inside the range of
+//! another file of the same area holds nothing new: the reader ignores it. That
 //! one rule makes compaction atomic for readers (the merged file appears with
 //! one `rename`, and from then on hides the files it replaces) and makes a
 //! crash between the rename and the deletes harmless.
@@ -48,22 +51,76 @@ pub(crate) fn parse_part_file_name(name: &str) -> Option<SeqRange> {
     (range.first <= range.last).then_some(range)
 }
 
-pub(crate) fn date_dir_name(date: NaiveDate) -> String {
-    format!("date={}", date.format("%Y-%m-%d"))
+/// Events dated more than this many days before the day they were received go to the late area.
+pub const LATE_AFTER_DAYS: i64 = 31;
+
+/// The directory of the late area, beside the day directories.
+pub(crate) const LATE_DIR: &str = "late";
+
+/// Where an event is stored.
+///
+/// An event goes to its day's directory when it is received on its day, up to
+/// [`LATE_AFTER_DAYS`] later, or up to a day before it (clock skew); any other event goes to the
+/// late area, one directory whose files carry the `date` as a column and are sorted by it. Day
+/// directories thus grow by about one a day whatever clients send: a client that dates events
+/// over thousands of distinct days (a hostile write key, a broken device clock, a historical
+/// import) adds files to the late area only, which compaction keeps to a few large files, instead
+/// of a directory and a file per day that every later query would have to list and open.
+///
+/// The rule depends on the event alone (its time and its receive time), so the writer and a
+/// reader of rows not yet written agree on where a row belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Area {
+    /// `date=YYYY-MM-DD`: the events of one UTC day, received in time.
+    Day(NaiveDate),
+    /// `late`: every other event.
+    Late,
 }
 
-pub(crate) fn parse_date_dir_name(name: &str) -> Option<NaiveDate> {
-    let value = name.strip_prefix("date=")?;
-    NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+impl Area {
+    /// The area of an event of UTC day `date` received on UTC day `received`.
+    pub fn of(date: NaiveDate, received: NaiveDate) -> Area {
+        let lateness = received.signed_duration_since(date).num_days();
+        if (-1..=LATE_AFTER_DAYS).contains(&lateness) {
+            Area::Day(date)
+        } else {
+            Area::Late
+        }
+    }
+
+    /// The directory name of this area under the events directory.
+    pub(crate) fn dir_name(self) -> String {
+        match self {
+            Area::Day(date) => format!("date={}", date.format("%Y-%m-%d")),
+            Area::Late => LATE_DIR.to_owned(),
+        }
+    }
+
+    /// The area a directory name denotes, if any.
+    pub(crate) fn parse_dir_name(name: &str) -> Option<Area> {
+        if name == LATE_DIR {
+            return Some(Area::Late);
+        }
+        let value = name.strip_prefix("date=")?;
+        NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .ok()
+            .map(Area::Day)
+    }
+}
+
+impl std::fmt::Display for Area {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.dir_name())
+    }
 }
 
 /// Something named by a seq range.
 pub(crate) type Ranged<T> = (SeqRange, T);
 
-/// Splits the ranges found in one day directory into (visible, covered).
+/// Splits the ranges found in one area's directory into (visible, covered).
 ///
 /// Visible ranges come back sorted by `first`. A range is covered when another
-/// range of the same day contains it; equal ranges cannot occur since the
+/// range of the same area contains it; equal ranges cannot occur since the
 /// range is the file name.
 pub(crate) fn split_visible<T: Clone>(items: &[Ranged<T>]) -> (Vec<Ranged<T>>, Vec<Ranged<T>>) {
     let mut sorted: Vec<&Ranged<T>> = items.iter().collect();
@@ -89,7 +146,7 @@ pub(crate) fn split_visible<T: Clone>(items: &[Ranged<T>]) -> (Vec<Ranged<T>>, V
 /// One Parquet file of the lake.
 #[derive(Clone, Debug)]
 pub(crate) struct PartFile {
-    pub date: NaiveDate,
+    pub area: Area,
     pub range: SeqRange,
     pub path: PathBuf,
 }
@@ -101,8 +158,8 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> LakeError {
     }
 }
 
-/// Day directories under `events_dir`, sorted by date.
-pub(crate) fn list_days(events_dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, LakeError> {
+/// Area directories under `events_dir`: the days sorted by date, then the late area.
+pub(crate) fn list_areas(events_dir: &Path) -> Result<Vec<(Area, PathBuf)>, LakeError> {
     let mut days = Vec::new();
     let entries = match std::fs::read_dir(events_dir) {
         Ok(entries) => entries,
@@ -112,16 +169,16 @@ pub(crate) fn list_days(events_dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, 
     for entry in entries {
         let entry = entry.map_err(|e| io_err(events_dir, e))?;
         let name = entry.file_name();
-        if let Some(date) = name.to_str().and_then(parse_date_dir_name) {
-            days.push((date, entry.path()));
+        if let Some(area) = name.to_str().and_then(Area::parse_dir_name) {
+            days.push((area, entry.path()));
         }
     }
     days.sort();
     Ok(days)
 }
 
-/// All part files of one day directory, covered ones included.
-pub(crate) fn list_parts(date: NaiveDate, day_dir: &Path) -> Result<Vec<PartFile>, LakeError> {
+/// All part files of one area's directory, covered ones included.
+pub(crate) fn list_parts(area: Area, day_dir: &Path) -> Result<Vec<PartFile>, LakeError> {
     let mut parts = Vec::new();
     let entries = match std::fs::read_dir(day_dir) {
         Ok(entries) => entries,
@@ -132,7 +189,7 @@ pub(crate) fn list_parts(date: NaiveDate, day_dir: &Path) -> Result<Vec<PartFile
         let entry = entry.map_err(|e| io_err(day_dir, e))?;
         if let Some(range) = entry.file_name().to_str().and_then(parse_part_file_name) {
             parts.push(PartFile {
-                date,
+                area,
                 range,
                 path: entry.path(),
             });
@@ -141,12 +198,12 @@ pub(crate) fn list_parts(date: NaiveDate, day_dir: &Path) -> Result<Vec<PartFile
     Ok(parts)
 }
 
-/// Visible and covered part files of a day.
-pub(crate) fn day_files(
-    date: NaiveDate,
+/// Visible and covered part files of an area.
+pub(crate) fn area_files(
+    area: Area,
     day_dir: &Path,
 ) -> Result<(Vec<PartFile>, Vec<PartFile>), LakeError> {
-    let parts = list_parts(date, day_dir)?;
+    let parts = list_parts(area, day_dir)?;
     let keyed: Vec<(SeqRange, PartFile)> = parts.into_iter().map(|p| (p.range, p)).collect();
     let (visible, covered) = split_visible(&keyed);
     Ok((
@@ -158,8 +215,8 @@ pub(crate) fn day_files(
 /// Highest seq named by any part file: everything up to it is in the lake.
 pub(crate) fn max_seq(events_dir: &Path) -> Result<Option<i64>, LakeError> {
     let mut max: Option<i64> = None;
-    for (date, dir) in list_days(events_dir)? {
-        for part in list_parts(date, &dir)? {
+    for (area, dir) in list_areas(events_dir)? {
+        for part in list_parts(area, &dir)? {
             max = Some(max.map_or(part.range.last, |m| m.max(part.range.last)));
         }
     }
@@ -226,9 +283,27 @@ mod tests {
             assert_eq!(parse_part_file_name(bad), None, "{bad}");
         }
         let d = NaiveDate::from_ymd_opt(2024, 3, 9).unwrap_or_default();
-        assert_eq!(date_dir_name(d), "date=2024-03-09");
-        assert_eq!(parse_date_dir_name("date=2024-03-09"), Some(d));
-        assert_eq!(parse_date_dir_name("date=2024-3"), None);
+        assert_eq!(Area::Day(d).dir_name(), "date=2024-03-09");
+        assert_eq!(Area::parse_dir_name("date=2024-03-09"), Some(Area::Day(d)));
+        assert_eq!(Area::parse_dir_name("late"), Some(Area::Late));
+        assert_eq!(Area::parse_dir_name("date=2024-3"), None);
+        assert_eq!(Area::parse_dir_name("lately"), None);
+    }
+
+    #[test]
+    fn events_received_long_after_their_day_or_before_it_are_late() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default();
+        let received = day(2026, 12, 3);
+        for (date, area) in [
+            (day(2026, 12, 3), Area::Day(day(2026, 12, 3))),
+            (day(2026, 12, 4), Area::Day(day(2026, 12, 4))),
+            (day(2026, 11, 2), Area::Day(day(2026, 11, 2))),
+            (day(2026, 11, 1), Area::Late),
+            (day(2026, 12, 5), Area::Late),
+            (day(1997, 6, 1), Area::Late),
+        ] {
+            assert_eq!(Area::of(date, received), area, "{date}");
+        }
     }
 
     #[test]

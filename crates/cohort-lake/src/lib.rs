@@ -1,17 +1,25 @@
 //! Cohort's event lake and SQL engine.
 //!
 //! Processed events are stored as Parquet files, one directory per UTC day of
-//! the event's `timestamp`:
+//! the event's `timestamp`, plus one directory for late events:
 //!
 //! ```text
 //! <data_dir>/lake/events/date=2024-05-01/part-<first_seq>-<last_seq>.parquet
+//! <data_dir>/lake/events/late/part-<first_seq>-<last_seq>.parquet
 //! ```
 //!
-//! The files open as they are in DuckDB, Spark, pandas or Polars (Hive
-//! partitioning, Snappy compression, timestamps in microseconds UTC).
+//! An event received more than [`LATE_AFTER_DAYS`] after its day (a historical import, a
+//! device that was offline for months, a client that dates events at random) goes to the late
+//! area ([`Area`]), whose files carry `date` as a column and are sorted by it; so clients cannot
+//! multiply the directories and files every query lists and opens, whatever times they send.
+//!
+//! The files open as they are in DuckDB, Spark, pandas or Polars: the day
+//! directories with Hive partitioning (`events/date=*/*.parquet`), the late files
+//! as plain Parquet (`events/late/*.parquet`); Snappy compression, timestamps in
+//! microseconds UTC.
 //!
 //! * [`LakeWriter`] appends events durably and idempotently by seq, and
-//!   compacts the small files of a day into one ([`LakeWriter::compact`],
+//!   compacts the small files of an area into one ([`LakeWriter::compact`],
 //!   [`LakeWriter::compact_all`]).
 //! * [`Lake`] answers read-only SQL (Apache DataFusion) over the tables
 //!   `events`, `profiles`, `profile_traits`, `identities` and `memberships`.
@@ -37,7 +45,7 @@
 //! Inside each file, rows are sorted by `event`, `customer_id`, `timestamp`,
 //! `seq` (recorded in the Parquet metadata), so a filter on the event name
 //! reads only that name's pages.
-//! | `date` | DATE | partition (directory name) |
+//! | `date` | DATE | the UTC day of `timestamp`: the partition (directory name), a column in late files |
 //!
 //! JSON values are read with `json_get_str(properties, 'plan')`,
 //! `json_get_float(properties, 'amount')`, `json_get_int`, `json_get_bool`,
@@ -117,6 +125,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use files::{Area, LATE_AFTER_DAYS};
 pub use query::{
     EmptyState, Lake, QueryOptions, QueryResult, StateError, StateTables, check_read_only,
     default_memory_limit,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch,
+    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -31,6 +31,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, T
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -38,16 +39,15 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
-use crate::files::{SeqRange, io_err, parse_date_dir_name, parse_part_file_name};
+use crate::files::{Area, LATE_DIR, SeqRange, io_err, parse_part_file_name};
 use crate::merges::{MergeMap, survivor_udf};
 use crate::render;
 use crate::schema::{
-    DATE_COLUMN, event_file_schema, events_to_batch, identities_schema, memberships_schema,
-    profile_traits_schema, profiles_schema, segment_changes_schema,
+    DATE_COLUMN, event_file_schema, events_table_schema, events_to_batch, identities_schema,
+    memberships_schema, profile_traits_schema, profiles_schema, segment_changes_schema,
 };
 use crate::store::LakeStore;
 use crate::{LakeError, LakeEvent};
-use chrono::NaiveDate;
 
 /// Error a [`StateTables`] implementation returns.
 pub type StateError = Box<dyn std::error::Error + Send + Sync>;
@@ -397,14 +397,26 @@ impl Lake {
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![(DATE_COLUMN.to_owned(), DataType::Date32)]);
         let url = ListingTableUrl::parse(format!("{LAKE_URL}/")).map_err(query_error)?;
-        let listing = ListingTable::try_new(
+        // The day directories; files outside a `date=` directory (the late area) are not its.
+        let days = ListingTable::try_new(
             ListingTableConfig::new(url)
                 .with_listing_options(options)
                 .with_schema(event_file_schema()),
         )
         .map_err(query_error)?;
+        let late_options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let late_url =
+            ListingTableUrl::parse(format!("{LAKE_URL}/{LATE_DIR}/")).map_err(query_error)?;
+        let late = ListingTable::try_new(
+            ListingTableConfig::new(late_url)
+                .with_listing_options(late_options)
+                .with_schema(events_table_schema()),
+        )
+        .map_err(query_error)?;
         let events = EventsTable {
-            listing: Arc::new(listing),
+            days: Arc::new(days),
+            late: Arc::new(late),
             shared: Arc::clone(&shared),
         };
         let events: Arc<dyn TableProvider> = Arc::new(events);
@@ -962,10 +974,12 @@ fn events_view(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
-/// The `events` table: the listing table over the lake, plus the recent rows.
+/// The `events` table: the listing tables over the lake's day directories and its late area
+/// (see [`Area`]), plus the recent rows.
 #[derive(Debug)]
 struct EventsTable {
-    listing: Arc<ListingTable>,
+    days: Arc<ListingTable>,
+    late: Arc<ListingTable>,
     shared: Arc<Shared>,
 }
 
@@ -975,23 +989,23 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// The seq ranges of the files a plan reads, by day: a file holds every event of its day whose
-/// seq lies in its range (appends are contiguous, one file per day; compaction merges a day's
-/// consecutive files).
-fn coverage_in_plan(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(NaiveDate, SeqRange)>) {
+/// The seq ranges of the files a plan reads, by area: a file holds every event of its area whose
+/// seq lies in its range (appends are contiguous, one file per area; compaction merges an
+/// area's consecutive files).
+fn coverage_in_plan(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(Area, SeqRange)>) {
     if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
         && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
     {
         for group in &config.file_groups {
             for file in group.iter() {
                 let location = &file.object_meta.location;
-                let day = location
+                let area = location
                     .parts()
-                    .find_map(|p| parse_date_dir_name(p.as_ref()));
-                if let (Some(day), Some(range)) =
-                    (day, location.filename().and_then(parse_part_file_name))
+                    .find_map(|p| Area::parse_dir_name(p.as_ref()));
+                if let (Some(area), Some(range)) =
+                    (area, location.filename().and_then(parse_part_file_name))
                 {
-                    out.push((day, range));
+                    out.push((area, range));
                 }
             }
         }
@@ -1001,12 +1015,12 @@ fn coverage_in_plan(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(NaiveDate, Seq
     }
 }
 
-/// The recent rows that no planned file holds. Comparing by day and range, not with the highest
-/// seq read, keeps the rows of an append whose day files are still being renamed into place:
-/// until all are, some of its days are only in the recent rows.
+/// The recent rows that no planned file holds. Comparing by area and range, not with the highest
+/// seq read, keeps the rows of an append whose files are still being renamed into place:
+/// until all are, some of its areas are only in the recent rows.
 fn uncovered(
     recent: &RecordBatch,
-    covered: &[(NaiveDate, SeqRange)],
+    covered: &[(Area, SeqRange)],
 ) -> Result<RecordBatch, DataFusionError> {
     if covered.is_empty() {
         return Ok(recent.clone());
@@ -1020,18 +1034,27 @@ fn uncovered(
         .column_by_name(DATE_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
         .ok_or_else(|| DataFusionError::Internal("date column is not DATE".into()))?;
+    let received = recent
+        .column_by_name("received_at")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| DataFusionError::Internal("received_at column is not TIMESTAMP".into()))?;
     let keep: BooleanArray = (0..recent.num_rows())
         .map(|i| {
-            let (Some(s), Some(day)) = (
+            let (Some(s), Some(day), Some(received)) = (
                 seq.is_valid(i).then(|| seq.value(i)),
                 date.is_valid(i).then(|| date.value_as_date(i)).flatten(),
+                received
+                    .is_valid(i)
+                    .then(|| received.value_as_datetime(i))
+                    .flatten(),
             ) else {
                 return Some(true);
             };
+            let area = Area::of(day, received.date());
             Some(
                 !covered
                     .iter()
-                    .any(|(d, r)| *d == day && r.first <= s && s <= r.last),
+                    .any(|(a, r)| *a == area && r.first <= s && s <= r.last),
             )
         })
         .collect();
@@ -1041,7 +1064,7 @@ fn uncovered(
 #[async_trait]
 impl TableProvider for EventsTable {
     fn schema(&self) -> SchemaRef {
-        self.listing.schema()
+        self.days.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -1064,7 +1087,14 @@ impl TableProvider for EventsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let lake = self.listing.scan(state, projection, filters, limit).await?;
+        let days = self.days.scan(state, projection, filters, limit).await?;
+        let late = self.late.scan(state, projection, filters, limit).await?;
+        // A lake without late events plans as before: the day files alone.
+        let lake = if late.downcast_ref::<EmptyExec>().is_some() {
+            days
+        } else {
+            UnionExec::try_new(vec![days, late])?
+        };
         let Some(recent) = self.shared.recent() else {
             return Ok(lake);
         };
@@ -1247,40 +1277,62 @@ impl TableProvider for StateProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
-    /// An append touching two days renames its two files one after the other. A query that
-    /// sees only the first must still take the second day's rows from the recent rows.
+    /// An append touching two areas renames its two files one after the other. A query that
+    /// sees only the first must still take the other area's rows from the recent rows.
     #[test]
-    fn recent_rows_are_dropped_only_where_a_planned_file_of_their_day_holds_them()
+    fn recent_rows_are_dropped_only_where_a_planned_file_of_their_area_holds_them()
     -> Result<(), Box<dyn std::error::Error>> {
-        use datafusion::arrow::datatypes::{Field, Schema};
+        use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
         let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).ok_or("bad date");
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).ok_or("bad date")?;
         let days = |d: NaiveDate| (d - epoch).num_days() as i32;
+        let received = |d: NaiveDate| {
+            d.and_hms_opt(12, 0, 0)
+                .map(|t| t.and_utc().timestamp_micros())
+        };
         let schema = Arc::new(Schema::new(vec![
             Field::new("seq", DataType::Int64, false),
             Field::new(DATE_COLUMN, DataType::Date32, true),
+            Field::new(
+                "received_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
         ]));
         let (d1, d2) = (day(1)?, day(2)?);
+        let long_ago = d1 - chrono::Duration::days(400);
         let recent = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Int64Array::from(vec![12, 15, 25, 16])),
+                Arc::new(Int64Array::from(vec![12, 15, 25, 16, 17, 18])),
                 Arc::new(Date32Array::from(vec![
                     Some(days(d1)),
                     Some(days(d2)),
                     Some(days(d1)),
                     None,
+                    Some(days(long_ago)),
+                    Some(days(long_ago)),
                 ])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![
+                        received(d1),
+                        received(d2),
+                        received(d1),
+                        received(d1),
+                        received(d1),
+                        received(long_ago),
+                    ])
+                    .with_timezone("UTC"),
+                ),
             ],
         )?;
-        let covered = [(
-            d1,
-            SeqRange {
-                first: 10,
-                last: 20,
-            },
-        )];
+        let range = SeqRange {
+            first: 10,
+            last: 20,
+        };
+        let covered = [(Area::Day(d1), range), (Area::Late, range)];
         let kept = uncovered(&recent, &covered)?;
         let seqs: Vec<i64> = kept
             .column(0)
@@ -1290,9 +1342,10 @@ mod tests {
             .values()
             .to_vec();
         // 12 is in day 1's file; 15 is day 2's, whose file is not planned; 25 is past day 1's
-        // range; a row without a day is kept.
-        assert_eq!(seqs, vec![15, 25, 16]);
-        assert_eq!(uncovered(&recent, &[])?.num_rows(), 4);
+        // range; a row without a day is kept; 17 came 400 days late, so the late file holds it;
+        // 18 came on its day, so only its day's file (not planned) would.
+        assert_eq!(seqs, vec![15, 25, 16, 18]);
+        assert_eq!(uncovered(&recent, &[])?.num_rows(), 6);
         Ok(())
     }
 

@@ -6,7 +6,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::NaiveDate;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -22,10 +21,10 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{
-    COMPLETE_MARK, PartFile, SeqRange, date_dir_name, day_files, fsync_dir, io_err, list_days,
-    max_seq, parse_date_dir_name, parse_part_file_name, part_file_name,
+    Area, COMPLETE_MARK, PartFile, SeqRange, area_files, fsync_dir, io_err, list_areas, max_seq,
+    parse_part_file_name, part_file_name,
 };
-use crate::schema::{event_date, event_file_schema, events_to_batch};
+use crate::schema::{event_date, event_file_schema, events_table_schema, events_to_batch};
 use crate::{LakeError, LakeEvent};
 
 /// Multi-day appends are committed through this journal (see [`LakeWriter::append`]).
@@ -54,11 +53,24 @@ const PAGE_ROWS: usize = 4096;
 /// other name, and the customer order keeps a customer's events adjacent.
 const SORT_COLUMNS: [&str; 4] = ["event", "customer_id", "timestamp", "seq"];
 
+/// The order of rows inside late files: by date first, so that the statistics of row groups and
+/// pages let a filter on `date` or `timestamp` skip the other days, then as in a day's files.
+const LATE_SORT_COLUMNS: [&str; 5] = ["date", "event", "customer_id", "timestamp", "seq"];
+
+/// How the files of an area are written: a day's files leave the date to their directory's
+/// name; late files carry it as a column and are sorted by it.
+fn file_layout(area: Area) -> (SchemaRef, &'static [&'static str]) {
+    match area {
+        Area::Day(_) => (event_file_schema(), &SORT_COLUMNS),
+        Area::Late => (events_table_schema(), &LATE_SORT_COLUMNS),
+    }
+}
+
 /// A visible Parquet file of the lake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LakeFile {
-    /// The partition (UTC day of the events' `timestamp`).
-    pub date: NaiveDate,
+    /// Its area: the UTC day of the events' `timestamp`, or the late area.
+    pub area: Area,
     /// Lowest seq the file covers.
     pub first_seq: i64,
     /// Highest seq the file covers.
@@ -70,8 +82,8 @@ pub struct LakeFile {
 /// What one compaction did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compaction {
-    /// The day compacted.
-    pub date: NaiveDate,
+    /// The area compacted.
+    pub area: Area,
     /// How many files were merged (and then deleted).
     pub files_merged: usize,
     /// Rows in the merged files.
@@ -91,15 +103,16 @@ struct Journal {
 ///
 /// # Rules
 ///
-/// * Each call to [`append`](Self::append) writes one file per day touched,
+/// * Each call to [`append`](Self::append) writes one file per area touched (see [`Area`]):
 ///   `date=D/part-<first>-<last>.parquet`, holding every event of that call for
-///   day `D`; the range is the lowest and highest seq among them.
+///   day `D`, and `late/part-<first>-<last>.parquet` for its late events; the range is the
+///   lowest and highest seq among them.
 /// * Appends must be contiguous slices of one stream ordered by seq (the inbox
 ///   order). Events whose seq is at or below [`last_seq`](Self::last_seq) are
 ///   already in the lake and are skipped: replaying a range after a crash, in
 ///   the same or different batches, never duplicates rows.
 /// * Files are written to a hidden temporary name, fsynced, renamed, and the
-///   directory fsynced. An append touching several days first records its
+///   directory fsynced. An append touching several areas first records its
 ///   renames in a journal, so a crash half-way is rolled forward on the next
 ///   [`open`](Self::open): `last_seq` never claims a range that is only partly
 ///   on disk.
@@ -190,15 +203,15 @@ impl LakeWriter {
                 w[0].seq
             )));
         }
-        let mut by_day: BTreeMap<NaiveDate, Vec<&LakeEvent>> = BTreeMap::new();
+        let mut by_area: BTreeMap<Area, Vec<&LakeEvent>> = BTreeMap::new();
         for e in &fresh {
-            by_day.entry(event_date(e)).or_default().push(e);
+            let area = Area::of(event_date(e), e.received_at.date_naive());
+            by_area.entry(area).or_default().push(e);
         }
 
-        let schema = event_file_schema();
-        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(by_day.len());
-        for (date, day_events) in &by_day {
-            let result = self.stage_day(*date, day_events, &schema);
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(by_area.len());
+        for (area, area_events) in &by_area {
+            let result = self.stage(*area, area_events);
             match result {
                 Ok(pair) => staged.push(pair),
                 Err(e) => {
@@ -234,31 +247,32 @@ impl LakeWriter {
         write_complete_seq(&self.events_dir, self.last_seq)
     }
 
-    /// Writes one day's events to a fsynced temporary file; returns
+    /// Writes one area's events to a fsynced temporary file; returns
     /// `(temporary, final)` paths.
-    fn stage_day(
-        &self,
-        date: NaiveDate,
-        events: &[&LakeEvent],
-        schema: &SchemaRef,
-    ) -> Result<(PathBuf, PathBuf), LakeError> {
+    fn stage(&self, area: Area, events: &[&LakeEvent]) -> Result<(PathBuf, PathBuf), LakeError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Err(LakeError::Internal("empty day group".into()));
+            return Err(LakeError::Internal("empty area group".into()));
         };
         let range = SeqRange {
             first: first.seq,
             last: last.seq,
         };
-        let day_dir = self.ensure_day_dir(date)?;
-        let final_path = day_dir.join(part_file_name(range));
-        let tmp = tmp_path(&day_dir, &part_file_name(range));
-        let batch = events_to_batch(events, false)?;
-        write_lake_file(&tmp, schema, sort_for_scans(schema, &[batch])?)?;
+        let dir = self.ensure_area_dir(area)?;
+        let final_path = dir.join(part_file_name(range));
+        let tmp = tmp_path(&dir, &part_file_name(range));
+        let (schema, order) = file_layout(area);
+        let batch = events_to_batch(events, area == Area::Late)?;
+        write_lake_file(
+            &tmp,
+            &schema,
+            order,
+            sort_for_scans(&schema, order, &[batch])?,
+        )?;
         Ok((tmp, final_path))
     }
 
-    fn ensure_day_dir(&self, date: NaiveDate) -> Result<PathBuf, LakeError> {
-        let day_dir = self.events_dir.join(date_dir_name(date));
+    fn ensure_area_dir(&self, area: Area) -> Result<PathBuf, LakeError> {
+        let day_dir = self.events_dir.join(area.dir_name());
         if !day_dir.is_dir() {
             std::fs::create_dir_all(&day_dir).map_err(|e| io_err(&day_dir, e))?;
             // The new directory entry must survive a crash like the file in it.
@@ -294,13 +308,14 @@ impl LakeWriter {
         Ok(path)
     }
 
-    /// The files a query reads now (covered files excluded), by date then seq.
+    /// The files a query reads now (covered files excluded), by area (days by date, then the
+    /// late area) then seq.
     pub fn files(&self) -> Result<Vec<LakeFile>, LakeError> {
         let mut out = Vec::new();
-        for (date, dir) in list_days(&self.events_dir)? {
-            let (visible, _) = day_files(date, &dir)?;
+        for (area, dir) in list_areas(&self.events_dir)? {
+            let (visible, _) = area_files(area, &dir)?;
             out.extend(visible.into_iter().map(|p| LakeFile {
-                date: p.date,
+                area: p.area,
                 first_seq: p.range.first,
                 last_seq: p.range.last,
                 path: p.path,
@@ -321,9 +336,9 @@ impl LakeWriter {
     /// renamed into place it hides them from every reader; they are deleted
     /// afterwards. A crash in between leaves hidden files that the next `open`
     /// or `compact` deletes.
-    pub fn compact(&self, date: NaiveDate) -> Result<Option<Compaction>, LakeError> {
-        let day_dir = self.events_dir.join(date_dir_name(date));
-        let (visible, covered) = day_files(date, &day_dir)?;
+    pub fn compact(&self, area: Area) -> Result<Option<Compaction>, LakeError> {
+        let day_dir = self.events_dir.join(area.dir_name());
+        let (visible, covered) = area_files(area, &day_dir)?;
         delete_files(&day_dir, covered.iter().map(|p| p.path.as_path()))?;
         if visible.len() < 2 {
             return Ok(None);
@@ -334,7 +349,7 @@ impl LakeWriter {
             sized.push((part, rows));
         }
         let mut done = Compaction {
-            date,
+            area,
             files_merged: 0,
             rows: 0,
             files: Vec::new(),
@@ -351,11 +366,11 @@ impl LakeWriter {
             };
             let final_path = day_dir.join(part_file_name(range));
             let tmp = tmp_path(&day_dir, &part_file_name(range));
-            let schema = event_file_schema();
+            let (schema, order) = file_layout(area);
             let merged = read_parts(&parts, &schema)
                 .collect::<Result<Vec<_>, _>>()
-                .and_then(|batches| sort_for_scans(&schema, &batches));
-            let rows = merged.and_then(|batch| write_lake_file(&tmp, &schema, batch))?;
+                .and_then(|batches| sort_for_scans(&schema, order, &batches));
+            let rows = merged.and_then(|batch| write_lake_file(&tmp, &schema, order, batch))?;
             std::fs::rename(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
             fsync_dir(&day_dir)?;
             delete_files(&day_dir, parts.iter().map(|p| p.path.as_path()))?;
@@ -366,18 +381,18 @@ impl LakeWriter {
         if done.files.is_empty() {
             return Ok(None);
         }
-        tracing::info!(%date, files = done.files_merged, rows = done.rows, "lake day compacted");
+        tracing::info!(%area, files = done.files_merged, rows = done.rows, "lake area compacted");
         Ok(Some(done))
     }
 
-    /// Compacts every day that has at least `min_files` files (at least two).
+    /// Compacts every area that has at least `min_files` files (at least two).
     pub fn compact_all(&self, min_files: usize) -> Result<Vec<Compaction>, LakeError> {
         let min_files = min_files.max(2);
         let mut done = Vec::new();
-        for (date, dir) in list_days(&self.events_dir)? {
-            let (visible, covered) = day_files(date, &dir)?;
+        for (area, dir) in list_areas(&self.events_dir)? {
+            let (visible, covered) = area_files(area, &dir)?;
             if visible.len() >= min_files {
-                done.extend(self.compact(date)?);
+                done.extend(self.compact(area)?);
             } else {
                 delete_files(&dir, covered.iter().map(|p| p.path.as_path()))?;
             }
@@ -406,18 +421,19 @@ pub(crate) fn write_parquet(
     write_with(path, schema, props.build(), batches)
 }
 
-/// [`write_parquet`] for a lake file: one batch in the lake's row order
-/// ([`sort_for_scans`]), row groups of [`ROW_GROUP_ROWS`], the order recorded.
+/// [`write_parquet`] for a lake file: one batch sorted by `order` ([`sort_for_scans`]), row
+/// groups of [`ROW_GROUP_ROWS`], the order recorded.
 fn write_lake_file(
     path: &Path,
     schema: &SchemaRef,
+    order: &[&str],
     batch: RecordBatch,
 ) -> Result<usize, LakeError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_sorting_columns(Some(sorting_columns(schema)?))
+        .set_sorting_columns(Some(sorting_columns(schema, order)?))
         .build();
     write_with(path, schema, props, std::iter::once(Ok(batch)))
 }
@@ -447,13 +463,15 @@ fn write_with(
     result
 }
 
-/// `batches` as one batch in the lake's row order ([`SORT_COLUMNS`]).
+/// `batches` as one batch sorted by the columns `order` names ([`SORT_COLUMNS`] or
+/// [`LATE_SORT_COLUMNS`]).
 pub(crate) fn sort_for_scans(
     schema: &SchemaRef,
+    order: &[&str],
     batches: &[RecordBatch],
 ) -> Result<RecordBatch, LakeError> {
     let batch = concat_batches(schema, batches)?;
-    let columns = SORT_COLUMNS
+    let columns = order
         .iter()
         .map(|name| {
             let values = batch
@@ -469,9 +487,9 @@ pub(crate) fn sort_for_scans(
     Ok(take_record_batch(&batch, &order)?)
 }
 
-/// [`SORT_COLUMNS`] as Parquet metadata, so readers know the order.
-fn sorting_columns(schema: &SchemaRef) -> Result<Vec<SortingColumn>, LakeError> {
-    SORT_COLUMNS
+/// A sort order as Parquet metadata, so readers know it.
+fn sorting_columns(schema: &SchemaRef, order: &[&str]) -> Result<Vec<SortingColumn>, LakeError> {
+    order
         .iter()
         .map(|name| {
             let index = schema
@@ -617,7 +635,7 @@ fn recover(events_dir: &Path) -> Result<(), LakeError> {
             .iter()
             .map(PathBuf::as_path),
     );
-    for (date, dir) in list_days(events_dir)? {
+    for (area, dir) in list_areas(events_dir)? {
         let mut strays = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
         for entry in entries {
@@ -629,7 +647,7 @@ fn recover(events_dir: &Path) -> Result<(), LakeError> {
             }
         }
         remove_quietly(strays.iter().map(PathBuf::as_path));
-        let (_, covered) = day_files(date, &dir)?;
+        let (_, covered) = area_files(area, &dir)?;
         delete_files(&dir, covered.iter().map(|p| p.path.as_path()))?;
     }
     Ok(())
@@ -645,7 +663,7 @@ fn roll_forward(events_dir: &Path, journal: &Journal) -> Result<(), LakeError> {
             let (Some(day), Some(name), None) = (it.next(), it.next(), it.next()) else {
                 return false;
             };
-            parse_date_dir_name(day).is_some()
+            Area::parse_dir_name(day).is_some()
                 && if want_part {
                     parse_part_file_name(name).is_some()
                 } else {
@@ -706,7 +724,7 @@ mod tests {
     }
 
     fn hidden_files(dir: &Path) -> usize {
-        list_days(&dir.join("lake/events"))
+        list_areas(&dir.join("lake/events"))
             .unwrap_or_default()
             .iter()
             .flat_map(|(_, d)| std::fs::read_dir(d).into_iter().flatten().flatten())
@@ -714,12 +732,11 @@ mod tests {
             .count()
     }
 
-    /// Stages one file per event's day, as `append` does before committing.
+    /// Stages one file per event's area, as `append` does before committing.
     fn stage(w: &LakeWriter, events: &[LakeEvent]) -> Result<Vec<(PathBuf, PathBuf)>, LakeError> {
-        let schema = event_file_schema();
         events
             .iter()
-            .map(|e| w.stage_day(event_date(e), &[e], &schema))
+            .map(|e| w.stage(Area::of(event_date(e), e.received_at.date_naive()), &[e]))
             .collect()
     }
 
@@ -848,7 +865,9 @@ mod tests {
             named(3, "view", 1, 9),
         ])?;
         w.append(&[named(4, "buy", 1, 1), named(5, "view", 1, 3)])?;
-        let compacted = w.compact(chrono::NaiveDate::from_ymd_opt(2024, 5, 1).ok_or("date")?)?;
+        let compacted = w.compact(Area::Day(
+            chrono::NaiveDate::from_ymd_opt(2024, 5, 1).ok_or("date")?,
+        ))?;
         let compacted = compacted.ok_or("nothing compacted")?;
         assert_eq!((compacted.files_merged, compacted.rows), (2, 5));
         let file = File::open(&compacted.files[0])?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::{Datelike, TimeZone, Utc};
 use cohort_lake::arrow::array::{
     Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
@@ -13,8 +13,8 @@ use cohort_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use cohort_lake::parquet::basic::{Compression, LogicalType, TimeUnit as PqTimeUnit};
 use cohort_lake::parquet::file::reader::{FileReader, SerializedFileReader};
 use cohort_lake::{
-    EmptyState, Lake, LakeError, LakeEvent, LakeWriter, QueryOptions, StateError, StateTables,
-    identities_schema, memberships_schema, profile_traits_schema,
+    Area, EmptyState, Lake, LakeError, LakeEvent, LakeWriter, QueryOptions, StateError,
+    StateTables, identities_schema, memberships_schema, profile_traits_schema,
 };
 use serde_json::{Value, json};
 
@@ -351,7 +351,9 @@ async fn compaction_keeps_results_and_reduces_files() -> TestResult {
     assert_eq!(count(&lake).await?, 31);
     assert!(
         writer
-            .compact(chrono::NaiveDate::from_ymd_opt(2024, 5, 2).ok_or("date")?)?
+            .compact(Area::Day(
+                chrono::NaiveDate::from_ymd_opt(2024, 5, 2).ok_or("date")?,
+            ))?
             .is_none()
     );
     Ok(())
@@ -419,6 +421,99 @@ async fn recent_rows_are_visible_before_they_are_written_and_counted_once() -> T
     assert_eq!(count(&lake).await?, 6);
     lake.set_recent(Vec::new())?;
     assert_eq!(count(&lake).await?, 6);
+    Ok(())
+}
+
+/// An order dated `days_before` days before 2024-05-10 12:00 UTC, received on 2024-05-10.
+fn late_order(seq: i64, days_before: i64, revenue: f64) -> LakeEvent {
+    let mut e = order(seq, 10, revenue);
+    e.received_at = e.timestamp;
+    e.timestamp -= chrono::Duration::days(days_before);
+    e
+}
+
+#[tokio::test]
+async fn events_over_thousands_of_days_add_files_to_the_late_area_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut writer = LakeWriter::open(dir.path())?;
+    writer.append(&[order(1, 9, 1.0), order(2, 10, 2.0)])?;
+    let baseline = parquet_files(dir.path()).len();
+    // 5,000 distinct days in two appends, as a client with a public write key could send them.
+    let burst: Vec<LakeEvent> = (0..5_000).map(|i| late_order(3 + i, 40 + i, 1.0)).collect();
+    writer.append(&burst[..2_500])?;
+    writer.append(&burst[2_500..])?;
+    let files = parquet_files(dir.path());
+    assert_eq!(files.len(), baseline + 2, "{files:?}");
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.parent().is_some_and(|p| p.ends_with("late")))
+            .count(),
+        2
+    );
+    writer.compact_all(2)?;
+    assert_eq!(parquet_files(dir.path()).len(), baseline + 1);
+
+    let lake = Lake::open(dir.path())?;
+    assert_eq!(count(&lake).await?, 5_002);
+    // The date of a late event is its own day, for filters and groups alike.
+    let day = |before: i64| {
+        (chrono::NaiveDate::from_ymd_opt(2024, 5, 10).unwrap_or_default()
+            - chrono::Duration::days(before))
+        .to_string()
+    };
+    let sql = format!(
+        "SELECT count(*) AS n, min(seq) AS s FROM events WHERE date = '{}'",
+        day(40)
+    );
+    assert_eq!(one(&lake, &sql).await?, json!(1));
+    let rows = rows(
+        &lake,
+        "SELECT date, count(*) AS n FROM events GROUP BY date ORDER BY date DESC LIMIT 3",
+    )
+    .await?;
+    let dates: Vec<_> = rows.iter().map(|r| r["date"].clone()).collect();
+    assert_eq!(
+        dates,
+        [json!("2024-05-10"), json!("2024-05-09"), json!(day(40))]
+    );
+    let v = one(
+        &lake,
+        "SELECT count(*) FROM events WHERE timestamp < TIMESTAMP '2000-01-01 00:00:00'",
+    )
+    .await?;
+    let before_2000 = burst.iter().filter(|e| e.timestamp.year() < 2000).count();
+    assert_eq!(v, json!(before_2000));
+    Ok(())
+}
+
+#[tokio::test]
+async fn late_recent_rows_are_counted_once_while_and_after_they_are_written() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut writer = LakeWriter::open(dir.path())?;
+    writer.append(&[order(1, 10, 1.0)])?;
+    let lake = Lake::open(dir.path())?;
+    let recent = vec![
+        late_order(2, 400, 2.0),
+        order(3, 10, 3.0),
+        late_order(4, 90, 4.0),
+    ];
+    lake.set_recent(recent.clone())?;
+    assert_eq!(count(&lake).await?, 4);
+    writer.append(&recent[..2])?;
+    assert_eq!(count(&lake).await?, 4);
+    assert_eq!(
+        one(&lake, "SELECT sum(revenue) FROM events").await?,
+        json!(10.0)
+    );
+    writer.append(&recent[2..])?;
+    assert_eq!(count(&lake).await?, 4);
+    lake.set_recent(Vec::new())?;
+    assert_eq!(count(&lake).await?, 4);
+    assert_eq!(
+        one(&lake, "SELECT sum(revenue) FROM events").await?,
+        json!(10.0)
+    );
     Ok(())
 }
 

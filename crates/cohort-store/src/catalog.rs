@@ -87,8 +87,16 @@ fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
+/// Sources and admin keys in `state.db`.
+///
+/// Reads and writes go through two connections. A write waits for `state.db`'s write lock while
+/// holding its connection; the processor reads sources (their trust) inside its own write
+/// transaction. Over one shared connection the two waited for each other until the busy timeout
+/// failed the write ("database is locked" after ten seconds); a reader connection never waits for
+/// the write lock, so reads go through it.
 pub struct Catalog {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
 }
 
 const SOURCE_COLUMNS: &str =
@@ -111,14 +119,19 @@ fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
 }
 
 impl Catalog {
-    pub(crate) fn new(conn: Connection) -> Self {
+    pub(crate) fn new(writer: Connection, reader: Connection) -> Self {
         Self {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Creates a source; returns it with its write key, which is not stored and cannot be shown again.
@@ -128,7 +141,7 @@ impl Catalog {
             return Err(StoreError::Conflict("a source needs a name".into()));
         }
         let key = new_secret("wk_");
-        let conn = self.conn();
+        let conn = self.writer();
         let inserted = conn.execute(
             "INSERT OR IGNORE INTO sources (name, key_hash, key_prefix, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![name, hash_key(&key), &key[..10], to_micros(Utc::now())],
@@ -146,7 +159,7 @@ impl Catalog {
 
     pub fn source(&self, id: i64) -> Result<Option<Source>, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE id = ?1"),
                 [id],
@@ -157,7 +170,7 @@ impl Catalog {
 
     pub fn source_by_name(&self, name: &str) -> Result<Option<Source>, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"),
                 [name],
@@ -169,7 +182,7 @@ impl Catalog {
     /// The enabled source whose write key this is.
     pub fn source_by_key(&self, write_key: &str) -> Result<Option<Source>, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 &format!(
                     "SELECT {SOURCE_COLUMNS} FROM sources WHERE key_hash = ?1 AND disabled = 0"
@@ -181,7 +194,7 @@ impl Catalog {
     }
 
     pub fn sources(&self) -> Result<Vec<Source>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id"))?;
         let rows = stmt.query_map([], source_row)?;
@@ -196,7 +209,7 @@ impl Catalog {
         kind: SourceKind,
         trait_claims: bool,
     ) -> Result<(), StoreError> {
-        let changed = self.conn().execute(
+        let changed = self.writer().execute(
             "UPDATE sources SET kind = ?2, trait_claims = ?3 WHERE id = ?1",
             params![id, kind.as_str(), trait_claims],
         )?;
@@ -220,7 +233,7 @@ impl Catalog {
         column: &str,
         value: Option<String>,
     ) -> Result<(), StoreError> {
-        let changed = self.conn().execute(
+        let changed = self.writer().execute(
             &format!("UPDATE sources SET {column} = ?2 WHERE id = ?1"),
             params![id, value],
         )?;
@@ -243,7 +256,7 @@ impl Catalog {
 
     /// Registers a key chosen by the operator (for example from `COHORT_ADMIN_KEY`). Idempotent.
     pub fn add_admin_key(&self, name: &str, role: &str, key: &str) -> Result<AdminKey, StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         conn.execute(
             "INSERT OR IGNORE INTO admin_keys (name, key_hash, key_prefix, role, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -265,20 +278,20 @@ impl Catalog {
     /// Removes the admin keys registered under `name`; returns how many there were.
     pub fn remove_admin_keys_named(&self, name: &str) -> Result<usize, StoreError> {
         Ok(self
-            .conn()
+            .writer()
             .execute("DELETE FROM admin_keys WHERE name = ?1", [name])?)
     }
 
     pub fn admin_key_count(&self) -> Result<i64, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row("SELECT COUNT(*) FROM admin_keys", [], |r| r.get(0))?)
     }
 
     /// The admin key record for a presented key.
     pub fn verify_admin_key(&self, key: &str) -> Result<Option<AdminKey>, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT id, name, key_prefix, role, created_at FROM admin_keys WHERE key_hash = ?1",
                 [hash_key(key)],

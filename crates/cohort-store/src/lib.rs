@@ -178,7 +178,10 @@ impl Store {
         };
         let process = processing_lock.is_some();
 
-        let catalog = Catalog::new(conn::open(&state_path, config.durability)?);
+        let catalog = Catalog::new(
+            conn::open(&state_path, config.durability)?,
+            conn::open(&state_path, config.durability)?,
+        );
         let failed = FailedEvents::new(conn::open(&inbox_path, config.durability)?);
         private::private_file(&inbox_path)?;
         // Only a process that applies events can keep cached profiles exact.

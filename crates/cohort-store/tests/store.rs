@@ -197,6 +197,31 @@ async fn processing_resumes_from_the_applied_position_after_reopen() {
     assert_eq!(p.computed.event_count, 60);
 }
 
+/// The processor reads a source's trust inside its write transaction on `state.db`. A catalog
+/// write started meanwhile waits for that transaction; the read must not wait for the write.
+#[test]
+fn catalog_reads_inside_a_write_transaction_do_not_wait_for_a_waiting_catalog_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let (web, _) = store.catalog().create_source("web").unwrap();
+    let holder = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| store.catalog().create_source("app"));
+        // Let the write start waiting for the lock this thread holds.
+        std::thread::sleep(Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = &store;
+        scope.spawn(move || tx.send(store.catalog().source(web.id).map(|s| s.map(|s| s.name))));
+        // Far below the ten-second busy timeout that used to end the wait.
+        let read = rx.recv_timeout(Duration::from_secs(5));
+        holder.execute_batch("COMMIT").unwrap();
+        assert_eq!(read.unwrap().unwrap(), Some("web".to_string()));
+        let (app, _) = writer.join().unwrap().unwrap();
+        assert_eq!(app.name, "app");
+    });
+}
+
 #[test]
 fn write_keys_are_shown_once_and_verified_by_hash() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use crate::admin::find_source;
 use crate::cli::ImportArgs;
 use anyhow::{Context, anyhow, bail};
 use chrono::Utc;
-use cohort_collect::envelope::{Route, expand};
+use cohort_collect::request::{Route, expand};
 use cohort_collect::{Assembly, Limits, Policy};
 use cohort_core::{Inbox as _, Position};
 use cohort_engine::{Engine, Mode};

@@ -9,8 +9,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use cohort_collect::RequestError;
-use cohort_collect::auth::write_key_from_request;
-use cohort_collect::envelope::Route;
+use cohort_collect::request::{Route, write_key_from_request};
 use cohort_engine::IngestReply;
 
 pub(crate) async fn handle(

@@ -11,7 +11,8 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use cohort_collect::normalise::NormaliseRules;
 use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
-use cohort_store::SourceKind;
+use cohort_engine::tracking_plan_of;
+use cohort_store::{Source, SourceKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -106,6 +107,7 @@ async fn create_source(
 async fn list_sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
     let sources = blocking(move || Ok(store.catalog().sources()?)).await?;
+    let sources: Vec<Value> = sources.iter().map(source_json).collect();
     Ok(Json(json!({"sources": sources})))
 }
 
@@ -116,8 +118,18 @@ async fn get_source(
     let store = state.store().clone();
     let source = blocking(move || Ok(store.catalog().source(id)?)).await?;
     source
-        .map(|s| Json(json!(s)))
+        .map(|s| Json(source_json(&s)))
         .ok_or_else(|| ApiError::not_found(format!("source {id} not found")))
+}
+
+/// A source as the API shows it: with `tracking_plan_error` when its stored plan cannot be
+/// applied, so the operator sees why its messages are refused or flagged.
+fn source_json(source: &Source) -> Value {
+    let mut value = json!(source);
+    if let (Err(unusable), Value::Object(fields)) = (tracking_plan_of(source), &mut value) {
+        fields.insert("tracking_plan_error".into(), json!(unusable.error));
+    }
+    value
 }
 
 async fn set_tracking_plan(
