@@ -27,7 +27,7 @@
 //! loud MISMATCH when they differ. Nothing here judges the times.
 
 use crate::BenchAnalyticsArgs;
-use crate::machine::{fmt_int, load_average, peak_rss, print_machine};
+use crate::machine::{fmt_int, load_average, peak_rss, print_machine, rss};
 use anyhow::{Context, anyhow, bail};
 use chrono::{NaiveDate, SecondsFormat, TimeDelta};
 use cohort_analysis::{
@@ -38,7 +38,7 @@ use cohort_demo::lake::{
     self, Calendar, DAY_US, DAYS, END_DAY, Generated, LakeMeta, LakeSpec, PROFILES_FILE,
     RECENT_DAYS, TRAITS_FILE, epoch_day, utc,
 };
-use cohort_engine::EVENTS_FOR_SEGMENTS;
+use cohort_engine::{ALL_ROWS, EVENTS_FOR_SEGMENTS, membership_sql};
 use cohort_lake::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use cohort_lake::arrow::compute::{cast, concat_batches};
 use cohort_lake::arrow::datatypes::DataType;
@@ -1286,6 +1286,9 @@ async fn measure(
         fmt_int(state.traits.num_rows() as u64)
     );
     let lake = Lake::open(dir)?.with_state(Arc::new(state));
+    if args.refresh_round {
+        refresh_round(&lake, cal).await?;
+    }
     let cases = selected(cases(cal)?, &args.only)?;
     let repeat = args.repeat.max(1);
     let now = cal.now()?;
@@ -1374,6 +1377,55 @@ async fn measure(
     if !failures.is_empty() {
         bail!("Cohort failed on {}", failures.join(", "));
     }
+    Ok(())
+}
+
+/// One time-refresh round as the server runs it: every built-in tag's membership SQL, one after
+/// another, in the background (`Lake::query_in_background`), each member list held until the next
+/// tag starts, as the engine holds it to apply the changes. Prints each tag's time and members,
+/// and the process's memory before and at its peak during the round.
+async fn refresh_round(lake: &Lake, cal: &Calendar) -> anyhow::Result<()> {
+    let now = cal.now()?;
+    let tags = cohort_segment::tags::builtin_tags();
+    let before = rss();
+    if !reset_peak_rss() {
+        println!("  (cannot reset the peak RSS reading; the peak below includes what came before)");
+    }
+    println!(
+        "Refresh round: {} built-in tags, as of {} …",
+        tags.len(),
+        now.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    let started = Instant::now();
+    let mut members = 0usize;
+    for tag in &tags {
+        let sql = membership_sql(&tag.condition, now)?;
+        let opts = QueryOptions {
+            timeout: Duration::from_secs(600),
+            max_rows: ALL_ROWS,
+            max_bytes: usize::MAX,
+        };
+        let tag_started = Instant::now();
+        let result = lake.query_in_background(&sql, opts).await?;
+        let ids: std::collections::HashSet<i64> = flatten(&result.batches)?.into_iter().collect();
+        drop(result);
+        println!(
+            "  {:<24} {:>10} members  {:>9}   RSS {}",
+            tag.name,
+            fmt_int(ids.len() as u64),
+            fmt_time(tag_started.elapsed()),
+            rss()
+        );
+        members += ids.len();
+    }
+    println!(
+        "Refresh round: {} tags, {} memberships in {:.2} s; RSS {before} before the round \
+         (state tables loaded), peak {} during it.",
+        tags.len(),
+        fmt_int(members as u64),
+        started.elapsed().as_secs_f64(),
+        peak_rss()
+    );
     Ok(())
 }
 

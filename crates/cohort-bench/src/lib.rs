@@ -125,6 +125,10 @@ pub struct BenchAnalyticsArgs {
     /// Python interpreter with the duckdb package.
     #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
+    /// First run one time-refresh round as the server runs it (every built-in tag, one after
+    /// another, in the background) and report its time and peak memory.
+    #[arg(long)]
+    pub refresh_round: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -89,9 +89,18 @@ fn status_kb(text: &str, key: &str) -> Option<u64> {
 }
 
 pub(crate) fn peak_rss() -> String {
+    status_mb("VmHWM")
+}
+
+/// The resident set now.
+pub(crate) fn rss() -> String {
+    status_mb("VmRSS")
+}
+
+fn status_mb(key: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| status_kb(&s, "VmHWM"))
+        .and_then(|s| status_kb(&s, key))
         .map_or_else(
             || "unknown".into(),
             |kb| format!("{:.0} MB", kb as f64 / 1024.0),

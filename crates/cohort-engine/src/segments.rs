@@ -47,17 +47,22 @@ enum Urgency {
     Background,
 }
 
+/// The SQL that lists the members of `condition` at `now`, as every batch evaluation runs it.
+pub fn membership_sql(condition: &Condition, now: DateTime<Utc>) -> Result<String, LakeError> {
+    let inner = to_sql(condition, now).map_err(|e| LakeError::Query(format!("condition.{e}")))?;
+    Ok(format!(
+        "WITH events AS ({EVENTS_FOR_SEGMENTS}) \
+         SELECT DISTINCT customer_id FROM ({inner}) AS members WHERE customer_id IS NOT NULL"
+    ))
+}
+
 async fn members_by_sql(
     analytics: &Analytics,
     condition: &Condition,
     now: DateTime<Utc>,
     urgency: Urgency,
 ) -> Result<HashSet<i64>, LakeError> {
-    let inner = to_sql(condition, now).map_err(|e| LakeError::Query(format!("condition.{e}")))?;
-    let sql = format!(
-        "WITH events AS ({EVENTS_FOR_SEGMENTS}) \
-         SELECT DISTINCT customer_id FROM ({inner}) AS members WHERE customer_id IS NOT NULL"
-    );
+    let sql = membership_sql(condition, now)?;
     let opts = QueryOptions {
         timeout: BATCH_TIMEOUT,
         max_rows: ALL_ROWS,
