@@ -504,6 +504,56 @@ fn inbox_body(p: Prepared) -> Result<(String, String), Rejection> {
     }
 }
 
+/// A web origin as browsers send it in the `Origin` header (`https://shop.example`,
+/// `http://127.0.0.1:8080`), normalised to lower case without a default port or trailing slash,
+/// or why `text` is not one.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    let (scheme, rest) = lower
+        .split_once("://")
+        .ok_or_else(|| format!("origin {text:?} has no scheme: write it as https://host[:port]"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "origin {text:?}: the scheme must be http or https, not {scheme:?}"
+        ));
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', '*']) {
+        return Err(format!(
+            "origin {text:?} must be a scheme and a host with an optional port, nothing else"
+        ));
+    }
+    let invalid_port = || format!("origin {text:?} has an invalid port");
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        // An IPv6 address: `[::1]` or `[::1]:3000`.
+        let (address, after) = inner.split_once(']').ok_or_else(invalid_port)?;
+        let port = match after {
+            "" => None,
+            after => Some(after.strip_prefix(':').ok_or_else(invalid_port)?),
+        };
+        (&rest[..address.len() + 2], port)
+    } else {
+        match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(invalid_port());
+    }
+    let port = match (scheme, port) {
+        ("http", Some("80")) | ("https", Some("443")) | (_, None) => String::new(),
+        (_, Some(port)) => format!(":{port}"),
+    };
+    if host.is_empty() {
+        return Err(format!("origin {text:?} has no host"));
+    }
+    Ok(format!("{scheme}://{host}{port}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,5 +771,32 @@ mod tests {
         let (second, refused) = assembly.finish();
         assert_eq!((second.source_id, second.failed.len()), (3, 1));
         assert!(refused.is_empty(), "an unreadable row has no message index");
+    }
+
+    #[test]
+    fn origins_are_normalised_and_anything_else_is_refused_with_the_reason() {
+        for (text, origin) in [
+            ("https://Shop.Example", "https://shop.example"),
+            ("https://shop.example/", "https://shop.example"),
+            ("https://shop.example:443", "https://shop.example"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://localhost:80", "http://localhost"),
+            ("http://[::1]:3000", "http://[::1]:3000"),
+            ("http://[::1]", "http://[::1]"),
+        ] {
+            assert_eq!(parse_origin(text).as_deref(), Ok(origin), "{text}");
+        }
+        for (text, why) in [
+            ("shop.example", "no scheme"),
+            ("ftp://shop.example", "must be http or https"),
+            ("https://shop.example/path", "nothing else"),
+            ("https://*.example", "nothing else"),
+            ("https://", "nothing else"),
+            ("https://shop.example:99999", "invalid port"),
+            ("https://shop.example:x", "invalid port"),
+        ] {
+            let error = parse_origin(text).expect_err(text);
+            assert!(error.contains(why), "{text}: {error}");
+        }
     }
 }

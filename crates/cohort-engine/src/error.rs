@@ -14,6 +14,9 @@ pub enum EngineError {
     /// No valid credential for what was asked.
     #[error("{0}")]
     Unauthorized(String),
+    /// A valid credential, used from where its owner does not allow (a web origin).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("the SQL engine is not running in this process")]
     LakeUnavailable,
     /// Evaluating a segment's condition over the lake failed.

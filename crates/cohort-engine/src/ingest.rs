@@ -30,7 +30,8 @@ type Shaped = (Submission, Vec<(usize, cohort_collect::Rejection)>);
 
 /// Why a request was not shaped.
 enum Unshaped {
-    Unauthorized(EngineError),
+    /// Its key or its origin is not accepted; nothing is kept.
+    Denied(EngineError),
     /// Refused whole; kept as a failed event when its source is known.
     Refused(Option<Arc<SourceEntry>>, RequestError),
 }
@@ -73,6 +74,7 @@ impl Engine {
         &self,
         route: Route,
         header_source: Option<Arc<SourceEntry>>,
+        origin: Option<&str>,
         raw: &[u8],
         content_encoding: Option<&str>,
         received_at: DateTime<Utc>,
@@ -84,10 +86,12 @@ impl Engine {
         let shaped = if heavy {
             let (engine, raw) = (self.clone(), raw.to_vec());
             let content_encoding = content_encoding.map(str::to_owned);
+            let origin = origin.map(str::to_owned);
             tokio::task::spawn_blocking(move || {
                 engine.shape(
                     route,
                     header_source,
+                    origin.as_deref(),
                     &raw,
                     content_encoding.as_deref(),
                     received_at,
@@ -96,11 +100,18 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Internal(format!("shaping a request failed: {e}")))?
         } else {
-            self.shape(route, header_source, raw, content_encoding, received_at)
+            self.shape(
+                route,
+                header_source,
+                origin,
+                raw,
+                content_encoding,
+                received_at,
+            )
         };
         let (submission, refused) = match shaped {
             Ok(shaped) => shaped,
-            Err(Unshaped::Unauthorized(e)) => return Err(e),
+            Err(Unshaped::Denied(e)) => return Err(e),
             Err(Unshaped::Refused(source, error)) => {
                 return Err(self
                     .refuse_request(source.as_deref(), error, raw, received_at)
@@ -132,6 +143,7 @@ impl Engine {
         &self,
         route: Route,
         header_source: Option<Arc<SourceEntry>>,
+        origin: Option<&str>,
         raw: &[u8],
         content_encoding: Option<&str>,
         received_at: DateTime<Utc>,
@@ -142,14 +154,16 @@ impl Engine {
         let source = match header_source {
             Some(s) => s,
             None => match write_key_from_body(&body) {
-                Some(key) => self.authenticate(&key).map_err(Unshaped::Unauthorized)?,
+                Some(key) => self.authenticate(&key).map_err(Unshaped::Denied)?,
                 None => {
-                    return Err(Unshaped::Unauthorized(EngineError::Unauthorized(
+                    return Err(Unshaped::Denied(EngineError::Unauthorized(
                         "no write key: send it as HTTP Basic user name, a Bearer token, the X-Write-Key header, ?writeKey= or \"writeKey\" in the body".to_string(),
                     )));
                 }
             },
         };
+        // Refused whole and not kept: the request came from a website the source does not allow.
+        source.check_origin(origin).map_err(Unshaped::Denied)?;
         let messages = expand(route, body, limits)
             .map_err(|error| Unshaped::Refused(Some(source.clone()), error))?;
         let mut assembly = Assembly::new(source.source.id, &source.policy, received_at);

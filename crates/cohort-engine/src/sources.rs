@@ -2,7 +2,9 @@
 //! Entries expire after a few seconds so changes made by another process (`cohort admin`) apply
 //! without a restart; changes made through this server's API drop the entry at once.
 
+use crate::EngineError;
 use cohort_collect::normalise::NormaliseRules;
+use cohort_collect::request::parse_origin;
 use cohort_collect::tracking_plan::{PlanMode, TrackingPlan, TrackingPlanSpec};
 use cohort_collect::{Limits, Policy, UnusablePlan};
 use cohort_identity::IdentityRules;
@@ -17,6 +19,31 @@ const TTL: Duration = Duration::from_secs(5);
 pub struct SourceEntry {
     pub source: Source,
     pub policy: Policy,
+}
+
+impl SourceEntry {
+    /// Refuses a request from a web origin the source does not allow. `origin` is the request's
+    /// `Origin` header; requests without one (servers, apps, curl) are not browser requests and
+    /// pass, since an origin list keeps other websites from using a public key, not clients
+    /// that can send any header they like.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), EngineError> {
+        let (Some(allowed), Some(origin)) = (&self.source.allowed_origins, origin) else {
+            return Ok(());
+        };
+        let normalised = parse_origin(origin).unwrap_or_else(|_| origin.to_string());
+        if allowed.contains(&normalised) {
+            return Ok(());
+        }
+        metrics::counter!("cohort_ingest_origin_refused_total").increment(1);
+        Err(EngineError::Forbidden {
+            code: "origin_not_allowed",
+            message: format!(
+                "the origin {origin} is not allowed to send to source {:?}; its allowed origins are {}",
+                self.source.name,
+                allowed.join(", ")
+            ),
+        })
+    }
 }
 
 pub(crate) struct SourceCache {
@@ -151,6 +178,7 @@ mod tests {
             disabled: false,
             kind: SourceKind::Server,
             trait_claims: false,
+            allowed_origins: None,
         }
     }
 

@@ -87,6 +87,9 @@ impl From<EngineError> for ApiError {
             EngineError::Store(e) => e.into(),
             EngineError::BadRequest { code, message } => ApiError::bad_request(code, message),
             EngineError::Unauthorized(message) => ApiError::unauthorized(message),
+            EngineError::Forbidden { code, message } => {
+                ApiError::new(StatusCode::FORBIDDEN, code, message)
+            }
             EngineError::LakeUnavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -12,12 +12,14 @@
 
 mod auth_failures;
 pub mod connections;
+mod cors;
 mod error;
 mod metrics_setup;
 pub mod routes;
 mod state;
 
 pub use connections::ConnectionLimits;
+pub use cors::{BrowserAccess, PublicUrl};
 pub use error::ApiError;
 pub use routes::router;
 pub use state::AppState;
@@ -40,6 +42,8 @@ pub struct ServerConfig {
     /// Requests per address per minute that may fail authentication before the address is
     /// answered 429 for the rest of its minute; 0 turns the limit off.
     pub auth_failures_per_minute: u32,
+    /// The public URL browsers reach the server at, and the origins allowed on the admin API.
+    pub browser: BrowserAccess,
 }
 
 /// Shortest operator admin key: a key anyone can type is a key anyone can guess.
@@ -57,6 +61,7 @@ impl ServerConfig {
             admin_key: None,
             connections: ConnectionLimits::default(),
             auth_failures_per_minute: 30,
+            browser: BrowserAccess::default(),
         }
     }
 }
@@ -145,6 +150,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     state.auth_failures = std::sync::Arc::new(auth_failures::AuthFailures::per_minute(
         config.auth_failures_per_minute,
     ));
+    state.browser = std::sync::Arc::new(config.browser.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {

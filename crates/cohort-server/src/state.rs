@@ -16,6 +16,8 @@ pub struct AppState {
     /// only, so it is valid exactly while it is configured.
     pub(crate) operator_key: Option<String>,
     pub(crate) auth_failures: Arc<AuthFailures>,
+    /// The public URL and the admin API's allowed web origins.
+    pub(crate) browser: Arc<crate::cors::BrowserAccess>,
 }
 
 /// Admin keys verified recently, by hash: the admin API's hot paths (profile lookups) then skip a
@@ -54,6 +56,7 @@ impl AppState {
             admin_keys: Arc::default(),
             operator_key: None,
             auth_failures: Arc::new(AuthFailures::per_minute(0)),
+            browser: Arc::default(),
         }
     }
 

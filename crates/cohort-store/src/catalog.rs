@@ -29,6 +29,10 @@ pub struct Source {
     /// For a client-side source: whether its trait identifiers (email, phone, external IDs) may
     /// claim customers that already exist. Off unless the operator turns it on.
     pub trait_claims: bool,
+    /// The web origins (`https://shop.example`) browsers may send this source's events from;
+    /// `None` for any, since a browser key is public anyway. Requests without an `Origin`
+    /// header (servers, apps) are not affected.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// Where a source's messages come from.
@@ -99,8 +103,8 @@ pub struct Catalog {
     reader: Mutex<Connection>,
 }
 
-const SOURCE_COLUMNS: &str =
-    "id, name, key_prefix, created_at, settings, tracking_plan, disabled, kind, trait_claims";
+const SOURCE_COLUMNS: &str = "id, name, key_prefix, created_at, settings, tracking_plan, disabled, \
+     kind, trait_claims, allowed_origins";
 
 fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
     let settings: String = r.get(4)?;
@@ -115,6 +119,9 @@ fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
         disabled: r.get::<_, i64>(6)? != 0,
         kind: SourceKind::parse(&r.get::<_, String>(7)?).unwrap_or(SourceKind::Server),
         trait_claims: r.get::<_, i64>(8)? != 0,
+        allowed_origins: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -217,6 +224,17 @@ impl Catalog {
             return Err(StoreError::NotFound(format!("source {id}")));
         }
         Ok(())
+    }
+
+    /// Sets the origins browsers may send this source's events from (`None`: any). The caller
+    /// checks and normalises them (`cohort_collect::request::parse_origin`).
+    pub fn set_allowed_origins(
+        &self,
+        id: i64,
+        origins: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        let text = origins.map(|o| serde_json::to_string(o).unwrap_or_else(|_| "[]".into()));
+        self.update_source(id, "allowed_origins", text)
     }
 
     pub fn set_source_settings(&self, id: i64, settings: &Value) -> Result<(), StoreError> {

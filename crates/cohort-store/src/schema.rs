@@ -212,6 +212,10 @@ ALTER TABLE segments ADD COLUMN unfinished INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sources ADD COLUMN kind TEXT NOT NULL DEFAULT 'server';
 ALTER TABLE sources ADD COLUMN trait_claims INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The web origins a source's browser clients may send from, as a JSON array; NULL for any.
+    r#"
+ALTER TABLE sources ADD COLUMN allowed_origins TEXT;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -163,6 +163,27 @@ fn source(store: &Store, cmd: SourceCommand, out: &Output) -> anyhow::Result<()>
                 )
             });
         }
+        SourceCommand::Origins { source, allow, any } => {
+            let s = find_source(store, &source)?;
+            let mut origins = allow;
+            origins.sort();
+            origins.dedup();
+            let origins = (!any).then_some(origins);
+            store
+                .catalog()
+                .set_allowed_origins(s.id, origins.as_deref())?;
+            out.print(
+                &json!({"source_id": s.id, "allowed_origins": origins}),
+                || match &origins {
+                    Some(list) => format!(
+                        "Browsers may send {:?}'s events from {} only.",
+                        s.name,
+                        list.join(", ")
+                    ),
+                    None => format!("Browsers may send {:?}'s events from any origin.", s.name),
+                },
+            );
+        }
         SourceCommand::Normalisation { source, file } => {
             let s = find_source(store, &source)?;
             let rules: NormaliseRules =

@@ -214,6 +214,14 @@ pub struct ServeArgs {
     /// the rest of its minute; 0 turns the limit off.
     #[arg(long, env = "COHORT_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
     pub auth_failures_per_minute: u32,
+    /// The URL browsers reach this server at (`https://collect.shop.example`, a path prefix
+    /// allowed), named in the settings the browser SDKs load. Default: the `Host` each settings
+    /// request came in on, over http; set it behind a proxy or TLS terminator.
+    #[arg(long, env = "COHORT_PUBLIC_URL", value_parser = cohort_server::PublicUrl::parse)]
+    pub public_url: Option<cohort_server::PublicUrl>,
+    /// Web origins whose pages may call the admin API (comma-separated). Default: none.
+    #[arg(long, env = "COHORT_ADMIN_ORIGINS", value_delimiter = ',', value_parser = cohort_collect::request::parse_origin)]
+    pub admin_origins: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -302,6 +310,19 @@ pub enum SourceCommand {
         file: Option<PathBuf>,
         #[arg(long, conflicts_with = "file")]
         clear: bool,
+    },
+    /// Limit the web origins browsers may send a source's events from, or allow any again.
+    #[command(
+        after_help = "Examples:\n  cohort admin source origins website --allow https://shop.example --allow https://www.shop.example\n  cohort admin source origins website --any\n\nRequests from other origins are refused with 403 origin_not_allowed; requests without an\nOrigin header (servers, apps) are not affected."
+    )]
+    Origins {
+        source: String,
+        /// An origin (`https://host[:port]`) to allow; repeat for several.
+        #[arg(long = "allow", value_parser = cohort_collect::request::parse_origin, required_unless_present = "any")]
+        allow: Vec<String>,
+        /// Allow any origin (the default for a new source).
+        #[arg(long, conflicts_with = "allow")]
+        any: bool,
     },
     /// Set a source's normalisation rules from a JSON file.
     #[command(

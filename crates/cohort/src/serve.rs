@@ -16,6 +16,10 @@ pub fn config(args: &ServeArgs) -> ServerConfig {
         shutdown_deadline: Duration::from_secs(args.shutdown_deadline_secs),
     };
     config.auth_failures_per_minute = args.auth_failures_per_minute;
+    config.browser = cohort_server::BrowserAccess {
+        public_url: args.public_url.clone(),
+        admin_origins: args.admin_origins.clone(),
+    };
     let engine = &mut config.engine;
     engine.segment_refresh = Duration::from_secs(args.segment_refresh_secs);
     engine.segment_day_refresh = Duration::from_secs(args.segment_day_refresh_secs);

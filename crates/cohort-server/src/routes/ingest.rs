@@ -1,5 +1,6 @@
 //! The Segment HTTP Tracking API: `POST /v1/{track,identify,page,screen,group,alias,batch,import}`
-//! and the one-letter forms. The key in a header is checked before a byte of the body is read;
+//! and the one-letter forms, also under `/beacon` (RudderStack's `sendBeacon` route, with the
+//! key in `?writeKey=`). The key in a header is checked before a byte of the body is read;
 //! everything after reading the body is the engine's ([`cohort_engine::Engine::ingest_body`]).
 
 use crate::error::ApiError;
@@ -46,9 +47,14 @@ async fn ingest(
         header("x-write-key"),
         uri.query(),
     );
-    // With the key outside the body, refuse bad keys before reading a byte of it.
+    let origin = header(header::ORIGIN.as_str());
+    // With the key outside the body, refuse bad keys and origins before reading a byte of it.
     let header_source = match &header_key {
-        Some(key) => Some(engine.authenticate(key)?),
+        Some(key) => {
+            let source = engine.authenticate(key)?;
+            source.check_origin(origin)?;
+            Some(source)
+        }
         None => None,
     };
     let limit = engine.limits().max_request_bytes;
@@ -76,6 +82,13 @@ async fn ingest(
     };
     let content_encoding = header(header::CONTENT_ENCODING.as_str());
     Ok(engine
-        .ingest_body(route, header_source, &raw, content_encoding, received_at)
+        .ingest_body(
+            route,
+            header_source,
+            origin,
+            &raw,
+            content_encoding,
+            received_at,
+        )
         .await?)
 }

@@ -10,6 +10,7 @@ mod ops;
 mod profiles;
 mod query;
 mod rfm;
+mod sdk_settings;
 mod segments;
 mod sources;
 
@@ -35,17 +36,33 @@ pub fn router(state: AppState) -> Router {
         .merge(rfm::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
-    // Everything behind a key counts failed authentications per address; the health and
-    // metrics routes take no key and always answer.
-    let keyed = Router::new()
+    // What browsers and SDKs call with a write key: the Segment and RudderStack event routes
+    // (RudderStack's beacons under /beacon), and the settings documents their SDKs load first.
+    let collection = Router::new()
         .route("/v1/{route}", post(ingest::handle))
-        .nest("/api/v1", admin)
-        .layer(middleware::from_fn_with_state(
+        .route("/beacon/v1/{route}", post(ingest::handle))
+        .route(
+            "/v1/projects/{write_key}/settings",
+            get(sdk_settings::segment),
+        )
+        .route("/sourceConfig", get(sdk_settings::rudderstack))
+        .route("/sourceConfig/", get(sdk_settings::rudderstack));
+    // Everything behind a key counts failed authentications per address; the health and
+    // metrics routes take no key and always answer. CORS is outermost, so that even the
+    // limiter's 429 reaches the page that caused it.
+    let limited = |router: Router<AppState>| {
+        router.layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth_failures::limit,
-        ));
+        ))
+    };
+    let collection = limited(collection).layer(middleware::from_fn(crate::cors::collection));
+    let admin = limited(Router::new().nest("/api/v1", admin)).layer(
+        middleware::from_fn_with_state(state.clone(), crate::cors::admin),
+    );
     Router::new()
-        .merge(keyed)
+        .merge(collection)
+        .merge(admin)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

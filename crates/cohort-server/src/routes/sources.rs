@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use cohort_collect::normalise::NormaliseRules;
+use cohort_collect::request::parse_origin;
 use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
 use cohort_engine::tracking_plan_of;
 use cohort_store::{Source, SourceKind};
@@ -26,6 +27,53 @@ pub(super) fn routes() -> Router<AppState> {
         )
         .route("/sources/{id}/normalisation", put(set_normalisation))
         .route("/sources/{id}/trust", put(set_trust))
+        .route("/sources/{id}/origins", put(set_origins))
+}
+
+/// `PUT /sources/{id}/origins {"allowed_origins": ["https://shop.example"]}`: the web origins
+/// browsers may send this source's events from; `null` for any.
+async fn set_origins(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Origins { allowed_origins } = json_body(&body)?;
+    let origins = checked_origins(allowed_origins)?;
+    let store = state.store().clone();
+    let source = blocking(move || {
+        store
+            .catalog()
+            .set_allowed_origins(id, origins.as_deref())?;
+        store
+            .catalog()
+            .source(id)?
+            .ok_or_else(|| ApiError::not_found(format!("source {id}")))
+    })
+    .await?;
+    state.engine.forget_sources();
+    Ok(Json(source_json(&source)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Origins {
+    allowed_origins: Option<Vec<String>>,
+}
+
+/// Origins normalised, or `invalid_origin` naming the first that is not one.
+fn checked_origins(origins: Option<Vec<String>>) -> Result<Option<Vec<String>>, ApiError> {
+    origins
+        .map(|list| {
+            let mut checked = list
+                .iter()
+                .map(|o| parse_origin(o))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::bad_request("invalid_origin", e))?;
+            checked.sort();
+            checked.dedup();
+            Ok(checked)
+        })
+        .transpose()
 }
 
 /// `PUT /sources/{id}/trust {"kind": "client", "trait_claims": false}`.
@@ -58,6 +106,9 @@ struct NewSource {
     /// Lets a client-side source's email, phone and external IDs claim existing customers.
     #[serde(default)]
     trait_claims: bool,
+    /// The web origins browsers may send from; absent or `null` for any.
+    #[serde(default)]
+    allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -76,7 +127,9 @@ async fn create_source(
         name,
         kind,
         trait_claims,
+        allowed_origins,
     } = json_body(&body)?;
+    let origins = checked_origins(allowed_origins)?;
     if name.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -91,6 +144,9 @@ async fn create_source(
         if kind != source.kind || trait_claims != source.trait_claims {
             catalog.set_source_trust(source.id, kind, trait_claims)?;
         }
+        if origins.is_some() {
+            catalog.set_allowed_origins(source.id, origins.as_deref())?;
+        }
         let source = catalog
             .source(source.id)?
             .ok_or_else(|| ApiError::not_found(format!("source {}", source.id)))?;
@@ -99,7 +155,7 @@ async fn create_source(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"source": source, "write_key": key})),
+        Json(json!({"source": source_json(&source), "write_key": key})),
     )
         .into_response())
 }
