@@ -239,6 +239,8 @@ impl Shared {
 /// `->` / `->>` operators) for the `properties`, `context` and `traits` columns.
 pub struct Lake {
     ctx: SessionContext,
+    /// The memory budget and spill files of [`Lake::query_in_background`].
+    background_runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     shared: Arc<Shared>,
     events_dir: PathBuf,
     /// Queries run here, not on the caller's runtime: a CPU-bound plan then
@@ -325,6 +327,18 @@ pub fn default_memory_limit() -> usize {
     (total_kb.saturating_mul(1024) / 4).clamp(256 << 20, 8 << 30)
 }
 
+/// Working memory for background queries: `COHORT_BACKGROUND_QUERY_MEMORY_MB` if set, else a
+/// quarter of the interactive budget, between 64 MB and 512 MB.
+fn background_memory_limit(interactive: usize) -> usize {
+    match std::env::var("COHORT_BACKGROUND_QUERY_MEMORY_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(mb) => mb.saturating_mul(1 << 20).max(MIN_MEMORY_LIMIT),
+        None => (interactive / 4).clamp(64 << 20, 512 << 20),
+    }
+}
+
 impl Lake {
     /// Opens the lake under `<data_dir>/lake` for queries (creating the
     /// directory if needed) with [`EmptyState`] as state tables. Queries share
@@ -357,10 +371,22 @@ impl Lake {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()
             .map_err(query_error)?;
+        // Background work (periodic re-evaluations) has a budget of its own, well below the
+        // interactive one: a refresh round runs one query after another for every definition,
+        // and each may take this much, spilling to disk beyond it, without the round as a whole
+        // taking the memory that ingest and the API need.
+        let background_runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(background_memory_limit(memory_limit), 1.0)
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()
+            .map_err(query_error)?;
         let store_url = ObjectStoreUrl::parse(LAKE_URL).map_err(query_error)?;
-        let store = LakeStore::new(&events_dir)
-            .map_err(|e| LakeError::Query(format!("cannot open {}: {e}", events_dir.display())))?;
-        runtime.register_object_store(store_url.as_ref(), Arc::new(store));
+        let store: Arc<LakeStore> =
+            Arc::new(LakeStore::new(&events_dir).map_err(|e| {
+                LakeError::Query(format!("cannot open {}: {e}", events_dir.display()))
+            })?);
+        runtime.register_object_store(store_url.as_ref(), store.clone());
+        background_runtime.register_object_store(store_url.as_ref(), store);
 
         // DataFusion's own DATAFUSION_* environment variables tune the engine
         // (documented in its configuration reference). Filter pushdown stays
@@ -450,6 +476,7 @@ impl Lake {
             .map_err(|e| LakeError::Internal(format!("cannot start the query runtime: {e}")))?;
         Ok(Self {
             ctx,
+            background_runtime,
             shared,
             events_dir,
             runtime: Some(query_runtime),
@@ -514,7 +541,9 @@ impl Lake {
         sql: &str,
         opts: QueryOptions,
     ) -> Result<QueryResult, LakeError> {
-        let mut state = self.ctx.state();
+        let mut state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(Arc::clone(&self.background_runtime))
+            .build();
         state.config_mut().options_mut().execution.target_partitions = 1;
         self.query_on(SessionContext::new_with_state(state), sql, opts)
             .await

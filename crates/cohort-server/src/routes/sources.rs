@@ -13,7 +13,7 @@ use cohort_collect::normalise::NormaliseRules;
 use cohort_collect::request::parse_origin;
 use cohort_collect::tracking_plan::{TrackingPlan, TrackingPlanSpec};
 use cohort_engine::tracking_plan_of;
-use cohort_store::{Source, SourceKind};
+use cohort_store::{Catalog, Source, SourceKind, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,11 +39,23 @@ async fn set_origins(
 ) -> Result<Json<Value>, ApiError> {
     let Origins { allowed_origins } = json_body(&body)?;
     let origins = checked_origins(allowed_origins)?;
+    let source = change_source(&state, id, move |catalog| {
+        catalog.set_allowed_origins(id, origins.as_deref())
+    })
+    .await?;
+    Ok(Json(json!({"source": source_json(&source)})))
+}
+
+/// Applies `change` to source `id` and reads it back; the engine's cached policies are dropped,
+/// so ingest applies the change at once.
+async fn change_source(
+    state: &AppState,
+    id: i64,
+    change: impl FnOnce(&Catalog) -> Result<(), StoreError> + Send + 'static,
+) -> Result<Source, ApiError> {
     let store = state.store().clone();
     let source = blocking(move || {
-        store
-            .catalog()
-            .set_allowed_origins(id, origins.as_deref())?;
+        change(store.catalog())?;
         store
             .catalog()
             .source(id)?
@@ -51,7 +63,7 @@ async fn set_origins(
     })
     .await?;
     state.engine.forget_sources();
-    Ok(Json(source_json(&source)))
+    Ok(source)
 }
 
 #[derive(Deserialize)]
@@ -83,17 +95,11 @@ async fn set_trust(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let Trust { kind, trait_claims } = json_body(&body)?;
-    let store = state.store().clone();
-    let source = blocking(move || {
-        store.catalog().set_source_trust(id, kind, trait_claims)?;
-        store
-            .catalog()
-            .source(id)?
-            .ok_or_else(|| ApiError::not_found(format!("source {id}")))
+    let source = change_source(&state, id, move |catalog| {
+        catalog.set_source_trust(id, kind, trait_claims)
     })
     .await?;
-    state.engine.forget_sources();
-    Ok(Json(json!({"source": source})))
+    Ok(Json(json!({"source": source_json(&source)})))
 }
 
 #[derive(Deserialize)]
