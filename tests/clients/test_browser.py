@@ -162,3 +162,26 @@ def test_preflights_and_errors_carry_cors_headers_and_the_admin_api_does_not(
     r = requests.get(f"{cohort.base_url}/api/v1/sources",
                      headers={**cohort.admin_headers(), "Origin": origin}, timeout=10)
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_a_retried_browser_event_is_stored_once(cohort: CohortServer, run_id: str):
+    """analytics-next retries a failed send with the same messageId and `X-Retry-Count`."""
+    key = client_source(cohort, f"site-retry-{run_id}")
+    user = f"retrier-{run_id}"
+    body = {"userId": user, "event": "Order Completed", "messageId": f"ajs-next-{run_id}",
+            "properties": {"revenue": 10}}
+    answers = []
+    for attempt in range(3):
+        headers = {"Origin": "http://127.0.0.1:9", "Content-Type": "text/plain"}
+        if attempt:
+            headers["X-Retry-Count"] = str(attempt)
+        r = requests.post(f"{cohort.base_url}/v1/t", auth=(key, ""), headers=headers,
+                          data=json.dumps(body), timeout=10)
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert [a["accepted"] for a in answers] == [1, 0, 0], answers
+    assert [a["duplicates"] for a in answers] == [0, 1, 1], answers
+    poll_profile(cohort, "user_id", user)
+    poll(cohort.stats, lambda s: s.get("inbox_lag") == 0, what="inbox_lag == 0")
+    profile = cohort.profile("user_id", user)
+    assert profile["computed"]["orders"] == 1, profile
