@@ -70,7 +70,9 @@ def run_page(node: str, scenario: str, srv: CohortServer, key: str, user: str) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("scenario", ["segment", "rudderstack", "rudderstack-beacon"])
+@pytest.mark.parametrize(
+    "scenario", ["segment", "segment-batching", "rudderstack", "rudderstack-beacon"]
+)
 def test_browser_sdk_sends_every_event_once(cohort: CohortServer, run_id: str, scenario: str):
     node = require_browser()
     key = client_source(cohort, f"site-{scenario}-{run_id}")
@@ -84,6 +86,8 @@ def test_browser_sdk_sends_every_event_once(cohort: CohortServer, run_id: str, s
     # The SDK loaded its settings from Cohort, not from its vendor.
     settings = [r for r in seen["requests"] if r["method"] == "GET"]
     assert settings, seen
+    if scenario == "segment-batching":
+        assert any(r["url"].endswith("/v1/b") for r in seen["requests"]), seen
 
     total = sum(EXPECTED_COUNTS.values())
 

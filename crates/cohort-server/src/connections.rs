@@ -283,11 +283,13 @@ async fn serve_connection(
     }
 }
 
-/// Answers a connection over the cap and closes it.
+/// Answers a connection over the cap and closes it. The request is not read, so the answer
+/// carries the CORS headers any page may read (no credentials are involved): a browser SDK
+/// then sees the 503 and its `Retry-After` instead of a network error.
 async fn refuse(mut stream: TcpStream) {
     const BODY: &str = r#"{"error":{"code":"too_many_connections","message":"the server is at its connection limit; retry shortly"}}"#;
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\naccess-control-allow-origin: *\r\naccess-control-expose-headers: retry-after\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

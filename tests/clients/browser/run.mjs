@@ -3,7 +3,8 @@
 //
 //   node run.mjs <scenario> <cohort base URL> <write key> <user id>
 //
-// Scenarios: segment (analytics-next, settings fetched from Cohort through cdnURL), rudderstack
+// Scenarios: segment (analytics-next, settings fetched from Cohort through cdnURL), segment-batching
+// (the same with its batching delivery, which posts to /v1/b), rudderstack
 // (the bundled v3 build, source configuration through configUrl, events over XHR) and
 // rudderstack-beacon (the same, events through navigator.sendBeacon).
 //
@@ -19,7 +20,7 @@ import { chromium } from 'playwright-core';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const [scenario, cohort, writeKey, userId] = process.argv.slice(2);
 if (!scenario || !cohort || !writeKey || !userId) {
-  console.error('usage: node run.mjs <segment|rudderstack|rudderstack-beacon> <cohort URL> <write key> <user id>');
+  console.error('usage: node run.mjs <segment|segment-batching|rudderstack|rudderstack-beacon> <cohort URL> <write key> <user id>');
   process.exit(2);
 }
 
@@ -43,12 +44,16 @@ const story = `
 `;
 
 const pages = {
-  segment: `<!doctype html><html><head><title>shop</title><link rel="icon" href="data:,"></head><body>
+  segment: (batching) => `<!doctype html><html><head><title>shop</title><link rel="icon" href="data:,"></head><body>
 <script src="/sdk/segment.js"></script>
 <script>
   (async () => {
     const [analytics] = await AnalyticsNext.AnalyticsBrowser.load(
-      { writeKey: ${JSON.stringify(writeKey)}, cdnURL: ${JSON.stringify(cohort)} });
+      { writeKey: ${JSON.stringify(writeKey)}, cdnURL: ${JSON.stringify(cohort)} },
+      ${batching}
+        ? { integrations: { 'Segment.io': { deliveryStrategy:
+            { strategy: 'batching', config: { size: 3, timeout: 300 } } } } }
+        : {});
     const sdk = {
       page: (c, n, p) => analytics.page(c, n, p),
       identify: (u, t) => analytics.identify(u, t),
@@ -89,7 +94,8 @@ const pages = {
 };
 
 function pageFor(name) {
-  if (name === 'segment') return pages.segment;
+  if (name === 'segment') return pages.segment(false);
+  if (name === 'segment-batching') return pages.segment(true);
   if (name === 'rudderstack') return pages.rudderstack(false);
   if (name === 'rudderstack-beacon') return pages.rudderstack(true);
   throw new Error(`unknown scenario ${name}`);
