@@ -117,7 +117,10 @@ fn busy_connections_over_the_cap_get_a_clear_refusal() {
     assert_eq!(r.header("retry-after"), Some("1"));
     // A browser SDK can read the refusal and its Retry-After.
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(r.header("access-control-expose-headers"), Some("retry-after"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("retry-after")
+    );
     assert!(r.text().contains("too_many_connections"), "{}", r.text());
     drop(busy);
 }
