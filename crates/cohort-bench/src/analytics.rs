@@ -1286,7 +1286,8 @@ async fn measure(
         fmt_int(state.traits.num_rows() as u64)
     );
     let lake = Lake::open(dir)?.with_state(Arc::new(state));
-    if args.refresh_round {
+    for round in 1..=args.refresh_rounds {
+        println!("Refresh round {round} of {}:", args.refresh_rounds);
         refresh_round(&lake, cal).await?;
     }
     let cases = selected(cases(cal)?, &args.only)?;

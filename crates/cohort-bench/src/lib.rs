@@ -125,10 +125,10 @@ pub struct BenchAnalyticsArgs {
     /// Python interpreter with the duckdb package.
     #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
-    /// First run one time-refresh round as the server runs it (every built-in tag, one after
-    /// another, in the background) and report its time and peak memory.
-    #[arg(long)]
-    pub refresh_round: bool,
+    /// First run this many time-refresh rounds as the server runs them (every built-in tag, one
+    /// after another, in the background) and report each one's time and peak memory.
+    #[arg(long, default_value_t = 0)]
+    pub refresh_rounds: u32,
 }
 
 #[derive(Args, Debug, Clone)]
