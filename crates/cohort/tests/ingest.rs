@@ -543,3 +543,57 @@ fn normalisation_rules_apply_per_source() {
     assert_eq!(p["traits"]["phone"], "+14155552671");
     assert_eq!(p["traits"]["email"], "Keep.Case@Example.com");
 }
+
+#[test]
+fn sdk_settings_name_the_public_url_and_the_admin_api_opens_only_to_named_origins() {
+    let server = Server::start_with(&[
+        "--public-url",
+        "https://collect.shop.example/cohort/",
+        "--admin-origins",
+        "https://console.shop.example",
+    ]);
+    let r = server.request(
+        "GET",
+        &format!("/v1/projects/{}/settings", server.write_key),
+        &[("Origin", "https://www.shop.example")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let segment = &r.json()["integrations"]["Segment.io"];
+    assert_eq!(segment["apiHost"], "collect.shop.example/cohort/v1");
+    assert_eq!(segment["protocol"], "https");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://www.shop.example")
+    );
+    let r = server.request(
+        "GET",
+        &format!("/sourceConfig/?writeKey={}", server.write_key),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["source"]["enabled"], true);
+    assert_eq!(r.json()["source"]["destinations"], json!([]));
+
+    let preflight = |origin: &str| {
+        server.request(
+            "OPTIONS",
+            "/api/v1/sources",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+            b"",
+        )
+    };
+    let r = preflight("https://console.shop.example");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://console.shop.example")
+    );
+    let r = preflight("https://evil.example");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
