@@ -303,6 +303,9 @@ impl fmt::Debug for Lake {
 
 const LAKE_URL: &str = "lake://events";
 
+/// Blocking threads (file reads) of the query runtime per core.
+const MAX_READS_PER_CORE: usize = 4;
+
 /// Below this, even small queries fail; a smaller setting is raised to it.
 const MIN_MEMORY_LIMIT: usize = 16 << 20;
 
@@ -462,6 +465,11 @@ impl Lake {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            // File reads run on the blocking pool. Tokio's default lets it grow to 512 threads;
+            // a refresh round grew it to about 57, each keeping its own allocator cache, and the
+            // process kept about 1.5 GB it no longer used (docs/BENCHMARKS.md, refresh round).
+            // A few reads in flight per core keep the disk and the page cache busy enough.
+            .max_blocking_threads(threads * MAX_READS_PER_CORE)
             .thread_name("cohort-lake-query")
             // A margin for DataFusion's recursive planning; the nesting check
             // (`MAX_EXPR_DEPTH`) is what keeps queries within it.
