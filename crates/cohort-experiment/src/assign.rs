@@ -1,0 +1,163 @@
+//! Assignment: which variation of an experiment a unit (a customer, a device) sees, bit for bit as
+//! GrowthBook's SDKs decide it, so that a page running GrowthBook's JavaScript SDK and Cohort's
+//! server-side evaluation put the same visitor in the same variation.
+//!
+//! A unit's hash attribute (its ID by default) and the experiment's seed hash to a number in
+//! `[0, 1)` ([`hash`]); the variations own consecutive ranges of that interval in proportion to
+//! their weights, shrunk by the experiment's coverage ([`bucket_ranges`]); the unit sees the
+//! variation whose range holds its number ([`choose_variation`]), or none when the number falls
+//! in the uncovered rest. Mutually exclusive experiments share a namespace and each takes a slice
+//! of it ([`in_namespace`]).
+//!
+//! ```
+//! use cohort_experiment::assign::{bucket_ranges, choose_variation, hash, HashVersion};
+//! // GrowthBook's cross-SDK case: unit "1" of experiment "my-test" sees variation 1.
+//! let n = hash("my-test", "1", HashVersion::V1);
+//! let ranges = bucket_ranges(2, 1.0, None);
+//! let variation = choose_variation(n, &ranges);
+//! assert_eq!(variation, Some(1));
+//! ```
+
+/// FNV-1a, 32 bits, over the UTF-16 code units of `text`, as GrowthBook's JavaScript SDK computes
+/// it (`charCodeAt`). Hashing UTF-8 bytes instead would send every non-ASCII ID elsewhere.
+pub fn fnv32a(text: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for unit in text.encode_utf16() {
+        hash ^= u32::from(unit);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// The versions of GrowthBook's hash. Version 2 spreads similar seeds and IDs better; version 1
+/// is what experiments without a version use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashVersion {
+    V1,
+    V2,
+}
+
+impl HashVersion {
+    /// The version a definition names; `None` for a version GrowthBook does not define, whose
+    /// experiments include nobody.
+    pub fn from_number(version: u32) -> Option<HashVersion> {
+        match version {
+            1 => Some(HashVersion::V1),
+            2 => Some(HashVersion::V2),
+            _ => None,
+        }
+    }
+}
+
+/// The unit's number in `[0, 1)` for `seed`: three decimals with version 1, four with version 2.
+pub fn hash(seed: &str, value: &str, version: HashVersion) -> f64 {
+    match version {
+        HashVersion::V1 => f64::from(fnv32a(&format!("{value}{seed}")) % 1000) / 1000.0,
+        HashVersion::V2 => {
+            let first = fnv32a(&format!("{seed}{value}"));
+            f64::from(fnv32a(&first.to_string()) % 10_000) / 10_000.0
+        }
+    }
+}
+
+/// `n` equal weights that sum to 1; none for `n` below 1.
+pub fn equal_weights(n: usize) -> Vec<f64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    vec![1.0 / n as f64; n]
+}
+
+/// A half-open range `[start, end)` of hash numbers.
+pub type BucketRange = (f64, f64);
+
+/// The ranges of `variations` variations: consecutive, each `coverage × weight` wide, starting
+/// where the previous variation's full weight ended. Coverage is clamped to `[0, 1]`; weights of
+/// the wrong length, or not summing to 1 within 0.01, fall back to equal weights, as GrowthBook's
+/// SDKs do.
+pub fn bucket_ranges(
+    variations: usize,
+    coverage: f64,
+    weights: Option<&[f64]>,
+) -> Vec<BucketRange> {
+    let coverage = if coverage.is_nan() {
+        1.0
+    } else {
+        coverage.clamp(0.0, 1.0)
+    };
+    let weights = match weights {
+        Some(w) if w.len() == variations && (0.99..=1.01).contains(&w.iter().sum::<f64>()) => {
+            w.to_vec()
+        }
+        _ => equal_weights(variations),
+    };
+    let mut start = 0.0;
+    weights
+        .iter()
+        .map(|weight| {
+            let range = (start, start + coverage * weight);
+            start += weight;
+            range
+        })
+        .collect()
+}
+
+/// Whether `n` lies in `range` (start included, end excluded).
+pub fn in_range(n: f64, range: BucketRange) -> bool {
+    range.0 <= n && n < range.1
+}
+
+/// The index of the first range that holds `n`; `None` when `n` is in none (outside coverage).
+pub fn choose_variation(n: f64, ranges: &[BucketRange]) -> Option<usize> {
+    ranges.iter().position(|range| in_range(n, *range))
+}
+
+/// Whether the unit `id` falls in the slice `[start, end)` of namespace `namespace`.
+pub fn in_namespace(id: &str, namespace: &str, start: f64, end: f64) -> bool {
+    let n = hash(&format!("__{namespace}"), id, HashVersion::V1);
+    start <= n && n < end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_ids_hash_over_utf16_code_units_like_the_sdks() {
+        // Computed with GrowthBook's Python SDK 4.0.0 (`gbhash`), which hashes UTF-16 code units
+        // as the JavaScript SDK does: a CJK ID, an astral-plane emoji (a surrogate pair) and an
+        // accented Latin letter.
+        for (seed, value, version, expected) in [
+            ("promo-banner", "visitor-657", HashVersion::V1, 0.25),
+            ("exp", "顾客-42", HashVersion::V1, 0.121),
+            ("exp", "顾客-42", HashVersion::V2, 0.9928),
+            ("seed", "😀", HashVersion::V1, 0.429),
+            ("seed", "😀", HashVersion::V2, 0.4346),
+            ("", "Zoë", HashVersion::V1, 0.767),
+        ] {
+            assert_eq!(hash(seed, value, version), expected, "{seed:?} {value:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_hash_versions_are_refused() {
+        assert_eq!(HashVersion::from_number(1), Some(HashVersion::V1));
+        assert_eq!(HashVersion::from_number(2), Some(HashVersion::V2));
+        assert_eq!(HashVersion::from_number(99), None);
+    }
+
+    #[test]
+    fn coverage_is_clamped_and_bad_weights_fall_back_to_equal() {
+        assert_eq!(bucket_ranges(2, 1.5, None), [(0.0, 0.5), (0.5, 1.0)]);
+        assert_eq!(bucket_ranges(2, -0.2, None), [(0.0, 0.0), (0.5, 0.5)]);
+        assert_eq!(
+            bucket_ranges(2, 1.0, Some(&[0.4, 0.4])),
+            [(0.0, 0.5), (0.5, 1.0)]
+        );
+        assert_eq!(
+            bucket_ranges(2, 1.0, Some(&[1.0])),
+            [(0.0, 0.5), (0.5, 1.0)]
+        );
+        assert!(bucket_ranges(0, 1.0, None).is_empty());
+    }
+}

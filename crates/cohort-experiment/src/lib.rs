@@ -1,0 +1,9 @@
+//! Flags and experiments: definitions, assignment, metrics and the statistics engine.
+//!
+//! - [`assign`]: which variation a unit sees, bit-compatible with GrowthBook's SDKs (hash
+//!   versions 1 and 2 over UTF-16 code units, bucket ranges, namespaces).
+//!
+//! No HTTP and no SQL here: the engine serves definitions and runs metric queries through the
+//! lake.
+
+pub mod assign;

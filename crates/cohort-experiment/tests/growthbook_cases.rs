@@ -1,0 +1,91 @@
+//! GrowthBook's cross-SDK test cases (tests/fixtures/growthbook-cases.json, MIT, see the README
+//! there) for the pure assignment functions.
+
+use cohort_experiment::assign::{self, HashVersion};
+use serde_json::Value;
+
+fn cases(section: &str) -> Vec<Value> {
+    let text = include_str!("fixtures/growthbook-cases.json");
+    let all: Value = serde_json::from_str(text).expect("the case file is JSON");
+    all[section]
+        .as_array()
+        .unwrap_or_else(|| panic!("no section {section}"))
+        .clone()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+fn ranges(v: &Value) -> Vec<(f64, f64)> {
+    v.as_array()
+        .expect("ranges")
+        .iter()
+        .map(|r| (f(&r[0]), f(&r[1])))
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+#[test]
+fn every_hash_case_matches() {
+    let cases = cases("hash");
+    assert!(cases.len() >= 15);
+    for case in cases {
+        let (seed, value) = (case[0].as_str().unwrap(), case[1].as_str().unwrap());
+        let version = case[2].as_u64().unwrap() as u32;
+        let got = HashVersion::from_number(version).map(|v| assign::hash(seed, value, v));
+        let want = case[3].as_f64();
+        assert_eq!(got, want, "{case}");
+    }
+}
+
+#[test]
+fn every_bucket_range_case_matches() {
+    for case in cases("getBucketRange") {
+        let args = &case[1];
+        let weights: Option<Vec<f64>> = args[2].as_array().map(|w| w.iter().map(f).collect());
+        let got = assign::bucket_ranges(
+            args[0].as_u64().unwrap() as usize,
+            f(&args[1]),
+            weights.as_deref(),
+        );
+        let want = ranges(&case[2]);
+        assert_eq!(got.len(), want.len(), "{case}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(close(g.0, w.0) && close(g.1, w.1), "{case}: got {got:?}");
+        }
+    }
+}
+
+#[test]
+fn every_choose_variation_case_matches() {
+    for case in cases("chooseVariation") {
+        let got = assign::choose_variation(f(&case[1]), &ranges(&case[2]));
+        let want = case[3].as_i64().unwrap();
+        assert_eq!(got.map_or(-1, |i| i as i64), want, "{case}");
+    }
+}
+
+#[test]
+fn every_namespace_case_matches() {
+    for case in cases("inNamespace") {
+        let id = case[1].as_str().unwrap();
+        let ns = &case[2];
+        let got = assign::in_namespace(id, ns[0].as_str().unwrap(), f(&ns[1]), f(&ns[2]));
+        assert_eq!(got, case[3].as_bool().unwrap(), "{case}");
+    }
+}
+
+#[test]
+fn every_equal_weights_case_matches() {
+    for case in cases("getEqualWeights") {
+        let n = case[0].as_i64().unwrap();
+        let got = assign::equal_weights(usize::try_from(n).unwrap_or(0));
+        let want: Vec<f64> = case[1].as_array().unwrap().iter().map(f).collect();
+        assert_eq!(got.len(), want.len(), "{case}");
+        assert!(got.iter().zip(&want).all(|(g, w)| close(*g, *w)), "{case}");
+    }
+}
