@@ -2,8 +2,11 @@
 //!
 //! - [`assign`]: which variation a unit sees, bit-compatible with GrowthBook's SDKs (hash
 //!   versions 1 and 2 over UTF-16 code units, bucket ranges, namespaces).
+//! - [`condition`]: targeting conditions in GrowthBook's MongoDB-style language, evaluated with
+//!   its SDKs' JavaScript semantics.
 //!
 //! No HTTP and no SQL here: the engine serves definitions and runs metric queries through the
 //! lake.
 
 pub mod assign;
+pub mod condition;

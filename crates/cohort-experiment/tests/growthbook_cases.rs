@@ -1,7 +1,8 @@
 //! GrowthBook's cross-SDK test cases (tests/fixtures/growthbook-cases.json, MIT, see the README
-//! there) for the pure assignment functions.
+//! there) for the assignment functions and targeting conditions.
 
 use cohort_experiment::assign::{self, HashVersion};
+use cohort_experiment::condition::eval_condition;
 use serde_json::Value;
 
 fn cases(section: &str) -> Vec<Value> {
@@ -88,4 +89,27 @@ fn every_equal_weights_case_matches() {
         assert_eq!(got.len(), want.len(), "{case}");
         assert!(got.iter().zip(&want).all(|(g, w)| close(*g, *w)), "{case}");
     }
+}
+
+#[test]
+fn every_condition_case_matches() {
+    let cases = cases("evalCondition");
+    assert!(cases.len() >= 200);
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let groups = case
+            .get(4)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let got = eval_condition(&case[2], &case[1], &groups);
+        if got != case[3].as_bool().unwrap() {
+            wrong.push(case[0].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} wrong: {wrong:#?}",
+        wrong.len(),
+        cases.len()
+    );
 }
