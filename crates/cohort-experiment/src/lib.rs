@@ -4,9 +4,12 @@
 //!   versions 1 and 2 over UTF-16 code units, bucket ranges, namespaces).
 //! - [`condition`]: targeting conditions in GrowthBook's MongoDB-style language, evaluated with
 //!   its SDKs' JavaScript semantics.
+//! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates and rule
+//!   order.
 //!
 //! No HTTP and no SQL here: the engine serves definitions and runs metric queries through the
 //! lake.
 
 pub mod assign;
 pub mod condition;
+pub mod evaluate;

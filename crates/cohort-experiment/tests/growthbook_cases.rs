@@ -3,6 +3,7 @@
 
 use cohort_experiment::assign::{self, HashVersion};
 use cohort_experiment::condition::eval_condition;
+use cohort_experiment::evaluate::{Context, Experiment, query_string_override};
 use serde_json::Value;
 
 fn cases(section: &str) -> Vec<Value> {
@@ -104,6 +105,100 @@ fn every_condition_case_matches() {
         let got = eval_condition(&case[2], &case[1], &groups);
         if got != case[3].as_bool().unwrap() {
             wrong.push(case[0].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} wrong: {wrong:#?}",
+        wrong.len(),
+        cases.len()
+    );
+}
+
+#[test]
+fn every_query_string_case_matches() {
+    for case in cases("getQueryStringOverride") {
+        let got = query_string_override(
+            case[1].as_str().unwrap(),
+            case[2].as_str().unwrap(),
+            case[3].as_u64().unwrap() as usize,
+        );
+        assert_eq!(got.map(|n| n as u64), case[4].as_u64(), "{case}");
+    }
+}
+
+#[test]
+fn every_run_case_matches() {
+    let cases = cases("run");
+    assert!(cases.len() >= 70);
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let context: Context = serde_json::from_value(case[1].clone()).expect("a context");
+        let experiment: Experiment =
+            serde_json::from_value(case[2].clone()).expect("an experiment");
+        let result = context.run(&experiment);
+        let got = (result.value, result.in_experiment, result.hash_used);
+        let want = (
+            case[3].clone(),
+            case[4].as_bool().unwrap(),
+            case[5].as_bool().unwrap(),
+        );
+        if got != want {
+            wrong.push(format!("{}: got {got:?}, want {want:?}", case[0]));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} wrong: {wrong:#?}",
+        wrong.len(),
+        cases.len()
+    );
+}
+
+#[test]
+fn every_feature_case_matches() {
+    let cases = cases("feature");
+    assert!(cases.len() >= 40);
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let context: Context = serde_json::from_value(case[1].clone()).expect("a context");
+        let result = context.eval_feature(case[2].as_str().unwrap());
+        let want = &case[3];
+        let mut got = serde_json::json!({
+            "value": result.value,
+            "on": result.on(),
+            "off": !result.on(),
+            "source": result.source.as_str(),
+        });
+        if want.get("ruleId").is_some() {
+            got["ruleId"] = result.rule_id.clone().into();
+        }
+        let mut expected = serde_json::json!({
+            "value": want["value"], "on": want["on"], "off": want["off"], "source": want["source"],
+        });
+        if let Some(rule) = want.get("ruleId") {
+            expected["ruleId"] = rule.clone();
+        }
+        if let Some(exp) = want.get("experimentResult") {
+            let r = result.experiment.as_ref();
+            got["experimentResult"] = serde_json::json!({
+                "value": r.map(|r| r.value.clone()),
+                "variationId": r.map(|r| r.variation_id),
+                "inExperiment": r.map(|r| r.in_experiment),
+                "hashUsed": r.map(|r| r.hash_used),
+                "hashAttribute": r.map(|r| r.hash_attribute.clone()),
+                "hashValue": r.map(|r| r.hash_value.clone()),
+                "key": r.map(|r| r.key.clone()),
+            });
+            expected["experimentResult"] = serde_json::json!({
+                "value": exp["value"], "variationId": exp["variationId"],
+                "inExperiment": exp["inExperiment"], "hashUsed": exp["hashUsed"],
+                "hashAttribute": exp["hashAttribute"], "hashValue": exp["hashValue"],
+                "key": exp["key"],
+            });
+        }
+        if got != expected {
+            wrong.push(format!("{}: got {got}, want {expected}", case[0]));
         }
     }
     assert!(

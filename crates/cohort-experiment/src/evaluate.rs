@@ -1,0 +1,567 @@
+//! Evaluating experiments and feature flags for one unit, in the order and with the rules of
+//! GrowthBook's SDKs: a flag's rules are tried in turn (prerequisites, filters, then a forced
+//! value for a targeted rollout or an experiment), and an experiment includes a unit only past
+//! every gate (enabled, overrides, activity, hash attribute, filters or namespace, condition,
+//! prerequisites, groups, URL, coverage), so that Cohort and GrowthBook's SDKs give one unit the
+//! same value from the same definitions.
+//!
+//! ```
+//! use cohort_experiment::evaluate::{Context, Experiment};
+//! use serde_json::json;
+//! let context: Context = serde_json::from_value(json!({"attributes": {"id": "1"}})).unwrap();
+//! let experiment: Experiment =
+//!     serde_json::from_value(json!({"key": "my-test", "variations": [0, 1]})).unwrap();
+//! let result = context.run(&experiment);
+//! assert!(result.in_experiment);
+//! assert_eq!(result.value, json!(1));
+//! ```
+
+use crate::assign::{self, BucketRange, HashVersion};
+use crate::condition::eval_condition;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Who is being evaluated, and the switches that override assignment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context {
+    /// The unit's attributes (`id` is the default hash attribute).
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+    /// Flags by key, for feature evaluation and prerequisites.
+    #[serde(default)]
+    pub features: BTreeMap<String, Feature>,
+    /// Experiment key → variation index, forced for this unit.
+    #[serde(default)]
+    pub forced_variations: BTreeMap<String, i64>,
+    /// Saved groups by ID, for `$inGroup` conditions.
+    #[serde(default)]
+    pub saved_groups: Map<String, Value>,
+    /// Groups the unit belongs to, for experiments limited to groups.
+    #[serde(default)]
+    pub groups: BTreeMap<String, bool>,
+    /// The page's URL, for URL targeting and `?experiment-key=N` overrides.
+    #[serde(default)]
+    pub url: String,
+    /// Puts nobody in an experiment unless forced.
+    #[serde(default)]
+    pub qa_mode: bool,
+    /// `false` puts nobody in any experiment.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// A flag: its value unless a rule applies.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Feature {
+    #[serde(default)]
+    pub default_value: Value,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// One rule of a flag: a forced value (optionally targeted and rolled out) or an experiment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    #[serde(default)]
+    pub id: String,
+    pub condition: Option<Value>,
+    pub parent_conditions: Option<Vec<ParentCondition>>,
+    pub filters: Option<Vec<Filter>>,
+    /// The value this rule forces; `Some(Value::Null)` forces null.
+    #[serde(default, deserialize_with = "present")]
+    pub force: Option<Value>,
+    pub variations: Option<Vec<Value>>,
+    pub key: Option<String>,
+    pub weights: Option<Vec<f64>>,
+    pub coverage: Option<f64>,
+    pub range: Option<BucketRange>,
+    pub ranges: Option<Vec<BucketRange>>,
+    pub namespace: Option<(String, f64, f64)>,
+    pub hash_attribute: Option<String>,
+    pub hash_version: Option<u32>,
+    pub seed: Option<String>,
+    pub meta: Option<Vec<VariationMeta>>,
+}
+
+/// A field that is there, even as `null`, as opposed to absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// A prerequisite: the flag `id` must evaluate to a value meeting `condition` (`{"value": …}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentCondition {
+    pub id: String,
+    #[serde(default)]
+    pub condition: Value,
+    /// A gate that fails stops the whole flag, not just this rule.
+    #[serde(default)]
+    pub gate: bool,
+}
+
+/// Includes only units whose hash of `attribute` under `seed` falls in one of `ranges`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    #[serde(default)]
+    pub attribute: Option<String>,
+    pub seed: String,
+    pub hash_version: Option<u32>,
+    pub ranges: Vec<BucketRange>,
+}
+
+/// Per-variation metadata.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VariationMeta {
+    pub key: Option<String>,
+    /// A unit in this variation is counted (a holdout) but the flag's later rules still decide
+    /// its value.
+    #[serde(default)]
+    pub passthrough: bool,
+}
+
+/// An experiment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Experiment {
+    pub key: String,
+    pub variations: Vec<Value>,
+    pub weights: Option<Vec<f64>>,
+    pub coverage: Option<f64>,
+    pub ranges: Option<Vec<BucketRange>>,
+    pub condition: Option<Value>,
+    pub parent_conditions: Option<Vec<ParentCondition>>,
+    pub namespace: Option<(String, f64, f64)>,
+    pub filters: Option<Vec<Filter>>,
+    /// A variation index every included unit gets.
+    #[serde(default, deserialize_with = "present")]
+    pub force: Option<Value>,
+    pub hash_attribute: Option<String>,
+    pub hash_version: Option<u32>,
+    pub seed: Option<String>,
+    pub active: Option<bool>,
+    pub status: Option<String>,
+    pub url: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub meta: Option<Vec<VariationMeta>>,
+}
+
+/// What a unit got from an experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentResult {
+    pub value: Value,
+    pub variation_id: usize,
+    /// The variation's key: its meta key, else its index.
+    pub key: String,
+    pub in_experiment: bool,
+    /// Whether the unit's hash decided (false for overrides and exclusions).
+    pub hash_used: bool,
+    pub hash_attribute: String,
+    /// The unit's value of the hash attribute, as given (`null` when it has none).
+    pub hash_value: Value,
+    /// The unit's hash number, when it was computed.
+    pub bucket: Option<f64>,
+    /// The variation passes the unit through to the flag's next rules.
+    pub passthrough: bool,
+}
+
+/// Where a flag's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    UnknownFeature,
+    DefaultValue,
+    Force,
+    Experiment,
+    Prerequisite,
+    CyclicPrerequisite,
+}
+
+impl Source {
+    /// The name GrowthBook's SDKs give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::UnknownFeature => "unknownFeature",
+            Source::DefaultValue => "defaultValue",
+            Source::Force => "force",
+            Source::Experiment => "experiment",
+            Source::Prerequisite => "prerequisite",
+            Source::CyclicPrerequisite => "cyclicPrerequisite",
+        }
+    }
+}
+
+/// A flag's value for a unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureResult {
+    pub value: Value,
+    pub source: Source,
+    pub rule_id: String,
+    pub experiment: Option<ExperimentResult>,
+}
+
+impl FeatureResult {
+    fn new(value: Value, source: Source, rule_id: &str) -> Self {
+        Self {
+            value,
+            source,
+            rule_id: rule_id.to_string(),
+            experiment: None,
+        }
+    }
+
+    /// Whether the value is truthy, as the SDKs' `on`.
+    pub fn on(&self) -> bool {
+        truthy(&self.value)
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+impl Context {
+    /// The value of flag `id` for this unit.
+    pub fn eval_feature(&self, id: &str) -> FeatureResult {
+        self.eval_feature_within(id, &mut BTreeSet::new())
+    }
+
+    fn eval_feature_within(&self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
+        if !seen.insert(id.to_string()) {
+            return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
+        }
+        let result = self.eval_feature_rules(id, seen);
+        seen.remove(id);
+        result
+    }
+
+    fn eval_feature_rules(&self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
+        let Some(feature) = self.features.get(id) else {
+            return FeatureResult::new(Value::Null, Source::UnknownFeature, "");
+        };
+        'rules: for rule in &feature.rules {
+            for parent in rule.parent_conditions.iter().flatten() {
+                match self.prerequisite(parent, seen) {
+                    Prerequisite::Met => {}
+                    Prerequisite::Cyclic => {
+                        return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
+                    }
+                    Prerequisite::Unmet if parent.gate => {
+                        return FeatureResult::new(Value::Null, Source::Prerequisite, "");
+                    }
+                    Prerequisite::Unmet => continue 'rules,
+                }
+            }
+            if rule
+                .filters
+                .as_deref()
+                .is_some_and(|f| self.filtered_out(f))
+            {
+                continue;
+            }
+            if let Some(value) = &rule.force {
+                if rule.condition.as_ref().is_some_and(|c| !self.passes(c)) {
+                    continue;
+                }
+                let seed = rule.seed.as_deref().unwrap_or(id);
+                if !self.in_rollout(seed, rule) {
+                    continue;
+                }
+                return FeatureResult::new(value.clone(), Source::Force, &rule.id);
+            }
+            let Some(variations) = &rule.variations else {
+                continue;
+            };
+            let experiment = Experiment {
+                key: rule.key.clone().unwrap_or_else(|| id.to_string()),
+                variations: variations.clone(),
+                weights: rule.weights.clone(),
+                coverage: rule.coverage,
+                ranges: rule.ranges.clone(),
+                condition: rule.condition.clone(),
+                namespace: rule.namespace.clone(),
+                filters: rule.filters.clone(),
+                hash_attribute: rule.hash_attribute.clone(),
+                hash_version: rule.hash_version,
+                seed: rule.seed.clone(),
+                meta: rule.meta.clone(),
+                ..Experiment::default()
+            };
+            let result = self.run_within(&experiment, seen);
+            if result.in_experiment && !result.passthrough {
+                let mut out =
+                    FeatureResult::new(result.value.clone(), Source::Experiment, &rule.id);
+                out.experiment = Some(result);
+                return out;
+            }
+        }
+        FeatureResult::new(feature.default_value.clone(), Source::DefaultValue, "")
+    }
+
+    fn prerequisite(&self, parent: &ParentCondition, seen: &mut BTreeSet<String>) -> Prerequisite {
+        let result = self.eval_feature_within(&parent.id, seen);
+        if result.source == Source::CyclicPrerequisite {
+            return Prerequisite::Cyclic;
+        }
+        let mut subject = Map::new();
+        subject.insert("value".into(), result.value);
+        let condition = match &parent.condition {
+            Value::Null => Value::Object(Map::new()),
+            c => c.clone(),
+        };
+        if eval_condition(&Value::Object(subject), &condition, &self.groups_value()) {
+            Prerequisite::Met
+        } else {
+            Prerequisite::Unmet
+        }
+    }
+
+    /// A rollout rule includes the unit: no coverage or range set, or its hash within them (a
+    /// hash equal to the coverage is in, as in the JavaScript SDK).
+    fn in_rollout(&self, seed: &str, rule: &Rule) -> bool {
+        if rule.range.is_none() && rule.coverage.is_none() {
+            return true;
+        }
+        if rule.range.is_none() && rule.coverage == Some(0.0) {
+            return false;
+        }
+        let Some((_, value)) = self.hash_value(rule.hash_attribute.as_deref()) else {
+            return false;
+        };
+        let Some(version) = HashVersion::from_number(rule.hash_version.unwrap_or(1)) else {
+            return false;
+        };
+        let n = assign::hash(seed, &value, version);
+        match (rule.range, rule.coverage) {
+            (Some(range), _) => assign::in_range(n, range),
+            (None, Some(coverage)) => n <= coverage,
+            (None, None) => true,
+        }
+    }
+
+    /// This unit's variation of `experiment`.
+    pub fn run(&self, experiment: &Experiment) -> ExperimentResult {
+        self.run_within(experiment, &mut BTreeSet::new())
+    }
+
+    fn run_within(&self, experiment: &Experiment, seen: &mut BTreeSet<String>) -> ExperimentResult {
+        let excluded = || self.result(experiment, None, false, None);
+        let count = experiment.variations.len();
+        if count < 2 || !self.enabled {
+            return excluded();
+        }
+        if let Some(forced) = query_string_override(&experiment.key, &self.url, count) {
+            return self.result(experiment, Some(forced as i64), false, None);
+        }
+        if let Some(forced) = self.forced_variations.get(&experiment.key) {
+            return self.result(experiment, Some(*forced), false, None);
+        }
+        if experiment.status.as_deref() == Some("draft") || experiment.active == Some(false) {
+            return excluded();
+        }
+        let Some((_, hash_value)) = self.hash_value(experiment.hash_attribute.as_deref()) else {
+            return excluded();
+        };
+        if let Some(filters) = &experiment.filters {
+            if self.filtered_out(filters) {
+                return excluded();
+            }
+        } else if let Some((namespace, start, end)) = &experiment.namespace
+            && !assign::in_namespace(&hash_value, namespace, *start, *end)
+        {
+            return excluded();
+        }
+        if experiment
+            .condition
+            .as_ref()
+            .is_some_and(|c| !self.passes(c))
+        {
+            return excluded();
+        }
+        for parent in experiment.parent_conditions.iter().flatten() {
+            if self.prerequisite(parent, seen) != Prerequisite::Met {
+                return excluded();
+            }
+        }
+        if let Some(groups) = &experiment.groups
+            && !groups.iter().any(|g| self.groups.get(g) == Some(&true))
+        {
+            return excluded();
+        }
+        if let Some(pattern) = &experiment.url
+            && !self.url_matches(pattern)
+        {
+            return excluded();
+        }
+        let Some(version) = HashVersion::from_number(experiment.hash_version.unwrap_or(1)) else {
+            return excluded();
+        };
+        let seed = experiment.seed.as_deref().unwrap_or(&experiment.key);
+        let n = assign::hash(seed, &hash_value, version);
+        let ranges = experiment.ranges.clone().unwrap_or_else(|| {
+            assign::bucket_ranges(
+                count,
+                experiment.coverage.unwrap_or(1.0),
+                experiment.weights.as_deref(),
+            )
+        });
+        let Some(assigned) = assign::choose_variation(n, &ranges) else {
+            return excluded();
+        };
+        if let Some(force) = &experiment.force {
+            return self.result(experiment, force.as_i64(), false, None);
+        }
+        if self.qa_mode || experiment.status.as_deref() == Some("stopped") {
+            return excluded();
+        }
+        self.result(experiment, Some(assigned as i64), true, Some(n))
+    }
+
+    fn result(
+        &self,
+        experiment: &Experiment,
+        variation: Option<i64>,
+        hash_used: bool,
+        bucket: Option<f64>,
+    ) -> ExperimentResult {
+        let count = experiment.variations.len();
+        let chosen = variation
+            .and_then(|v| usize::try_from(v).ok())
+            .filter(|v| *v < count);
+        let (variation_id, in_experiment) = match chosen {
+            Some(v) => (v, true),
+            None => (0, false),
+        };
+        let hash_attribute = experiment
+            .hash_attribute
+            .clone()
+            .unwrap_or_else(|| "id".to_string());
+        let hash_value = self
+            .attributes
+            .get(&hash_attribute)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let meta = experiment.meta.as_ref().and_then(|m| m.get(variation_id));
+        let key = meta
+            .and_then(|m| m.key.clone())
+            .unwrap_or_else(|| variation_id.to_string());
+        ExperimentResult {
+            value: experiment
+                .variations
+                .get(variation_id)
+                .cloned()
+                .unwrap_or(Value::Null),
+            variation_id,
+            key,
+            in_experiment,
+            hash_used: hash_used && in_experiment,
+            hash_attribute,
+            hash_value,
+            bucket,
+            passthrough: meta.is_some_and(|m| m.passthrough),
+        }
+    }
+
+    /// The hash attribute's name and the unit's value of it as text; `None` when the unit has
+    /// none (absent, null, false, 0 or empty: JavaScript's falsy values).
+    fn hash_value(&self, attribute: Option<&str>) -> Option<(String, String)> {
+        let name = attribute.unwrap_or("id").to_string();
+        let value = self.attributes.get(&name)?;
+        if !truthy(value) {
+            return None;
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+                _ => n.to_string(),
+            },
+            other => other.to_string(),
+        };
+        Some((name, text))
+    }
+
+    fn filtered_out(&self, filters: &[Filter]) -> bool {
+        filters.iter().any(|filter| {
+            let Some((_, value)) = self.hash_value(filter.attribute.as_deref()) else {
+                return true;
+            };
+            let Some(version) = HashVersion::from_number(filter.hash_version.unwrap_or(2)) else {
+                return true;
+            };
+            let n = assign::hash(&filter.seed, &value, version);
+            !filter.ranges.iter().any(|r| assign::in_range(n, *r))
+        })
+    }
+
+    fn passes(&self, condition: &Value) -> bool {
+        eval_condition(
+            &Value::Object(self.attributes.clone()),
+            condition,
+            &self.groups_value(),
+        )
+    }
+
+    fn groups_value(&self) -> Value {
+        Value::Object(self.saved_groups.clone())
+    }
+
+    /// Old-style URL targeting: the pattern matches the whole URL or its path.
+    fn url_matches(&self, pattern: &str) -> bool {
+        if self.url.is_empty() {
+            return false;
+        }
+        let Ok(regex) = regex::Regex::new(pattern) else {
+            return false;
+        };
+        let without_scheme = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .unwrap_or(&self.url);
+        let path = without_scheme
+            .find('/')
+            .map_or("/", |i| &without_scheme[i..]);
+        regex.is_match(&self.url) || regex.is_match(path)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prerequisite {
+    Met,
+    Unmet,
+    Cyclic,
+}
+
+/// A variation forced by `?{key}=N` in `url`, when N is a whole number below `variations`.
+/// Only the first `key=` in the query counts, and its value is read as JavaScript's `parseInt`
+/// reads it (leading digits), as the SDKs do.
+pub fn query_string_override(key: &str, url: &str, variations: usize) -> Option<usize> {
+    let query = url.split('?').nth(1)?;
+    let query = query.split('#').next().unwrap_or(query);
+    let value = query.split('&').find_map(|pair| {
+        let mut parts = pair.splitn(2, '=');
+        (parts.next() == Some(key)).then(|| parts.next().unwrap_or(""))
+    })?;
+    let digits: &str = {
+        let v = value.trim_start();
+        let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        &v[..end]
+    };
+    let n: usize = digits.parse().ok()?;
+    (n < variations).then_some(n)
+}
