@@ -6,6 +6,8 @@
 //!   its SDKs' JavaScript semantics.
 //! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates and rule
 //!   order.
+//! - [`stats`]: the frequentist comparison (Welch t-test, relative lift by the delta method)
+//!   and sample-ratio mismatch, agreeing with gbstats 0.8.0.
 //!
 //! No HTTP and no SQL here: the engine serves definitions and runs metric queries through the
 //! lake.
@@ -13,3 +15,4 @@
 pub mod assign;
 pub mod condition;
 pub mod evaluate;
+pub mod stats;
