@@ -9,6 +9,9 @@
 //!   zero, a variance of zero) give a [`Degenerate`] reason, never NaN.
 //! - [`srm_p_value`]: sample-ratio mismatch, Pearson's chi-square of the observed split against
 //!   the weights.
+//! - [`pooled_z_test`], [`power`], [`sample_size_per_arm`], [`holm`], [`benjamini_hochberg`]:
+//!   the pooled two-proportion test, planning and multiple-comparison adjustments, agreeing with
+//!   statsmodels.
 //!
 //! ```
 //! use cohort_experiment::stats::{t_test, Difference, Summary};
@@ -19,7 +22,7 @@
 //! assert!(result.p_value > 0.05);
 //! ```
 
-use statrs::distribution::{ChiSquared, ContinuousCDF, StudentsT};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 /// A variation's sufficient statistics for one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,9 +189,137 @@ pub fn srm_p_value(observed: &[u64], weights: &[f64]) -> f64 {
     }
 }
 
+/// The pooled two-proportion z-test (statsmodels' `proportions_ztest`): `(z, two-sided p)` for
+/// conversions `x_a` of `n_a` against `x_b` of `n_b`, with the rate pooled under the null
+/// hypothesis. gbstats' t-test leaves the variances unpooled; a report says which it shows.
+pub fn pooled_z_test(x_a: u64, n_a: u64, x_b: u64, n_b: u64) -> Result<(f64, f64), Degenerate> {
+    if n_a == 0 || n_b == 0 {
+        return Err(Degenerate::TooFewUnits);
+    }
+    let (n_a, n_b) = (n_a as f64, n_b as f64);
+    let pooled = (x_a + x_b) as f64 / (n_a + n_b);
+    let se = (pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b)).sqrt();
+    if se == 0.0 {
+        return Err(Degenerate::ZeroVariance);
+    }
+    let z = (x_a as f64 / n_a - x_b as f64 / n_b) / se;
+    Ok((z, 2.0 * standard_normal().sf(z.abs())))
+}
+
+fn standard_normal() -> Normal {
+    // Mean 0 and deviation 1 are valid parameters.
+    Normal::standard()
+}
+
+/// Cohen's effect size h between two rates.
+pub fn cohens_h(p1: f64, p2: f64) -> f64 {
+    2.0 * p1.sqrt().asin() - 2.0 * p2.sqrt().asin()
+}
+
+/// The power of a two-sided z-test at level `alpha` to detect effect size `h` with `n` units in
+/// each of two arms (statsmodels' `NormalIndPower`, both tails counted).
+pub fn power(h: f64, n: f64, alpha: f64) -> f64 {
+    let normal = standard_normal();
+    let critical = normal.inverse_cdf(1.0 - alpha / 2.0);
+    let shift = h.abs() * (n / 2.0).sqrt();
+    normal.sf(critical - shift) + normal.cdf(-critical - shift)
+}
+
+/// Units per arm for `power` at level `alpha` against effect size `h`, as statsmodels'
+/// `NormalIndPower().solve_power` finds them (a fractional count; round up to plan).
+pub fn sample_size_per_arm(h: f64, alpha: f64, power_wanted: f64) -> Option<f64> {
+    if h == 0.0 || !(0.0..1.0).contains(&power_wanted) || !(0.0..1.0).contains(&alpha) {
+        return None;
+    }
+    let (mut lo, mut hi) = (1e-9_f64, 1.0_f64);
+    while power(h, hi, alpha) < power_wanted {
+        hi *= 2.0;
+        if hi > 1e15 {
+            return None;
+        }
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if power(h, mid, alpha) < power_wanted {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(0.5 * (lo + hi))
+}
+
+/// Holm's step-down adjustment of `p_values` (family-wise error), in their original order.
+pub fn holm(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let order = ascending(p_values);
+    let mut adjusted = vec![0.0; m];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p_values[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// Benjamini and Hochberg's step-up adjustment of `p_values` (false discovery rate), in their
+/// original order.
+pub fn benjamini_hochberg(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let order = ascending(p_values);
+    let mut adjusted = vec![0.0; m];
+    let mut running: f64 = 1.0;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min((m as f64 / (rank + 1) as f64 * p_values[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+fn ascending(values: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// statsmodels 0.14 figures: `proportions_ztest`, `NormalIndPower` with
+    /// `proportion_effectsize`, and `multipletests` (holm, fdr_bh).
+    #[test]
+    fn z_tests_power_and_adjustments_agree_with_statsmodels() {
+        let (z, p) = pooled_z_test(130, 1000, 100, 1000).unwrap();
+        close(z, 2.102740605622114);
+        close(p, 0.03548845046647471);
+        let (z, p) = pooled_z_test(5, 20, 0, 25).unwrap();
+        close(z, 2.6516504294495533);
+        close(p, 0.008009942329880022);
+        let h = cohens_h(0.11, 0.10);
+        close(h, 0.03262940076737697);
+        close(
+            sample_size_per_arm(h, 0.05, 0.8).unwrap(),
+            14744.104836925611,
+        );
+        close(
+            sample_size_per_arm(cohens_h(0.55, 0.5), 0.01, 0.9).unwrap(),
+            2965.937904440001,
+        );
+        close(power(h, 10_000.0, 0.05), 0.6358205625038528);
+        let p_values = [0.01, 0.04, 0.03, 0.005, 0.2];
+        for (got, want) in holm(&p_values).iter().zip([0.04, 0.09, 0.09, 0.025, 0.2]) {
+            close(*got, want);
+        }
+        for (got, want) in benjamini_hochberg(&p_values)
+            .iter()
+            .zip([0.025, 0.05, 0.05, 0.025, 0.2])
+        {
+            close(*got, want);
+        }
+        assert_eq!(pooled_z_test(0, 10, 0, 10), Err(Degenerate::ZeroVariance));
+        assert_eq!(sample_size_per_arm(0.0, 0.05, 0.8), None);
+    }
 
     fn close(got: f64, want: f64) {
         assert!(
