@@ -1,8 +1,9 @@
 //! The statistics of an experiment report, from per-variation sufficient statistics, with the
 //! formulas GrowthBook's gbstats 0.8.0 uses, so that a report agrees with it to 1e-6.
 //!
-//! - [`Summary`]: what a variation's units add up to: a count and a sum (conversion), or also
-//!   the sum of squares (a mean).
+//! - [`Summary`]: what a variation's units add up to: a count and a sum (conversion), also the
+//!   sum of squares (a mean), two such sums and their cross-products (a ratio metric, by the
+//!   delta method), or post- and pre-exposure sums (CUPED, with [`cuped_theta`]).
 //! - [`t_test`]: the frequentist comparison of a variation with the control: the lift
 //!   (relative, by the delta method, or absolute), its two-sided interval and p-value, on
 //!   Welch–Satterthwaite degrees of freedom. Inputs it cannot judge (a control whose mean is
@@ -24,6 +25,50 @@
 
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
+/// The sums of one quantity over a variation's units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Moments {
+    /// A 0/1 quantity: how many units had it.
+    Proportion { sum: f64 },
+    /// Any quantity: its sum and the sum of its squares.
+    Mean { sum: f64, sum_squares: f64 },
+}
+
+impl Moments {
+    fn sum(&self) -> f64 {
+        match *self {
+            Moments::Proportion { sum } | Moments::Mean { sum, .. } => sum,
+        }
+    }
+
+    fn mean(&self, n: u64) -> f64 {
+        if n == 0 { 0.0 } else { self.sum() / n as f64 }
+    }
+
+    /// p(1 − p) for a proportion, the sample variance for a mean.
+    fn variance(&self, n: u64) -> f64 {
+        match *self {
+            Moments::Proportion { .. } => {
+                let p = self.mean(n);
+                p * (1.0 - p)
+            }
+            Moments::Mean { .. } if n <= 1 => 0.0,
+            Moments::Mean { sum, sum_squares } => {
+                let n = n as f64;
+                (sum_squares - sum * sum / n) / (n - 1.0)
+            }
+        }
+    }
+}
+
+/// The sample covariance of two quantities from the sum of their products.
+fn covariance(n: u64, a: &Moments, b: &Moments, sum_of_products: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    (sum_of_products - a.sum() * b.sum() / n as f64) / (n as f64 - 1.0)
+}
+
 /// A variation's sufficient statistics for one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Summary {
@@ -31,38 +76,157 @@ pub enum Summary {
     Proportion { n: u64, sum: f64 },
     /// A mean: the `n` units' values add up to `sum`, their squares to `sum_squares`.
     SampleMean { n: u64, sum: f64, sum_squares: f64 },
+    /// A ratio of two sums over the same units (revenue per order, say), with the sum of the
+    /// units' numerator × denominator products; its variance comes by the delta method.
+    Ratio {
+        n: u64,
+        numerator: Moments,
+        denominator: Moments,
+        sum_of_products: f64,
+    },
+    /// CUPED: the metric after the experiment, adjusted by the same units' value before it,
+    /// `post − theta · pre` ([`cuped_theta`] gives the theta of a comparison).
+    Adjusted {
+        n: u64,
+        post: Moments,
+        pre: Moments,
+        sum_of_products: f64,
+        theta: f64,
+    },
 }
 
 impl Summary {
     pub fn n(&self) -> u64 {
         match *self {
-            Summary::Proportion { n, .. } | Summary::SampleMean { n, .. } => n,
+            Summary::Proportion { n, .. }
+            | Summary::SampleMean { n, .. }
+            | Summary::Ratio { n, .. }
+            | Summary::Adjusted { n, .. } => n,
         }
     }
 
+    /// The mean the effect is measured on (adjusted, for CUPED).
     pub fn mean(&self) -> f64 {
         match *self {
-            Summary::Proportion { n: 0, .. } | Summary::SampleMean { n: 0, .. } => 0.0,
-            Summary::Proportion { n, sum } | Summary::SampleMean { n, sum, .. } => sum / n as f64,
+            Summary::Proportion { n, sum } | Summary::SampleMean { n, sum, .. } => {
+                Moments::Proportion { sum }.mean(n)
+            }
+            Summary::Ratio {
+                numerator,
+                denominator,
+                ..
+            } => {
+                if denominator.sum() == 0.0 {
+                    0.0
+                } else {
+                    numerator.sum() / denominator.sum()
+                }
+            }
+            Summary::Adjusted {
+                n,
+                post,
+                pre,
+                theta,
+                ..
+            } => post.mean(n) - theta * pre.mean(n),
         }
     }
 
-    /// The units' variance: p(1 − p) for a conversion, the sample variance for a mean.
+    /// The mean before any adjustment: a relative lift is relative to it.
+    pub fn unadjusted_mean(&self) -> f64 {
+        match *self {
+            Summary::Adjusted { n, post, .. } => post.mean(n),
+            _ => self.mean(),
+        }
+    }
+
+    /// The variance of a unit's value (of the ratio's linearisation, of the adjusted value).
     pub fn variance(&self) -> f64 {
         match *self {
-            Summary::Proportion { .. } => {
-                let p = self.mean();
-                p * (1.0 - p)
-            }
-            Summary::SampleMean { n, .. } if n <= 1 => 0.0,
+            Summary::Proportion { n, sum } => Moments::Proportion { sum }.variance(n),
             Summary::SampleMean {
                 n,
                 sum,
                 sum_squares,
+            } => Moments::Mean { sum, sum_squares }.variance(n),
+            Summary::Ratio {
+                n,
+                numerator,
+                denominator,
+                sum_of_products,
             } => {
-                let n = n as f64;
-                (sum_squares - sum * sum / n) / (n - 1.0)
+                let d = denominator.mean(n);
+                if d == 0.0 || n <= 1 {
+                    return 0.0;
+                }
+                let m = numerator.mean(n);
+                let cov = covariance(n, &numerator, &denominator, sum_of_products);
+                numerator.variance(n) / d.powi(2) - 2.0 * cov * m / d.powi(3)
+                    + m.powi(2) * denominator.variance(n) / d.powi(4)
             }
+            Summary::Adjusted {
+                n,
+                post,
+                pre,
+                sum_of_products,
+                theta,
+            } => {
+                if n <= 1 {
+                    return 0.0;
+                }
+                post.variance(n) + theta.powi(2) * pre.variance(n)
+                    - 2.0 * theta * covariance(n, &post, &pre, sum_of_products)
+            }
+        }
+    }
+}
+
+/// CUPED's theta for comparing `a` with `b`: the pooled covariance of post and pre values over
+/// the pooled variance of the pre values; 0 when either pooled variance is 0. Only for
+/// [`Summary::Adjusted`] inputs (others give 0).
+pub fn cuped_theta(a: &Summary, b: &Summary) -> f64 {
+    let (
+        Summary::Adjusted {
+            n: n_a,
+            post: post_a,
+            pre: pre_a,
+            sum_of_products: sp_a,
+            ..
+        },
+        Summary::Adjusted {
+            n: n_b,
+            post: post_b,
+            pre: pre_b,
+            sum_of_products: sp_b,
+            ..
+        },
+    ) = (a, b)
+    else {
+        return 0.0;
+    };
+    let n = n_a + n_b;
+    let joint = |x: &Moments, y: &Moments| match (x, y) {
+        (Moments::Proportion { sum: s1 }, Moments::Proportion { sum: s2 }) => {
+            Moments::Proportion { sum: s1 + s2 }
+        }
+        _ => Moments::Mean {
+            sum: x.sum() + y.sum(),
+            sum_squares: x.sum_squares() + y.sum_squares(),
+        },
+    };
+    let (post, pre) = (joint(post_a, post_b), joint(pre_a, pre_b));
+    if pre.variance(n) == 0.0 || post.variance(n) == 0.0 {
+        return 0.0;
+    }
+    covariance(n, &post, &pre, sp_a + sp_b) / pre.variance(n)
+}
+
+impl Moments {
+    /// For a proportion the squares of 0/1 values add up to the sum.
+    fn sum_squares(&self) -> f64 {
+        match *self {
+            Moments::Proportion { sum } => sum,
+            Moments::Mean { sum_squares, .. } => sum_squares,
         }
     }
 }
@@ -100,7 +264,8 @@ pub enum Degenerate {
 
 /// Compares `treatment` with `control`: the effect, its `1 − alpha` two-sided interval and the
 /// p-value of a Student-t test on Welch–Satterthwaite degrees of freedom. The relative effect's
-/// variance comes by the delta method, var_b/(a²·n_b) + var_a·b²/(a⁴·n_a).
+/// variance comes by the delta method, var_b/(a²·n_b) + var_a·b²/(a⁴·n_a), with a and b the
+/// unadjusted means (so a CUPED lift is relative to the control's plain mean, as in gbstats).
 pub fn t_test(
     control: &Summary,
     treatment: &Summary,
@@ -111,7 +276,8 @@ pub fn t_test(
         return Err(Degenerate::TooFewUnits);
     }
     let (mean_a, mean_b) = (control.mean(), treatment.mean());
-    if mean_a == 0.0 {
+    let (raw_a, raw_b) = (control.unadjusted_mean(), treatment.unadjusted_mean());
+    if mean_a == 0.0 || raw_a == 0.0 {
         return Err(Degenerate::ControlMeanZero);
     }
     let (var_a, var_b) = (control.variance(), treatment.variance());
@@ -121,8 +287,8 @@ pub fn t_test(
     let (n_a, n_b) = (control.n() as f64, treatment.n() as f64);
     let (effect, variance) = match difference {
         Difference::Relative => (
-            (mean_b - mean_a) / mean_a,
-            var_b / (mean_a.powi(2) * n_b) + var_a * mean_b.powi(2) / (mean_a.powi(4) * n_a),
+            (mean_b - mean_a) / raw_a,
+            var_b / (raw_a.powi(2) * n_b) + var_a * raw_b.powi(2) / (raw_a.powi(4) * n_a),
         ),
         Difference::Absolute => (mean_b - mean_a, var_b / n_b + var_a / n_a),
     };
@@ -499,6 +665,87 @@ mod tests {
                 -1.125449905198883,
                 3.125449905198883,
                 0.27735462530883104,
+            ),
+        );
+    }
+
+    #[test]
+    fn ratio_and_cuped_comparisons_agree_with_gbstats() {
+        let ratio = |n, m: (f64, f64), d: (f64, f64), sp| Summary::Ratio {
+            n,
+            numerator: Moments::Mean {
+                sum: m.0,
+                sum_squares: m.1,
+            },
+            denominator: Moments::Mean {
+                sum: d.0,
+                sum_squares: d.1,
+            },
+            sum_of_products: sp,
+        };
+        let a = ratio(5000, (12000.0, 60000.0), (8000.0, 20000.0), 25000.0);
+        let b = ratio(5100, (13100.0, 66000.0), (8100.0, 20500.0), 26500.0);
+        check(
+            a,
+            b,
+            Difference::Relative,
+            (
+                0.07818930041152268,
+                0.035605326356952606,
+                0.12077327446609276,
+                0.0003207755039189575,
+            ),
+        );
+        check(
+            a,
+            b,
+            Difference::Absolute,
+            (
+                0.11728395061728403,
+                0.055741992725652584,
+                0.17882590850891547,
+                0.00018825505845554424,
+            ),
+        );
+        let adjusted = |n, post: (f64, f64), pre: (f64, f64), sp, theta| Summary::Adjusted {
+            n,
+            post: Moments::Mean {
+                sum: post.0,
+                sum_squares: post.1,
+            },
+            pre: Moments::Mean {
+                sum: pre.0,
+                sum_squares: pre.1,
+            },
+            sum_of_products: sp,
+            theta,
+        };
+        let a = adjusted(3000, (9000.0, 33000.0), (8700.0, 30000.0), 30500.0, 0.0);
+        let b = adjusted(3050, (9500.0, 36000.0), (8800.0, 30500.0), 32000.0, 0.0);
+        let theta = cuped_theta(&a, &b);
+        close(theta, 0.9096612296110415);
+        let a = adjusted(3000, (9000.0, 33000.0), (8700.0, 30000.0), 30500.0, theta);
+        let b = adjusted(3050, (9500.0, 36000.0), (8800.0, 30500.0), 32000.0, theta);
+        check(
+            a,
+            b,
+            Difference::Relative,
+            (
+                0.04272510987240382,
+                0.02842908384088983,
+                0.05702113590391781,
+                4.910733819585289e-09,
+            ),
+        );
+        check(
+            a,
+            b,
+            Difference::Absolute,
+            (
+                0.12817532961721145,
+                0.0860480096054678,
+                0.1703026496289551,
+                2.5926645275120563e-09,
             ),
         );
     }
