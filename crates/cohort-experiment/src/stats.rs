@@ -8,6 +8,8 @@
 //!   (relative, by the delta method, or absolute), its two-sided interval and p-value, on
 //!   Welch–Satterthwaite degrees of freedom. Inputs it cannot judge (a control whose mean is
 //!   zero, a variance of zero) give a [`Degenerate`] reason, never NaN.
+//! - [`bayesian`]: the same comparison with a Gaussian prior on the effect: posterior mean,
+//!   credible interval, chance to win and the risk of each choice.
 //! - [`srm_p_value`]: sample-ratio mismatch, Pearson's chi-square of the observed split against
 //!   the weights.
 //! - [`pooled_z_test`], [`power`], [`sample_size_per_arm`], [`holm`], [`benjamini_hochberg`]:
@@ -353,6 +355,101 @@ pub fn srm_p_value(observed: &[u64], weights: &[f64]) -> f64 {
         Ok(chi) => chi.sf(statistic),
         Err(_) => 1.0,
     }
+}
+
+/// A Gaussian prior on the effect; improper (flat) unless `proper`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prior {
+    pub mean: f64,
+    pub variance: f64,
+    pub proper: bool,
+}
+
+impl Default for Prior {
+    /// gbstats' default: flat.
+    fn default() -> Self {
+        Prior {
+            mean: 0.0,
+            variance: 1.0,
+            proper: false,
+        }
+    }
+}
+
+/// The Bayesian comparison of a variation with the control.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Posterior {
+    /// The posterior mean of the effect.
+    pub effect: f64,
+    /// The equal-tailed credible interval at `1 − alpha`.
+    pub interval: (f64, f64),
+    /// P(effect > 0): the chance the variation beats the control.
+    pub chance_to_win: f64,
+    /// Expected loss of choosing the control, and of choosing the variation.
+    pub risk: (f64, f64),
+}
+
+/// Compares `treatment` with `control` as gbstats' effect test does: the data's effect and
+/// variance as in [`t_test`], combined with a Gaussian `prior` on the effect (expressed in the
+/// same `difference`), a normal posterior, its chance to win, credible interval and risk.
+pub fn bayesian(
+    control: &Summary,
+    treatment: &Summary,
+    difference: Difference,
+    prior: Prior,
+    alpha: f64,
+) -> Result<Posterior, Degenerate> {
+    if control.n() == 0 || treatment.n() == 0 {
+        return Err(Degenerate::TooFewUnits);
+    }
+    let (mean_a, raw_a, raw_b) = (
+        control.mean(),
+        control.unadjusted_mean(),
+        treatment.unadjusted_mean(),
+    );
+    if difference == Difference::Relative && (mean_a == 0.0 || raw_a == 0.0) {
+        return Err(Degenerate::ControlMeanZero);
+    }
+    let (var_a, var_b) = (control.variance(), treatment.variance());
+    if var_a <= 0.0 || var_b <= 0.0 {
+        return Err(Degenerate::ZeroVariance);
+    }
+    let (n_a, n_b) = (control.n() as f64, treatment.n() as f64);
+    let mean_b = treatment.mean();
+    let (data_mean, data_variance) = match difference {
+        Difference::Relative => (
+            (mean_b - mean_a) / raw_a,
+            var_b / (raw_a.powi(2) * n_b) + var_a * raw_b.powi(2) / (raw_a.powi(4) * n_a),
+        ),
+        Difference::Absolute => (mean_b - mean_a, var_b / n_b + var_a / n_a),
+    };
+    let precision = 1.0 / data_variance
+        + if prior.proper {
+            1.0 / prior.variance
+        } else {
+            0.0
+        };
+    let effect = if prior.proper {
+        (data_mean / data_variance + prior.mean / prior.variance) / precision
+    } else {
+        data_mean
+    };
+    let sd = (1.0 / precision).sqrt();
+    let normal = standard_normal();
+    let z = normal.inverse_cdf(1.0 - alpha / 2.0);
+    // With a = −effect/sd: P(effect < 0) = Φ(a); the expected gain when positive and the
+    // expected loss when negative, written without dividing by a vanishing probability.
+    let a = -effect / sd;
+    let below = normal.cdf(a);
+    let density = (-0.5 * a * a).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let risk_control = (1.0 - below) * effect + sd * density;
+    let risk_treatment = sd * density - below * effect;
+    Ok(Posterior {
+        effect,
+        interval: (effect - z * sd, effect + z * sd),
+        chance_to_win: normal.sf(a),
+        risk: (risk_control, risk_treatment),
+    })
 }
 
 /// The pooled two-proportion z-test (statsmodels' `proportions_ztest`): `(z, two-sided p)` for
@@ -748,6 +845,128 @@ mod tests {
                 2.5926645275120563e-09,
             ),
         );
+    }
+
+    /// gbstats 0.8.0 `EffectBayesianABTest`: (chance to win, effect, interval, risks).
+    #[test]
+    fn bayesian_comparisons_agree_with_gbstats() {
+        let mean_a = Summary::SampleMean {
+            n: 3407,
+            sum: 1396.87,
+            sum_squares: 52377.9767,
+        };
+        let mean_b = Summary::SampleMean {
+            n: 3461,
+            sum: 2422.7,
+            sum_squares: 134698.29,
+        };
+        let prop_a = Summary::Proportion {
+            n: 1000,
+            sum: 100.0,
+        };
+        let prop_b = Summary::Proportion {
+            n: 1000,
+            sum: 130.0,
+        };
+        let proper = Prior {
+            mean: 0.0,
+            variance: 0.09,
+            proper: true,
+        };
+        for (a, b, difference, prior, want) in [
+            (
+                mean_a,
+                mean_b,
+                Difference::Relative,
+                Prior::default(),
+                [
+                    0.9690691085323815,
+                    0.7073170731707317,
+                    -0.03510623324566797,
+                    1.449740379587131,
+                    0.7118738401388185,
+                    0.004556766968086795,
+                ],
+            ),
+            (
+                mean_a,
+                mean_b,
+                Difference::Absolute,
+                Prior::default(),
+                [
+                    0.9899378629114758,
+                    0.29,
+                    0.04542857622821292,
+                    0.534571423771787,
+                    0.2904257600997191,
+                    0.00042576009971912116,
+                ],
+            ),
+            (
+                mean_a,
+                mean_b,
+                Difference::Relative,
+                proper,
+                [
+                    0.8768365224575045,
+                    0.2726448836685803,
+                    -0.18829384805880633,
+                    0.7335836153959668,
+                    0.2869782584231163,
+                    0.014333374754536003,
+                ],
+            ),
+            (
+                prop_a,
+                prop_b,
+                Difference::Relative,
+                Prior::default(),
+                [
+                    0.9672763417294536,
+                    0.3,
+                    -0.019179397713587232,
+                    0.6191793977135871,
+                    0.30208906485859227,
+                    0.002089064858592275,
+                ],
+            ),
+            (
+                prop_a,
+                prop_b,
+                Difference::Absolute,
+                Prior::default(),
+                [
+                    0.9823573398747536,
+                    0.03,
+                    0.0020679344393763587,
+                    0.057932065560623636,
+                    0.030090899520195405,
+                    9.08995201954058e-05,
+                ],
+            ),
+            (
+                prop_a,
+                prop_b,
+                Difference::Relative,
+                proper,
+                [
+                    0.9472798425887837,
+                    0.2317198764160659,
+                    -0.048794980420210465,
+                    0.5122347332523423,
+                    0.2348998996507855,
+                    0.003180023234719617,
+                ],
+            ),
+        ] {
+            let got = bayesian(&a, &b, difference, prior, 0.05).expect("figures");
+            close(got.chance_to_win, want[0]);
+            close(got.effect, want[1]);
+            close(got.interval.0, want[2]);
+            close(got.interval.1, want[3]);
+            close(got.risk.0, want[4]);
+            close(got.risk.1, want[5]);
+        }
     }
 
     #[test]
