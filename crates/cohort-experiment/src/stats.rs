@@ -8,6 +8,8 @@
 //!   (relative, by the delta method, or absolute), its two-sided interval and p-value, on
 //!   Welch–Satterthwaite degrees of freedom. Inputs it cannot judge (a control whose mean is
 //!   zero, a variance of zero) give a [`Degenerate`] reason, never NaN.
+//! - [`sequential`]: the same comparison with an always-valid confidence sequence and p-value,
+//!   for reports looked at while the experiment runs.
 //! - [`bayesian`]: the same comparison with a Gaussian prior on the effect: posterior mean,
 //!   credible interval, chance to win and the risk of each choice.
 //! - [`srm_p_value`]: sample-ratio mismatch, Pearson's chi-square of the observed split against
@@ -277,15 +279,41 @@ pub fn t_test(
     if control.n() < 2 || treatment.n() < 2 {
         return Err(Degenerate::TooFewUnits);
     }
-    let (mean_a, mean_b) = (control.mean(), treatment.mean());
-    let (raw_a, raw_b) = (control.unadjusted_mean(), treatment.unadjusted_mean());
-    if mean_a == 0.0 || raw_a == 0.0 {
+    if control.mean() == 0.0 || control.unadjusted_mean() == 0.0 {
         return Err(Degenerate::ControlMeanZero);
     }
-    let (var_a, var_b) = (control.variance(), treatment.variance());
-    if var_a <= 0.0 || var_b <= 0.0 {
+    if control.variance() <= 0.0 || treatment.variance() <= 0.0 {
         return Err(Degenerate::ZeroVariance);
     }
+    let Data {
+        effect,
+        variance,
+        dof,
+    } = data(control, treatment, difference);
+    let t = StudentsT::new(0.0, 1.0, dof).map_err(|_| Degenerate::ZeroVariance)?;
+    let se = variance.sqrt();
+    let p_value = 2.0 * (1.0 - t.cdf((effect / se).abs()));
+    let width = t_quantile(&t, 1.0 - alpha / 2.0) * se;
+    Ok(Estimate {
+        effect,
+        interval: (effect - width, effect + width),
+        p_value,
+        dof,
+    })
+}
+
+/// The data's estimate of the effect, the variance of that estimate and its Welch–Satterthwaite
+/// degrees of freedom; the callers have checked the inputs.
+struct Data {
+    effect: f64,
+    variance: f64,
+    dof: f64,
+}
+
+fn data(control: &Summary, treatment: &Summary, difference: Difference) -> Data {
+    let (mean_a, mean_b) = (control.mean(), treatment.mean());
+    let (raw_a, raw_b) = (control.unadjusted_mean(), treatment.unadjusted_mean());
+    let (var_a, var_b) = (control.variance(), treatment.variance());
     let (n_a, n_b) = (control.n() as f64, treatment.n() as f64);
     let (effect, variance) = match difference {
         Difference::Relative => (
@@ -297,16 +325,11 @@ pub fn t_test(
     let dof = (var_b / n_b + var_a / n_a).powi(2)
         / (var_b.powi(2) / (n_b.powi(2) * (n_b - 1.0))
             + var_a.powi(2) / (n_a.powi(2) * (n_a - 1.0)));
-    let t = StudentsT::new(0.0, 1.0, dof).map_err(|_| Degenerate::ZeroVariance)?;
-    let se = variance.sqrt();
-    let p_value = 2.0 * (1.0 - t.cdf((effect / se).abs()));
-    let width = t_quantile(&t, 1.0 - alpha / 2.0) * se;
-    Ok(Estimate {
+    Data {
         effect,
-        interval: (effect - width, effect + width),
-        p_value,
+        variance,
         dof,
-    })
+    }
 }
 
 /// The `p` quantile of `t`, by bisection on its cdf. statrs' own inverse loses accuracy at large
@@ -357,6 +380,39 @@ pub fn srm_p_value(observed: &[u64], weights: &[f64]) -> f64 {
     }
 }
 
+/// gbstats' default tuning parameter of the confidence sequences: the sample size at which
+/// they are tightest.
+pub const DEFAULT_SEQUENTIAL_TUNING: f64 = 5000.0;
+
+/// The sequential comparison, valid however often the report is looked at: the effect as in
+/// [`t_test`], an asymptotic confidence sequence (Waudby-Smith et al., arXiv 2103.06476, eq. 9)
+/// for its interval and the matching always-valid p-value (eq. 155); `tuning` is the sample size
+/// the sequence is tightest at.
+pub fn sequential(
+    control: &Summary,
+    treatment: &Summary,
+    difference: Difference,
+    alpha: f64,
+    tuning: f64,
+) -> Result<Estimate, Degenerate> {
+    let fixed = t_test(control, treatment, difference, alpha)?;
+    let n = (control.n() + treatment.n()) as f64;
+    let variance = data(control, treatment, difference).variance;
+    let rho = ((-2.0 * alpha.ln() + (-2.0 * alpha.ln() + 1.0).ln()) / tuning).sqrt();
+    let s2 = variance * n;
+    let spread = n * rho * rho + 1.0;
+    let width =
+        s2.sqrt() * (2.0 * spread * (spread.sqrt() / alpha).ln() / (n * rho).powi(2)).sqrt();
+    let st2 = fixed.effect.powi(2) * n / variance;
+    let e_value = (rho * rho * st2 / (2.0 * spread)).exp() / spread.sqrt();
+    Ok(Estimate {
+        effect: fixed.effect,
+        interval: (fixed.effect - width, fixed.effect + width),
+        p_value: (1.0 / e_value).min(1.0),
+        dof: fixed.dof,
+    })
+}
+
 /// A Gaussian prior on the effect; improper (flat) unless `proper`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prior {
@@ -402,27 +458,20 @@ pub fn bayesian(
     if control.n() == 0 || treatment.n() == 0 {
         return Err(Degenerate::TooFewUnits);
     }
-    let (mean_a, raw_a, raw_b) = (
-        control.mean(),
-        control.unadjusted_mean(),
-        treatment.unadjusted_mean(),
-    );
-    if difference == Difference::Relative && (mean_a == 0.0 || raw_a == 0.0) {
+    if difference == Difference::Relative
+        && (control.mean() == 0.0 || control.unadjusted_mean() == 0.0)
+    {
         return Err(Degenerate::ControlMeanZero);
     }
     let (var_a, var_b) = (control.variance(), treatment.variance());
     if var_a <= 0.0 || var_b <= 0.0 {
         return Err(Degenerate::ZeroVariance);
     }
-    let (n_a, n_b) = (control.n() as f64, treatment.n() as f64);
-    let mean_b = treatment.mean();
-    let (data_mean, data_variance) = match difference {
-        Difference::Relative => (
-            (mean_b - mean_a) / raw_a,
-            var_b / (raw_a.powi(2) * n_b) + var_a * raw_b.powi(2) / (raw_a.powi(4) * n_a),
-        ),
-        Difference::Absolute => (mean_b - mean_a, var_b / n_b + var_a / n_a),
-    };
+    let Data {
+        effect: data_mean,
+        variance: data_variance,
+        ..
+    } = data(control, treatment, difference);
     let precision = 1.0 / data_variance
         + if prior.proper {
             1.0 / prior.variance
@@ -845,6 +894,130 @@ mod tests {
                 2.5926645275120563e-09,
             ),
         );
+    }
+
+    /// gbstats 0.8.0 `SequentialTwoSidedTTest`: (effect, interval, p) at tuning 5000 and 100.
+    #[test]
+    fn sequential_comparisons_agree_with_gbstats() {
+        let mean_a = Summary::SampleMean {
+            n: 3407,
+            sum: 1396.87,
+            sum_squares: 52377.9767,
+        };
+        let mean_b = Summary::SampleMean {
+            n: 3461,
+            sum: 2422.7,
+            sum_squares: 134698.29,
+        };
+        let prop_a = Summary::Proportion {
+            n: 1000,
+            sum: 100.0,
+        };
+        let prop_b = Summary::Proportion {
+            n: 1000,
+            sum: 130.0,
+        };
+        let huge_a = Summary::Proportion {
+            n: 20_000_000,
+            sum: 2_000_000.0,
+        };
+        let huge_b = Summary::Proportion {
+            n: 20_000_000,
+            sum: 2_006_000.0,
+        };
+        use Difference::{Absolute, Relative};
+        for (a, b, difference, tuning, want) in [
+            (
+                mean_a,
+                mean_b,
+                Relative,
+                5000.0,
+                [
+                    0.7073170731707317,
+                    -0.4444237691289097,
+                    1.859057915470373,
+                    0.6986728582483058,
+                ],
+            ),
+            (
+                mean_a,
+                mean_b,
+                Relative,
+                100.0,
+                [
+                    0.7073170731707317,
+                    -0.6220698360805903,
+                    2.0367039824220536,
+                    1.0,
+                ],
+            ),
+            (
+                mean_a,
+                mean_b,
+                Absolute,
+                5000.0,
+                [
+                    0.29,
+                    -0.08941009553834556,
+                    0.6694100955383455,
+                    0.2907445591859732,
+                ],
+            ),
+            (
+                prop_a,
+                prop_b,
+                Relative,
+                5000.0,
+                [
+                    0.3,
+                    -0.20870625018398686,
+                    0.8087062501839868,
+                    0.5622208729310174,
+                ],
+            ),
+            (
+                prop_a,
+                prop_b,
+                Absolute,
+                5000.0,
+                [
+                    0.03,
+                    -0.014517962102267787,
+                    0.07451796210226778,
+                    0.37893150758579747,
+                ],
+            ),
+            (
+                huge_a,
+                huge_b,
+                Relative,
+                5000.0,
+                [
+                    0.002999999999999947,
+                    -0.0009257986334344189,
+                    0.006925798633434313,
+                    1.0,
+                ],
+            ),
+            (
+                huge_a,
+                huge_b,
+                Absolute,
+                100.0,
+                [
+                    0.0002999999999999947,
+                    -0.0001346383926829824,
+                    0.0007346383926829718,
+                    1.0,
+                ],
+            ),
+        ] {
+            let got = sequential(&a, &b, difference, 0.05, tuning).expect("figures");
+            close(got.effect, want[0]);
+            close(got.interval.0, want[1]);
+            close(got.interval.1, want[2]);
+            close(got.p_value, want[3]);
+        }
     }
 
     /// gbstats 0.8.0 `EffectBayesianABTest`: (chance to win, effect, interval, risks).
