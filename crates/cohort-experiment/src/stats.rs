@@ -343,14 +343,20 @@ fn t_quantile(t: &StudentsT, p: f64) -> f64 {
     while t.cdf(hi) < p {
         hi *= 2.0;
     }
+    bisect(lo, hi, |x| t.cdf(x) < p)
+}
+
+/// The point in `[lo, hi]` where `below` turns from true to false, for a `below` that is true
+/// up to one point and false after it.
+fn bisect(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> f64 {
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if t.cdf(mid) < p {
+        if below(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
-        if hi - lo < 1e-13 {
+        if hi - lo <= f64::EPSILON * hi.abs().max(1e-300) {
             break;
         }
     }
@@ -544,22 +550,14 @@ pub fn sample_size_per_arm(h: f64, alpha: f64, power_wanted: f64) -> Option<f64>
     if h == 0.0 || !(0.0..1.0).contains(&power_wanted) || !(0.0..1.0).contains(&alpha) {
         return None;
     }
-    let (mut lo, mut hi) = (1e-9_f64, 1.0_f64);
+    let mut hi = 1.0_f64;
     while power(h, hi, alpha) < power_wanted {
         hi *= 2.0;
         if hi > 1e15 {
             return None;
         }
     }
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if power(h, mid, alpha) < power_wanted {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Some(0.5 * (lo + hi))
+    Some(bisect(1e-9, hi, |n| power(h, n, alpha) < power_wanted))
 }
 
 /// The smallest effect size h a two-sided z-test at level `alpha` detects with `power_wanted`
@@ -568,19 +566,12 @@ pub fn minimum_detectable_h(n: f64, alpha: f64, power_wanted: f64) -> Option<f64
     if n <= 0.0 || !(0.0..1.0).contains(&power_wanted) || !(0.0..1.0).contains(&alpha) {
         return None;
     }
-    let (mut lo, mut hi) = (0.0_f64, 4.0_f64);
+    // h is at most π, between rates of 0 and 1.
+    let hi = std::f64::consts::PI;
     if power(hi, n, alpha) < power_wanted {
         return None;
     }
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if power(mid, n, alpha) < power_wanted {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Some(0.5 * (lo + hi))
+    Some(bisect(0.0, hi, |h| power(h, n, alpha) < power_wanted))
 }
 
 /// The smallest conversion rate above `baseline` that [`minimum_detectable_h`] detects.
@@ -684,6 +675,50 @@ mod tests {
         assert_eq!(sample_size_per_arm(0.0, 0.05, 0.8), None);
     }
 
+    /// gbstats' documented pair of means (experiments.md).
+    fn means() -> (Summary, Summary) {
+        (
+            Summary::SampleMean {
+                n: 3407,
+                sum: 1396.87,
+                sum_squares: 52377.9767,
+            },
+            Summary::SampleMean {
+                n: 3461,
+                sum: 2422.7,
+                sum_squares: 134698.29,
+            },
+        )
+    }
+
+    /// 100 and 130 conversions of 1,000.
+    fn proportions() -> (Summary, Summary) {
+        (
+            Summary::Proportion {
+                n: 1000,
+                sum: 100.0,
+            },
+            Summary::Proportion {
+                n: 1000,
+                sum: 130.0,
+            },
+        )
+    }
+
+    /// A 10 % and a 10.03 % rate over twenty million units each.
+    fn twenty_million_each() -> (Summary, Summary) {
+        (
+            Summary::Proportion {
+                n: 20_000_000,
+                sum: 2_000_000.0,
+            },
+            Summary::Proportion {
+                n: 20_000_000,
+                sum: 2_006_000.0,
+            },
+        )
+    }
+
     fn close(got: f64, want: f64) {
         assert!(
             (got - want).abs() <= 1e-6 * want.abs().max(1.0),
@@ -702,16 +737,7 @@ mod tests {
     /// Reference figures computed with gbstats 0.8.0 (`TwoSidedTTest(...).compute_result()`).
     #[test]
     fn t_tests_agree_with_gbstats() {
-        let a = Summary::SampleMean {
-            n: 3407,
-            sum: 1396.87,
-            sum_squares: 52377.9767,
-        };
-        let b = Summary::SampleMean {
-            n: 3461,
-            sum: 2422.7,
-            sum_squares: 134698.29,
-        };
+        let (a, b) = means();
         check(
             a,
             b,
@@ -734,14 +760,7 @@ mod tests {
                 0.020158402643587037,
             ),
         );
-        let pa = Summary::Proportion {
-            n: 1000,
-            sum: 100.0,
-        };
-        let pb = Summary::Proportion {
-            n: 1000,
-            sum: 130.0,
-        };
+        let (pa, pb) = proportions();
         check(
             pa,
             pb,
@@ -770,14 +789,7 @@ mod tests {
     /// three units against four (few degrees of freedom). gbstats 0.8.0 figures.
     #[test]
     fn t_tests_agree_with_gbstats_at_the_edges() {
-        let huge_a = Summary::Proportion {
-            n: 20_000_000,
-            sum: 2_000_000.0,
-        };
-        let huge_b = Summary::Proportion {
-            n: 20_000_000,
-            sum: 2_006_000.0,
-        };
+        let (huge_a, huge_b) = twenty_million_each();
         check(
             huge_a,
             huge_b,
@@ -950,32 +962,9 @@ mod tests {
     /// gbstats 0.8.0 `SequentialTwoSidedTTest`: (effect, interval, p) at tuning 5000 and 100.
     #[test]
     fn sequential_comparisons_agree_with_gbstats() {
-        let mean_a = Summary::SampleMean {
-            n: 3407,
-            sum: 1396.87,
-            sum_squares: 52377.9767,
-        };
-        let mean_b = Summary::SampleMean {
-            n: 3461,
-            sum: 2422.7,
-            sum_squares: 134698.29,
-        };
-        let prop_a = Summary::Proportion {
-            n: 1000,
-            sum: 100.0,
-        };
-        let prop_b = Summary::Proportion {
-            n: 1000,
-            sum: 130.0,
-        };
-        let huge_a = Summary::Proportion {
-            n: 20_000_000,
-            sum: 2_000_000.0,
-        };
-        let huge_b = Summary::Proportion {
-            n: 20_000_000,
-            sum: 2_006_000.0,
-        };
+        let (mean_a, mean_b) = means();
+        let (prop_a, prop_b) = proportions();
+        let (huge_a, huge_b) = twenty_million_each();
         use Difference::{Absolute, Relative};
         for (a, b, difference, tuning, want) in [
             (
@@ -1074,24 +1063,8 @@ mod tests {
     /// gbstats 0.8.0 `EffectBayesianABTest`: (chance to win, effect, interval, risks).
     #[test]
     fn bayesian_comparisons_agree_with_gbstats() {
-        let mean_a = Summary::SampleMean {
-            n: 3407,
-            sum: 1396.87,
-            sum_squares: 52377.9767,
-        };
-        let mean_b = Summary::SampleMean {
-            n: 3461,
-            sum: 2422.7,
-            sum_squares: 134698.29,
-        };
-        let prop_a = Summary::Proportion {
-            n: 1000,
-            sum: 100.0,
-        };
-        let prop_b = Summary::Proportion {
-            n: 1000,
-            sum: 130.0,
-        };
+        let (mean_a, mean_b) = means();
+        let (prop_a, prop_b) = proportions();
         let proper = Prior {
             mean: 0.0,
             variance: 0.09,

@@ -27,6 +27,15 @@ fn ranges(v: &Value) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Fails listing every case that went wrong, so one run shows them all.
+fn assert_none_wrong(wrong: &[String], total: usize) {
+    assert!(
+        wrong.is_empty(),
+        "{} of {total} wrong: {wrong:#?}",
+        wrong.len()
+    );
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
@@ -107,12 +116,7 @@ fn every_condition_case_matches() {
             wrong.push(case[0].as_str().unwrap().to_string());
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} wrong: {wrong:#?}",
-        wrong.len(),
-        cases.len()
-    );
+    assert_none_wrong(&wrong, cases.len());
 }
 
 #[test]
@@ -147,12 +151,7 @@ fn every_run_case_matches() {
             wrong.push(format!("{}: got {got:?}, want {want:?}", case[0]));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} wrong: {wrong:#?}",
-        wrong.len(),
-        cases.len()
-    );
+    assert_none_wrong(&wrong, cases.len());
 }
 
 #[test]
@@ -201,10 +200,5 @@ fn every_feature_case_matches() {
             wrong.push(format!("{}: got {got}, want {expected}", case[0]));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} wrong: {wrong:#?}",
-        wrong.len(),
-        cases.len()
-    );
+    assert_none_wrong(&wrong, cases.len());
 }
