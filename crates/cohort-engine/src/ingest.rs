@@ -36,6 +36,18 @@ enum Unshaped {
     Refused(Option<Arc<SourceEntry>>, RequestError),
 }
 
+/// A Segment HTTP request whose body has been read, as [`Engine::ingest_body`] takes it.
+pub struct IngestRequest {
+    pub route: Route,
+    /// The source the key in a header authenticated; `None` when the key is in the body.
+    pub header_source: Option<Arc<SourceEntry>>,
+    /// The `Origin` header, which browsers send (see [`SourceEntry::check_origin`]).
+    pub origin: Option<String>,
+    pub body: bytes::Bytes,
+    pub content_encoding: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
 /// What an ingest request is answered.
 #[derive(Debug, Serialize)]
 pub struct IngestReply {
@@ -64,57 +76,32 @@ impl Engine {
     }
 
     /// A Segment HTTP request whose body has been read: decoded, authenticated by the key in
-    /// the body when `header_source` is `None`, expanded, shaped and committed.
+    /// the body when no header key was, expanded, shaped and committed.
     ///
     /// Shaping runs on a blocking thread when it can be heavy (a large body, or a source with a
     /// tracking plan, whose schemas run per message), so that one source's requests cannot hold
     /// the async workers that answer every other request; small plain batches, the common case,
     /// are shaped in place, which saves a thread hand-off per request.
-    pub async fn ingest_body(
-        &self,
-        route: Route,
-        header_source: Option<Arc<SourceEntry>>,
-        origin: Option<&str>,
-        raw: &[u8],
-        content_encoding: Option<&str>,
-        received_at: DateTime<Utc>,
-    ) -> Result<IngestReply, EngineError> {
-        let heavy = raw.len() > INLINE_SHAPING_BYTES
-            || header_source
+    pub async fn ingest_body(&self, request: IngestRequest) -> Result<IngestReply, EngineError> {
+        let heavy = request.body.len() > INLINE_SHAPING_BYTES
+            || request
+                .header_source
                 .as_ref()
                 .is_some_and(|s| s.policy.tracking_plan.is_some());
-        let shaped = if heavy {
-            let (engine, raw) = (self.clone(), raw.to_vec());
-            let content_encoding = content_encoding.map(str::to_owned);
-            let origin = origin.map(str::to_owned);
-            tokio::task::spawn_blocking(move || {
-                engine.shape(
-                    route,
-                    header_source,
-                    origin.as_deref(),
-                    &raw,
-                    content_encoding.as_deref(),
-                    received_at,
-                )
-            })
-            .await
-            .map_err(|e| EngineError::Internal(format!("shaping a request failed: {e}")))?
+        let (shaped, request) = if heavy {
+            let engine = self.clone();
+            tokio::task::spawn_blocking(move || (engine.shape(&request), request))
+                .await
+                .map_err(|e| EngineError::Internal(format!("shaping a request failed: {e}")))?
         } else {
-            self.shape(
-                route,
-                header_source,
-                origin,
-                raw,
-                content_encoding,
-                received_at,
-            )
+            (self.shape(&request), request)
         };
         let (submission, refused) = match shaped {
             Ok(shaped) => shaped,
             Err(Unshaped::Denied(e)) => return Err(e),
             Err(Unshaped::Refused(source, error)) => {
                 return Err(self
-                    .refuse_request(source.as_deref(), error, raw, received_at)
+                    .refuse_request(source.as_deref(), error, &request.body, request.received_at)
                     .await);
             }
         };
@@ -123,7 +110,7 @@ impl Engine {
         metrics::counter!("cohort_events_duplicate_total").increment(receipt.duplicates as u64);
         metrics::counter!("cohort_events_failed_total").increment(receipt.failed as u64);
 
-        if let (Route::Single(_), Some((_, first))) = (route, refused.first()) {
+        if let (Route::Single(_), Some((_, first))) = (request.route, refused.first()) {
             // A single-message route whose message was refused: the client must know (it is kept).
             return Err(EngineError::bad_request(first.code, first.message.clone()));
         }
@@ -139,17 +126,10 @@ impl Engine {
     }
 
     /// Decodes, authenticates, expands and shapes a request: the CPU part of ingest.
-    fn shape(
-        &self,
-        route: Route,
-        header_source: Option<Arc<SourceEntry>>,
-        origin: Option<&str>,
-        raw: &[u8],
-        content_encoding: Option<&str>,
-        received_at: DateTime<Utc>,
-    ) -> Result<Shaped, Unshaped> {
+    fn shape(&self, request: &IngestRequest) -> Result<Shaped, Unshaped> {
         let limits = self.limits();
-        let body = decode_body(raw, content_encoding, limits)
+        let header_source = request.header_source.clone();
+        let body = decode_body(&request.body, request.content_encoding.as_deref(), limits)
             .map_err(|error| Unshaped::Refused(header_source.clone(), error))?;
         let source = match header_source {
             Some(s) => s,
@@ -163,10 +143,12 @@ impl Engine {
             },
         };
         // Refused whole and not kept: the request came from a website the source does not allow.
-        source.check_origin(origin).map_err(Unshaped::Denied)?;
-        let messages = expand(route, body, limits)
+        source
+            .check_origin(request.origin.as_deref())
+            .map_err(Unshaped::Denied)?;
+        let messages = expand(request.route, body, limits)
             .map_err(|error| Unshaped::Refused(Some(source.clone()), error))?;
-        let mut assembly = Assembly::new(source.source.id, &source.policy, received_at);
+        let mut assembly = Assembly::new(source.source.id, &source.policy, request.received_at);
         for message in messages {
             assembly.add(message, None);
         }

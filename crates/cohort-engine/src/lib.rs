@@ -41,7 +41,7 @@ mod sources;
 
 pub use analytics::{Analytics, ProfilesPin};
 pub use error::EngineError;
-pub use ingest::{IngestReply, ReplayOutcome};
+pub use ingest::{IngestReply, IngestRequest, ReplayOutcome};
 pub use rfm::{RfmParams, RfmRun, RfmRunError};
 pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql, membership_sql};
 pub use sources::{SourceEntry, policy_for, tracking_plan_of};

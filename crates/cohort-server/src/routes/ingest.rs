@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use cohort_collect::RequestError;
 use cohort_collect::request::{Route, write_key_from_request};
-use cohort_engine::IngestReply;
+use cohort_engine::{IngestReply, IngestRequest};
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
@@ -80,15 +80,14 @@ async fn ingest(
             return Err(refused.into());
         }
     };
-    let content_encoding = header(header::CONTENT_ENCODING.as_str());
     Ok(engine
-        .ingest_body(
+        .ingest_body(IngestRequest {
             route,
             header_source,
-            origin,
-            &raw,
-            content_encoding,
+            origin: origin.map(str::to_owned),
+            body: raw,
+            content_encoding: header(header::CONTENT_ENCODING.as_str()).map(str::to_owned),
             received_at,
-        )
+        })
         .await?)
 }
