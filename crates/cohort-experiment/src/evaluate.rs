@@ -8,7 +8,8 @@
 //! ```
 //! use cohort_experiment::evaluate::{Context, Experiment};
 //! use serde_json::json;
-//! let context: Context = serde_json::from_value(json!({"attributes": {"id": "1"}})).unwrap();
+//! let mut context: Context =
+//!     serde_json::from_value(json!({"attributes": {"id": "1"}})).unwrap();
 //! let experiment: Experiment =
 //!     serde_json::from_value(json!({"key": "my-test", "variations": [0, 1]})).unwrap();
 //! let result = context.run(&experiment);
@@ -50,6 +51,22 @@ pub struct Context {
     /// `false` puts nobody in any experiment.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Sticky bucketing, when on: the unit's stored assignments by `"{attribute}||{value}"`,
+    /// read before hashing (a unit keeps its variation when weights change) and updated with
+    /// each new assignment.
+    #[serde(default, rename = "stickyBucketAssignmentDocs")]
+    pub sticky_buckets: Option<BTreeMap<String, StickyBucketDoc>>,
+}
+
+/// A unit's stored assignments under one attribute: experiment key and bucket version
+/// (`"{key}__{version}"`) → variation key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StickyBucketDoc {
+    pub attribute_name: String,
+    pub attribute_value: String,
+    #[serde(default)]
+    pub assignments: BTreeMap<String, String>,
 }
 
 fn enabled() -> bool {
@@ -89,6 +106,24 @@ pub struct Rule {
     pub hash_version: Option<u32>,
     pub seed: Option<String>,
     pub meta: Option<Vec<VariationMeta>>,
+    #[serde(flatten)]
+    pub sticky: StickyOptions,
+}
+
+/// How an experiment uses sticky bucketing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StickyOptions {
+    /// The attribute to hash, and to key assignments by, when the hash attribute is missing.
+    pub fallback_attribute: Option<String>,
+    /// Raising it re-buckets everybody.
+    #[serde(default)]
+    pub bucket_version: u32,
+    /// Units with assignments from an older version than this are excluded.
+    #[serde(default)]
+    pub min_bucket_version: u32,
+    #[serde(default)]
+    pub disable_sticky_bucketing: bool,
 }
 
 /// A field that is there, even as `null`, as opposed to absent.
@@ -153,6 +188,8 @@ pub struct Experiment {
     pub url: Option<String>,
     pub groups: Option<Vec<String>>,
     pub meta: Option<Vec<VariationMeta>>,
+    #[serde(flatten)]
+    pub sticky: StickyOptions,
 }
 
 /// What a unit got from an experiment.
@@ -172,6 +209,8 @@ pub struct ExperimentResult {
     pub bucket: Option<f64>,
     /// The variation passes the unit through to the flag's next rules.
     pub passthrough: bool,
+    /// The variation came from a stored sticky assignment.
+    pub sticky_bucket_used: bool,
 }
 
 /// Where a flag's value came from.
@@ -236,11 +275,11 @@ fn truthy(v: &Value) -> bool {
 
 impl Context {
     /// The value of flag `id` for this unit.
-    pub fn eval_feature(&self, id: &str) -> FeatureResult {
+    pub fn eval_feature(&mut self, id: &str) -> FeatureResult {
         self.eval_feature_within(id, &mut BTreeSet::new())
     }
 
-    fn eval_feature_within(&self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
+    fn eval_feature_within(&mut self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
         if !seen.insert(id.to_string()) {
             return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
         }
@@ -249,8 +288,8 @@ impl Context {
         result
     }
 
-    fn eval_feature_rules(&self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
-        let Some(feature) = self.features.get(id) else {
+    fn eval_feature_rules(&mut self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
+        let Some(feature) = self.features.get(id).cloned() else {
             return FeatureResult::new(Value::Null, Source::UnknownFeature, "");
         };
         'rules: for rule in &feature.rules {
@@ -299,6 +338,7 @@ impl Context {
                 hash_version: rule.hash_version,
                 seed: rule.seed.clone(),
                 meta: rule.meta.clone(),
+                sticky: rule.sticky.clone(),
                 ..Experiment::default()
             };
             let result = self.run_within(&experiment, seen);
@@ -312,7 +352,11 @@ impl Context {
         FeatureResult::new(feature.default_value.clone(), Source::DefaultValue, "")
     }
 
-    fn prerequisite(&self, parent: &ParentCondition, seen: &mut BTreeSet<String>) -> Prerequisite {
+    fn prerequisite(
+        &mut self,
+        parent: &ParentCondition,
+        seen: &mut BTreeSet<String>,
+    ) -> Prerequisite {
         let result = self.eval_feature_within(&parent.id, seen);
         if result.source == Source::CyclicPrerequisite {
             return Prerequisite::Cyclic;
@@ -339,7 +383,7 @@ impl Context {
         if rule.range.is_none() && rule.coverage == Some(0.0) {
             return false;
         }
-        let Some((_, value)) = self.hash_value(rule.hash_attribute.as_deref()) else {
+        let Some((_, value)) = self.hash_value(rule.hash_attribute.as_deref(), None) else {
             return false;
         };
         let Some(version) = HashVersion::from_number(rule.hash_version.unwrap_or(1)) else {
@@ -354,81 +398,175 @@ impl Context {
     }
 
     /// This unit's variation of `experiment`.
-    pub fn run(&self, experiment: &Experiment) -> ExperimentResult {
+    pub fn run(&mut self, experiment: &Experiment) -> ExperimentResult {
         self.run_within(experiment, &mut BTreeSet::new())
     }
 
-    fn run_within(&self, experiment: &Experiment, seen: &mut BTreeSet<String>) -> ExperimentResult {
-        let excluded = || self.result(experiment, None, false, None);
+    fn run_within(
+        &mut self,
+        experiment: &Experiment,
+        seen: &mut BTreeSet<String>,
+    ) -> ExperimentResult {
+        let excluded = |ctx: &Self| ctx.result(experiment, None, false, None, false);
         let count = experiment.variations.len();
         if count < 2 || !self.enabled {
-            return excluded();
+            return excluded(self);
         }
         if let Some(forced) = query_string_override(&experiment.key, &self.url, count) {
-            return self.result(experiment, Some(forced as i64), false, None);
+            return self.result(experiment, Some(forced as i64), false, None, false);
         }
         if let Some(forced) = self.forced_variations.get(&experiment.key) {
-            return self.result(experiment, Some(*forced), false, None);
+            return self.result(experiment, Some(*forced), false, None, false);
         }
         if experiment.status.as_deref() == Some("draft") || experiment.active == Some(false) {
-            return excluded();
+            return excluded(self);
         }
-        let Some((_, hash_value)) = self.hash_value(experiment.hash_attribute.as_deref()) else {
-            return excluded();
+        let sticky = self.sticky_buckets.is_some() && !experiment.sticky.disable_sticky_bucketing;
+        let fallback = sticky
+            .then_some(experiment.sticky.fallback_attribute.as_deref())
+            .flatten();
+        let Some((hash_attribute, hash_value)) =
+            self.hash_value(experiment.hash_attribute.as_deref(), fallback)
+        else {
+            return excluded(self);
         };
-        if let Some(filters) = &experiment.filters {
-            if self.filtered_out(filters) {
-                return excluded();
+        let (stored, version_blocked) = if sticky {
+            self.sticky_variation(experiment)
+        } else {
+            (None, false)
+        };
+        if stored.is_none() {
+            if let Some(filters) = &experiment.filters {
+                if self.filtered_out(filters) {
+                    return excluded(self);
+                }
+            } else if let Some((namespace, start, end)) = &experiment.namespace
+                && !assign::in_namespace(&hash_value, namespace, *start, *end)
+            {
+                return excluded(self);
             }
-        } else if let Some((namespace, start, end)) = &experiment.namespace
-            && !assign::in_namespace(&hash_value, namespace, *start, *end)
-        {
-            return excluded();
-        }
-        if experiment
-            .condition
-            .as_ref()
-            .is_some_and(|c| !self.passes(c))
-        {
-            return excluded();
-        }
-        for parent in experiment.parent_conditions.iter().flatten() {
-            if self.prerequisite(parent, seen) != Prerequisite::Met {
-                return excluded();
+            if experiment
+                .condition
+                .as_ref()
+                .is_some_and(|c| !self.passes(c))
+            {
+                return excluded(self);
             }
-        }
-        if let Some(groups) = &experiment.groups
-            && !groups.iter().any(|g| self.groups.get(g) == Some(&true))
-        {
-            return excluded();
+            for parent in experiment.parent_conditions.iter().flatten() {
+                if self.prerequisite(parent, seen) != Prerequisite::Met {
+                    return excluded(self);
+                }
+            }
+            if let Some(groups) = &experiment.groups
+                && !groups.iter().any(|g| self.groups.get(g) == Some(&true))
+            {
+                return excluded(self);
+            }
         }
         if let Some(pattern) = &experiment.url
             && !self.url_matches(pattern)
         {
-            return excluded();
+            return excluded(self);
         }
         let Some(version) = HashVersion::from_number(experiment.hash_version.unwrap_or(1)) else {
-            return excluded();
+            return excluded(self);
         };
         let seed = experiment.seed.as_deref().unwrap_or(&experiment.key);
         let n = assign::hash(seed, &hash_value, version);
-        let ranges = experiment.ranges.clone().unwrap_or_else(|| {
-            assign::bucket_ranges(
-                count,
-                experiment.coverage.unwrap_or(1.0),
-                experiment.weights.as_deref(),
-            )
+        let assigned = stored.or_else(|| {
+            let ranges = experiment.ranges.clone().unwrap_or_else(|| {
+                assign::bucket_ranges(
+                    count,
+                    experiment.coverage.unwrap_or(1.0),
+                    experiment.weights.as_deref(),
+                )
+            });
+            assign::choose_variation(n, &ranges)
         });
-        let Some(assigned) = assign::choose_variation(n, &ranges) else {
-            return excluded();
+        if version_blocked {
+            return self.result(experiment, None, false, None, true);
+        }
+        let Some(assigned) = assigned else {
+            return excluded(self);
         };
         if let Some(force) = &experiment.force {
-            return self.result(experiment, force.as_i64(), false, None);
+            return self.result(experiment, force.as_i64(), false, None, false);
         }
         if self.qa_mode || experiment.status.as_deref() == Some("stopped") {
-            return excluded();
+            return excluded(self);
         }
-        self.result(experiment, Some(assigned as i64), true, Some(n))
+        let result = self.result(
+            experiment,
+            Some(assigned as i64),
+            true,
+            Some(n),
+            stored.is_some(),
+        );
+        if sticky {
+            self.remember(experiment, &hash_attribute, &hash_value, &result.key);
+        }
+        result
+    }
+
+    /// The stored variation of `experiment` for this unit, and whether an assignment from a
+    /// bucket version below the experiment's minimum excludes the unit.
+    fn sticky_variation(&self, experiment: &Experiment) -> (Option<usize>, bool) {
+        let options = &experiment.sticky;
+        let assignments = self.sticky_assignments(experiment);
+        let blocked = (0..options.min_bucket_version)
+            .any(|v| assignments.contains_key(&sticky_key(&experiment.key, v)));
+        if blocked {
+            return (None, true);
+        }
+        let stored = assignments
+            .get(&sticky_key(&experiment.key, options.bucket_version))
+            .and_then(|variation_key| {
+                experiment
+                    .meta
+                    .as_ref()?
+                    .iter()
+                    .position(|m| m.key.as_deref() == Some(variation_key.as_str()))
+            });
+        (stored, false)
+    }
+
+    /// The unit's stored assignments: those under the fallback attribute, overridden by those
+    /// under the hash attribute.
+    fn sticky_assignments(&self, experiment: &Experiment) -> BTreeMap<String, String> {
+        let Some(docs) = &self.sticky_buckets else {
+            return BTreeMap::new();
+        };
+        let mut assignments = BTreeMap::new();
+        let keys = [
+            experiment.sticky.fallback_attribute.as_deref(),
+            experiment.hash_attribute.as_deref(),
+        ];
+        for attribute in keys {
+            if let Some((name, value)) = self.hash_value(attribute, None)
+                && let Some(doc) = docs.get(&format!("{name}||{value}"))
+            {
+                assignments.extend(doc.assignments.clone());
+            }
+        }
+        assignments
+    }
+
+    /// Stores this unit's variation of `experiment` under the attribute it was hashed on.
+    fn remember(&mut self, experiment: &Experiment, attribute: &str, value: &str, variation: &str) {
+        let Some(docs) = &mut self.sticky_buckets else {
+            return;
+        };
+        let doc = docs
+            .entry(format!("{attribute}||{value}"))
+            .or_insert_with(|| StickyBucketDoc {
+                attribute_name: attribute.to_string(),
+                attribute_value: value.to_string(),
+                assignments: BTreeMap::new(),
+            });
+        doc.assignments.insert(
+            sticky_key(&experiment.key, experiment.sticky.bucket_version),
+            variation.to_string(),
+        );
     }
 
     fn result(
@@ -437,6 +575,7 @@ impl Context {
         variation: Option<i64>,
         hash_used: bool,
         bucket: Option<f64>,
+        sticky_bucket_used: bool,
     ) -> ExperimentResult {
         let count = experiment.variations.len();
         let chosen = variation
@@ -446,10 +585,17 @@ impl Context {
             Some(v) => (v, true),
             None => (0, false),
         };
-        let hash_attribute = experiment
-            .hash_attribute
-            .clone()
-            .unwrap_or_else(|| "id".to_string());
+        let sticky = self.sticky_buckets.is_some() && !experiment.sticky.disable_sticky_bucketing;
+        let fallback = sticky
+            .then_some(experiment.sticky.fallback_attribute.as_deref())
+            .flatten();
+        let hash_attribute = match self.hash_value(experiment.hash_attribute.as_deref(), fallback) {
+            Some((name, _)) => name,
+            None => experiment
+                .hash_attribute
+                .clone()
+                .unwrap_or_else(|| "id".to_string()),
+        };
         let hash_value = self
             .attributes
             .get(&hash_attribute)
@@ -473,17 +619,26 @@ impl Context {
             hash_value,
             bucket,
             passthrough: meta.is_some_and(|m| m.passthrough),
+            sticky_bucket_used,
         }
     }
 
     /// The hash attribute's name and the unit's value of it as text; `None` when the unit has
     /// none (absent, null, false, 0 or empty: JavaScript's falsy values).
-    fn hash_value(&self, attribute: Option<&str>) -> Option<(String, String)> {
-        let name = attribute.unwrap_or("id").to_string();
-        let value = self.attributes.get(&name)?;
-        if !truthy(value) {
-            return None;
-        }
+    fn hash_value(
+        &self,
+        attribute: Option<&str>,
+        fallback: Option<&str>,
+    ) -> Option<(String, String)> {
+        let name = attribute.unwrap_or("id");
+        let (name, value) = match self.attributes.get(name).filter(|v| truthy(v)) {
+            Some(value) => (name.to_string(), value),
+            None => {
+                let fallback = fallback?;
+                let value = self.attributes.get(fallback).filter(|v| truthy(v))?;
+                (fallback.to_string(), value)
+            }
+        };
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => match n.as_f64() {
@@ -497,7 +652,7 @@ impl Context {
 
     fn filtered_out(&self, filters: &[Filter]) -> bool {
         filters.iter().any(|filter| {
-            let Some((_, value)) = self.hash_value(filter.attribute.as_deref()) else {
+            let Some((_, value)) = self.hash_value(filter.attribute.as_deref(), None) else {
                 return true;
             };
             let Some(version) = HashVersion::from_number(filter.hash_version.unwrap_or(2)) else {
@@ -545,6 +700,11 @@ enum Prerequisite {
     Met,
     Unmet,
     Cyclic,
+}
+
+/// The key of an experiment's assignment at a bucket version.
+fn sticky_key(experiment: &str, bucket_version: u32) -> String {
+    format!("{experiment}__{bucket_version}")
 }
 
 /// A variation forced by `?{key}=N` in `url`, when N is a whole number below `variations`.

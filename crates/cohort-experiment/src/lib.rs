@@ -4,8 +4,8 @@
 //!   versions 1 and 2 over UTF-16 code units, bucket ranges, namespaces).
 //! - [`condition`]: targeting conditions in GrowthBook's MongoDB-style language, evaluated with
 //!   its SDKs' JavaScript semantics.
-//! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates and rule
-//!   order.
+//! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates, rule
+//!   order and sticky bucketing.
 //! - [`stats`]: the frequentist comparison (Welch t-test, relative lift by the delta method)
 //!   and sample-ratio mismatch, agreeing with gbstats 0.8.0.
 //!

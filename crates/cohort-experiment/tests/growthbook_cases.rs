@@ -3,7 +3,7 @@
 
 use cohort_experiment::assign::{self, HashVersion};
 use cohort_experiment::condition::eval_condition;
-use cohort_experiment::evaluate::{Context, Experiment, query_string_override};
+use cohort_experiment::evaluate::{Context, Experiment, StickyBucketDoc, query_string_override};
 use serde_json::Value;
 
 fn cases(section: &str) -> Vec<Value> {
@@ -137,7 +137,7 @@ fn every_run_case_matches() {
     assert!(cases.len() >= 70);
     let mut wrong = Vec::new();
     for case in &cases {
-        let context: Context = serde_json::from_value(case[1].clone()).expect("a context");
+        let mut context: Context = serde_json::from_value(case[1].clone()).expect("a context");
         let experiment: Experiment =
             serde_json::from_value(case[2].clone()).expect("an experiment");
         let result = context.run(&experiment);
@@ -160,7 +160,7 @@ fn every_feature_case_matches() {
     assert!(cases.len() >= 40);
     let mut wrong = Vec::new();
     for case in &cases {
-        let context: Context = serde_json::from_value(case[1].clone()).expect("a context");
+        let mut context: Context = serde_json::from_value(case[1].clone()).expect("a context");
         let result = context.eval_feature(case[2].as_str().unwrap());
         let want = &case[3];
         let mut got = serde_json::json!({
@@ -198,6 +198,57 @@ fn every_feature_case_matches() {
         }
         if got != expected {
             wrong.push(format!("{}: got {got}, want {expected}", case[0]));
+        }
+    }
+    assert_none_wrong(&wrong, cases.len());
+}
+
+#[test]
+fn every_sticky_bucket_case_matches() {
+    let cases = cases("stickyBucket");
+    assert!(cases.len() >= 9);
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let mut context: Context = serde_json::from_value(case[1].clone()).expect("a context");
+        // The case's stored documents, as a sticky bucket service hands them over: those of
+        // this unit's attribute values only.
+        let docs: Vec<StickyBucketDoc> =
+            serde_json::from_value(case[2].clone()).expect("sticky bucket documents");
+        let mut stored = context.sticky_buckets.take().unwrap_or_default();
+        for doc in docs {
+            let owned = context.attributes.get(&doc.attribute_name)
+                == Some(&serde_json::Value::String(doc.attribute_value.clone()));
+            if owned {
+                stored.insert(
+                    format!("{}||{}", doc.attribute_name, doc.attribute_value),
+                    doc,
+                );
+            }
+        }
+        context.sticky_buckets = Some(stored);
+        let result = context.eval_feature(case[3].as_str().unwrap());
+        let got = result.experiment.map(|r| {
+            serde_json::json!({
+                "value": r.value, "variationId": r.variation_id, "inExperiment": r.in_experiment,
+                "hashUsed": r.hash_used, "hashAttribute": r.hash_attribute,
+                "hashValue": r.hash_value, "key": r.key, "stickyBucketUsed": r.sticky_bucket_used,
+                "bucket": r.bucket,
+            })
+        });
+        let want = case[4].as_object().map(|w| {
+            serde_json::json!({
+                "value": w["value"], "variationId": w["variationId"],
+                "inExperiment": w["inExperiment"], "hashUsed": w["hashUsed"],
+                "hashAttribute": w["hashAttribute"], "hashValue": w["hashValue"],
+                "key": w["key"], "stickyBucketUsed": w["stickyBucketUsed"], "bucket": w["bucket"],
+            })
+        });
+        if got != want {
+            wrong.push(format!("{}: got {got:?}, want {want:?}", case[0]));
+        }
+        let docs = serde_json::to_value(context.sticky_buckets.unwrap_or_default()).unwrap();
+        if docs != case[5] {
+            wrong.push(format!("{}: documents {docs}, want {}", case[0], case[5]));
         }
     }
     assert_none_wrong(&wrong, cases.len());
