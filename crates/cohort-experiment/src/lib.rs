@@ -6,8 +6,10 @@
 //!   its SDKs' JavaScript semantics.
 //! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates, rule
 //!   order and sticky bucketing.
-//! - [`stats`]: the frequentist comparison (Welch t-test, relative lift by the delta method)
-//!   and sample-ratio mismatch, agreeing with gbstats 0.8.0.
+//! - [`stats`]: the comparisons of a report (Welch t-test with relative and absolute lifts,
+//!   ratio metrics, CUPED, sequential and Bayesian tests, sample-ratio mismatch) agreeing with
+//!   gbstats 0.8.0, and the pooled z-test, power, sample size, detectable effect and
+//!   multiple-comparison adjustments agreeing with statsmodels.
 //!
 //! No HTTP and no SQL here: the engine serves definitions and runs metric queries through the
 //! lake.
