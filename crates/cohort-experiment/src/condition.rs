@@ -261,6 +261,16 @@ fn padded_version(input: &Value) -> String {
         .join("-")
 }
 
+/// JavaScript's `String(v)`: how the SDKs turn an attribute into the text they hash.
+pub(crate) fn js_string(v: &Value) -> String {
+    JsValue(v).to_js_string()
+}
+
+/// JavaScript's `!!v`.
+pub(crate) fn truthy(v: &Value) -> bool {
+    JsValue(v).truthy()
+}
+
 /// A JSON value under JavaScript's conversions.
 struct JsValue<'a>(&'a Value);
 

@@ -18,7 +18,7 @@
 //! ```
 
 use crate::assign::{self, BucketRange, HashVersion};
-use crate::condition::eval_condition;
+use crate::condition::{eval_condition, js_string, truthy};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -260,16 +260,6 @@ impl FeatureResult {
     /// Whether the value is truthy, as the SDKs' `on`.
     pub fn on(&self) -> bool {
         truthy(&self.value)
-    }
-}
-
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
     }
 }
 
@@ -639,15 +629,7 @@ impl Context {
                 (fallback.to_string(), value)
             }
         };
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
-                _ => n.to_string(),
-            },
-            other => other.to_string(),
-        };
-        Some((name, text))
+        Some((name, js_string(value)))
     }
 
     fn filtered_out(&self, filters: &[Filter]) -> bool {

@@ -291,18 +291,13 @@ fn profiles_from_parquet_and_transactions_from_csv() {
     .unwrap();
 
     let run = |file: &Path, extra: &[&str]| {
-        let out = cohort()
-            .args(["import", "--data"])
-            .arg(s.dir.path())
-            .arg(file)
-            .args(["--source", "test"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::succeed(
+            cohort()
+                .args(["import", "--data"])
+                .arg(s.dir.path())
+                .arg(file)
+                .args(["--source", "test"])
+                .args(extra),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

@@ -107,21 +107,16 @@ fn writes_bad_sql_and_timeouts_get_clear_errors() {
 fn cli_query_reads_the_same_data() {
     let s = Server::start();
     seed(&s);
-    let out = cohort()
-        .args([
-            "query",
-            "SELECT count(*) AS n FROM events",
-            "--format",
-            "json",
-            "--data",
-        ])
-        .arg(s.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        cohort()
+            .args([
+                "query",
+                "SELECT count(*) AS n FROM events",
+                "--format",
+                "json",
+                "--data",
+            ])
+            .arg(s.dir.path()),
     );
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["n"], 6);

@@ -147,16 +147,11 @@ fn rfm_scores_name_and_cluster_customers_onto_their_profiles() {
     assert_eq!(q.json()["rows"][0]["n"], 2);
 
     // The CLI runs the same analysis on the data directory, beside the running server.
-    let out = cohort()
-        .args(["rfm", "--data"])
-        .arg(s.dir.path())
-        .arg("--json")
-        .output()
-        .expect("run cohort rfm");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        cohort()
+            .args(["rfm", "--data"])
+            .arg(s.dir.path())
+            .arg("--json"),
     );
     let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON from cohort rfm");
     assert_eq!(cli["report"]["segments"], run["report"]["segments"]);

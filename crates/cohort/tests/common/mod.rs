@@ -51,16 +51,11 @@ impl Server {
     /// Starts a server with one source named "test" and extra `cohort serve` arguments.
     pub fn start_with(serve_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let out = cohort()
-            .args(["admin", "--data"])
-            .arg(dir.path())
-            .args(["source", "create", "test", "--json"])
-            .output()
-            .expect("run cohort admin");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeed(
+            cohort()
+                .args(["admin", "--data"])
+                .arg(dir.path())
+                .args(["source", "create", "test", "--json"]),
         );
         let created: Value = serde_json::from_slice(&out.stdout).expect("json from admin");
         let write_key = created["write_key"]
@@ -343,18 +338,24 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Creates a source in the data directory with `cohort admin`; returns its write key.
-pub fn create_source(data: &std::path::Path, name: &str) -> String {
-    let out = cohort()
-        .args(["admin", "--data"])
-        .arg(data)
-        .args(["source", "create", name, "--json"])
-        .output()
-        .unwrap();
+/// Runs `command` and fails the test, showing its stderr, unless it succeeds.
+pub fn succeed(command: &mut Command) -> std::process::Output {
+    let out = command.output().expect("run the command");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Creates a source in the data directory with `cohort admin`; returns its write key.
+pub fn create_source(data: &std::path::Path, name: &str) -> String {
+    let out = succeed(
+        cohort()
+            .args(["admin", "--data"])
+            .arg(data)
+            .args(["source", "create", name, "--json"]),
     );
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     created["write_key"].as_str().unwrap().to_string()
