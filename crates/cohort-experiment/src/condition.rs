@@ -41,6 +41,73 @@ pub fn eval_condition(attributes: &Value, condition: &Value, saved_groups: &Valu
     })
 }
 
+/// Why `condition` cannot be what its author meant: an operator the SDKs do not know (which
+/// fails for every unit), a logic operator without a list, or a pattern that does not compile.
+/// Checked when a definition is saved, so that a typo is refused rather than quietly targeting
+/// nobody.
+pub fn check_condition(condition: &Value) -> Result<(), String> {
+    let Value::Object(condition) = condition else {
+        return Err("a condition is a JSON object".into());
+    };
+    for (key, value) in condition {
+        match key.as_str() {
+            "$or" | "$nor" | "$and" => {
+                let Value::Array(items) = value else {
+                    return Err(format!("{key} takes a list of conditions"));
+                };
+                items.iter().try_for_each(check_condition)?;
+            }
+            "$not" => check_condition(value)?,
+            op if op.starts_with('$') => return Err(format!("{op} is not a logic operator")),
+            path => check_value_condition(path, value)?,
+        }
+    }
+    Ok(())
+}
+
+fn check_value_condition(path: &str, condition: &Value) -> Result<(), String> {
+    let Value::Object(ops) = condition else {
+        return Ok(());
+    };
+    if !is_operator_object(ops) {
+        return Ok(());
+    }
+    for (op, expected) in ops {
+        match op.as_str() {
+            "$eq" | "$ne" | "$lt" | "$lte" | "$gt" | "$gte" | "$exists" | "$size" | "$type"
+            | "$veq" | "$vne" | "$vgt" | "$vgte" | "$vlt" | "$vlte" | "$inGroup"
+            | "$notInGroup" => {}
+            "$in" | "$nin" | "$ini" | "$nini" | "$all" | "$alli" => {
+                if !expected.is_array() {
+                    return Err(format!("{path}: {op} takes a list"));
+                }
+            }
+            "$not" => check_value_condition(path, expected)?,
+            "$elemMatch" => {
+                // Either a condition on the items' fields or operators on the items.
+                if let Value::Object(inner) = expected
+                    && !is_operator_object(inner)
+                {
+                    check_condition(expected)?;
+                } else {
+                    check_value_condition(path, expected)?;
+                }
+            }
+            "$regex" | "$regexi" | "$notRegex" | "$notRegexi" => {
+                let Some(pattern) = expected.as_str() else {
+                    return Err(format!("{path}: {op} takes a pattern as text"));
+                };
+                regex::RegexBuilder::new(pattern)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| format!("{path}: {op} pattern does not compile: {e}"))?;
+            }
+            other => return Err(format!("{path}: {other} is not an operator")),
+        }
+    }
+    Ok(())
+}
+
 fn eval_or(attributes: &Value, conditions: &Value, saved_groups: &Value) -> bool {
     let Value::Array(conditions) = conditions else {
         return false;

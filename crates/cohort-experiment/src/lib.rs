@@ -4,6 +4,10 @@
 //!   versions 1 and 2 over UTF-16 code units, bucket ranges, namespaces).
 //! - [`condition`]: targeting conditions in GrowthBook's MongoDB-style language, evaluated with
 //!   its SDKs' JavaScript semantics.
+//! - [`definition`]: flags, experiments and metrics as a team defines them, checked as a
+//!   whole before they are saved, and turned into GrowthBook's features payload.
+//! - [`store`]: the versioned storage they need (trait `DefinitionStore`), with an in-memory
+//!   implementation; `conformance` (feature) holds the suite every implementation passes.
 //! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates, rule
 //!   order and sticky bucketing.
 //! - [`stats`]: the comparisons of a report (Welch t-test with relative and absolute lifts,
@@ -16,5 +20,9 @@
 
 pub mod assign;
 pub mod condition;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod definition;
 pub mod evaluate;
 pub mod stats;
+pub mod store;
