@@ -14,6 +14,11 @@
 //!   ratio metrics, CUPED, sequential and Bayesian tests, sample-ratio mismatch) agreeing with
 //!   gbstats 0.8.0, and the pooled z-test, power, sample size, detectable effect and
 //!   multiple-comparison adjustments agreeing with statsmodels.
+//! - [`summary_input`]: a report's input (per-variation sums of each metric, the options) from
+//!   JSON or CSV.
+//! - [`report`]: the full experiment report (values, lifts, p-values or chance to win, power,
+//!   sample-ratio and multiple-exposure checks, a verdict in English and Chinese) and
+//!   sample-size planning.
 //!
 //! No HTTP and no SQL here: the engine serves definitions and runs metric queries through the
 //! lake.
@@ -24,5 +29,7 @@ pub mod condition;
 pub mod conformance;
 pub mod definition;
 pub mod evaluate;
+pub mod report;
 pub mod stats;
 pub mod store;
+pub mod summary_input;
