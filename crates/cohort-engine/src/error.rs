@@ -26,6 +26,15 @@ pub enum EngineError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Analysis(#[from] cohort_analysis::AnalysisError),
+    /// A definition that cannot be saved: the field that is wrong, and why.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// What was asked does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// It cannot be done in the state things are in (a stale version, a definition in use).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Internal(String),
 }

@@ -32,6 +32,7 @@
 mod analyses;
 mod analytics;
 mod error;
+mod experiments;
 mod ingest;
 mod processor;
 mod realtime;
@@ -41,6 +42,10 @@ mod sources;
 
 pub use analytics::{Analytics, ProfilesPin};
 pub use error::EngineError;
+pub use experiments::{
+    Assignment, EXPOSURE_SOURCE, Evaluation, EvaluationRequest, FlagValue, IdentifierRef,
+    SEGMENT_GROUP_LIMIT, SavedDefinition, profile_attributes,
+};
 pub use ingest::{IngestReply, IngestRequest, ReplayOutcome};
 pub use rfm::{RfmParams, RfmRun, RfmRunError};
 pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql, membership_sql};
@@ -122,6 +127,8 @@ struct Inner {
     /// The pipeline's threads, while they run: the processor and, trailing it, real-time
     /// segments.
     pipeline: std::sync::Mutex<Pipeline>,
+    /// GrowthBook's features payload, as last built.
+    payload: Arc<experiments::PayloadCache>,
 }
 
 #[derive(Default)]
@@ -188,6 +195,7 @@ impl Engine {
             analytics,
             refresh: std::sync::Mutex::new(None),
             pipeline: std::sync::Mutex::new(pipeline),
+            payload: Default::default(),
         }));
         if config.mode == Mode::Server {
             engine.start_segment_loops(&config).await?;

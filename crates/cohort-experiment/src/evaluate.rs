@@ -195,6 +195,8 @@ pub struct Experiment {
 /// What a unit got from an experiment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExperimentResult {
+    /// The experiment's key (a flag rule's `key`, else the flag's).
+    pub experiment_key: String,
     pub value: Value,
     pub variation_id: usize,
     /// The variation's key: its meta key, else its index.
@@ -596,6 +598,7 @@ impl Context {
             .and_then(|m| m.key.clone())
             .unwrap_or_else(|| variation_id.to_string());
         ExperimentResult {
+            experiment_key: experiment.key.clone(),
             value: experiment
                 .variations
                 .get(variation_id)

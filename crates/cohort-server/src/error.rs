@@ -110,6 +110,13 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::Lake(e) => ApiError::from_query(e),
             EngineError::Analysis(e) => ApiError::from_analysis(e),
+            EngineError::Invalid { field, message } => {
+                ApiError::bad_request("invalid_definition", format!("{field}: {message}"))
+            }
+            EngineError::NotFound(message) => ApiError::not_found(message),
+            EngineError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
             EngineError::Internal(message) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }

@@ -21,6 +21,7 @@
 mod catalog;
 mod conn;
 mod dedup;
+mod definitions;
 mod derived;
 mod failed;
 mod inbox;
@@ -37,6 +38,7 @@ use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
 pub use catalog::{AdminKey, Catalog, Source, SourceKind, hash_key};
 pub use cohort_core::{NewFailedEvent, Receipt, Submission};
+pub use definitions::SqliteDefinitions;
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
@@ -149,6 +151,7 @@ struct Inner {
     segments: Segments,
     failed: FailedEvents,
     profiles: Profiles,
+    definitions: SqliteDefinitions,
     /// Held while this process applies the inbox; released on drop.
     _processing_lock: Option<std::fs::File>,
 }
@@ -194,6 +197,7 @@ impl Store {
             profile_cache.clone(),
         );
         let segments = Segments::new(conn::open(&state_path, config.durability)?);
+        let definitions = SqliteDefinitions::new(conn::open(&state_path, config.durability)?);
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
@@ -204,6 +208,7 @@ impl Store {
                 segments,
                 failed,
                 profiles,
+                definitions,
                 _processing_lock: processing_lock,
             }),
         })
@@ -285,6 +290,11 @@ impl Store {
     }
 
     /// Segment and tag definitions and their members.
+    /// Flag, experiment and metric definitions, versioned.
+    pub fn definitions(&self) -> &SqliteDefinitions {
+        &self.inner.definitions
+    }
+
     pub fn segments(&self) -> &Segments {
         &self.inner.segments
     }

@@ -216,6 +216,19 @@ ALTER TABLE sources ADD COLUMN trait_claims INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE sources ADD COLUMN allowed_origins TEXT;
 "#,
+    // Flags, experiments, metrics and their settings: every version of every document, a
+    // deletion being a version whose document is NULL. `id` orders all saves (the revision).
+    r#"
+CREATE TABLE definitions (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind     TEXT    NOT NULL,
+    key      TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    saved_at INTEGER NOT NULL,
+    document TEXT,
+    UNIQUE (kind, key, version)
+);
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -339,6 +339,32 @@ impl Segments {
         })
     }
 
+    /// The identifier values of kind `kind` that the segment's members have, at most `limit`:
+    /// the saved group a flag's segment targeting becomes for SDKs that match on that kind.
+    pub fn member_identifiers(
+        &self,
+        segment_id: i64,
+        kinds: &[&str],
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut values = Vec::new();
+            for kind in kinds {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT i.value FROM memberships m JOIN identities i
+                       ON i.customer_id = m.customer_id AND i.kind = ?2
+                     WHERE m.segment_id = ?1 ORDER BY i.value LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![segment_id, kind, limit as i64], |r| r.get(0))?;
+                for row in rows {
+                    values.push(row?);
+                }
+            }
+            values.truncate(limit);
+            Ok(values)
+        })
+    }
+
     pub fn member_count(&self, segment_id: i64) -> Result<i64, StoreError> {
         self.with(|conn| {
             Ok(conn

@@ -3,6 +3,7 @@
 //! an event means.
 
 mod analyses;
+mod experiments;
 mod failed_events;
 mod ingest;
 mod keys;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(analyses::routes())
         .merge(segments::routes())
         .merge(rfm::routes())
+        .merge(experiments::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     // What browsers and SDKs call with a write key: the Segment and RudderStack event routes
@@ -46,7 +48,9 @@ pub fn router(state: AppState) -> Router {
             get(sdk_settings::segment),
         )
         .route("/sourceConfig", get(sdk_settings::rudderstack))
-        .route("/sourceConfig/", get(sdk_settings::rudderstack));
+        .route("/sourceConfig/", get(sdk_settings::rudderstack))
+        // GrowthBook's SDKs fetch flags with a client key, public like a write key.
+        .route("/api/features/{client_key}", get(experiments::features));
     // Everything behind a key counts failed authentications per address; the health and
     // metrics routes take no key and always answer. CORS is outermost, so that even the
     // limiter's 429 reaches the page that caused it.
