@@ -752,7 +752,9 @@ fn metric_value(variation: &str, s: &Summary, alpha: f64) -> MetricValue {
             Ok([centre - half, centre + half])
         }
         _ if n < 2 => Err(ReasonCode::NotEnoughData),
-        _ if variance < 0.0 => Err(ReasonCode::ZeroVariance),
+        // Every unit alike (or sums that contradict each other): a zero-width interval
+        // would claim a certainty the data cannot give.
+        _ if variance <= 0.0 => Err(ReasonCode::ZeroVariance),
         _ => match t_quantile(nf - 1.0, 1.0 - alpha / 2.0) {
             Some(t) => {
                 let half = t * (variance / nf).sqrt();
@@ -817,8 +819,20 @@ fn bayesian_lift(
     difference: Difference,
 ) -> Result<LiftFigures, Degenerate> {
     let p = settings.options.prior;
-    // The prior is on the relative effect (gbstats' runner); an absolute lift takes it scaled
-    // by the control's plain mean.
+    // The prior is stated on the relative effect (gbstats' runner), so an absolute lift takes
+    // it scaled by the control's plain mean. With a mean of zero it cannot be expressed, and
+    // gbstats refuses (even the flat prior, which it rescales too); so does the report.
+    if difference == Difference::Absolute && control.unadjusted_mean() == 0.0 {
+        // gbstats finds too few units or no variance before it divides: so does the report.
+        stats::bayesian(
+            control,
+            variation,
+            difference,
+            Prior::default(),
+            settings.options.alpha,
+        )?;
+        return Err(Degenerate::ControlMeanZero);
+    }
     let prior = match (difference, p.proper) {
         (_, false) => Prior::default(),
         (Difference::Relative, true) => Prior {
@@ -828,9 +842,6 @@ fn bayesian_lift(
         },
         (Difference::Absolute, true) => {
             let base = control.unadjusted_mean();
-            if base == 0.0 {
-                return Err(Degenerate::ControlMeanZero);
-            }
             Prior {
                 mean: p.mean * base.abs(),
                 variance: p.stddev.powi(2) * base.powi(2),
@@ -2209,6 +2220,33 @@ mod tests {
             d.verdict.en,
             "Guardrail m probably worsened in B against A: 3.3% chance to win, +30.0% (95% credible interval -1.9% to +61.9%)"
         );
+    }
+
+    /// gbstats states its prior on the relative effect and rescales it by the control's mean
+    /// for an absolute lift, so it refuses a control mean of zero even with the flat prior
+    /// (after its unit and variance checks); the report refuses alike.
+    #[test]
+    fn bayesian_absolute_lifts_need_a_control_mean() {
+        let report = analyze(&two_arms(
+            json!([
+                {"key": "profit", "kind": "mean",
+                 "data": {"a": {"n": 50, "sum": 0, "sum_squares": 100},
+                          "b": {"n": 50, "sum": 10, "sum_squares": 120}}},
+                {"key": "buy", "kind": "proportion",
+                 "data": {"a": {"n": 1000, "sum": 0}, "b": {"n": 1000, "sum": 7}}}
+            ]),
+            json!({"engine": "bayesian", "difference": "absolute"}),
+        ))
+        .unwrap();
+        let code = |m: usize| {
+            report.metrics[m].comparisons[0]
+                .absolute
+                .reason()
+                .expect("a reason")
+                .code
+        };
+        assert_eq!(code(0), ReasonCode::BaselineZero);
+        assert_eq!(code(1), ReasonCode::ZeroVariance);
     }
 
     #[test]
