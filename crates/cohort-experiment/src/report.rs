@@ -749,7 +749,8 @@ fn metric_value(variation: &str, s: &Summary, alpha: f64) -> MetricValue {
             let denominator = 1.0 + z2 / nf;
             let centre = (mean + z2 / (2.0 * nf)) / denominator;
             let half = z * (mean * (1.0 - mean) / nf + z2 / (4.0 * nf * nf)).sqrt() / denominator;
-            Ok([centre - half, centre + half])
+            // The bounds are within [0, 1]; rounding can push a bound of 0 a hair below.
+            Ok([(centre - half).max(0.0), (centre + half).min(1.0)])
         }
         _ if n < 2 => Err(ReasonCode::NotEnoughData),
         // Every unit alike (or sums that contradict each other): a zero-width interval
