@@ -72,6 +72,13 @@ pub enum Command {
         after_help = "Examples:\n  cohort rfm --data ./cohort-data\n  cohort rfm --window-days 180 --k 4 --json > rfm.json\n  cohort rfm --as-of 2026-03-01\n\nThe same run over HTTP: POST /api/v1/rfm/run {\"window_days\": 365, \"k\": 5};\nthe latest report: GET /api/v1/rfm/report."
     )]
     Rfm(RfmArgs),
+    /// Experiments: analyse results from each variation's sums (JSON or CSV) and plan sample
+    /// sizes.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cohort experiment analyze results.json\n  cohort experiment analyze sums.csv --engine bayesian --correction holm --json\n  cohort experiment sample-size --baseline-rate 0.1 --mde 0.1 --relative --daily-units 5000"
+    )]
+    Experiment(crate::experiment::ExperimentCommand),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,6 +5,7 @@ mod analyse;
 mod cli;
 mod data_dir;
 mod demo;
+mod experiment;
 mod import;
 mod query;
 mod rfm;
@@ -43,6 +44,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Query(args) => query::run(args).await,
             cli::Command::Analyse(args) => analyse::run(args).await,
             cli::Command::Rfm(args) => rfm::run(args).await,
+            cli::Command::Experiment(command) => experiment::run(command).await,
             cli::Command::Segment(args) => {
                 segment::run(args, cohort_store::SegmentKind::Segment).await
             }
