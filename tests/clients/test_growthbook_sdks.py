@@ -323,34 +323,11 @@ def cohort_evaluate(server: CohortServer, units: list[dict]) -> list[dict]:
         chunk = units[start:start + BATCH]
         body = {"batch": [{"attributes": a, "log_exposures": False} for a in chunk]}
         r = session.post(url, json=body, timeout=120)
-        if r.status_code == 400 and "unknown field `batch`" in r.text:
-            # A server without the batch form: one request per unit, a few at a time.
-            return cohort_evaluate_one_by_one(server, units)
         assert r.status_code == 200, f"POST /api/v1/flags/evaluate (batch) -> {r.status_code}: {r.text[:500]}"
         got = r.json()["batch"]
         assert len(got) == len(chunk), f"{len(got)} answers for {len(chunk)} units"
         answers.extend(g["flags"] for g in got)
     return answers
-
-
-def cohort_evaluate_one_by_one(server: CohortServer, units: list[dict]) -> list[dict]:
-    from concurrent.futures import ThreadPoolExecutor
-    import threading
-
-    local = threading.local()
-    url = server.base_url + "/api/v1/flags/evaluate"
-
-    def one(attributes: dict) -> dict:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-            local.session.headers.update(server.admin_headers())
-        r = local.session.post(url, json={"attributes": attributes, "log_exposures": False},
-                               timeout=30)
-        assert r.status_code == 200, f"POST /api/v1/flags/evaluate -> {r.status_code}: {r.text[:500]}"
-        return r.json()["flags"]
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(one, units))
 
 
 def js_evaluate(server: CohortServer, units: list[dict], tmp: Path) -> dict:
@@ -551,13 +528,6 @@ def test_the_global_holdout_keeps_its_units_out_of_the_experiments_that_honour_i
     assert any(in_experiment(rows[i]["pricing-discount"]) for i in held)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Cohort's payload bug, reported: an experiment behind the global holdout is served with "
-    "both `filters` (the holdout) and `namespace`, and GrowthBook's SDKs (and Cohort's "
-    "evaluator, which follows them) ignore `namespace` when `filters` is present, so the "
-    "namespace's experiments overlap. Remove this marker with the fix (e.g. serving the "
-    "namespace as a further filter: seed '__' + id, hashVersion 1, the experiment's hash "
-    "attribute, ranges [[lo, hi]])."))
 def test_a_namespace_keeps_its_experiments_apart(evaluated):
     """checkout-layout [0, 0.6) and checkout-button [0.6, 1) share the namespace "checkout":
     no unit is in both, as the SDKs evaluate the payload."""

@@ -52,6 +52,7 @@
 mod active;
 mod common;
 mod customers;
+pub mod experiment;
 mod funnel;
 mod grouped;
 mod read;

@@ -400,6 +400,40 @@ impl Engine {
         .await
     }
 
+    /// An experiment's report from the lake: its exposures and goal and guardrail metrics,
+    /// analysed with `options`; `covariate_days` > 0 adjusts with CUPED over that many days
+    /// before each unit's exposure.
+    pub async fn experiment_report(
+        &self,
+        key: String,
+        options: cohort_experiment::summary_input::Options,
+        covariate_days: u32,
+    ) -> Result<cohort_experiment::report::Report, EngineError> {
+        let store = self.store().clone();
+        let now = self.now();
+        let (experiment, metrics) = blocking(move || {
+            let mut catalogue = catalogue(&store)?;
+            let experiment = catalogue
+                .experiments
+                .remove(&key)
+                .ok_or_else(|| not_found(DefinitionKind::Experiment, &key))?;
+            Ok((experiment, catalogue.metrics))
+        })
+        .await?;
+        let query =
+            cohort_experiment::metrics::exposure_query(&experiment, &metrics, covariate_days, now)
+                .map_err(|e| EngineError::Conflict(e.to_string()))?;
+        let lake = self.lake()?.lake().await?;
+        let sums =
+            cohort_analysis::experiment::exposure_sums(lake, &query, &Default::default()).await?;
+        let input =
+            cohort_experiment::metrics::report_input(&experiment, &metrics, &query, &sums, options);
+        cohort_experiment::report::analyze(&input).map_err(|e| EngineError::Invalid {
+            field: e.at,
+            message: e.message,
+        })
+    }
+
     /// Sets (or with `None` removes) the global holdout.
     pub async fn set_holdout(
         &self,

@@ -1096,15 +1096,24 @@ fn experiment_rule(out: &mut Map<String, Value>, e: &Experiment, holdout: Option
         && let Some(h) = holdout
         && h.fraction > 0.0
     {
-        out.insert(
-            "filters".into(),
-            json!([{
-                "seed": HOLDOUT_SEED,
-                "attribute": h.hash_attribute,
-                "hashVersion": 2,
-                "ranges": [[h.fraction, 1.0]],
-            }]),
-        );
+        let mut filters = vec![json!({
+            "seed": HOLDOUT_SEED,
+            "attribute": h.hash_attribute,
+            "hashVersion": 2,
+            "ranges": [[h.fraction, 1.0]],
+        })];
+        // The SDKs check a rule's namespace only when it has no filters, so beside the
+        // holdout's filter the namespace is one more: the same hash ("__" + id, version 1)
+        // over the same range.
+        if let Some(ns) = &e.namespace {
+            filters.push(json!({
+                "seed": format!("__{}", ns.id),
+                "attribute": e.hash_attribute,
+                "hashVersion": 1,
+                "ranges": [[ns.range.0, ns.range.1]],
+            }));
+        }
+        out.insert("filters".into(), Value::Array(filters));
     }
     out.insert(
         "meta".into(),
@@ -1400,5 +1409,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kept.default_value, json!({"deep": [1, {"x": null}]}));
+    }
+
+    #[test]
+    fn namespaces_still_separate_experiments_under_the_global_holdout() {
+        let mut left = checkout();
+        left.namespace = Some(Namespace {
+            id: "pay".into(),
+            range: (0.0, 0.5),
+        });
+        let mut right = checkout();
+        right.key = "checkout-2".into();
+        right.namespace = Some(Namespace {
+            id: "pay".into(),
+            range: (0.5, 1.0),
+        });
+        let experiments = BTreeMap::from([
+            ("checkout".to_string(), left),
+            ("checkout-2".to_string(), right),
+        ]);
+        let flags = vec![
+            flag(
+                json!({"key": "f1", "value_type": "boolean", "default_value": false,
+                "rules": [{"type": "experiment", "experiment": "checkout"}]}),
+            ),
+            flag(
+                json!({"key": "f2", "value_type": "boolean", "default_value": false,
+                "rules": [{"type": "experiment", "experiment": "checkout-2"}]}),
+            ),
+        ];
+        let holdout = Holdout {
+            fraction: 0.05,
+            hash_attribute: "id".into(),
+        };
+        let payload = features_payload(&PayloadInput {
+            flags: &flags,
+            experiments: &experiments,
+            holdout: Some(&holdout),
+            segment_members: &BTreeMap::new(),
+        });
+        let mut in_either = 0;
+        for i in 0..1000 {
+            let mut unit = context_for(&payload, json!({"id": format!("visitor-{i}")}));
+            let one = unit.eval_feature("f1").source == Source::Experiment;
+            let two = unit.eval_feature("f2").source == Source::Experiment;
+            assert!(
+                !(one && two),
+                "visitor-{i} is in both halves of the namespace"
+            );
+            in_either += usize::from(one || two);
+        }
+        assert!(in_either > 900, "{in_either} of 1000 in an experiment");
     }
 }

@@ -8,6 +8,9 @@
 //!   whole before they are saved, and turned into GrowthBook's features payload.
 //! - [`store`]: the versioned storage they need (trait `DefinitionStore`), with an in-memory
 //!   implementation; `conformance` (feature) holds the suite every implementation passes.
+//! - [`metrics`]: which exposures and per-unit values an experiment's report sums
+//!   ([`metrics::ExposureQuery`], answered over the lake by the engine) and the report's input
+//!   from those sums.
 //! - [`evaluate`]: experiments and feature flags for one unit, with the SDKs' gates, rule
 //!   order and sticky bucketing.
 //! - [`stats`]: the comparisons of a report (Welch t-test with relative and absolute lifts,
@@ -29,6 +32,7 @@ pub mod condition;
 pub mod conformance;
 pub mod definition;
 pub mod evaluate;
+pub mod metrics;
 pub mod report;
 pub mod stats;
 pub mod store;

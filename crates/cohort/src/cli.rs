@@ -72,13 +72,18 @@ pub enum Command {
         after_help = "Examples:\n  cohort rfm --data ./cohort-data\n  cohort rfm --window-days 180 --k 4 --json > rfm.json\n  cohort rfm --as-of 2026-03-01\n\nThe same run over HTTP: POST /api/v1/rfm/run {\"window_days\": 365, \"k\": 5};\nthe latest report: GET /api/v1/rfm/report."
     )]
     Rfm(RfmArgs),
-    /// Experiments: analyse results from each variation's sums (JSON or CSV) and plan sample
-    /// sizes.
+    /// Feature flags: define them (typed values; force, rollout and experiment rules;
+    /// prerequisites), list their versions, and evaluate them for a customer.
     #[command(
-        subcommand,
-        after_help = "Examples:\n  cohort experiment analyze results.json\n  cohort experiment analyze sums.csv --engine bayesian --correction holm --json\n  cohort experiment sample-size --baseline-rate 0.1 --mde 0.1 --relative --daily-units 5000"
+        after_help = "Examples:\n  cohort flag apply flags.json\n  cohort flag list\n  cohort flag evaluate --id user_id=u-1001 --attr country=DE\n  cohort flag versions new-checkout --json\n\nOver HTTP: /api/v1/flags, POST /api/v1/flags/evaluate; GrowthBook's SDKs read\nGET /api/features/{write key}."
     )]
-    Experiment(crate::experiment::ExperimentCommand),
+    Flag(crate::definitions::FlagArgs),
+    /// Experiments: define, start and stop them, read their report from the events, analyse
+    /// results from each variation's sums (JSON or CSV) and plan sample sizes.
+    #[command(
+        after_help = "Examples:\n  cohort experiment metric apply metrics.json\n  cohort experiment apply checkout.json\n  cohort experiment start checkout\n  cohort experiment report checkout --engine bayesian --cuped-days 14\n  cohort experiment stop checkout --variation one-page --reason \"won on purchase\"\n  cohort experiment analyze sums.csv --correction holm --json\n  cohort experiment sample-size --baseline-rate 0.1 --mde 0.1 --relative --daily-units 5000\n\nOver HTTP: /api/v1/experiments, /api/v1/metrics, GET /api/v1/experiments/{key}/report,\nPOST /api/v1/experiments/analyze."
+    )]
+    Experiment(crate::experiment::ExperimentArgs),
 }
 
 #[derive(Args, Debug, Clone)]

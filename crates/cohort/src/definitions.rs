@@ -142,7 +142,7 @@ pub async fn run(
     Ok(())
 }
 
-fn print_saved(saved: &SavedDefinition, json: bool) {
+pub fn print_saved(saved: &SavedDefinition, json: bool) {
     if json {
         println!(
             "{}",

@@ -1,21 +1,62 @@
-//! `cohort experiment`: analyse an experiment from per-variation sums (JSON or CSV) and plan
-//! sample sizes. The statistics live in `cohort_experiment::report`; this file reads the input,
-//! applies the flags and prints tables or JSON.
+//! `cohort experiment`: define experiments and metrics, start and stop them and read their
+//! report from the data directory's events (through the engine); analyse an experiment from
+//! per-variation sums (JSON or CSV) and plan sample sizes. The statistics live in
+//! `cohort_experiment::report`; this file reads the input, applies the flags and prints tables
+//! or JSON.
 
+use crate::definitions::{self, DefinitionCommand};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use cohort_experiment::definition::Decision;
 use cohort_experiment::report::{
     self, Comparison, Computed, MetricReport, Outcome, Report, SampleSizeInput, SampleSizePlan,
     SrmStatus,
 };
+use cohort_experiment::store::DefinitionKind;
 use cohort_experiment::summary_input::{
     self, Correction, DifferenceType, Direction, Engine, MetricKind, ReportInput,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    #[command(flatten)]
+    pub data: crate::cli::DataArgs,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ExperimentCommand,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ExperimentCommand {
+    #[command(flatten)]
+    Definition(DefinitionCommand),
+    /// Metric definitions: list, show, apply, delete, versions.
+    #[command(subcommand)]
+    Metric(DefinitionCommand),
+    /// Start serving an experiment (a new phase).
+    Start { key: String },
+    /// Stop an experiment with a decision: the variation everybody gets from now on (none: the
+    /// flag's later rules decide again) and why.
+    Stop {
+        key: String,
+        #[arg(long)]
+        variation: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The report from the events: exposures, goal and guardrail metrics, verdict.
+    Report {
+        key: String,
+        #[command(flatten)]
+        analysis: AnalysisFlags,
+        /// Adjust with CUPED over this many days before each unit's exposure.
+        #[arg(long, default_value_t = 0)]
+        cuped_days: u32,
+    },
     /// Analyse an experiment from each variation's sums: lifts with intervals, p-values (or
     /// chance to win and risk), power, sample-ratio and multiple-exposure checks, and a verdict
     /// in English and Chinese.
@@ -62,9 +103,19 @@ pub struct AnalyzeArgs {
     /// standard input.
     #[arg(long, value_enum)]
     pub format: Option<InputFormat>,
-    /// Print the report as JSON instead of tables.
+    #[command(flatten)]
+    pub analysis: AnalysisFlags,
+    /// Days the experiment has run (for the days still needed).
     #[arg(long)]
-    pub json: bool,
+    pub days_running: Option<f64>,
+    /// Units that saw more than one variation.
+    #[arg(long)]
+    pub multiple_exposures: Option<u64>,
+}
+
+/// How to analyse: each flag overrides the input's (or the default) option.
+#[derive(Args, Debug)]
+pub struct AnalysisFlags {
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
     /// Two-sided level (intervals at 1 - alpha).
@@ -82,15 +133,46 @@ pub struct AnalyzeArgs {
     /// Power wanted against --target-mde.
     #[arg(long)]
     pub power: Option<f64>,
-    /// Days the experiment has run (for the days still needed).
-    #[arg(long)]
-    pub days_running: Option<f64>,
-    /// Units that saw more than one variation.
-    #[arg(long)]
-    pub multiple_exposures: Option<u64>,
     /// The sequential engine's tuning (the sample size its interval is tightest at).
     #[arg(long)]
     pub sequential_tuning: Option<f64>,
+}
+
+impl AnalysisFlags {
+    pub fn apply(&self, o: &mut summary_input::Options) {
+        if let Some(engine) = self.engine {
+            o.engine = match engine {
+                EngineArg::Frequentist => Engine::Frequentist,
+                EngineArg::Sequential => Engine::Sequential,
+                EngineArg::Bayesian => Engine::Bayesian,
+            };
+        }
+        if let Some(correction) = self.correction {
+            o.correction = match correction {
+                CorrectionArg::None => Correction::None,
+                CorrectionArg::Holm => Correction::Holm,
+                CorrectionArg::BenjaminiHochberg => Correction::BenjaminiHochberg,
+            };
+        }
+        if let Some(difference) = self.difference {
+            o.difference = match difference {
+                DifferenceArg::Relative => DifferenceType::Relative,
+                DifferenceArg::Absolute => DifferenceType::Absolute,
+            };
+        }
+        if let Some(alpha) = self.alpha {
+            o.alpha = alpha;
+        }
+        if let Some(power) = self.power {
+            o.power = power;
+        }
+        if let Some(tuning) = self.sequential_tuning {
+            o.sequential_tuning = tuning;
+        }
+        if self.target_mde.is_some() {
+            o.target_mde = self.target_mde;
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,16 +229,64 @@ pub struct SampleSizeArgs {
     /// Units entering the experiment per day, all arms together (gives the days needed).
     #[arg(long)]
     pub daily_units: Option<f64>,
-    /// Print the plan as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-pub async fn run(command: ExperimentCommand) -> anyhow::Result<()> {
-    match command {
+pub async fn run(args: ExperimentArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    match args.command {
+        ExperimentCommand::Definition(command) => {
+            with_engine(&args.data, async |engine| {
+                definitions::run(engine, DefinitionKind::Experiment, command, json).await
+            })
+            .await?;
+        }
+        ExperimentCommand::Metric(command) => {
+            with_engine(&args.data, async |engine| {
+                definitions::run(engine, DefinitionKind::Metric, command, json).await
+            })
+            .await?;
+        }
+        ExperimentCommand::Start { key } => {
+            with_engine(&args.data, async |engine| {
+                let saved = engine.start_experiment(key).await?;
+                definitions::print_saved(&saved, json);
+                Ok(())
+            })
+            .await?;
+        }
+        ExperimentCommand::Stop {
+            key,
+            variation,
+            reason,
+        } => {
+            with_engine(&args.data, async |engine| {
+                let decision = Decision { variation, reason };
+                let saved = engine.stop_experiment(key, decision).await?;
+                definitions::print_saved(&saved, json);
+                Ok(())
+            })
+            .await?;
+        }
+        ExperimentCommand::Report {
+            key,
+            analysis,
+            cuped_days,
+        } => {
+            let report = with_engine(&args.data, async |engine| {
+                let mut options = summary_input::Options::default();
+                analysis.apply(&mut options);
+                Ok(engine.experiment_report(key, options, cuped_days).await?)
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render(&report));
+            }
+        }
         ExperimentCommand::Analyze(args) => {
             let report = analyze(&args)?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", render(&report));
@@ -174,7 +304,7 @@ pub async fn run(command: ExperimentCommand) -> anyhow::Result<()> {
                 variations: args.variations,
                 daily_units: args.daily_units,
             })?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
                 print!("{}", render_plan(&plan));
@@ -182,6 +312,17 @@ pub async fn run(command: ExperimentCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `work` on the engine over the data directory, and closes it whatever the outcome.
+async fn with_engine<T>(
+    data: &crate::cli::DataArgs,
+    work: impl AsyncFnOnce(&cohort_engine::Engine) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let engine = crate::data_dir::open_tool(&data.data).await?;
+    let outcome = work(&engine).await;
+    engine.close().await;
+    outcome
 }
 
 fn read_input(file: &Path, format: Option<InputFormat>) -> anyhow::Result<ReportInput> {
@@ -220,39 +361,7 @@ fn read_input(file: &Path, format: Option<InputFormat>) -> anyhow::Result<Report
 
 fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
     let mut input = read_input(&args.file, args.format)?;
-    let o = &mut input.options;
-    if let Some(engine) = args.engine {
-        o.engine = match engine {
-            EngineArg::Frequentist => Engine::Frequentist,
-            EngineArg::Sequential => Engine::Sequential,
-            EngineArg::Bayesian => Engine::Bayesian,
-        };
-    }
-    if let Some(correction) = args.correction {
-        o.correction = match correction {
-            CorrectionArg::None => Correction::None,
-            CorrectionArg::Holm => Correction::Holm,
-            CorrectionArg::BenjaminiHochberg => Correction::BenjaminiHochberg,
-        };
-    }
-    if let Some(difference) = args.difference {
-        o.difference = match difference {
-            DifferenceArg::Relative => DifferenceType::Relative,
-            DifferenceArg::Absolute => DifferenceType::Absolute,
-        };
-    }
-    if let Some(alpha) = args.alpha {
-        o.alpha = alpha;
-    }
-    if let Some(power) = args.power {
-        o.power = power;
-    }
-    if let Some(tuning) = args.sequential_tuning {
-        o.sequential_tuning = tuning;
-    }
-    if args.target_mde.is_some() {
-        o.target_mde = args.target_mde;
-    }
+    args.analysis.apply(&mut input.options);
     if args.days_running.is_some() {
         input.days_running = args.days_running;
     }
@@ -631,29 +740,36 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
 
-    fn parse(args: &[&str]) -> ExperimentCommand {
+    fn parse_args(args: &[&str]) -> ExperimentArgs {
         match Cli::try_parse_from(args)
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
             .command
         {
-            Command::Experiment(command) => command,
+            Command::Experiment(args) => args,
             other => panic!("{other:?}"),
         }
     }
 
+    fn parse(args: &[&str]) -> ExperimentCommand {
+        parse_args(args).command
+    }
+
     #[test]
     fn the_help_names_the_librarys_csv_columns() {
-        let long_help = concat!(
-            "  metric,variation,kind,n,sum,sum_squares,denominator_sum,denominator_sum_squares,\n",
-            "  numerator_denominator_sum_of_products,pre_sum,pre_sum_squares,post_pre_sum_of_products,\n",
-            "  metric_name,direction,guardrail,variation_name,weight,units\n",
-        );
-        let joined: String = long_help
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let analyze = cli
+            .find_subcommand_mut("experiment")
+            .and_then(|e| e.find_subcommand_mut("analyze"))
+            .expect("cohort experiment analyze");
+        let help = analyze.render_long_help().to_string();
+        let columns: String = help
             .lines()
+            .skip_while(|l| !l.trim_start().starts_with("metric,variation,kind"))
+            .take(3)
             .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("");
-        assert_eq!(joined, summary_input::csv_header());
+            .collect();
+        assert_eq!(columns, summary_input::csv_header());
     }
 
     #[test]
@@ -674,9 +790,13 @@ mod tests {
             panic!()
         };
         assert_eq!(a.file, PathBuf::from("-"));
-        assert_eq!(a.engine, Some(EngineArg::Sequential));
-        assert_eq!(a.correction, Some(CorrectionArg::BenjaminiHochberg));
-        assert!(a.json);
+        assert_eq!(a.analysis.engine, Some(EngineArg::Sequential));
+        assert_eq!(
+            a.analysis.correction,
+            Some(CorrectionArg::BenjaminiHochberg)
+        );
+        let json_after = parse_args(&["cohort", "experiment", "analyse", "-", "--json"]);
+        assert!(json_after.json);
         let ExperimentCommand::SampleSize(s) = parse(&[
             "cohort",
             "experiment",

@@ -4,6 +4,7 @@ mod admin;
 mod analyse;
 mod cli;
 mod data_dir;
+mod definitions;
 mod demo;
 mod experiment;
 mod import;
@@ -44,7 +45,8 @@ fn main() -> std::process::ExitCode {
             cli::Command::Query(args) => query::run(args).await,
             cli::Command::Analyse(args) => analyse::run(args).await,
             cli::Command::Rfm(args) => rfm::run(args).await,
-            cli::Command::Experiment(command) => experiment::run(command).await,
+            cli::Command::Flag(args) => definitions::run_flag(args).await,
+            cli::Command::Experiment(args) => experiment::run(args).await,
             cli::Command::Segment(args) => {
                 segment::run(args, cohort_store::SegmentKind::Segment).await
             }

@@ -284,3 +284,207 @@ fn the_cli_applies_lists_and_evaluates_flags() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_report_counts_first_exposures_and_conversions_from_the_events() {
+    let s = Server::start();
+    send(&s, "POST", "/api/v1/metrics", &metric(), 201);
+    let revenue = json!({"key": "revenue", "type": "sum", "event": "Order Completed",
+        "property": "revenue", "cap": 100.0});
+    send(&s, "POST", "/api/v1/metrics", &revenue, 201);
+    let mut e = experiment();
+    e["metrics"] = json!(["purchase", "revenue"]);
+    send(&s, "POST", "/api/v1/experiments", &e, 201);
+    send(&s, "POST", "/api/v1/flags", &flag(), 201);
+    send(
+        &s,
+        "POST",
+        "/api/v1/experiments/checkout/start",
+        &json!({}),
+        200,
+    );
+
+    // 60 visitors evaluated server-side; every third one buys, for 30 or (capped) 250.
+    let batch: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"identifier": {"type": "user_id", "value": format!("u-{i}")},
+                        "attributes": {"id": format!("u-{i}")}})
+        })
+        .collect();
+    let answers = send(
+        &s,
+        "POST",
+        "/api/v1/flags/evaluate",
+        &json!({"batch": batch}),
+        200,
+    );
+    let mut expected: std::collections::BTreeMap<String, (u64, u64, f64)> = Default::default();
+    let mut orders = Vec::new();
+    for (i, answer) in answers["batch"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(answer["exposures_logged"], 1, "{answer}");
+        let variation = answer["flags"]["one-page-checkout"]["experiment"]["variation_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let entry = expected.entry(variation).or_default();
+        entry.0 += 1;
+        if i % 3 == 0 {
+            let amount = if i % 2 == 0 { 30.0 } else { 250.0 };
+            entry.1 += 1;
+            entry.2 += f64::min(amount, 100.0);
+            orders.push(
+                json!({"type": "track", "event": "Order Completed", "userId": format!("u-{i}"),
+                "messageId": format!("order-{i}"), "properties": {"revenue": amount}}),
+            );
+        }
+    }
+    // One visitor also saw the other arm (an SDK's own exposure): counted apart, left out.
+    let first = answers["batch"][1]["flags"]["one-page-checkout"]["experiment"]["variation_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = if first == "control" {
+        "one-page"
+    } else {
+        "control"
+    };
+    orders.push(
+        json!({"type": "track", "event": "Experiment Viewed", "userId": "u-1",
+        "messageId": "sdk-exposure-1",
+        "properties": {"experiment_id": "checkout", "variation_id": other}}),
+    );
+    expected.get_mut(&first).unwrap().0 -= 1;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(s.ingest("/v1/batch", &json!({"batch": orders})).status, 200);
+    s.settle();
+
+    let report = s.admin_get("/api/v1/experiments/checkout/report");
+    assert_eq!(report.status, 200, "{}", report.text());
+    let report = report.json();
+    assert_eq!(report["multiple_exposures"]["count"], 1, "{report}");
+    let arms = report["srm"]["arms"].as_array().unwrap();
+    for arm in arms {
+        let key = arm["variation"].as_str().unwrap();
+        assert_eq!(arm["observed_units"], expected[key].0, "{key}: {report}");
+    }
+    let metric_named = |key: &str| {
+        report["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {report}"))
+            .clone()
+    };
+    for (key, (units, buyers, capped_revenue)) in &expected {
+        let purchase = metric_named("purchase");
+        let value = purchase["variations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variation"] == key.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(value["units"], *units);
+        let rate = value["mean"].as_f64().unwrap();
+        assert!(
+            (rate - *buyers as f64 / *units as f64).abs() < 1e-12,
+            "{value}"
+        );
+        let revenue = metric_named("revenue");
+        let value = revenue["variations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variation"] == key.as_str())
+            .unwrap()
+            .clone();
+        let mean = value["mean"].as_f64().unwrap();
+        assert!(
+            (mean - capped_revenue / *units as f64).abs() < 1e-9,
+            "{value}"
+        );
+    }
+    assert!(
+        report["verdict"]["en"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{report}"
+    );
+    assert!(
+        report["verdict"]["zh"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{report}"
+    );
+    let draft = send(
+        &s,
+        "POST",
+        "/api/v1/experiments",
+        &json!({"key": "later",
+        "variations": [{"key": "a"}, {"key": "b"}]}),
+        201,
+    );
+    assert_eq!(draft["definition"]["status"], "draft");
+    let r = s.admin_get("/api/v1/experiments/later/report");
+    assert_eq!(r.status, 409, "{}", r.text());
+}
+
+#[test]
+fn the_cli_runs_an_experiment_from_definition_to_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let write = |name: &str, value: Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path
+    };
+    let metrics = write("metrics.json", json!([metric()]));
+    let definition = write("checkout.json", experiment());
+    let cli = |args: &[&str]| {
+        let mut command = cohort();
+        command
+            .arg("experiment")
+            .args(args)
+            .arg("--data")
+            .arg(&data);
+        command
+    };
+    succeed(cli(&["metric", "apply"]).arg(&metrics));
+    succeed(cli(&["apply"]).arg(&definition));
+    let started = succeed(&mut cli(&["start", "checkout", "--json"]));
+    let started: Value = serde_json::from_slice(&started.stdout).unwrap();
+    assert_eq!(started["definition"]["status"], "running");
+    let report = succeed(&mut cli(&[
+        "report", "checkout", "--engine", "bayesian", "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["engine"], "bayesian");
+    // Nobody exposed yet: a stated reason, no figures.
+    assert_eq!(report["srm"]["reason"]["code"], "no_units", "{report}");
+    let values = report["metrics"][0]["variations"].as_array().unwrap();
+    assert!(
+        values
+            .iter()
+            .all(|v| v["units"] == 0 && v["reason"]["code"] == "no_units"),
+        "{report}"
+    );
+    let text = succeed(&mut cli(&["report", "checkout"]));
+    assert!(!text.stdout.is_empty());
+    let stopped = cli(&["stop", "checkout", "--variation", "nope", "--reason", "x"])
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success());
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("no variation \"nope\""));
+    succeed(&mut cli(&[
+        "stop",
+        "checkout",
+        "--variation",
+        "one-page",
+        "--reason",
+        "won",
+    ]));
+    let versions = succeed(&mut cli(&["versions", "checkout", "--json"]));
+    let versions: Value = serde_json::from_slice(&versions.stdout).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 3);
+}

@@ -9,7 +9,7 @@ use super::json_body;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,6 +41,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/experiments/{key}/versions", get(experiment_versions))
         .route("/experiments/{key}/start", post(start_experiment))
         .route("/experiments/{key}/stop", post(stop_experiment))
+        .route("/experiments/{key}/report", get(report))
+        .route("/experiments/analyze", post(analyze))
         .route("/metrics", get(list_metrics).post(create_metric))
         .route(
             "/metrics/{key}",
@@ -251,8 +253,33 @@ async fn stop_experiment(
     ))
 }
 
+/// Most units one evaluation request may carry in `batch`.
+const EVALUATION_BATCH_LIMIT: usize = 10_000;
+
+/// One unit (`{"identifier", "attributes", …}`), or several as `{"batch": [unit, …]}`
+/// answered as `{"batch": [evaluation, …]}` in the same order.
 async fn evaluate(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let request: EvaluationRequest = json_body(&body)?;
+    let mut body: Value = json_body(&body)?;
+    if let Some(batch) = body.get_mut("batch").map(Value::take) {
+        let requests: Vec<EvaluationRequest> = serde_json::from_value(batch)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("batch: {e}")))?;
+        if requests.len() > EVALUATION_BATCH_LIMIT {
+            return Err(ApiError::bad_request(
+                "too_many_units",
+                format!(
+                    "a batch holds at most {EVALUATION_BATCH_LIMIT} units, not {}",
+                    requests.len()
+                ),
+            ));
+        }
+        let mut evaluations = Vec::with_capacity(requests.len());
+        for request in requests {
+            evaluations.push(state.engine.evaluate_flags(request).await?);
+        }
+        return Ok(Json(json!({ "batch": evaluations })));
+    }
+    let request: EvaluationRequest = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
     let evaluation = state.engine.evaluate_flags(request).await?;
     Ok(Json(json!(evaluation)))
 }
@@ -272,4 +299,51 @@ async fn delete_holdout(State(state): State<AppState>) -> Result<Json<Value>, Ap
     Ok(Json(
         json!({"holdout": state.engine.set_holdout(None).await?}),
     ))
+}
+
+/// How a report is analysed; every field is optional (`?engine=bayesian&cuped_days=14`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    engine: Option<cohort_experiment::summary_input::Engine>,
+    alpha: Option<f64>,
+    difference: Option<cohort_experiment::summary_input::DifferenceType>,
+    correction: Option<cohort_experiment::summary_input::Correction>,
+    target_mde: Option<f64>,
+    power: Option<f64>,
+    /// Days before exposure for CUPED's covariate; none when absent or 0.
+    cuped_days: Option<u32>,
+}
+
+/// `GET /api/v1/experiments/{key}/report`: the report from the lake's events.
+async fn report(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut options = cohort_experiment::summary_input::Options::default();
+    options.engine = q.engine.unwrap_or(options.engine);
+    options.alpha = q.alpha.unwrap_or(options.alpha);
+    options.difference = q.difference.unwrap_or(options.difference);
+    options.correction = q.correction.unwrap_or(options.correction);
+    options.target_mde = q.target_mde.or(options.target_mde);
+    options.power = q.power.unwrap_or(options.power);
+    let report = state
+        .engine
+        .experiment_report(key, options, q.cuped_days.unwrap_or(0))
+        .await?;
+    Ok(Json(json!(report)))
+}
+
+/// `POST /api/v1/experiments/analyze`: the report from per-variation sums the caller
+/// computed elsewhere (the body of `cohort experiment analyze`'s JSON).
+async fn analyze(body: Bytes) -> Result<Json<Value>, ApiError> {
+    let input = cohort_experiment::summary_input::from_json(
+        std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_request("invalid_body", "the body is not UTF-8"))?,
+    )
+    .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let report = cohort_experiment::report::analyze(&input)
+        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
+    Ok(Json(json!(report)))
 }
