@@ -50,7 +50,7 @@ use crate::summary_input::{
     ReportInput, Sums,
 };
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal};
 
 /// A sample-ratio mismatch is flagged below this p-value.
 pub const SRM_THRESHOLD: f64 = 0.001;
@@ -679,31 +679,6 @@ fn with_theta(s: Summary, theta: f64) -> Summary {
     }
 }
 
-/// The `p` quantile of Student's t, by bisection on statrs' cdf (its own inverse is inaccurate
-/// at large degrees of freedom; see stats.rs).
-fn t_quantile(dof: f64, p: f64) -> Option<f64> {
-    let t = StudentsT::new(0.0, 1.0, dof).ok()?;
-    let (mut lo, mut hi) = (-1.0_f64, 1.0_f64);
-    while t.cdf(lo) > p {
-        lo *= 2.0;
-    }
-    while t.cdf(hi) < p {
-        hi *= 2.0;
-    }
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if t.cdf(mid) < p {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-        if hi - lo <= f64::EPSILON * hi.abs().max(1e-300) {
-            break;
-        }
-    }
-    Some(0.5 * (lo + hi))
-}
-
 fn normal_quantile(p: f64) -> f64 {
     Normal::standard().inverse_cdf(p)
 }
@@ -756,7 +731,7 @@ fn metric_value(variation: &str, s: &Summary, alpha: f64) -> MetricValue {
         // Every unit alike (or sums that contradict each other): a zero-width interval
         // would claim a certainty the data cannot give.
         _ if variance <= 0.0 => Err(ReasonCode::ZeroVariance),
-        _ => match t_quantile(nf - 1.0, 1.0 - alpha / 2.0) {
+        _ => match crate::stats::student_t_quantile(nf - 1.0, 1.0 - alpha / 2.0) {
             Some(t) => {
                 let half = t * (variance / nf).sqrt();
                 Ok([mean - half, mean + half])

@@ -333,6 +333,14 @@ fn data(control: &Summary, treatment: &Summary, difference: Difference) -> Data 
     }
 }
 
+/// The `p` quantile of Student's t with `dof` degrees of freedom; `None` for degrees of freedom
+/// that define no distribution.
+pub fn student_t_quantile(dof: f64, p: f64) -> Option<f64> {
+    StudentsT::new(0.0, 1.0, dof)
+        .ok()
+        .map(|t| t_quantile(&t, p))
+}
+
 /// The `p` quantile of `t`, by bisection on its cdf. statrs' own inverse loses accuracy at large
 /// degrees of freedom (1.2e-4 at a million), while its cdf stays accurate to 1e-9.
 fn t_quantile(t: &StudentsT, p: f64) -> f64 {
