@@ -367,42 +367,35 @@ fn the_report_counts_first_exposures_and_conversions_from_the_events() {
         let key = arm["variation"].as_str().unwrap();
         assert_eq!(arm["observed_units"], expected[key].0, "{key}: {report}");
     }
-    let metric_named = |key: &str| {
-        report["metrics"]
+    // A metric's figures for one variation.
+    let value_of = |metric: &str, variation: &str| -> Value {
+        let metric = report["metrics"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|m| m["key"] == key)
-            .unwrap_or_else(|| panic!("no {key} in {report}"))
+            .find(|m| m["key"] == metric)
+            .unwrap_or_else(|| panic!("no {metric} in {report}"));
+        metric["variations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variation"] == variation)
+            .unwrap_or_else(|| panic!("no {variation} in {metric}"))
             .clone()
     };
     for (key, (units, buyers, capped_revenue)) in &expected {
-        let purchase = metric_named("purchase");
-        let value = purchase["variations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["variation"] == key.as_str())
-            .unwrap()
-            .clone();
-        assert_eq!(value["units"], *units);
-        let rate = value["mean"].as_f64().unwrap();
+        let purchase = value_of("purchase", key);
+        assert_eq!(purchase["units"], *units);
+        let rate = purchase["mean"].as_f64().unwrap();
         assert!(
             (rate - *buyers as f64 / *units as f64).abs() < 1e-12,
-            "{value}"
+            "{purchase}"
         );
-        let revenue = metric_named("revenue");
-        let value = revenue["variations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["variation"] == key.as_str())
-            .unwrap()
-            .clone();
-        let mean = value["mean"].as_f64().unwrap();
+        let revenue = value_of("revenue", key);
+        let mean = revenue["mean"].as_f64().unwrap();
         assert!(
             (mean - capped_revenue / *units as f64).abs() < 1e-9,
-            "{value}"
+            "{revenue}"
         );
     }
     assert!(
