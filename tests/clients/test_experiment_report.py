@@ -654,12 +654,6 @@ def known_cuped_conversion_deviation(failure: str) -> bool:
     return failure.startswith("purchase ") and " vs " in failure
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "with CUPED, Cohort's report from events passes a conversion's 0/1 pre-period value with "
-    "pre_sum_squares (metrics.rs report_input), so report.rs takes the covariate as a mean "
-    "(sample variance over n - 1) where gbstats (GrowthBook's mean_ra on a binomial metric) "
-    "takes it as a proportion (p(1 - p)): theta, the lifts and p-values of `purchase` differ "
-    "by about 1/n relatively"))
 @pytest.mark.parametrize("name", list(CUPED_DAYS))
 def test_cuped_takes_a_conversions_covariate_as_binomial(run: Run, name: str):
     _, options = REPORTS[name]

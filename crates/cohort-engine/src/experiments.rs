@@ -13,10 +13,10 @@ use cohort_experiment::definition::{
     Catalogue, Decision, Experiment, Flag, Holdout, Metric, PayloadInput, Phase, Status,
     features_payload, parse, segment_group, segment_groups_needed,
 };
-use cohort_experiment::evaluate::{Context, ExperimentResult};
+use cohort_experiment::evaluate::{Context, ExperimentResult, StickyBucketDoc};
 use cohort_experiment::store::{
-    DefinitionKind, DefinitionStore, DefinitionStoreError, Expected, HOLDOUT_SETTING, Stored,
-    load_catalogue, load_holdout,
+    DefinitionKind, DefinitionStore, DefinitionStoreError, Expected, HOLDOUT_SETTING,
+    StickyBucketStore, Stored, load_catalogue, load_holdout,
 };
 use cohort_store::Store;
 use serde::Serialize;
@@ -542,11 +542,34 @@ impl Engine {
             "savedGroups": payload["savedGroups"],
         }))
         .map_err(|e| EngineError::Internal(format!("the features payload does not read: {e}")))?;
+        let experiments = self.experiments_by_key().await?;
+        // A known customer keeps the variation they were given when weights change later:
+        // their assignments are loaded before evaluating and what is new is stored after.
+        let sticky = request.identifier.is_some();
+        let loaded = if sticky {
+            let attributes: BTreeSet<&str> = experiments
+                .values()
+                .filter(|e| e.status == Status::Running)
+                .flat_map(|e| {
+                    [
+                        Some(e.hash_attribute.as_str()),
+                        e.fallback_attribute.as_deref(),
+                    ]
+                })
+                .flatten()
+                .collect();
+            let keys = context.sticky_keys(attributes);
+            let store = self.store().clone();
+            let loaded = blocking(move || Ok(store.definitions().load_assignments(&keys)?)).await?;
+            context.sticky_buckets = Some(loaded.clone());
+            loaded
+        } else {
+            BTreeMap::new()
+        };
         let keys: Vec<String> = match &request.flags {
             Some(keys) => keys.clone(),
             None => context.features.keys().cloned().collect(),
         };
-        let experiments = self.experiments_by_key().await?;
         let mut flags = BTreeMap::new();
         let mut exposures = Vec::new();
         for key in keys {
@@ -566,6 +589,17 @@ impl Engine {
                     experiment,
                 },
             );
+        }
+        let changed: Vec<StickyBucketDoc> = context
+            .sticky_buckets
+            .iter()
+            .flatten()
+            .filter(|(key, doc)| loaded.get(*key) != Some(*doc))
+            .map(|(_, doc)| doc.clone())
+            .collect();
+        if !changed.is_empty() {
+            let store = self.store().clone();
+            blocking(move || Ok(store.definitions().save_assignments(&changed)?)).await?;
         }
         let exposures_logged = match (&request.log_exposures, exposures.is_empty()) {
             (true, false) => {

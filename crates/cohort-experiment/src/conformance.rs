@@ -1,4 +1,5 @@
-//! The behaviour every [`DefinitionStore`] implementation must have, as one suite of tests.
+//! The behaviour every [`DefinitionStore`] and [`StickyBucketStore`] implementation must have,
+//! as one suite of tests each.
 //!
 //! An implementation's crate runs the whole suite with
 //! [`definition_store_conformance_suite!`](crate::definition_store_conformance_suite), given a
@@ -11,7 +12,11 @@
 //! cohort_experiment::definition_store_conformance_suite!(with_store);
 //! ```
 
-use crate::store::{Change, DefinitionKind, DefinitionStore, DefinitionStoreError, Expected};
+use crate::evaluate::StickyBucketDoc;
+use crate::store::{
+    Change, DefinitionKind, DefinitionStore, DefinitionStoreError, Expected, StickyBucketStore,
+    sticky_key,
+};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 
@@ -206,6 +211,77 @@ macro_rules! definition_store_conformance_suite {
                 struct Test;
                 impl $crate::conformance::DefinitionStoreTest for Test {
                     fn run<S: $crate::store::DefinitionStore>(self, store: &S) {
+                        $crate::conformance::$name(store)
+                    }
+                }
+                $with_store(Test)
+            }
+        )*
+    };
+}
+
+/// One behaviour of the sticky-bucket suite.
+pub trait StickyBucketStoreTest {
+    fn run<S: StickyBucketStore>(self, store: &S);
+}
+
+fn doc(attribute: &str, value: &str, assignments: &[(&str, &str)]) -> StickyBucketDoc {
+    StickyBucketDoc {
+        attribute_name: attribute.into(),
+        attribute_value: value.into(),
+        assignments: assignments
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Saved documents load back under their keys; unknown keys are absent.
+pub fn sticky_documents_load_by_key<S: StickyBucketStore>(store: &S) {
+    let ada = doc("id", "ada", &[("checkout__0", "one-page")]);
+    let bo = doc("device_id", "设备-7", &[("nav__1", "1")]);
+    store.save_assignments(&[ada.clone(), bo.clone()]).unwrap();
+    let keys = vec![sticky_key(&ada), sticky_key(&bo), "id||nobody".to_string()];
+    let loaded = store.load_assignments(&keys).unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded[&sticky_key(&ada)], ada);
+    assert_eq!(loaded[&sticky_key(&bo)], bo);
+    assert!(store.load_assignments(&[]).unwrap().is_empty());
+}
+
+/// Saving a key again replaces its document whole.
+pub fn sticky_documents_are_replaced<S: StickyBucketStore>(store: &S) {
+    store
+        .save_assignments(&[doc("id", "ada", &[("a__0", "x")])])
+        .unwrap();
+    let newer = doc("id", "ada", &[("a__0", "x"), ("b__0", "y")]);
+    store
+        .save_assignments(std::slice::from_ref(&newer))
+        .unwrap();
+    let loaded = store.load_assignments(&[sticky_key(&newer)]).unwrap();
+    assert_eq!(loaded[&sticky_key(&newer)], newer);
+}
+
+/// Runs every behaviour of the sticky-bucket suite as a test; the argument runs a
+/// [`StickyBucketStoreTest`] over a fresh store.
+#[macro_export]
+macro_rules! sticky_bucket_store_conformance_suite {
+    ($with_store:path) => {
+        mod sticky_bucket_store_conformance {
+            use super::*;
+            $crate::sticky_bucket_store_conformance_suite!(@tests $with_store;
+                sticky_documents_load_by_key,
+                sticky_documents_are_replaced
+            );
+        }
+    };
+    (@tests $with_store:path; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                struct Test;
+                impl $crate::conformance::StickyBucketStoreTest for Test {
+                    fn run<S: $crate::store::StickyBucketStore>(self, store: &S) {
                         $crate::conformance::$name(store)
                     }
                 }

@@ -266,6 +266,17 @@ impl FeatureResult {
 }
 
 impl Context {
+    /// The keys this unit's sticky assignments are stored under (`"{attribute}||{value}"`), for
+    /// those of `attributes` it has a value of: what to load into
+    /// [`Context::sticky_buckets`] before evaluating.
+    pub fn sticky_keys<'a>(&self, attributes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        attributes
+            .into_iter()
+            .filter_map(|a| self.hash_value(Some(a), None))
+            .map(|(name, value)| format!("{name}||{value}"))
+            .collect()
+    }
+
     /// The value of flag `id` for this unit.
     pub fn eval_feature(&mut self, id: &str) -> FeatureResult {
         self.eval_feature_within(id, &mut BTreeSet::new())

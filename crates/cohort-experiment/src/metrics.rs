@@ -243,7 +243,10 @@ pub fn report_input(
                     sum_squares: (kind != summary_input::MetricKind::Proportion || cuped)
                         .then_some(x.sum_squares),
                     pre_sum: cuped.then_some(x.pre_sum),
-                    pre_sum_squares: cuped.then_some(x.pre_sum_squares),
+                    // A conversion's covariate is 0/1 too: a proportion, whose variance comes
+                    // from its rate, as gbstats takes it; its sum of squares would make it a mean.
+                    pre_sum_squares: (cuped && kind != summary_input::MetricKind::Proportion)
+                        .then_some(x.pre_sum_squares),
                     post_pre_sum_of_products: cuped.then_some(x.post_pre_products),
                     ..Sums::default()
                 }

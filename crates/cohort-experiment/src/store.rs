@@ -1,5 +1,6 @@
 //! What flags and experiments need from storage: trait [`DefinitionStore`], versioned JSON
-//! documents by kind and key.
+//! documents by kind and key, and trait [`StickyBucketStore`], the variations units were
+//! given, so that they keep them when an experiment's weights change.
 //!
 //! Every save makes a new version and keeps the old ones ([`DefinitionStore::history`]); a
 //! deletion is a version too, so a key's history survives it. A save can name the version it
@@ -22,6 +23,7 @@
 //! ```
 
 use crate::definition::{Catalogue, Experiment, Flag, Holdout, Metric};
+use crate::evaluate::StickyBucketDoc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -273,6 +275,50 @@ impl DefinitionStore for MemoryDefinitions {
     }
 }
 
+/// Units' sticky assignments, one [`StickyBucketDoc`] per `"{attribute}||{value}"`.
+pub trait StickyBucketStore: Send + Sync {
+    /// The documents of the keys that have one.
+    fn load_assignments(
+        &self,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, StickyBucketDoc>, DefinitionStoreError>;
+
+    /// Replaces each document under its key, in one commit.
+    fn save_assignments(&self, docs: &[StickyBucketDoc]) -> Result<(), DefinitionStoreError>;
+}
+
+/// The key a unit's assignments under one attribute are stored by.
+pub fn sticky_key(doc: &StickyBucketDoc) -> String {
+    format!("{}||{}", doc.attribute_name, doc.attribute_value)
+}
+
+/// Sticky assignments in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStickyBuckets {
+    docs: Mutex<BTreeMap<String, StickyBucketDoc>>,
+}
+
+impl StickyBucketStore for MemoryStickyBuckets {
+    fn load_assignments(
+        &self,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, StickyBucketDoc>, DefinitionStoreError> {
+        let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(keys
+            .iter()
+            .filter_map(|k| docs.get(k).map(|d| (k.clone(), d.clone())))
+            .collect())
+    }
+
+    fn save_assignments(&self, new: &[StickyBucketDoc]) -> Result<(), DefinitionStoreError> {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        for doc in new {
+            docs.insert(sticky_key(doc), doc.clone());
+        }
+        Ok(())
+    }
+}
+
 /// A stored document read as its type.
 pub fn decode<T: serde::de::DeserializeOwned>(stored: &Stored) -> Result<T, DefinitionStoreError> {
     let unreadable = |reason: String| DefinitionStoreError::Unreadable {
@@ -326,4 +372,9 @@ mod tests {
         test.run(&crate::store::MemoryDefinitions::default());
     }
     crate::definition_store_conformance_suite!(with_store);
+
+    fn with_sticky(test: impl crate::conformance::StickyBucketStoreTest) {
+        test.run(&crate::store::MemoryStickyBuckets::default());
+    }
+    crate::sticky_bucket_store_conformance_suite!(with_sticky);
 }

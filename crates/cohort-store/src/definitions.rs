@@ -1,4 +1,5 @@
-//! Flag, experiment and metric definitions in `state.db`: the SQLite [`DefinitionStore`].
+//! Flag, experiment and metric definitions in `state.db`: the SQLite [`DefinitionStore`], and
+//! units' sticky assignments, the SQLite [`StickyBucketStore`].
 //!
 //! One row per version; the current document of a key is its row with the highest version,
 //! unless that row is a deletion (`document IS NULL`). A batch of saves is one immediate
@@ -6,10 +7,13 @@
 
 use crate::time::{from_micros, to_micros};
 use chrono::{DateTime, Utc};
+use cohort_experiment::evaluate::StickyBucketDoc;
 use cohort_experiment::store::{
-    Change, DefinitionKind, DefinitionStore, DefinitionStoreError, Stored, check_expected,
+    Change, DefinitionKind, DefinitionStore, DefinitionStoreError, StickyBucketStore, Stored,
+    check_expected, sticky_key,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// The SQLite definition store.
@@ -181,6 +185,58 @@ impl DefinitionStore for SqliteDefinitions {
             })
             .map(|id| id as u64)
             .map_err(storage)
+        })
+    }
+}
+
+impl StickyBucketStore for SqliteDefinitions {
+    fn load_assignments(
+        &self,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, StickyBucketDoc>, DefinitionStoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT doc FROM sticky_buckets WHERE key = ?1")
+                .map_err(storage)?;
+            let mut docs = BTreeMap::new();
+            for key in keys {
+                let text: Option<String> = stmt
+                    .query_row([key], |r| r.get(0))
+                    .optional()
+                    .map_err(storage)?;
+                if let Some(text) = text {
+                    let doc = serde_json::from_str(&text).map_err(|e| {
+                        DefinitionStoreError::Unreadable {
+                            kind: "sticky assignment",
+                            key: key.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    docs.insert(key.clone(), doc);
+                }
+            }
+            Ok(docs)
+        })
+    }
+
+    fn save_assignments(&self, docs: &[StickyBucketDoc]) -> Result<(), DefinitionStoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(storage)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO sticky_buckets (key, doc) VALUES (?1, ?2)",
+                    )
+                    .map_err(storage)?;
+                for doc in docs {
+                    let text = serde_json::to_string(doc).map_err(storage)?;
+                    stmt.execute(params![sticky_key(doc), text])
+                        .map_err(storage)?;
+                }
+            }
+            tx.commit().map_err(storage)
         })
     }
 }

@@ -229,6 +229,14 @@ CREATE TABLE definitions (
     UNIQUE (kind, key, version)
 );
 "#,
+    // The variations units were given, by "{attribute}||{value}", so that they keep them when
+    // an experiment's weights change.
+    r#"
+CREATE TABLE sticky_buckets (
+    key TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {

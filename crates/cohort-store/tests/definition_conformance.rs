@@ -1,5 +1,5 @@
-//! The SQLite definition store passes the definition store conformance suite (which the
-//! in-memory store passes in `cohort-experiment`).
+//! The SQLite definition and sticky-bucket stores pass their conformance suites (which the
+//! in-memory stores pass in `cohort-experiment`).
 
 use cohort_experiment::conformance::DefinitionStoreTest;
 use cohort_store::{Store, StoreConfig};
@@ -11,6 +11,14 @@ fn with_store(test: impl DefinitionStoreTest) {
 }
 
 cohort_experiment::definition_store_conformance_suite!(with_store);
+
+fn with_sticky(test: impl cohort_experiment::conformance::StickyBucketStoreTest) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(StoreConfig::new(dir.path())).expect("open the store");
+    test.run(store.definitions());
+}
+
+cohort_experiment::sticky_bucket_store_conformance_suite!(with_sticky);
 
 /// Saved definitions are still there when the data directory is opened again.
 #[test]

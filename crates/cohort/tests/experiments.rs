@@ -481,3 +481,70 @@ fn the_cli_runs_an_experiment_from_definition_to_report() {
     let versions: Value = serde_json::from_slice(&versions.stdout).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn known_customers_keep_their_variation_when_the_weights_change() {
+    let s = Server::start();
+    send(&s, "POST", "/api/v1/metrics", &metric(), 201);
+    send(&s, "POST", "/api/v1/experiments", &experiment(), 201);
+    send(&s, "POST", "/api/v1/flags", &flag(), 201);
+    send(
+        &s,
+        "POST",
+        "/api/v1/experiments/checkout/start",
+        &json!({}),
+        200,
+    );
+    let customers = |from: usize| -> Value {
+        json!({"batch": (from..from + 80)
+            .map(|i| json!({"identifier": {"type": "user_id", "value": format!("u-{i}")},
+                            "attributes": {"id": format!("u-{i}")}, "log_exposures": false}))
+            .collect::<Vec<_>>()})
+    };
+    let variations = |answer: &Value| -> Vec<String> {
+        answer["batch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a["flags"]["one-page-checkout"]["experiment"]["variation_key"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let before = variations(&send(
+        &s,
+        "POST",
+        "/api/v1/flags/evaluate",
+        &customers(0),
+        200,
+    ));
+    assert!(before.iter().any(|v| v == "control"), "{before:?}");
+
+    let mut reweighted = experiment();
+    reweighted["weights"] = json!([0.01, 0.99]);
+    let saved = send(&s, "PUT", "/api/v1/experiments/checkout", &reweighted, 200);
+    let phases = saved["definition"]["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2, "{saved}");
+    assert_eq!(phases[1]["weights"], json!([0.01, 0.99]));
+
+    let after = variations(&send(
+        &s,
+        "POST",
+        "/api/v1/flags/evaluate",
+        &customers(0),
+        200,
+    ));
+    assert_eq!(after, before, "known customers kept their variations");
+    let newcomers = variations(&send(
+        &s,
+        "POST",
+        "/api/v1/flags/evaluate",
+        &customers(1000),
+        200,
+    ));
+    let control = newcomers.iter().filter(|v| *v == "control").count();
+    assert!(control <= 5, "{control} of 80 newcomers in a 1 % control");
+}
