@@ -34,7 +34,16 @@ pub const EXPOSURE_SOURCE: &str = "cohort-experiments";
 
 /// The built payload and the revisions it was built at.
 #[derive(Default)]
-pub(crate) struct PayloadCache(Mutex<Option<(u64, i64, Arc<Value>)>>);
+pub(crate) struct PayloadCache(Mutex<Option<(u64, i64, Arc<Served>)>>);
+
+/// What is served, built once per change of the definitions or of a segment's members: the
+/// payload SDKs fetch, the same read as Cohort's evaluation takes it, and the experiments.
+struct Served {
+    payload: Value,
+    features: BTreeMap<String, cohort_experiment::evaluate::Feature>,
+    saved_groups: Map<String, Value>,
+    experiments: BTreeMap<String, Experiment>,
+}
 
 impl From<DefinitionStoreError> for EngineError {
     fn from(e: DefinitionStoreError) -> Self {
@@ -476,14 +485,14 @@ impl Engine {
     /// key).
     pub async fn features_for_client(&self, client_key: &str) -> Result<Value, EngineError> {
         self.authenticate(client_key)?;
-        let payload = self.features_payload().await?;
-        let mut answer = (*payload).clone();
+        let served = self.served().await?;
+        let mut answer = served.payload.clone();
         answer["status"] = json!(200);
         Ok(answer)
     }
 
-    /// The payload, rebuilt when a definition or a segment's membership changed.
-    async fn features_payload(&self) -> Result<Arc<Value>, EngineError> {
+    /// What is served, rebuilt when a definition or a segment's membership changed.
+    async fn served(&self) -> Result<Arc<Served>, EngineError> {
         let store = self.store().clone();
         let cache = self.0.payload.clone();
         blocking(move || {
@@ -495,9 +504,22 @@ impl Engine {
             {
                 return Ok(payload.clone());
             }
-            let payload = Arc::new(build_payload(&store)?);
-            *cached = Some((revision, memberships, payload.clone()));
-            Ok(payload)
+            let (payload, experiments) = build_payload(&store)?;
+            let features = serde_json::from_value(payload["features"].clone()).map_err(|e| {
+                EngineError::Internal(format!("the features payload does not read: {e}"))
+            })?;
+            let saved_groups = match &payload["savedGroups"] {
+                Value::Object(groups) => groups.clone(),
+                _ => Map::new(),
+            };
+            let served = Arc::new(Served {
+                payload,
+                features,
+                saved_groups,
+                experiments,
+            });
+            *cached = Some((revision, memberships, served.clone()));
+            Ok(served)
         })
         .await
     }
@@ -508,7 +530,7 @@ impl Engine {
         &self,
         request: EvaluationRequest,
     ) -> Result<Evaluation, EngineError> {
-        let payload = self.features_payload().await?;
+        let served = self.served().await?;
         let store = self.store().clone();
         let now = self.now();
         let identifier = request.identifier.clone();
@@ -536,13 +558,14 @@ impl Engine {
             attributes.entry("id").or_insert_with(|| json!(id.value));
         }
         attributes.extend(request.attributes.clone());
-        let mut context: Context = serde_json::from_value(json!({
-            "attributes": attributes,
-            "features": payload["features"],
-            "savedGroups": payload["savedGroups"],
-        }))
-        .map_err(|e| EngineError::Internal(format!("the features payload does not read: {e}")))?;
-        let experiments = self.experiments_by_key().await?;
+        let mut context = Context {
+            attributes,
+            features: served.features.clone(),
+            saved_groups: served.saved_groups.clone(),
+            enabled: true,
+            ..Context::default()
+        };
+        let experiments = &served.experiments;
         // A known customer keeps the variation they were given when weights change later:
         // their assignments are loaded before evaluating and what is new is stored after.
         let sticky = request.identifier.is_some();
@@ -576,7 +599,7 @@ impl Engine {
             let result = context.eval_feature(&key);
             let experiment = result.experiment.as_ref().map(|r| {
                 if r.in_experiment && r.hash_used {
-                    exposures.push(exposure(r, &experiments));
+                    exposures.push(exposure(r, experiments));
                 }
                 assignment(r)
             });
@@ -614,11 +637,6 @@ impl Engine {
             flags,
             exposures_logged,
         })
-    }
-
-    async fn experiments_by_key(&self) -> Result<BTreeMap<String, Experiment>, EngineError> {
-        let store = self.store().clone();
-        blocking(move || Ok(catalogue(&store)?.experiments)).await
     }
 
     /// Ingests `Experiment Viewed` for a customer, under the experiments source, as any event
@@ -809,8 +827,9 @@ fn to_document<T: Serialize>(value: &T) -> Result<Value, EngineError> {
     serde_json::to_value(value).map_err(|e| EngineError::Internal(e.to_string()))
 }
 
-/// The payload from the stored definitions and the current segment memberships.
-fn build_payload(store: &Store) -> Result<Value, EngineError> {
+/// The payload from the stored definitions and the current segment memberships, with the
+/// experiments it was built from.
+fn build_payload(store: &Store) -> Result<(Value, BTreeMap<String, Experiment>), EngineError> {
     let catalogue = catalogue(store)?;
     let holdout = load_holdout(store.definitions())?;
     let flags: Vec<Flag> = catalogue.flags.values().cloned().collect();
@@ -857,5 +876,5 @@ fn build_payload(store: &Store) -> Result<Value, EngineError> {
         segment_members: &members,
     });
     payload["dateUpdated"] = json!(cohort_core::message::format_timestamp(Utc::now()));
-    Ok(payload)
+    Ok((payload, catalogue.experiments))
 }
