@@ -411,12 +411,14 @@ impl Engine {
 
     /// An experiment's report from the lake: its exposures and goal and guardrail metrics,
     /// analysed with `options`; `covariate_days` > 0 adjusts with CUPED over that many days
-    /// before each unit's exposure.
+    /// before each unit's exposure. `window` narrows or widens the analysis period, which is
+    /// otherwise from the first start to the stop (or now).
     pub async fn experiment_report(
         &self,
         key: String,
         options: cohort_experiment::summary_input::Options,
         covariate_days: u32,
+        window: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     ) -> Result<cohort_experiment::report::Report, EngineError> {
         let store = self.store().clone();
         let now = self.now();
@@ -429,9 +431,20 @@ impl Engine {
             Ok((experiment, catalogue.metrics))
         })
         .await?;
-        let query =
+        let mut query =
             cohort_experiment::metrics::exposure_query(&experiment, &metrics, covariate_days, now)
                 .map_err(|e| EngineError::Conflict(e.to_string()))?;
+        query.start = window.0.unwrap_or(query.start);
+        query.end = window.1.unwrap_or(query.end);
+        if query.start >= query.end {
+            return Err(EngineError::Invalid {
+                field: "from".into(),
+                message: format!(
+                    "the analysis starts at {} and ends at {}: nothing to analyse",
+                    query.start, query.end
+                ),
+            });
+        }
         let lake = self.lake()?.lake().await?;
         let sums =
             cohort_analysis::experiment::exposure_sums(lake, &query, &Default::default()).await?;

@@ -56,6 +56,12 @@ pub enum ExperimentCommand {
         /// Adjust with CUPED over this many days before each unit's exposure.
         #[arg(long, default_value_t = 0)]
         cuped_days: u32,
+        /// Analyse from this time (RFC 3339) instead of the experiment's first start.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Analyse until this time instead of the stop (or now).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Analyse an experiment from each variation's sums: lifts with intervals, p-values (or
     /// chance to win and risk), power, sample-ratio and multiple-exposure checks, and a verdict
@@ -271,11 +277,15 @@ pub async fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             key,
             analysis,
             cuped_days,
+            from,
+            to,
         } => {
             let report = with_engine(&args.data, async |engine| {
                 let mut options = summary_input::Options::default();
                 analysis.apply(&mut options);
-                Ok(engine.experiment_report(key, options, cuped_days).await?)
+                Ok(engine
+                    .experiment_report(key, options, cuped_days, (from, to))
+                    .await?)
             })
             .await?;
             if json {

@@ -313,6 +313,10 @@ struct ReportQuery {
     power: Option<f64>,
     /// Days before exposure for CUPED's covariate; none when absent or 0.
     cuped_days: Option<u32>,
+    /// The analysis period (RFC 3339), instead of the experiment's run: exposures and events
+    /// from `from` until `to`.
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `GET /api/v1/experiments/{key}/report`: the report from the lake's events.
@@ -330,7 +334,7 @@ async fn report(
     options.power = q.power.unwrap_or(options.power);
     let report = state
         .engine
-        .experiment_report(key, options, q.cuped_days.unwrap_or(0))
+        .experiment_report(key, options, q.cuped_days.unwrap_or(0), (q.from, q.to))
         .await?;
     Ok(Json(json!(report)))
 }
