@@ -2,6 +2,10 @@
 //!
 //! - [`template`]: Liquid message templates — parse and check at save time, render per customer
 //!   (HTML-escaped for email bodies, plain for SMS and push), `abort_message`, bounds.
+//! - [`state`]: what the engine needs from storage to run each step exactly once (entries,
+//!   their due times, the effects outbox; trait `JourneyStateStore`), with an in-memory
+//!   implementation; `state_conformance` (feature `conformance`) is the suite every
+//!   implementation passes.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -10,3 +14,9 @@ pub mod template;
 
 /// SMS segments, parts and opt-out keywords.
 pub mod sms;
+
+/// Entries, due times and the effects outbox: the engine's state, exactly once.
+pub mod state;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod state_conformance;

@@ -25,6 +25,7 @@ mod definitions;
 mod derived;
 mod failed;
 mod inbox;
+mod journeys;
 mod memberships;
 mod private;
 mod profile_cache;
@@ -42,6 +43,7 @@ pub use definitions::SqliteDefinitions;
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
+pub use journeys::SqliteJourneyState;
 pub use memberships::{SqliteMemberships, SqliteSnapshot};
 pub use private::keep_new_files_private;
 pub use profile_store::{SqliteBatch, SqliteProfileStore};
@@ -290,6 +292,15 @@ impl Store {
     }
 
     /// Segment and tag definitions and their members.
+    /// Journeys' run-time state on a connection of its own, for the one loop that runs them.
+    pub fn journey_state(&self) -> Result<SqliteJourneyState, StoreError> {
+        let path = self.inner.config.data_dir.join("state.db");
+        Ok(SqliteJourneyState::new(conn::open(
+            &path,
+            self.inner.config.durability,
+        )?))
+    }
+
     /// Flag, experiment and metric definitions, versioned.
     pub fn definitions(&self) -> &SqliteDefinitions {
         &self.inner.definitions

@@ -237,6 +237,36 @@ CREATE TABLE sticky_buckets (
     doc TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Journeys at run time: each customer's entries, the active ones' due times (the timers,
+    // read in order through the partial index), and the outbox of step effects by their
+    // idempotency key.
+    r#"
+CREATE TABLE journey_entries (
+    id          INTEGER PRIMARY KEY,
+    journey     TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    customer_id INTEGER NOT NULL,
+    step        TEXT    NOT NULL,
+    due_at      INTEGER,
+    payload     TEXT    NOT NULL,
+    entered_at  INTEGER NOT NULL,
+    exit_reason TEXT
+);
+CREATE INDEX journey_entries_due ON journey_entries (due_at, id)
+    WHERE due_at IS NOT NULL AND exit_reason IS NULL;
+CREATE INDEX journey_entries_active ON journey_entries (customer_id, journey)
+    WHERE exit_reason IS NULL;
+CREATE TABLE journey_effects (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    key      TEXT    NOT NULL UNIQUE,
+    channel  TEXT    NOT NULL,
+    payload  TEXT    NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status   TEXT,
+    done     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX journey_effects_pending ON journey_effects (channel, seq) WHERE done = 0;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,420 @@
+//! What the journey engine needs from storage to run exactly once: trait [`JourneyStateStore`].
+//!
+//! An **entry** is one customer's pass through one version of a journey. It sits at one step,
+//! maybe until a due time (a delay, or a wait's timeout). The engine moves it with
+//! [`JourneyStateStore::advance`], a compare-and-set on the step it was at: a timer firing and an
+//! event arriving for the same entry cannot both move it. The **effects** of the step it leaves
+//! (a send, a coupon, a webhook call) are recorded in the same commit under their idempotency
+//! key (journey, version, entry, step), into an outbox that the channels drain
+//! ([`JourneyStateStore::pending_effects`], [`JourneyStateStore::complete_effect`]). So after
+//! `kill -9` a step is neither lost (its move and effects committed together, or neither) nor
+//! repeated (an effect whose key exists is not recorded twice); a send in flight at the kill is
+//! retried with the same key, which the sink can recognise.
+//!
+//! Timers are the entries' due times, read in order ([`JourneyStateStore::due`]); nothing scans
+//! customers. When two customers merge, [`JourneyStateStore::reassign_customer`] moves the
+//! merged customer's entries to the survivor, ending those that would make the survivor be in
+//! one journey twice.
+//!
+//! The embedded implementation is SQLite (`cohort-store`); [`MemoryJourneyState`] keeps state in
+//! memory. Both pass
+//! [`journey_state_conformance_suite!`](crate::journey_state_conformance_suite) (feature
+//! `conformance`).
+//!
+//! ```
+//! use cohort_journey::state::{JourneyStateStore, MemoryJourneyState, NewEntry, Move};
+//! use chrono::{Duration, Utc};
+//! let mut state = MemoryJourneyState::default();
+//! let now = Utc::now();
+//! let new = NewEntry::new("welcome", 1, 42, "wait-24h", now)
+//!     .due_at(now + Duration::hours(24));
+//! let entry = state.enter(&new, false).unwrap().expect("entered");
+//! assert!(state.due(now, 10).unwrap().is_empty());
+//! let due = state.due(now + Duration::hours(24), 10).unwrap();
+//! assert_eq!(due[0].id, entry);
+//! assert!(state.advance(entry, "wait-24h", &Move::to("send-sms"), &[]).unwrap());
+//! ```
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A customer, as the identity graph numbers them.
+pub type CustomerId = i64;
+
+/// One customer's pass through a journey version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId(pub i64);
+
+/// An entry to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub journey: String,
+    pub version: u32,
+    pub customer: CustomerId,
+    /// The first step.
+    pub step: String,
+    /// When the step is due, if it waits.
+    pub due_at: Option<DateTime<Utc>>,
+    /// What entered it (the triggering event or API payload), for templates and conditions.
+    pub payload: Value,
+    pub entered_at: DateTime<Utc>,
+}
+
+impl NewEntry {
+    pub fn new(
+        journey: &str,
+        version: u32,
+        customer: CustomerId,
+        step: &str,
+        entered_at: DateTime<Utc>,
+    ) -> Self {
+        NewEntry {
+            journey: journey.to_string(),
+            version,
+            customer,
+            step: step.to_string(),
+            due_at: None,
+            payload: Value::Null,
+            entered_at,
+        }
+    }
+
+    pub fn due_at(mut self, due: DateTime<Utc>) -> Self {
+        self.due_at = Some(due);
+        self
+    }
+
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+}
+
+/// An entry as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub journey: String,
+    pub version: u32,
+    pub customer: CustomerId,
+    /// The step it is at (its last, once finished).
+    pub step: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub payload: Value,
+    pub entered_at: DateTime<Utc>,
+    /// Why it ended; `None` while active.
+    pub exit_reason: Option<String>,
+}
+
+impl Entry {
+    pub fn active(&self) -> bool {
+        self.exit_reason.is_none()
+    }
+}
+
+/// Where an entry goes next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Move {
+    /// To a step, due at once or at a time.
+    Step {
+        step: String,
+        due_at: Option<DateTime<Utc>>,
+    },
+    /// Out of the journey, with the reason (`completed`, `exit criteria`, `merged`, …).
+    Exit { reason: String },
+}
+
+impl Move {
+    pub fn to(step: &str) -> Move {
+        Move::Step {
+            step: step.to_string(),
+            due_at: None,
+        }
+    }
+
+    pub fn to_at(step: &str, due_at: DateTime<Utc>) -> Move {
+        Move::Step {
+            step: step.to_string(),
+            due_at: Some(due_at),
+        }
+    }
+
+    pub fn exit(reason: &str) -> Move {
+        Move::Exit {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Something a step does outside the state: a send, a coupon issue, a webhook call. Recorded
+/// with the move that leaves the step, carried out by the `channel`'s worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    /// (journey, version, entry, step): see [`effect_key`].
+    pub key: String,
+    pub channel: String,
+    pub payload: Value,
+}
+
+/// The idempotency key of a step's effect, stable across restarts: what a sink sees as
+/// `Idempotency-Key` or `Message-ID`.
+pub fn effect_key(journey: &str, version: u32, entry: EntryId, step: &str) -> String {
+    format!("{journey}:{version}:{}:{step}", entry.0)
+}
+
+/// An effect as the outbox holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEffect {
+    pub effect: Effect,
+    /// Earlier attempts that did not complete.
+    pub attempts: u32,
+}
+
+/// Why the state store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("journey state: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("journey state is unreadable: {0}")]
+    Unreadable(String),
+}
+
+/// Journey runtime state. Used from one thread at a time (`&mut self`), as the engine's loop
+/// owns it.
+pub trait JourneyStateStore {
+    /// Starts an entry, unless `allow_concurrent` is false and the customer has an active entry
+    /// in this journey (any version): then `None`.
+    fn enter(
+        &mut self,
+        new: &NewEntry,
+        allow_concurrent: bool,
+    ) -> Result<Option<EntryId>, StateError>;
+
+    fn entry(&mut self, id: EntryId) -> Result<Option<Entry>, StateError>;
+
+    /// A customer's active entries, oldest first: those an arriving event may move.
+    fn active_entries(&mut self, customer: CustomerId) -> Result<Vec<Entry>, StateError>;
+
+    /// Moves the entry from `from_step` and records `effects`, all in one commit; false, with
+    /// nothing changed, when the entry is no longer active at `from_step` (another move won).
+    /// An effect whose key is already recorded is not recorded again.
+    fn advance(
+        &mut self,
+        id: EntryId,
+        from_step: &str,
+        to: &Move,
+        effects: &[Effect],
+    ) -> Result<bool, StateError>;
+
+    /// Active entries due at or before `now`, earliest first, at most `limit`.
+    fn due(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Entry>, StateError>;
+
+    /// Effects not yet completed for `channel`, oldest first, at most `limit`.
+    fn pending_effects(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingEffect>, StateError>;
+
+    /// Records an attempt's outcome: `done` takes the effect out of the outbox with its
+    /// `status` (sent, failed for good, skipped by a rule …); otherwise it stays, one attempt
+    /// more.
+    fn complete_effect(&mut self, key: &str, status: &str, done: bool) -> Result<(), StateError>;
+
+    /// The final status of a completed effect.
+    fn effect_status(&mut self, key: &str) -> Result<Option<String>, StateError>;
+
+    /// Moves `from`'s entries to `into` after a merge; an active entry of `from` in a journey
+    /// where `into` is active too ends with reason `merged`. Returns the entries moved.
+    fn reassign_customer(
+        &mut self,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<usize, StateError>;
+
+    /// Active entries, by journey: what waits.
+    fn active_counts(&mut self) -> Result<BTreeMap<String, u64>, StateError>;
+}
+
+/// Journey state in memory, for tests and tools.
+#[derive(Debug, Default)]
+pub struct MemoryJourneyState {
+    entries: BTreeMap<EntryId, Entry>,
+    effects: BTreeMap<String, (u64, PendingEffect, Option<String>)>,
+    next_entry: i64,
+    next_effect: u64,
+}
+
+impl JourneyStateStore for MemoryJourneyState {
+    fn enter(
+        &mut self,
+        new: &NewEntry,
+        allow_concurrent: bool,
+    ) -> Result<Option<EntryId>, StateError> {
+        if !allow_concurrent
+            && self
+                .entries
+                .values()
+                .any(|e| e.active() && e.customer == new.customer && e.journey == new.journey)
+        {
+            return Ok(None);
+        }
+        self.next_entry += 1;
+        let id = EntryId(self.next_entry);
+        self.entries.insert(
+            id,
+            Entry {
+                id,
+                journey: new.journey.clone(),
+                version: new.version,
+                customer: new.customer,
+                step: new.step.clone(),
+                due_at: new.due_at,
+                payload: new.payload.clone(),
+                entered_at: new.entered_at,
+                exit_reason: None,
+            },
+        );
+        Ok(Some(id))
+    }
+
+    fn entry(&mut self, id: EntryId) -> Result<Option<Entry>, StateError> {
+        Ok(self.entries.get(&id).cloned())
+    }
+
+    fn active_entries(&mut self, customer: CustomerId) -> Result<Vec<Entry>, StateError> {
+        Ok(self
+            .entries
+            .values()
+            .filter(|e| e.active() && e.customer == customer)
+            .cloned()
+            .collect())
+    }
+
+    fn advance(
+        &mut self,
+        id: EntryId,
+        from_step: &str,
+        to: &Move,
+        effects: &[Effect],
+    ) -> Result<bool, StateError> {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return Ok(false);
+        };
+        if !entry.active() || entry.step != from_step {
+            return Ok(false);
+        }
+        match to {
+            Move::Step { step, due_at } => {
+                entry.step = step.clone();
+                entry.due_at = *due_at;
+            }
+            Move::Exit { reason } => {
+                entry.due_at = None;
+                entry.exit_reason = Some(reason.clone());
+            }
+        }
+        for effect in effects {
+            if !self.effects.contains_key(&effect.key) {
+                self.next_effect += 1;
+                self.effects.insert(
+                    effect.key.clone(),
+                    (
+                        self.next_effect,
+                        PendingEffect {
+                            effect: effect.clone(),
+                            attempts: 0,
+                        },
+                        None,
+                    ),
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    fn due(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Entry>, StateError> {
+        let mut due: Vec<Entry> = self
+            .entries
+            .values()
+            .filter(|e| e.active() && e.due_at.is_some_and(|d| d <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|e| (e.due_at, e.id));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    fn pending_effects(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingEffect>, StateError> {
+        let mut pending: Vec<&(u64, PendingEffect, Option<String>)> = self
+            .effects
+            .values()
+            .filter(|(_, p, status)| status.is_none() && p.effect.channel == channel)
+            .collect();
+        pending.sort_by_key(|(order, _, _)| *order);
+        Ok(pending
+            .into_iter()
+            .take(limit)
+            .map(|(_, p, _)| p.clone())
+            .collect())
+    }
+
+    fn complete_effect(&mut self, key: &str, status: &str, done: bool) -> Result<(), StateError> {
+        if let Some((_, pending, final_status)) = self.effects.get_mut(key) {
+            if done {
+                *final_status = Some(status.to_string());
+            } else {
+                pending.attempts += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn effect_status(&mut self, key: &str) -> Result<Option<String>, StateError> {
+        Ok(self.effects.get(key).and_then(|(_, _, s)| s.clone()))
+    }
+
+    fn reassign_customer(
+        &mut self,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<usize, StateError> {
+        let survivor_journeys: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.active() && e.customer == into)
+            .map(|e| e.journey.clone())
+            .collect();
+        let mut moved = 0;
+        for entry in self.entries.values_mut().filter(|e| e.customer == from) {
+            if entry.active() && survivor_journeys.contains(&entry.journey) {
+                entry.exit_reason = Some("merged".into());
+                entry.due_at = None;
+            }
+            entry.customer = into;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    fn active_counts(&mut self) -> Result<BTreeMap<String, u64>, StateError> {
+        let mut counts = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.active()) {
+            *counts.entry(e.journey.clone()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn with_state(test: impl crate::state_conformance::JourneyStateTest) {
+        test.run(&mut crate::state::MemoryJourneyState::default());
+    }
+    crate::journey_state_conformance_suite!(with_state);
+}
