@@ -1,5 +1,7 @@
 //! Journeys: definitions, the engine, delivery rules, templates and channel adapters.
 //!
+//! - [`definition`]: journey definitions (JSON or YAML), their checks against what exists
+//!   (errors name the step and field), and version states.
 //! - [`template`]: Liquid message templates — parse and check at save time, render per customer
 //!   (HTML-escaped for email bodies, plain for SMS and push), `abort_message`, bounds.
 //! - [`state`]: what the engine needs from storage to run each step exactly once (entries,
@@ -8,6 +10,8 @@
 //!   implementation passes.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
+
+pub mod definition;
 
 /// Liquid message templates: parse, check, render, preview.
 pub mod template;
