@@ -13,13 +13,10 @@
 
 pub mod definition;
 
-/// Liquid message templates: parse, check, render, preview.
 pub mod template;
 
-/// SMS segments, parts and opt-out keywords.
 pub mod sms;
 
-/// Entries, due times and the effects outbox: the engine's state, exactly once.
 pub mod state;
 
 #[cfg(any(test, feature = "conformance"))]
