@@ -9,7 +9,7 @@
 //! documents in one commit: all or none.
 //!
 //! The embedded implementation is SQLite (`cohort-store`); [`MemoryDefinitions`] keeps them in
-//! memory. Both pass [`definition_store_conformance_suite!`](crate::definition_store_conformance_suite)
+//! memory. Both pass `definition_store_conformance_suite!`
 //! (feature `conformance`).
 //!
 //! ```

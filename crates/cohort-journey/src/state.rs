@@ -18,7 +18,7 @@
 //!
 //! The embedded implementation is SQLite (`cohort-store`); [`MemoryJourneyState`] keeps state in
 //! memory. Both pass
-//! [`journey_state_conformance_suite!`](crate::journey_state_conformance_suite) (feature
+//! `journey_state_conformance_suite!` (feature
 //! `conformance`).
 //!
 //! ```
