@@ -8,6 +8,7 @@
 //!   their due times, the effects outbox; trait `JourneyStateStore`), with an in-memory
 //!   implementation; `state_conformance` (feature `conformance`) is the suite every
 //!   implementation passes.
+//! - [`webhook`]: Standard Webhooks signatures for webhook calls.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -16,6 +17,8 @@ pub mod definition;
 pub mod template;
 
 pub mod sms;
+
+pub mod webhook;
 
 pub mod state;
 
