@@ -18,15 +18,50 @@
 //! assert_eq!(variation, Some(1));
 //! ```
 
+/// FNV-1a's 32-bit offset basis and prime.
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+
 /// FNV-1a, 32 bits, over the UTF-16 code units of `text`, as GrowthBook's JavaScript SDK computes
 /// it (`charCodeAt`). Hashing UTF-8 bytes instead would send every non-ASCII ID elsewhere.
 pub fn fnv32a(text: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for unit in text.encode_utf16() {
-        hash ^= u32::from(unit);
-        hash = hash.wrapping_mul(0x0100_0193);
+    fnv_continue(FNV_OFFSET, text)
+}
+
+/// FNV-1a of `text` continued from `hash`: hashing `a` and then `b` gives the hash of `a + b`,
+/// so the seed and the value are hashed without building their concatenation. ASCII text's
+/// UTF-16 code units are its bytes, which skips the decoding.
+fn fnv_continue(mut hash: u32, text: &str) -> u32 {
+    if text.is_ascii() {
+        for byte in text.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    } else {
+        for unit in text.encode_utf16() {
+            hash ^= u32::from(unit);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
     }
     hash
+}
+
+/// FNV-1a of the decimal digits of `n` (JavaScript's `String(n)` for a whole number).
+fn fnv_of_decimal(n: u32) -> u32 {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().fold(FNV_OFFSET, |hash, digit| {
+        (hash ^ u32::from(*digit)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// The versions of GrowthBook's hash. Version 2 spreads similar seeds and IDs better; version 1
@@ -52,10 +87,12 @@ impl HashVersion {
 /// The unit's number in `[0, 1)` for `seed`: three decimals with version 1, four with version 2.
 pub fn hash(seed: &str, value: &str, version: HashVersion) -> f64 {
     match version {
-        HashVersion::V1 => f64::from(fnv32a(&format!("{value}{seed}")) % 1000) / 1000.0,
+        HashVersion::V1 => {
+            f64::from(fnv_continue(fnv_continue(FNV_OFFSET, value), seed) % 1000) / 1000.0
+        }
         HashVersion::V2 => {
-            let first = fnv32a(&format!("{seed}{value}"));
-            f64::from(fnv32a(&first.to_string()) % 10_000) / 10_000.0
+            let first = fnv_continue(fnv_continue(FNV_OFFSET, seed), value);
+            f64::from(fnv_of_decimal(first) % 10_000) / 10_000.0
         }
     }
 }
@@ -112,6 +149,37 @@ pub fn choose_variation(n: f64, ranges: &[BucketRange]) -> Option<usize> {
     ranges.iter().position(|range| in_range(n, *range))
 }
 
+/// [`choose_variation`] over the ranges [`bucket_ranges`] would give, without building them:
+/// the same ranges, computed in the same order with the same arithmetic.
+pub(crate) fn choose_in_bucket_ranges(
+    n: f64,
+    variations: usize,
+    coverage: f64,
+    weights: Option<&[f64]>,
+) -> Option<usize> {
+    let coverage = if coverage.is_nan() {
+        1.0
+    } else {
+        coverage.clamp(0.0, 1.0)
+    };
+    let valid =
+        weights.filter(|w| w.len() == variations && (0.99..=1.01).contains(&w.iter().sum::<f64>()));
+    let equal = if variations == 0 {
+        0.0
+    } else {
+        1.0 / variations as f64
+    };
+    let mut start = 0.0;
+    for i in 0..variations {
+        let weight = valid.map_or(equal, |w| w[i]);
+        if in_range(n, (start, start + coverage * weight)) {
+            return Some(i);
+        }
+        start += weight;
+    }
+    None
+}
+
 /// Whether the unit `id` falls in the slice `[start, end)` of namespace `namespace`.
 pub fn in_namespace(id: &str, namespace: &str, start: f64, end: f64) -> bool {
     let n = hash(&format!("__{namespace}"), id, HashVersion::V1);
@@ -136,6 +204,39 @@ mod tests {
             ("", "Zoë", HashVersion::V1, 0.767),
         ] {
             assert_eq!(hash(seed, value, version), expected, "{seed:?} {value:?}");
+        }
+    }
+
+    #[test]
+    fn choosing_without_ranges_agrees_with_the_ranges() {
+        let weights: [Option<&[f64]>; 5] = [
+            None,
+            Some(&[0.5, 0.5]),
+            Some(&[0.1, 0.2, 0.7]),
+            Some(&[0.4, 0.4]),
+            Some(&[0.3, 0.3, 0.3, 0.1]),
+        ];
+        for w in weights {
+            for variations in 0..5 {
+                for coverage in [0.0, 0.25, 0.5, 1.0, 1.5, -1.0, f64::NAN] {
+                    let ranges = bucket_ranges(variations, coverage, w);
+                    for i in 0..=1000 {
+                        let n = f64::from(i) / 1000.0;
+                        assert_eq!(
+                            choose_in_bucket_ranges(n, variations, coverage, w),
+                            choose_variation(n, &ranges),
+                            "{n} {variations} {coverage} {w:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_digits_hash_as_their_text() {
+        for n in [0, 7, 10, 99, 1_000_000, u32::MAX] {
+            assert_eq!(fnv_of_decimal(n), fnv32a(&n.to_string()), "{n}");
         }
     }
 

@@ -29,15 +29,38 @@ use std::cmp::Ordering;
 /// Whether `attributes` satisfy `condition`; `saved_groups` maps group IDs to their member
 /// values for `$inGroup` and `$notInGroup`.
 pub fn eval_condition(attributes: &Value, condition: &Value, saved_groups: &Value) -> bool {
+    let no_groups = Map::new();
+    let groups = saved_groups.as_object().unwrap_or(&no_groups);
+    eval_on(Subject::Value(attributes), condition, groups)
+}
+
+/// [`eval_condition`] over attributes and saved groups as the evaluation context holds them,
+/// without copying either into a [`Value`] first.
+pub(crate) fn eval_condition_in(
+    attributes: &Map<String, Value>,
+    condition: &Value,
+    saved_groups: &Map<String, Value>,
+) -> bool {
+    eval_on(Subject::Map(attributes), condition, saved_groups)
+}
+
+/// What a condition is evaluated on: a JSON value, or the attributes' map itself.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Value(&'a Value),
+    Map(&'a Map<String, Value>),
+}
+
+fn eval_on(subject: Subject<'_>, condition: &Value, saved_groups: &Map<String, Value>) -> bool {
     let Value::Object(condition) = condition else {
         return false;
     };
     condition.iter().all(|(key, value)| match key.as_str() {
-        "$or" => eval_or(attributes, value, saved_groups),
-        "$nor" => !eval_or(attributes, value, saved_groups),
-        "$and" => eval_and(attributes, value, saved_groups),
-        "$not" => !eval_condition(attributes, value, saved_groups),
-        path => eval_value(value, path_value(attributes, path), saved_groups),
+        "$or" => eval_or(subject, value, saved_groups),
+        "$nor" => !eval_or(subject, value, saved_groups),
+        "$and" => eval_and(subject, value, saved_groups),
+        "$not" => !eval_on(subject, value, saved_groups),
+        path => eval_value(value, path_value(subject, path), saved_groups),
     })
 }
 
@@ -108,35 +131,34 @@ fn check_value_condition(path: &str, condition: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn eval_or(attributes: &Value, conditions: &Value, saved_groups: &Value) -> bool {
+fn eval_or(subject: Subject<'_>, conditions: &Value, saved_groups: &Map<String, Value>) -> bool {
     let Value::Array(conditions) = conditions else {
         return false;
     };
-    conditions.is_empty()
-        || conditions
-            .iter()
-            .any(|c| eval_condition(attributes, c, saved_groups))
+    conditions.is_empty() || conditions.iter().any(|c| eval_on(subject, c, saved_groups))
 }
 
-fn eval_and(attributes: &Value, conditions: &Value, saved_groups: &Value) -> bool {
+fn eval_and(subject: Subject<'_>, conditions: &Value, saved_groups: &Map<String, Value>) -> bool {
     let Value::Array(conditions) = conditions else {
         return false;
     };
-    conditions
-        .iter()
-        .all(|c| eval_condition(attributes, c, saved_groups))
+    conditions.iter().all(|c| eval_on(subject, c, saved_groups))
 }
 
 /// The value at a dotted path; `null` where the path leads nowhere.
-fn path_value<'a>(attributes: &'a Value, path: &str) -> &'a Value {
-    let mut current = attributes;
-    for part in path.split('.') {
-        match current.get(part) {
-            Some(next) if current.is_object() => current = next,
-            _ => return &Value::Null,
-        }
+fn path_value<'a>(subject: Subject<'a>, path: &str) -> &'a Value {
+    let mut parts = path.split('.');
+    let first = parts.next().unwrap_or_default();
+    let mut current = match subject {
+        Subject::Map(map) => map.get(first),
+        Subject::Value(value) => value.as_object().and_then(|map| map.get(first)),
+    };
+    for part in parts {
+        current = current
+            .and_then(Value::as_object)
+            .and_then(|map| map.get(part));
     }
-    current
+    current.unwrap_or(&Value::Null)
 }
 
 /// An object whose keys are all operators (`{"$gt": 1}`), as opposed to a literal object.
@@ -144,7 +166,7 @@ fn is_operator_object(map: &Map<String, Value>) -> bool {
     !map.is_empty() && map.keys().all(|k| k.starts_with('$'))
 }
 
-fn eval_value(condition: &Value, actual: &Value, saved_groups: &Value) -> bool {
+fn eval_value(condition: &Value, actual: &Value, saved_groups: &Map<String, Value>) -> bool {
     match condition {
         Value::String(expected) => JsValue(actual).to_js_string() == *expected,
         Value::Number(expected) => {
@@ -161,7 +183,12 @@ fn eval_value(condition: &Value, actual: &Value, saved_groups: &Value) -> bool {
     }
 }
 
-fn eval_operator(op: &str, actual: &Value, expected: &Value, saved_groups: &Value) -> bool {
+fn eval_operator(
+    op: &str,
+    actual: &Value,
+    expected: &Value,
+    saved_groups: &Map<String, Value>,
+) -> bool {
     let compare = || JsValue(actual).compare(&JsValue(expected));
     let version = || padded_version(actual).cmp(&padded_version(expected));
     match op {
@@ -213,7 +240,7 @@ fn eval_operator(op: &str, actual: &Value, expected: &Value, saved_groups: &Valu
     }
 }
 
-fn group<'a>(saved_groups: &'a Value, id: &Value) -> &'a [Value] {
+fn group<'a>(saved_groups: &'a Map<String, Value>, id: &Value) -> &'a [Value] {
     id.as_str()
         .and_then(|id| saved_groups.get(id))
         .and_then(Value::as_array)
@@ -264,7 +291,7 @@ fn all(actual: &Value, expected: &Value, holds: impl Fn(&Value, &Value) -> bool)
         .all(|cond| items.iter().any(|item| holds(cond, item)))
 }
 
-fn elem_match(actual: &Value, expected: &Value, saved_groups: &Value) -> bool {
+fn elem_match(actual: &Value, expected: &Value, saved_groups: &Map<String, Value>) -> bool {
     let Some(items) = actual.as_array() else {
         return false;
     };
@@ -273,7 +300,7 @@ fn elem_match(actual: &Value, expected: &Value, saved_groups: &Value) -> bool {
         if operators {
             eval_value(expected, item, saved_groups)
         } else {
-            eval_condition(item, expected, saved_groups)
+            eval_on(Subject::Value(item), expected, saved_groups)
         }
     })
 }

@@ -18,10 +18,11 @@
 //! ```
 
 use crate::assign::{self, BucketRange, HashVersion};
-use crate::condition::{eval_condition, js_string, truthy};
+use crate::condition::{eval_condition_in, js_string, truthy};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// Who is being evaluated, and the switches that override assignment.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -279,102 +280,26 @@ impl Context {
 
     /// The value of flag `id` for this unit.
     pub fn eval_feature(&mut self, id: &str) -> FeatureResult {
-        self.eval_feature_within(id, &mut BTreeSet::new())
-    }
-
-    fn eval_feature_within(&mut self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
-        if !seen.insert(id.to_string()) {
-            return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
+        let mut sticky_buckets = self.sticky_buckets.take();
+        let result = Evaluation {
+            ctx: self,
+            sticky_buckets: &mut sticky_buckets,
         }
-        let result = self.eval_feature_rules(id, seen);
-        seen.remove(id);
+        .feature(id, None);
+        self.sticky_buckets = sticky_buckets;
         result
     }
 
-    fn eval_feature_rules(&mut self, id: &str, seen: &mut BTreeSet<String>) -> FeatureResult {
-        let Some(feature) = self.features.get(id).cloned() else {
-            return FeatureResult::new(Value::Null, Source::UnknownFeature, "");
-        };
-        'rules: for rule in &feature.rules {
-            for parent in rule.parent_conditions.iter().flatten() {
-                match self.prerequisite(parent, seen) {
-                    Prerequisite::Met => {}
-                    Prerequisite::Cyclic => {
-                        return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
-                    }
-                    Prerequisite::Unmet if parent.gate => {
-                        return FeatureResult::new(Value::Null, Source::Prerequisite, "");
-                    }
-                    Prerequisite::Unmet => continue 'rules,
-                }
-            }
-            if rule
-                .filters
-                .as_deref()
-                .is_some_and(|f| self.filtered_out(f))
-            {
-                continue;
-            }
-            if let Some(value) = &rule.force {
-                if rule.condition.as_ref().is_some_and(|c| !self.passes(c)) {
-                    continue;
-                }
-                let seed = rule.seed.as_deref().unwrap_or(id);
-                if !self.in_rollout(seed, rule) {
-                    continue;
-                }
-                return FeatureResult::new(value.clone(), Source::Force, &rule.id);
-            }
-            let Some(variations) = &rule.variations else {
-                continue;
-            };
-            let experiment = Experiment {
-                key: rule.key.clone().unwrap_or_else(|| id.to_string()),
-                variations: variations.clone(),
-                weights: rule.weights.clone(),
-                coverage: rule.coverage,
-                ranges: rule.ranges.clone(),
-                condition: rule.condition.clone(),
-                namespace: rule.namespace.clone(),
-                filters: rule.filters.clone(),
-                hash_attribute: rule.hash_attribute.clone(),
-                hash_version: rule.hash_version,
-                seed: rule.seed.clone(),
-                meta: rule.meta.clone(),
-                sticky: rule.sticky.clone(),
-                ..Experiment::default()
-            };
-            let result = self.run_within(&experiment, seen);
-            if result.in_experiment && !result.passthrough {
-                let mut out =
-                    FeatureResult::new(result.value.clone(), Source::Experiment, &rule.id);
-                out.experiment = Some(result);
-                return out;
-            }
+    /// This unit's variation of `experiment`.
+    pub fn run(&mut self, experiment: &Experiment) -> ExperimentResult {
+        let mut sticky_buckets = self.sticky_buckets.take();
+        let result = Evaluation {
+            ctx: self,
+            sticky_buckets: &mut sticky_buckets,
         }
-        FeatureResult::new(feature.default_value.clone(), Source::DefaultValue, "")
-    }
-
-    fn prerequisite(
-        &mut self,
-        parent: &ParentCondition,
-        seen: &mut BTreeSet<String>,
-    ) -> Prerequisite {
-        let result = self.eval_feature_within(&parent.id, seen);
-        if result.source == Source::CyclicPrerequisite {
-            return Prerequisite::Cyclic;
-        }
-        let mut subject = Map::new();
-        subject.insert("value".into(), result.value);
-        let condition = match &parent.condition {
-            Value::Null => Value::Object(Map::new()),
-            c => c.clone(),
-        };
-        if eval_condition(&Value::Object(subject), &condition, &self.groups_value()) {
-            Prerequisite::Met
-        } else {
-            Prerequisite::Unmet
-        }
+        .run(&Spec::of_experiment(experiment), None);
+        self.sticky_buckets = sticky_buckets;
+        result
     }
 
     /// A rollout rule includes the unit: no coverage or range set, or its hash within them (a
@@ -400,250 +325,28 @@ impl Context {
         }
     }
 
-    /// This unit's variation of `experiment`.
-    pub fn run(&mut self, experiment: &Experiment) -> ExperimentResult {
-        self.run_within(experiment, &mut BTreeSet::new())
-    }
-
-    fn run_within(
-        &mut self,
-        experiment: &Experiment,
-        seen: &mut BTreeSet<String>,
-    ) -> ExperimentResult {
-        let excluded = |ctx: &Self| ctx.result(experiment, None, false, None, false);
-        let count = experiment.variations.len();
-        if count < 2 || !self.enabled {
-            return excluded(self);
-        }
-        if let Some(forced) = query_string_override(&experiment.key, &self.url, count) {
-            return self.result(experiment, Some(forced as i64), false, None, false);
-        }
-        if let Some(forced) = self.forced_variations.get(&experiment.key) {
-            return self.result(experiment, Some(*forced), false, None, false);
-        }
-        if experiment.status.as_deref() == Some("draft") || experiment.active == Some(false) {
-            return excluded(self);
-        }
-        let sticky = self.sticky_buckets.is_some() && !experiment.sticky.disable_sticky_bucketing;
-        let fallback = sticky
-            .then_some(experiment.sticky.fallback_attribute.as_deref())
-            .flatten();
-        let Some((hash_attribute, hash_value)) =
-            self.hash_value(experiment.hash_attribute.as_deref(), fallback)
-        else {
-            return excluded(self);
-        };
-        let (stored, version_blocked) = if sticky {
-            self.sticky_variation(experiment)
-        } else {
-            (None, false)
-        };
-        if stored.is_none() {
-            if let Some(filters) = &experiment.filters {
-                if self.filtered_out(filters) {
-                    return excluded(self);
-                }
-            } else if let Some((namespace, start, end)) = &experiment.namespace
-                && !assign::in_namespace(&hash_value, namespace, *start, *end)
-            {
-                return excluded(self);
-            }
-            if experiment
-                .condition
-                .as_ref()
-                .is_some_and(|c| !self.passes(c))
-            {
-                return excluded(self);
-            }
-            for parent in experiment.parent_conditions.iter().flatten() {
-                if self.prerequisite(parent, seen) != Prerequisite::Met {
-                    return excluded(self);
-                }
-            }
-            if let Some(groups) = &experiment.groups
-                && !groups.iter().any(|g| self.groups.get(g) == Some(&true))
-            {
-                return excluded(self);
-            }
-        }
-        if let Some(pattern) = &experiment.url
-            && !self.url_matches(pattern)
-        {
-            return excluded(self);
-        }
-        let Some(version) = HashVersion::from_number(experiment.hash_version.unwrap_or(1)) else {
-            return excluded(self);
-        };
-        let seed = experiment.seed.as_deref().unwrap_or(&experiment.key);
-        let n = assign::hash(seed, &hash_value, version);
-        let assigned = stored.or_else(|| {
-            let ranges = experiment.ranges.clone().unwrap_or_else(|| {
-                assign::bucket_ranges(
-                    count,
-                    experiment.coverage.unwrap_or(1.0),
-                    experiment.weights.as_deref(),
-                )
-            });
-            assign::choose_variation(n, &ranges)
-        });
-        if version_blocked {
-            return self.result(experiment, None, false, None, true);
-        }
-        let Some(assigned) = assigned else {
-            return excluded(self);
-        };
-        if let Some(force) = &experiment.force {
-            return self.result(experiment, force.as_i64(), false, None, false);
-        }
-        if self.qa_mode || experiment.status.as_deref() == Some("stopped") {
-            return excluded(self);
-        }
-        let result = self.result(
-            experiment,
-            Some(assigned as i64),
-            true,
-            Some(n),
-            stored.is_some(),
-        );
-        if sticky {
-            self.remember(experiment, &hash_attribute, &hash_value, &result.key);
-        }
-        result
-    }
-
-    /// The stored variation of `experiment` for this unit, and whether an assignment from a
-    /// bucket version below the experiment's minimum excludes the unit.
-    fn sticky_variation(&self, experiment: &Experiment) -> (Option<usize>, bool) {
-        let options = &experiment.sticky;
-        let assignments = self.sticky_assignments(experiment);
-        let blocked = (0..options.min_bucket_version)
-            .any(|v| assignments.contains_key(&sticky_key(&experiment.key, v)));
-        if blocked {
-            return (None, true);
-        }
-        let stored = assignments
-            .get(&sticky_key(&experiment.key, options.bucket_version))
-            .and_then(|variation_key| {
-                experiment
-                    .meta
-                    .as_ref()?
-                    .iter()
-                    .position(|m| m.key.as_deref() == Some(variation_key.as_str()))
-            });
-        (stored, false)
-    }
-
-    /// The unit's stored assignments: those under the fallback attribute, overridden by those
-    /// under the hash attribute.
-    fn sticky_assignments(&self, experiment: &Experiment) -> BTreeMap<String, String> {
-        let Some(docs) = &self.sticky_buckets else {
-            return BTreeMap::new();
-        };
-        let mut assignments = BTreeMap::new();
-        let keys = [
-            experiment.sticky.fallback_attribute.as_deref(),
-            experiment.hash_attribute.as_deref(),
-        ];
-        for attribute in keys {
-            if let Some((name, value)) = self.hash_value(attribute, None)
-                && let Some(doc) = docs.get(&format!("{name}||{value}"))
-            {
-                assignments.extend(doc.assignments.clone());
-            }
-        }
-        assignments
-    }
-
-    /// Stores this unit's variation of `experiment` under the attribute it was hashed on.
-    fn remember(&mut self, experiment: &Experiment, attribute: &str, value: &str, variation: &str) {
-        let Some(docs) = &mut self.sticky_buckets else {
-            return;
-        };
-        let doc = docs
-            .entry(format!("{attribute}||{value}"))
-            .or_insert_with(|| StickyBucketDoc {
-                attribute_name: attribute.to_string(),
-                attribute_value: value.to_string(),
-                assignments: BTreeMap::new(),
-            });
-        doc.assignments.insert(
-            sticky_key(&experiment.key, experiment.sticky.bucket_version),
-            variation.to_string(),
-        );
-    }
-
-    fn result(
-        &self,
-        experiment: &Experiment,
-        variation: Option<i64>,
-        hash_used: bool,
-        bucket: Option<f64>,
-        sticky_bucket_used: bool,
-    ) -> ExperimentResult {
-        let count = experiment.variations.len();
-        let chosen = variation
-            .and_then(|v| usize::try_from(v).ok())
-            .filter(|v| *v < count);
-        let (variation_id, in_experiment) = match chosen {
-            Some(v) => (v, true),
-            None => (0, false),
-        };
-        let sticky = self.sticky_buckets.is_some() && !experiment.sticky.disable_sticky_bucketing;
-        let fallback = sticky
-            .then_some(experiment.sticky.fallback_attribute.as_deref())
-            .flatten();
-        let hash_attribute = match self.hash_value(experiment.hash_attribute.as_deref(), fallback) {
-            Some((name, _)) => name,
-            None => experiment
-                .hash_attribute
-                .clone()
-                .unwrap_or_else(|| "id".to_string()),
-        };
-        let hash_value = self
-            .attributes
-            .get(&hash_attribute)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let meta = experiment.meta.as_ref().and_then(|m| m.get(variation_id));
-        let key = meta
-            .and_then(|m| m.key.clone())
-            .unwrap_or_else(|| variation_id.to_string());
-        ExperimentResult {
-            experiment_key: experiment.key.clone(),
-            value: experiment
-                .variations
-                .get(variation_id)
-                .cloned()
-                .unwrap_or(Value::Null),
-            variation_id,
-            key,
-            in_experiment,
-            hash_used: hash_used && in_experiment,
-            hash_attribute,
-            hash_value,
-            bucket,
-            passthrough: meta.is_some_and(|m| m.passthrough),
-            sticky_bucket_used,
-        }
-    }
-
     /// The hash attribute's name and the unit's value of it as text; `None` when the unit has
-    /// none (absent, null, false, 0 or empty: JavaScript's falsy values).
-    fn hash_value(
+    /// none (absent, null, false, 0 or empty: JavaScript's falsy values). A string attribute is
+    /// borrowed, not copied.
+    fn hash_value<'n>(
         &self,
-        attribute: Option<&str>,
-        fallback: Option<&str>,
-    ) -> Option<(String, String)> {
+        attribute: Option<&'n str>,
+        fallback: Option<&'n str>,
+    ) -> Option<(&'n str, Cow<'_, str>)> {
         let name = attribute.unwrap_or("id");
         let (name, value) = match self.attributes.get(name).filter(|v| truthy(v)) {
-            Some(value) => (name.to_string(), value),
+            Some(value) => (name, value),
             None => {
                 let fallback = fallback?;
                 let value = self.attributes.get(fallback).filter(|v| truthy(v))?;
-                (fallback.to_string(), value)
+                (fallback, value)
             }
         };
-        Some((name, js_string(value)))
+        let text = match value {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            other => Cow::Owned(js_string(other)),
+        };
+        Some((name, text))
     }
 
     fn filtered_out(&self, filters: &[Filter]) -> bool {
@@ -660,15 +363,7 @@ impl Context {
     }
 
     fn passes(&self, condition: &Value) -> bool {
-        eval_condition(
-            &Value::Object(self.attributes.clone()),
-            condition,
-            &self.groups_value(),
-        )
-    }
-
-    fn groups_value(&self) -> Value {
-        Value::Object(self.saved_groups.clone())
+        eval_condition_in(&self.attributes, condition, &self.saved_groups)
     }
 
     /// Old-style URL targeting: the pattern matches the whole URL or its path.
@@ -688,6 +383,401 @@ impl Context {
             .find('/')
             .map_or("/", |i| &without_scheme[i..]);
         regex.is_match(&self.url) || regex.is_match(path)
+    }
+}
+
+/// The flags being evaluated, innermost first: a list on the stack, so that looking for a
+/// cycle of prerequisites allocates nothing.
+struct Seen<'a> {
+    id: &'a str,
+    outer: Option<&'a Seen<'a>>,
+}
+
+impl Seen<'_> {
+    fn contains(&self, id: &str) -> bool {
+        let mut at = Some(self);
+        while let Some(seen) = at {
+            if seen.id == id {
+                return true;
+            }
+            at = seen.outer;
+        }
+        false
+    }
+}
+
+/// An experiment as evaluation reads it, borrowed from an [`Experiment`] or from a flag's
+/// experiment rule, so that evaluating a rule copies nothing.
+struct Spec<'a> {
+    key: &'a str,
+    variations: &'a [Value],
+    weights: Option<&'a [f64]>,
+    coverage: Option<f64>,
+    ranges: Option<&'a [BucketRange]>,
+    condition: Option<&'a Value>,
+    parent_conditions: Option<&'a [ParentCondition]>,
+    namespace: Option<&'a (String, f64, f64)>,
+    filters: Option<&'a [Filter]>,
+    force: Option<&'a Value>,
+    hash_attribute: Option<&'a str>,
+    hash_version: Option<u32>,
+    seed: Option<&'a str>,
+    active: Option<bool>,
+    status: Option<&'a str>,
+    url: Option<&'a str>,
+    groups: Option<&'a [String]>,
+    meta: Option<&'a [VariationMeta]>,
+    sticky: &'a StickyOptions,
+}
+
+impl<'a> Spec<'a> {
+    fn of_experiment(e: &'a Experiment) -> Self {
+        Spec {
+            key: &e.key,
+            variations: &e.variations,
+            weights: e.weights.as_deref(),
+            coverage: e.coverage,
+            ranges: e.ranges.as_deref(),
+            condition: e.condition.as_ref(),
+            parent_conditions: e.parent_conditions.as_deref(),
+            namespace: e.namespace.as_ref(),
+            filters: e.filters.as_deref(),
+            force: e.force.as_ref(),
+            hash_attribute: e.hash_attribute.as_deref(),
+            hash_version: e.hash_version,
+            seed: e.seed.as_deref(),
+            active: e.active,
+            status: e.status.as_deref(),
+            url: e.url.as_deref(),
+            groups: e.groups.as_deref(),
+            meta: e.meta.as_deref(),
+            sticky: &e.sticky,
+        }
+    }
+
+    /// The experiment of flag `feature`'s rule, which has `variations`: the rule's key (the
+    /// flag's when it has none) and allocation, without prerequisites (checked as the rule's),
+    /// a forced variation, a status, URL targeting or groups.
+    fn of_rule(rule: &'a Rule, feature: &'a str, variations: &'a [Value]) -> Self {
+        Spec {
+            key: rule.key.as_deref().unwrap_or(feature),
+            variations,
+            weights: rule.weights.as_deref(),
+            coverage: rule.coverage,
+            ranges: rule.ranges.as_deref(),
+            condition: rule.condition.as_ref(),
+            parent_conditions: None,
+            namespace: rule.namespace.as_ref(),
+            filters: rule.filters.as_deref(),
+            force: None,
+            hash_attribute: rule.hash_attribute.as_deref(),
+            hash_version: rule.hash_version,
+            seed: rule.seed.as_deref(),
+            active: None,
+            status: None,
+            url: None,
+            groups: None,
+            meta: rule.meta.as_deref(),
+            sticky: &rule.sticky,
+        }
+    }
+}
+
+/// One evaluation: the context, read only, and its sticky-bucket documents, which new
+/// assignments are added to (taken out of the context while it runs).
+struct Evaluation<'c> {
+    ctx: &'c Context,
+    sticky_buckets: &'c mut Option<BTreeMap<String, StickyBucketDoc>>,
+}
+
+impl Evaluation<'_> {
+    fn feature(&mut self, id: &str, outer: Option<&Seen<'_>>) -> FeatureResult {
+        if outer.is_some_and(|seen| seen.contains(id)) {
+            return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
+        }
+        self.feature_rules(id, &Seen { id, outer })
+    }
+
+    fn feature_rules(&mut self, id: &str, seen: &Seen<'_>) -> FeatureResult {
+        let ctx = self.ctx;
+        let Some(feature) = ctx.features.get(id) else {
+            return FeatureResult::new(Value::Null, Source::UnknownFeature, "");
+        };
+        'rules: for rule in &feature.rules {
+            for parent in rule.parent_conditions.iter().flatten() {
+                match self.prerequisite(parent, Some(seen)) {
+                    Prerequisite::Met => {}
+                    Prerequisite::Cyclic => {
+                        return FeatureResult::new(Value::Null, Source::CyclicPrerequisite, "");
+                    }
+                    Prerequisite::Unmet if parent.gate => {
+                        return FeatureResult::new(Value::Null, Source::Prerequisite, "");
+                    }
+                    Prerequisite::Unmet => continue 'rules,
+                }
+            }
+            if rule.filters.as_deref().is_some_and(|f| ctx.filtered_out(f)) {
+                continue;
+            }
+            if let Some(value) = &rule.force {
+                if rule.condition.as_ref().is_some_and(|c| !ctx.passes(c)) {
+                    continue;
+                }
+                let seed = rule.seed.as_deref().unwrap_or(id);
+                if !ctx.in_rollout(seed, rule) {
+                    continue;
+                }
+                return FeatureResult::new(value.clone(), Source::Force, &rule.id);
+            }
+            let Some(variations) = &rule.variations else {
+                continue;
+            };
+            let result = self.run(&Spec::of_rule(rule, id, variations), Some(seen));
+            if result.in_experiment && !result.passthrough {
+                let mut out =
+                    FeatureResult::new(result.value.clone(), Source::Experiment, &rule.id);
+                out.experiment = Some(result);
+                return out;
+            }
+        }
+        FeatureResult::new(feature.default_value.clone(), Source::DefaultValue, "")
+    }
+
+    fn prerequisite(&mut self, parent: &ParentCondition, seen: Option<&Seen<'_>>) -> Prerequisite {
+        let result = self.feature(&parent.id, seen);
+        if result.source == Source::CyclicPrerequisite {
+            return Prerequisite::Cyclic;
+        }
+        let mut subject = Map::new();
+        subject.insert("value".into(), result.value);
+        let everything = Value::Object(Map::new());
+        let condition = match &parent.condition {
+            Value::Null => &everything,
+            c => c,
+        };
+        if eval_condition_in(&subject, condition, &self.ctx.saved_groups) {
+            Prerequisite::Met
+        } else {
+            Prerequisite::Unmet
+        }
+    }
+
+    fn sticky(&self, experiment: &Spec<'_>) -> bool {
+        self.sticky_buckets.is_some() && !experiment.sticky.disable_sticky_bucketing
+    }
+
+    fn excluded(&self, experiment: &Spec<'_>) -> ExperimentResult {
+        self.result(experiment, None, false, None, false)
+    }
+
+    fn run(&mut self, experiment: &Spec<'_>, seen: Option<&Seen<'_>>) -> ExperimentResult {
+        let ctx = self.ctx;
+        let count = experiment.variations.len();
+        if count < 2 || !ctx.enabled {
+            return self.excluded(experiment);
+        }
+        if let Some(forced) = query_string_override(experiment.key, &ctx.url, count) {
+            return self.result(experiment, Some(forced as i64), false, None, false);
+        }
+        if let Some(forced) = ctx.forced_variations.get(experiment.key) {
+            return self.result(experiment, Some(*forced), false, None, false);
+        }
+        if experiment.status == Some("draft") || experiment.active == Some(false) {
+            return self.excluded(experiment);
+        }
+        let sticky = self.sticky(experiment);
+        let fallback = sticky
+            .then_some(experiment.sticky.fallback_attribute.as_deref())
+            .flatten();
+        let Some((hash_attribute, hash_value)) =
+            ctx.hash_value(experiment.hash_attribute, fallback)
+        else {
+            return self.excluded(experiment);
+        };
+        let (stored, version_blocked) = if sticky {
+            self.sticky_variation(experiment)
+        } else {
+            (None, false)
+        };
+        if stored.is_none() {
+            if let Some(filters) = experiment.filters {
+                if ctx.filtered_out(filters) {
+                    return self.excluded(experiment);
+                }
+            } else if let Some((namespace, start, end)) = experiment.namespace
+                && !assign::in_namespace(&hash_value, namespace, *start, *end)
+            {
+                return self.excluded(experiment);
+            }
+            if experiment.condition.is_some_and(|c| !ctx.passes(c)) {
+                return self.excluded(experiment);
+            }
+            for parent in experiment.parent_conditions.into_iter().flatten() {
+                if self.prerequisite(parent, seen) != Prerequisite::Met {
+                    return self.excluded(experiment);
+                }
+            }
+            if let Some(groups) = experiment.groups
+                && !groups.iter().any(|g| ctx.groups.get(g) == Some(&true))
+            {
+                return self.excluded(experiment);
+            }
+        }
+        if let Some(pattern) = experiment.url
+            && !ctx.url_matches(pattern)
+        {
+            return self.excluded(experiment);
+        }
+        let Some(version) = HashVersion::from_number(experiment.hash_version.unwrap_or(1)) else {
+            return self.excluded(experiment);
+        };
+        let seed = experiment.seed.unwrap_or(experiment.key);
+        let n = assign::hash(seed, &hash_value, version);
+        let assigned = stored.or_else(|| match experiment.ranges {
+            Some(ranges) => assign::choose_variation(n, ranges),
+            None => assign::choose_in_bucket_ranges(
+                n,
+                count,
+                experiment.coverage.unwrap_or(1.0),
+                experiment.weights,
+            ),
+        });
+        if version_blocked {
+            return self.result(experiment, None, false, None, true);
+        }
+        let Some(assigned) = assigned else {
+            return self.excluded(experiment);
+        };
+        if let Some(force) = experiment.force {
+            return self.result(experiment, force.as_i64(), false, None, false);
+        }
+        if ctx.qa_mode || experiment.status == Some("stopped") {
+            return self.excluded(experiment);
+        }
+        let result = self.result(
+            experiment,
+            Some(assigned as i64),
+            true,
+            Some(n),
+            stored.is_some(),
+        );
+        if sticky {
+            self.remember(experiment, hash_attribute, &hash_value, &result.key);
+        }
+        result
+    }
+
+    /// The stored variation of `experiment` for this unit, and whether an assignment from a
+    /// bucket version below the experiment's minimum excludes the unit.
+    fn sticky_variation(&self, experiment: &Spec<'_>) -> (Option<usize>, bool) {
+        let options = experiment.sticky;
+        let assignments = self.sticky_assignments(experiment);
+        let blocked = (0..options.min_bucket_version)
+            .any(|v| assignments.contains_key(&sticky_key(experiment.key, v)));
+        if blocked {
+            return (None, true);
+        }
+        let stored = assignments
+            .get(&sticky_key(experiment.key, options.bucket_version))
+            .and_then(|variation_key| {
+                experiment
+                    .meta?
+                    .iter()
+                    .position(|m| m.key.as_deref() == Some(variation_key.as_str()))
+            });
+        (stored, false)
+    }
+
+    /// The unit's stored assignments: those under the fallback attribute, overridden by those
+    /// under the hash attribute.
+    fn sticky_assignments(&self, experiment: &Spec<'_>) -> BTreeMap<String, String> {
+        let Some(docs) = &self.sticky_buckets else {
+            return BTreeMap::new();
+        };
+        let mut assignments = BTreeMap::new();
+        let keys = [
+            experiment.sticky.fallback_attribute.as_deref(),
+            experiment.hash_attribute,
+        ];
+        for attribute in keys {
+            if let Some((name, value)) = self.ctx.hash_value(attribute, None)
+                && let Some(doc) = docs.get(&format!("{name}||{value}"))
+            {
+                assignments.extend(doc.assignments.clone());
+            }
+        }
+        assignments
+    }
+
+    /// Stores this unit's variation of `experiment` under the attribute it was hashed on.
+    fn remember(&mut self, experiment: &Spec<'_>, attribute: &str, value: &str, variation: &str) {
+        let Some(docs) = &mut self.sticky_buckets else {
+            return;
+        };
+        let doc = docs
+            .entry(format!("{attribute}||{value}"))
+            .or_insert_with(|| StickyBucketDoc {
+                attribute_name: attribute.to_string(),
+                attribute_value: value.to_string(),
+                assignments: BTreeMap::new(),
+            });
+        doc.assignments.insert(
+            sticky_key(experiment.key, experiment.sticky.bucket_version),
+            variation.to_string(),
+        );
+    }
+
+    fn result(
+        &self,
+        experiment: &Spec<'_>,
+        variation: Option<i64>,
+        hash_used: bool,
+        bucket: Option<f64>,
+        sticky_bucket_used: bool,
+    ) -> ExperimentResult {
+        let count = experiment.variations.len();
+        let chosen = variation
+            .and_then(|v| usize::try_from(v).ok())
+            .filter(|v| *v < count);
+        let (variation_id, in_experiment) = match chosen {
+            Some(v) => (v, true),
+            None => (0, false),
+        };
+        let fallback = self
+            .sticky(experiment)
+            .then_some(experiment.sticky.fallback_attribute.as_deref())
+            .flatten();
+        let hash_attribute = match self.ctx.hash_value(experiment.hash_attribute, fallback) {
+            Some((name, _)) => name,
+            None => experiment.hash_attribute.unwrap_or("id"),
+        };
+        let hash_value = self
+            .ctx
+            .attributes
+            .get(hash_attribute)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let meta = experiment.meta.and_then(|m| m.get(variation_id));
+        let key = meta
+            .and_then(|m| m.key.clone())
+            .unwrap_or_else(|| variation_id.to_string());
+        ExperimentResult {
+            experiment_key: experiment.key.to_string(),
+            value: experiment
+                .variations
+                .get(variation_id)
+                .cloned()
+                .unwrap_or(Value::Null),
+            variation_id,
+            key,
+            in_experiment,
+            hash_used: hash_used && in_experiment,
+            hash_attribute: hash_attribute.to_string(),
+            hash_value,
+            bucket,
+            passthrough: meta.is_some_and(|m| m.passthrough),
+            sticky_bucket_used,
+        }
     }
 }
 
