@@ -232,11 +232,11 @@ const CITIES: [&str; 12] = [
 ];
 const CITY_WEIGHTS: [u32; 12] = [14, 12, 10, 8, 6, 10, 10, 7, 6, 7, 5, 5];
 const PLANS: [&str; 3] = ["free", "pro", "team"];
-const PLAN_WEIGHTS: [[u32; 3]; 2] = [[60, 30, 10], [35, 45, 20]];
+pub(crate) const PLAN_WEIGHTS: [[u32; 3]; 2] = [[60, 30, 10], [35, 45, 20]];
 const METHODS: [&str; 4] = ["password", "google", "apple", "sms"];
 const METHOD_WEIGHTS: [u32; 4] = [50, 25, 15, 10];
 /// Budget, mid, premium and luxury shoppers.
-const CLASS_WEIGHTS: [u32; 4] = [50, 30, 15, 5];
+pub(crate) const CLASS_WEIGHTS: [u32; 4] = [50, 30, 15, 5];
 /// Per spending class, how often each price tier is looked at.
 const TIER_WEIGHTS: [[u32; 4]; 4] = [
     [85, 13, 2, 0],
@@ -249,8 +249,8 @@ const TIER_PRICES: [(u32, u32); 4] = [(10, 80), (80, 300), (300, 1_200), (1_200,
 const PRODUCTS_PER_TIER: u16 = 100;
 /// Activity weights follow a Pareto law with this shape, cut at [`MAX_WEIGHT`] times the least
 /// active, so a few customers do a large share of everything without one of them doing millions.
-const PARETO_SHAPE: f64 = 1.2;
-const MAX_WEIGHT: f64 = 100.0;
+pub(crate) const PARETO_SHAPE: f64 = 1.2;
+pub(crate) const MAX_WEIGHT: f64 = 100.0;
 /// Latest session start within a day, so that every session ends on the day it started.
 const LAST_SESSION_START_S: i64 = 86_400 - 4 * 3_600;
 const MAX_VIEWS: u32 = 25;
@@ -338,12 +338,12 @@ fn pick(rng: &mut SmallRng, weights: &[u32]) -> usize {
     weights.len() - 1
 }
 
-fn pick_u8(rng: &mut SmallRng, weights: &[u32]) -> u8 {
+pub(crate) fn pick_u8(rng: &mut SmallRng, weights: &[u32]) -> u8 {
     u8::try_from(pick(rng, weights)).unwrap_or(0)
 }
 
 /// Seconds between two events of a session.
-fn gap(rng: &mut SmallRng) -> i64 {
+pub(crate) fn gap(rng: &mut SmallRng) -> i64 {
     rng.random_range(5..=180)
 }
 
@@ -394,7 +394,7 @@ fn make_customers(rng: &mut SmallRng, n: usize, cal: &Calendar) -> Vec<Customer>
 
 /// Appends one session of `customer` starting at `start_s` (seconds since the epoch): a sign-up
 /// or (often) a login, product views, sometimes a cart, a checkout and an order.
-fn session(
+pub(crate) fn session(
     rng: &mut SmallRng,
     index: u32,
     customer: &Customer,
@@ -655,7 +655,7 @@ fn properties(e: &SimEvent, seq: i64) -> Value {
     }
 }
 
-fn lake_event(e: &SimEvent, seq: i64) -> anyhow::Result<LakeEvent> {
+pub(crate) fn lake_event(e: &SimEvent, seq: i64) -> anyhow::Result<LakeEvent> {
     let at = utc(e.ts)?;
     let customer_id = i64::from(e.customer) + 1;
     Ok(LakeEvent {
@@ -676,14 +676,45 @@ fn lake_event(e: &SimEvent, seq: i64) -> anyhow::Result<LakeEvent> {
 }
 
 /// Generates into `<dir>/lake` with three threads: the simulation, the conversion into
-/// `LakeEvent`s, and the lake writer (Arrow, Parquet, fsync). Bounded channels between them
-/// keep at most a few chunks in memory.
+/// `LakeEvent`s, and the lake writer (Arrow, Parquet, fsync).
 fn write_lake(
     dir: &Path,
     spec: LakeSpec,
     cal: &Calendar,
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<World> {
+    let (world, written) = write_events(
+        dir,
+        progress,
+        |emit| simulate(&spec, cal, |day| emit(day)),
+        lake_event,
+    )?;
+    if world.events != written {
+        bail!(
+            "generated {} events but the lake took {written}",
+            world.events
+        );
+    }
+    Ok(world)
+}
+
+/// Writes what a generator produces into an empty `<dir>/lake` with three threads: the
+/// generator (`produce`, which hands over its events in time order, a day or so at a time, to
+/// the function it is given), the conversion into `LakeEvent`s (`convert`, given each event's
+/// seq, from 1 on), and the lake writer (Arrow, Parquet, fsync); then, as the server's lake
+/// flusher does, it compacts each day's files into one file sorted by event. Bounded channels
+/// between the threads keep at most a few chunks in memory. Returns what `produce` returned and
+/// the number of events written; `progress` gets that number after every chunk.
+pub(crate) fn write_events<E, W>(
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+    produce: impl FnOnce(&mut dyn FnMut(&[E]) -> anyhow::Result<()>) -> anyhow::Result<W> + Send,
+    convert: impl Fn(&E, i64) -> anyhow::Result<LakeEvent> + Send,
+) -> anyhow::Result<(W, u64)>
+where
+    E: Clone + Send,
+    W: Send,
+{
     let mut writer = LakeWriter::open(dir).context("opening the lake for writing")?;
     if writer.last_position().is_some() {
         bail!(
@@ -691,22 +722,23 @@ fn write_lake(
             dir.display()
         );
     }
-    let (ev_tx, ev_rx) = mpsc::sync_channel::<(i64, Vec<SimEvent>)>(2);
+    let (ev_tx, ev_rx) = mpsc::sync_channel::<(i64, Vec<E>)>(2);
     let (lake_tx, lake_rx) = mpsc::sync_channel::<Vec<LakeEvent>>(1);
     std::thread::scope(|scope| {
         let generator = std::thread::Builder::new()
             .name("bench-generate".into())
             .spawn_scoped(scope, move || {
                 let mut seq = 1i64;
-                simulate(&spec, cal, |day| {
-                    for chunk in day.chunks(CHUNK) {
+                let mut emit = |events: &[E]| -> anyhow::Result<()> {
+                    for chunk in events.chunks(CHUNK) {
                         ev_tx
                             .send((seq, chunk.to_vec()))
                             .map_err(|_| anyhow!("the lake writer stopped"))?;
                         seq += chunk.len() as i64;
                     }
                     Ok(())
-                })
+                };
+                produce(&mut emit)
             })
             .context("starting the generator thread")?;
         let converter = std::thread::Builder::new()
@@ -716,7 +748,7 @@ fn write_lake(
                     let events = chunk
                         .iter()
                         .zip(first..)
-                        .map(|(e, seq)| lake_event(e, seq))
+                        .map(|(e, seq)| convert(e, seq))
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     if lake_tx.send(events).is_err() {
                         break;
@@ -744,22 +776,16 @@ fn write_lake(
                 .map(drop)
                 .context("compacting the lake");
         }
-        let world = generator
+        let produced = generator
             .join()
             .map_err(|_| anyhow!("the generator thread panicked"))?;
         let converted = converter
             .join()
             .map_err(|_| anyhow!("the converter thread panicked"))?;
         appended?;
-        let world = world?;
+        let produced = produced?;
         converted?;
-        if world.events != written {
-            bail!(
-                "generated {} events but the lake took {written}",
-                world.events
-            );
-        }
-        Ok(world)
+        Ok((produced, written))
     })
 }
 

@@ -14,6 +14,9 @@
 //! - [`lake`]: a second, simpler shop written straight into a lake's Parquet files with its
 //!   profiles, at benchmark sizes (`cohort bench analytics`): [`lake::existing`],
 //!   [`lake::generate`].
+//! - [`experiment_lake`]: an A/B test on that shop (exposures by Cohort's own assignment, the
+//!   shop's sessions before and after, a small real effect) written the same way, for
+//!   `cohort bench experiments`: [`experiment_lake::existing`], [`experiment_lake::generate`].
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};
@@ -38,6 +41,7 @@
 //! ```
 
 pub mod catalog;
+pub mod experiment_lake;
 pub mod generate;
 pub mod lake;
 mod people;
