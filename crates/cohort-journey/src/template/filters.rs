@@ -180,9 +180,12 @@ impl fmt::Display for GuardedFilter {
 
 impl Filter for GuardedFilter {
     fn evaluate(&self, input: &dyn ValueView, runtime: &dyn Runtime) -> Result<Value> {
-        with_state(runtime, |s| s.tick())?;
         let value = self.0.evaluate(input, runtime)?;
-        with_state(runtime, |s| s.check_value(&value))?;
+        // One borrow of the render's state per call: filters run for every output.
+        with_state(runtime, |s| {
+            s.tick()?;
+            s.check_value(&value)
+        })?;
         Ok(value)
     }
 }
@@ -616,6 +619,56 @@ fn finish_html(input: &dyn ValueView, _: &Args<'_>, _: &dyn Runtime) -> Result<V
     Ok(Value::scalar(escape_once(&output_text(input))))
 }
 
+/// Ruby's `CGI.escape`, which Shopify's `url_encode` is: letters, digits and `_ . - ~` stay, a
+/// space becomes `+`, every other byte of the UTF-8 is `%XX`.
+fn url_encode(input: &dyn ValueView, _: &Args<'_>, _: &dyn Runtime) -> Result<Value> {
+    if input.is_nil() {
+        return Ok(Value::Nil);
+    }
+    let text = input.to_kstr();
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                out.push(char::from(byte));
+            }
+            b' ' => out.push('+'),
+            _ => {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
+    Ok(Value::scalar(out))
+}
+
+/// Ruby's `CGI.unescape`: `+` is a space and `%XX` a byte; malformed escapes stay as they are.
+fn url_decode(input: &dyn ValueView, _: &Args<'_>, _: &dyn Runtime) -> Result<Value> {
+    if input.is_nil() {
+        return Ok(Value::Nil);
+    }
+    let text = input.to_kstr();
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = |b: u8| char::from(b).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
+                i += 3;
+                continue;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Ok(Value::scalar(String::from_utf8_lossy(&out).into_owned()))
+}
+
 // ---- people, money, dates ------------------------------------------------------------------
 
 /// 先生 or 女士 for a gender trait; anything else gives the fallback argument (default empty).
@@ -1012,6 +1065,15 @@ pub(crate) fn cohort_filters(html: bool) -> Vec<Def> {
                 escape_text
             },
         ),
+        def(
+            "url_encode",
+            "Percent-encodes as Ruby's CGI.escape (a space is +).",
+            0,
+            0,
+            &[],
+            url_encode,
+        ),
+        def("url_decode", "Decodes + and %XX.", 0, 0, &[], url_decode),
         def(
             "raw",
             "Prints the input unescaped in HTML (must be the last filter).",
