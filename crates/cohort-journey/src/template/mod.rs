@@ -44,7 +44,9 @@
 //! Missing values are blank, never errors: an absent variable, key or index (`{{ a.b }}` with no
 //! `a`, `{{ list[5].x }}` past the end) is nil, which is false for `if`, replaced by `default`,
 //! empty when printed, and nil again when indexed. `{{ first_name | default: "顾客" }}` prints
-//! 顾客 for a customer without a first name.
+//! 顾客 for a customer without a first name. One exception: a missing variable used *as* an
+//! index (`list[i]` with no `i`) fails the render, because liquid evaluates index expressions
+//! before Cohort's lookup sees the path.
 //!
 //! Preview is the same [`render`] call: against a chosen customer's data, or against an empty
 //! profile ([`TemplateData::default`], or any JSON that is not an object), where every variable
