@@ -797,7 +797,10 @@ fn sticky_key(experiment: &str, bucket_version: u32) -> String {
 /// Only the first `key=` in the query counts, and its value is read as JavaScript's `parseInt`
 /// reads it (leading digits), as the SDKs do.
 pub fn query_string_override(key: &str, url: &str, variations: usize) -> Option<usize> {
-    let query = url.split('?').nth(1)?;
+    // The text between the first `?` and the next one, as `split('?').nth(1)` gives it; found
+    // with `split_once`, which does not walk a URL without `?` character by character.
+    let rest = url.split_once('?')?.1;
+    let query = rest.split_once('?').map_or(rest, |(query, _)| query);
     let query = query.split('#').next().unwrap_or(query);
     let value = query.split('&').find_map(|pair| {
         let mut parts = pair.splitn(2, '=');
