@@ -6,6 +6,9 @@
 //! - `lookup` ([`BenchLookupArgs`]): profile-lookup latency under an open-loop load.
 //! - `analytics` ([`BenchAnalyticsArgs`]): segment, funnel, retention, RFM and k-means times on
 //!   data from [`cohort_demo::lake`], side by side with DuckDB over the same Parquet files.
+//! - `experiments` ([`BenchExperimentsArgs`]): flag assignments per second beside GrowthBook's
+//!   JavaScript and Python SDKs, and an experiment's report over data from
+//!   [`cohort_demo::experiment_lake`] beside DuckDB plus gbstats.
 //!
 //! The binary embeds [`BenchCommand`] as its `bench` subcommand and hands the parsed command to
 //! [`run`], inside a Tokio runtime:
@@ -29,6 +32,7 @@
 //! Everything printed is measured; nothing here judges the numbers.
 
 mod analytics;
+mod experiments;
 mod floor;
 mod ingest;
 mod machine;
@@ -42,6 +46,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::ingest(args).await,
         BenchCommand::Lookup(args) => ingest::lookup(args).await,
         BenchCommand::Analytics(args) => analytics::run(args).await,
+        BenchCommand::Experiments(args) => experiments::run(args).await,
     }
 }
 
@@ -63,6 +68,56 @@ pub enum BenchCommand {
         after_help = "Examples:\n  cohort bench analytics --customers 100000 --events 5000000 --data ./bench-data\n  cohort bench analytics --python ~/.venv/bin/python --repeat 5   # 1M customers, 50M events\n\nThe data is generated once into --data and reused while --customers, --events and\n--seed stay the same. DuckDB runs in `PYTHON -c` (pip install duckdb; scikit-learn\nadds a k-means reference)."
     )]
     Analytics(BenchAnalyticsArgs),
+    /// Flag assignments per second beside GrowthBook's JavaScript and Python SDKs, and an
+    /// experiment's report over generated exposures beside DuckDB plus gbstats.
+    #[command(
+        after_help = "Examples:\n  cohort bench experiments --python ~/.cache/cohort/venv/bin/python --data ./bench-exp   # 10M customers\n  cohort bench experiments --only assignment --ids 1000000\n  cohort bench experiments --only report --customers 1000000 --data ./bench-exp-1m --repeat 5\n\nThe data is generated once into --data and reused while --customers and --seed stay\nthe same. The peers need Node.js with @growthbook/growthbook (--growthbook-js) and a\nPython with growthbook, duckdb and gbstats (pip install growthbook duckdb gbstats)."
+    )]
+    Experiments(BenchExperimentsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchExperimentsArgs {
+    /// Customers to generate for the report, each exposed to the experiment.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub customers: usize,
+    /// Directory for the generated data, kept and reused when it already holds data of the same
+    /// --customers and --seed. Default: a temporary directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Keep the temporary data directory (a --data directory is always kept).
+    #[arg(long)]
+    pub keep: bool,
+    /// Units to assign in Cohort and the JavaScript SDK (IDs u1, u2, …).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub ids: usize,
+    /// Units for the Python SDK, which is slower: the first of the same IDs.
+    #[arg(long, default_value_t = 200_000)]
+    pub python_ids: usize,
+    /// Runs of every measurement; the median and the best are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run only these parts (comma-separated): assignment, report.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Python interpreter with the growthbook, duckdb and gbstats packages.
+    #[arg(long, env = "COHORT_BENCH_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// Node.js, for GrowthBook's JavaScript SDK.
+    #[arg(long, default_value = "node")]
+    pub node: String,
+    /// The @growthbook/growthbook package directory.
+    #[arg(
+        long,
+        default_value = "tests/clients/node/node_modules/@growthbook/growthbook"
+    )]
+    pub growthbook_js: PathBuf,
+    /// Measure Cohort only: no SDKs, no DuckDB.
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 #[derive(Args, Debug, Clone)]
