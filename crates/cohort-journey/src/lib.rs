@@ -9,6 +9,9 @@
 //!   implementation; `state_conformance` (feature `conformance`) is the suite every
 //!   implementation passes.
 //! - [`webhook`]: Standard Webhooks signatures for webhook calls.
+//! - [`coupon`]: coupon code pools (CSV import, generation from a pattern), one code per
+//!   customer per campaign, expiry and redemptions (trait `CouponStore`), with an in-memory
+//!   implementation; `coupon_conformance` (feature `conformance`) is its suite.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -24,3 +27,8 @@ pub mod state;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod state_conformance;
+
+pub mod coupon;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod coupon_conformance;

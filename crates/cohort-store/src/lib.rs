@@ -20,6 +20,7 @@
 
 mod catalog;
 mod conn;
+mod coupons;
 mod dedup;
 mod definitions;
 mod derived;
@@ -39,6 +40,7 @@ use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
 pub use catalog::{AdminKey, Catalog, Source, SourceKind, hash_key};
 pub use cohort_core::{NewFailedEvent, Receipt, Submission};
+pub use coupons::SqliteCoupons;
 pub use definitions::SqliteDefinitions;
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
@@ -296,6 +298,17 @@ impl Store {
     pub fn journey_state(&self) -> Result<SqliteJourneyState, StoreError> {
         let path = self.inner.config.data_dir.join("state.db");
         Ok(SqliteJourneyState::new(conn::open(
+            &path,
+            self.inner.config.durability,
+        )?))
+    }
+
+    /// Coupon pools, codes, issues and redemptions on a connection of its own. Handles may be
+    /// used from several threads or processes at once: each issue is one immediate
+    /// transaction, so none hands out a code another has.
+    pub fn coupons(&self) -> Result<SqliteCoupons, StoreError> {
+        let path = self.inner.config.data_dir.join("state.db");
+        Ok(SqliteCoupons::new(conn::open(
             &path,
             self.inner.config.durability,
         )?))

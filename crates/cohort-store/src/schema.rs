@@ -267,6 +267,41 @@ CREATE TABLE journey_effects (
 );
 CREATE INDEX journey_effects_pending ON journey_effects (channel, seq) WHERE done = 0;
 "#,
+    // Coupons: pools, their codes (unique across pools, so a redeemed code names its pool),
+    // issues and redemptions. An issue row's primary key is its code and it is UNIQUE on
+    // (pool, campaign, customer): a code cannot go to two customers, nor a customer get two
+    // codes in one campaign, whatever a crash interrupts (see `coupons`).
+    r#"
+CREATE TABLE coupon_pools (
+    key        TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    expires_at INTEGER,
+    valid_for  INTEGER
+) WITHOUT ROWID;
+CREATE TABLE coupon_codes (
+    id     INTEGER PRIMARY KEY,
+    code   TEXT    NOT NULL UNIQUE,
+    pool   TEXT    NOT NULL REFERENCES coupon_pools (key),
+    issued INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX coupon_codes_available ON coupon_codes (pool, id) WHERE issued = 0;
+CREATE TABLE coupon_issues (
+    code        TEXT    PRIMARY KEY REFERENCES coupon_codes (code),
+    pool        TEXT    NOT NULL,
+    campaign    TEXT    NOT NULL,
+    customer_id INTEGER NOT NULL,
+    issue_key   TEXT    NOT NULL UNIQUE,
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER,
+    UNIQUE (pool, campaign, customer_id)
+) WITHOUT ROWID;
+CREATE TABLE coupon_redemptions (
+    code        TEXT    PRIMARY KEY REFERENCES coupon_issues (code),
+    customer_id INTEGER NOT NULL,
+    order_id    TEXT    NOT NULL,
+    redeemed_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
