@@ -48,7 +48,6 @@ import pytest
 import requests
 
 from gbstats.utils import check_srm
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest
 
 from conftest import CohortServer, new_server, poll
@@ -56,7 +55,9 @@ from test_experiment_stats import (
     SRM_THRESHOLD,
     Checker,
     Refusal,
+    check_corrections,
     check_lift,
+    check_power,
     check_values,
     gbstats_lift,
     power_reference,
@@ -514,29 +515,9 @@ def check(c: Checker, case: dict, options: dict, report: dict) -> None:
             else:
                 c.check("pooled_z_test" not in comp, f"{what}: pooled test on a non-rate")
             want = power_reference(options, kind, sa, sb, direction, report.get("days_running"))
-            got = comp["power"]
-            if isinstance(want, Refusal):
-                c.refused(got, f"{what} power", {want.why})
-            else:
-                for k, v in want.items():
-                    if k != "wanted":
-                        c.close(got.get(k), v, f"{what} {k.replace('_', ' ')}")
-                if "minimum_detectable_effect" not in want:
-                    c.check("minimum_detectable_effect" not in got,
-                            f"{what}: cohort has a detectable effect, the reference none")
-                if "power" in want:
-                    c.check(got["reached"] == (want["power"] >= want["wanted"]),
-                            f"{what}: power reached flag")
+            check_power(c, want, comp["power"], what)
 
-    correction = options.get("correction", "none")
-    if correction != "none" and chosen_p:
-        method = {"holm": "holm", "benjamini_hochberg": "fdr_bh"}[correction]
-        adjusted = multipletests([p for _, p, _ in chosen_p], method=method)[1]
-        for (comp, _, what), want in zip(chosen_p, adjusted):
-            c.close(comp.get("adjusted_p_value"), want, f"{what} {method}-adjusted p")
-    else:
-        for comp, _, what in chosen_p:
-            c.check("adjusted_p_value" not in comp, f"{what}: adjusted without a correction")
+    check_corrections(c, options, chosen_p)
     c.check(bool(report["verdict"]["en"]) and bool(report["verdict"]["zh"]), "empty verdict")
 
 

@@ -502,6 +502,35 @@ def check_lift(c: Checker, options: dict, got: dict, want, what: str, few: bool)
         c.close(got.get("p_value"), want["p_value"], f"{what} p-value")
 
 
+def check_power(c: Checker, want, got: dict, what: str) -> None:
+    """A comparison's power figures against statsmodels' (`power_reference`)."""
+    if isinstance(want, Refusal):
+        c.refused(got, f"{what} power", {want.why})
+        return
+    for k, v in want.items():
+        if k != "wanted":
+            c.close(got.get(k), v, f"{what} {k.replace('_', ' ')}")
+    if "minimum_detectable_effect" not in want:
+        c.check("minimum_detectable_effect" not in got,
+                f"{what}: cohort has a detectable effect, the reference none")
+    if "power" in want:
+        c.check(got["reached"] == (want["power"] >= want["wanted"]), f"{what}: power reached flag")
+
+
+def check_corrections(c: Checker, options: dict, chosen_p: list) -> None:
+    """The adjusted p-values of every (comparison, gbstats p, label) against statsmodels'
+    multipletests, or their absence without a correction."""
+    correction = options.get("correction", "none")
+    if correction != "none" and chosen_p:
+        method = {"holm": "holm", "benjamini_hochberg": "fdr_bh"}[correction]
+        adjusted = multipletests([p for _, p, _ in chosen_p], method=method)[1]
+        for (comp, _, what), want in zip(chosen_p, adjusted):
+            c.close(comp.get("adjusted_p_value"), want, f"{what} {method}-adjusted p")
+    else:
+        for comp, _, what in chosen_p:
+            c.check("adjusted_p_value" not in comp, f"{what}: adjusted without a correction")
+
+
 def check_report(c: Checker, case: dict, options: dict, report: dict) -> None:
     alpha = options.get("alpha", 0.05)
     difference = options.get("difference", "relative")
@@ -586,30 +615,9 @@ def check_report(c: Checker, case: dict, options: dict, report: dict) -> None:
 
             # Power, detectable effect, units needed (statsmodels).
             want = power_reference(options, kind, sa, sb, direction, case.get("days_running"))
-            got = comp["power"]
-            if isinstance(want, Refusal):
-                c.refused(got, f"{what} power", {want.why})
-            else:
-                for k, v in want.items():
-                    if k == "wanted":
-                        continue
-                    c.close(got.get(k), v, f"{what} {k.replace('_', ' ')}")
-                if "minimum_detectable_effect" not in want:
-                    c.check("minimum_detectable_effect" not in got,
-                            f"{what}: cohort has a detectable effect, the reference none")
-                if "power" in want:
-                    c.check(got["reached"] == (want["power"] >= want["wanted"]),
-                            f"{what}: power reached flag")
+            check_power(c, want, comp["power"], what)
 
-    correction = options.get("correction", "none")
-    if correction != "none" and chosen_p:
-        method = {"holm": "holm", "benjamini_hochberg": "fdr_bh"}[correction]
-        adjusted = multipletests([p for _, p, _ in chosen_p], method=method)[1]
-        for (comp, _, what), want in zip(chosen_p, adjusted):
-            c.close(comp.get("adjusted_p_value"), want, f"{what} {method}-adjusted p")
-    else:
-        for comp, _, what in chosen_p:
-            c.check("adjusted_p_value" not in comp, f"{what}: adjusted without a correction")
+    check_corrections(c, options, chosen_p)
 
 
 @pytest.mark.parametrize("options", ENGINES, ids=engine_id)
