@@ -8,15 +8,20 @@ to more than one variation (counted and left out), each metric's per-unit value 
 products a ratio needs; then gbstats' two-sided t-test (relative lift) for every metric and its
 sample-ratio check.
 
-`cohort bench experiments` runs it as `python -c <this file>` with a JSON spec on stdin:
+`cohort bench experiments` runs it as `python -c <this file>` with a JSON spec as the first
+line of stdin (by hand: `python scripts/bench_experiments_report.py < spec.json`):
 {"events": "<data>/lake/events/*/*.parquet", "experiment", "start", "end" (RFC 3339, UTC),
  "values": [{"key", "event", "aggregate": "any"|"count"|"sum", "property", "window_seconds",
  "cap"}], "products": [[a, b]], "variations": [keys], "weights": [...], "metrics": [{"key",
- "kind": "proportion"|"mean"|"ratio", "value" | "numerator", "denominator"}], "alpha", "repeat"}.
-Every run is timed inside this process after DuckDB is connected and the view created: the SQL
-(time.perf_counter) and gbstats, and the process's CPU over both (time.process_time, every
-thread). Output (stdout, one line of JSON): versions, "runs": [{"sql", "stats", "cpu"}], the sums
-of the last run by variation, "multiple_exposures", the effects and the sample-ratio p-value.
+ "kind": "proportion"|"mean"|"ratio", "value" | "numerator", "denominator"}], "alpha",
+ "repeat", "driven"}.
+Without "driven" it makes "repeat" runs. With it, it answers {"ready": true}, then makes one run
+for each line "run" it reads and answers each with that run's times, so that the caller can
+alternate its own runs with these. Every run is timed inside this process after DuckDB is
+connected and the view created: the SQL (time.perf_counter) and gbstats, and the process's CPU
+over both (time.process_time, every thread). The last line of output is one line of JSON:
+versions, "runs": [{"sql", "stats", "cpu"}], the sums of the last run by variation,
+"multiple_exposures", the effects and the sample-ratio p-value.
 """
 
 import importlib.metadata
@@ -25,7 +30,7 @@ import sys
 import time
 import warnings
 
-spec = json.load(sys.stdin)
+spec = json.loads(sys.stdin.readline())
 try:
     import duckdb
     import numpy as np
@@ -179,7 +184,11 @@ out = {
     "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
     "runs": [],
 }
-for r in range(spec["repeat"]):
+sums, multiple, effects, srm = {}, 0, {}, None
+
+
+def one_run(r: int) -> dict:
+    global sums, multiple, effects, srm
     cpu0, t0 = time.process_time(), time.perf_counter()
     rows = con.execute(SUMS_SQL).fetchall()
     multiple = con.execute(MULTIPLE_SQL).fetchone()[0]
@@ -187,8 +196,24 @@ for r in range(spec["repeat"]):
     t1 = time.perf_counter()
     effects, srm = effects_of(sums)
     t2 = time.perf_counter()
-    out["runs"].append({"sql": t1 - t0, "stats": t2 - t1, "cpu": time.process_time() - cpu0})
-    print(f"  DuckDB + gbstats, run {r + 1}: {t1 - t0:.2f} s + {t2 - t1:.4f} s", file=sys.stderr)
+    run = {"sql": t1 - t0, "stats": t2 - t1, "cpu": time.process_time() - cpu0}
+    out["runs"].append(run)
+    print(f"  DuckDB + gbstats, run {r}: {t1 - t0:.2f} s + {t2 - t1:.4f} s "
+          f"(CPU {run['cpu']:.2f} s)", file=sys.stderr, flush=True)
+    return run
+
+
+if spec.get("driven"):
+    # Driven run by run, so that its runs alternate with Cohort's: "ready" once, then one
+    # line of JSON per "run" line read.
+    print(json.dumps({"ready": True}), flush=True)
+    for r, line in enumerate(sys.stdin, start=1):
+        if line.strip() != "run":
+            break
+        print(json.dumps(one_run(r)), flush=True)
+else:
+    for r in range(1, spec["repeat"] + 1):
+        one_run(r)
 out["sums"] = sums
 out["multiple_exposures"] = int(multiple)
 out["effects"] = effects

@@ -718,6 +718,84 @@ fn compare_effects(report: &Report, theirs: &Value) -> (f64, f64, usize) {
     (lift, p, compared)
 }
 
+/// The DuckDB + gbstats process (`scripts/bench_experiments_report.py`), driven one run at a
+/// time.
+struct ReportPeer {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl ReportPeer {
+    fn start(python: &str, spec: &Value) -> anyhow::Result<ReportPeer> {
+        let mut child = std::process::Command::new(python)
+            .arg("-c")
+            .arg(REPORT_PY)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot run {python}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("{python} has no pipes");
+        };
+        let mut peer = ReportPeer {
+            child,
+            stdin: Some(stdin),
+            lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
+        };
+        let mut spec = spec.clone();
+        spec["driven"] = json!(true);
+        peer.send(&format!("{spec}\n"))?;
+        let ready = peer.answer()?;
+        if let Some(missing) = ready.get("missing") {
+            bail!("{python} lacks a package: {missing} (pip install duckdb gbstats)");
+        }
+        if ready["ready"] != json!(true) {
+            bail!("{python} did not start: {ready}");
+        }
+        Ok(peer)
+    }
+
+    fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("the peer's input is closed")?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// The next line of JSON the peer prints.
+    fn answer(&mut self) -> anyhow::Result<Value> {
+        loop {
+            let line = self
+                .lines
+                .next()
+                .context("the DuckDB process stopped; its messages are above")??;
+            if let Some(at) = line.find('{') {
+                return serde_json::from_str(&line[at..])
+                    .with_context(|| format!("unreadable answer: {line:.200}"));
+            }
+        }
+    }
+
+    /// One run's times: `{"sql", "stats", "cpu"}` in seconds.
+    fn run(&mut self) -> anyhow::Result<Value> {
+        self.send("run\n")?;
+        self.answer()
+    }
+
+    /// Ends the runs; the versions, every run, and the last run's sums and effects.
+    fn finish(mut self) -> anyhow::Result<Value> {
+        drop(self.stdin.take());
+        let answer = self.answer();
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the DuckDB process failed ({status}); its messages are above");
+        }
+        answer
+    }
+}
+
 async fn report(args: &BenchExperimentsArgs, defs: &Definitions, dir: &Path) -> anyhow::Result<()> {
     let spec = ExperimentSpec {
         customers: args.customers,
@@ -747,9 +825,28 @@ async fn report(args: &BenchExperimentsArgs, defs: &Definitions, dir: &Path) -> 
         fmt_int(meta.events_written),
         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
+    // The peer runs in its own process, driven run by run so that its runs alternate with
+    // Cohort's: the machine's other load then weighs on both alike.
+    let mut peer = None;
+    let mut peer_failure = None;
+    if args.no_peers {
+        peer_failure = Some("--no-peers".to_string());
+    } else {
+        println!(
+            "DuckDB + gbstats: the same sums and effects with {}, its runs alternating with Cohort's …",
+            args.python
+        );
+        let spec = report_spec(dir, defs, &query, &options, repeat);
+        let python = args.python.clone();
+        match tokio::task::spawn_blocking(move || ReportPeer::start(&python, &spec)).await? {
+            Ok(p) => peer = Some(p),
+            Err(e) => peer_failure = Some(format!("{e:#}")),
+        }
+    }
     let mut ours = Runs::default();
     let mut sql_times = Vec::new();
     let mut stats_times = Vec::new();
+    let mut pairs = Vec::new();
     let mut last: Option<(ExposureSums, Report)> = None;
     for run in 1..=repeat {
         let cpu = process_cpu_seconds();
@@ -765,33 +862,47 @@ async fn report(args: &BenchExperimentsArgs, defs: &Definitions, dir: &Path) -> 
         );
         let report = analyze(&input).map_err(|e| anyhow::anyhow!("{}: {}", e.at, e.message))?;
         let wall = started.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds() - cpu;
         ours.wall.push(wall);
-        ours.cpu.push(process_cpu_seconds() - cpu);
+        ours.cpu.push(cpu);
         sql_times.push(summed);
         stats_times.push(wall - summed);
         println!(
-            "  Cohort, run {run}: {} (sums {})",
+            "  Cohort, run {run}: {} (sums {}), CPU {}; load average {}",
             fmt_seconds(wall),
-            fmt_seconds(summed)
+            fmt_seconds(summed),
+            fmt_seconds(cpu),
+            load_average()
         );
         last = Some((sums, report));
+        if let Some(mut p) = peer.take() {
+            let (p, answer) = tokio::task::spawn_blocking(move || {
+                let answer = p.run();
+                (p, answer)
+            })
+            .await?;
+            match answer {
+                Ok(r) => {
+                    let theirs = r["sql"].as_f64().unwrap_or(f64::NAN)
+                        + r["stats"].as_f64().unwrap_or(f64::NAN);
+                    pairs.push(wall / theirs);
+                    peer = Some(p);
+                }
+                Err(e) => peer_failure = Some(format!("{e:#}")),
+            }
+        }
     }
     let cohort_rss = peak_rss();
     drop(lake);
     let Some((sums, report)) = last else {
         bail!("no run");
     };
-
-    let peer = if args.no_peers {
-        Err(anyhow::anyhow!("--no-peers"))
-    } else {
-        println!(
-            "DuckDB + gbstats: the same sums and effects with {} …",
-            args.python
-        );
-        let spec = report_spec(dir, defs, &query, &options, repeat);
-        let python = args.python.clone();
-        tokio::task::spawn_blocking(move || run_script(&python, &["-c"], REPORT_PY, &spec)).await?
+    let peer: Result<Value, String> = match (peer, peer_failure) {
+        (_, Some(why)) => Err(why),
+        (Some(p), None) => tokio::task::spawn_blocking(move || p.finish())
+            .await?
+            .map_err(|e| format!("{e:#}")),
+        (None, None) => Err("not run".into()),
     };
 
     println!();
@@ -849,10 +960,13 @@ async fn report(args: &BenchExperimentsArgs, defs: &Definitions, dir: &Path) -> 
                 median(&stats).map_or("-".into(), fmt_seconds)
             );
             if let (Some(a), Some(b)) = (ours.median_wall(), theirs.median_wall()) {
+                let ratios: Vec<String> = pairs.iter().map(|r| format!("{r:.2}")).collect();
                 println!(
-                    "  Cohort / (DuckDB + gbstats), median wall: {:.2}; target (issue 15) at most \
-                     1.0: {}.",
+                    "  Cohort / (DuckDB + gbstats), median wall: {:.2} (neighbouring runs: {}); \
+                     median CPU: {:.2}; target (issue 15) at most 1.0: {}.",
                     a / b,
+                    ratios.join(", "),
+                    ours.median_cpu().unwrap_or(f64::NAN) / theirs.median_cpu().unwrap_or(f64::NAN),
                     if a <= b { "met" } else { "NOT met" }
                 );
             }
@@ -876,7 +990,7 @@ async fn report(args: &BenchExperimentsArgs, defs: &Definitions, dir: &Path) -> 
                 answer["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
             );
         }
-        Err(e) => println!("  DuckDB + gbstats skipped: {e:#}"),
+        Err(e) => println!("  DuckDB + gbstats skipped: {e}"),
     }
     print_effects(&report, &sums);
     Ok(())
