@@ -177,13 +177,11 @@ fn metrics_json() -> Value {
 
 /// The experiment's definitions (fixed; the same for every spec).
 pub fn definitions() -> anyhow::Result<Definitions> {
-    let read = |what: &str, v: &Value| anyhow!("the benchmark's {what} does not read: {v}");
-    let flag: Flag =
-        definition::parse(&flag_json()).map_err(|e| read("flag", &json!(e.to_string())))?;
-    let experiment: Experiment = definition::parse(&experiment_json())
-        .map_err(|e| read("experiment", &json!(e.to_string())))?;
+    let flag: Flag = definition::parse(&flag_json()).context("the benchmark's flag")?;
+    let experiment: Experiment =
+        definition::parse(&experiment_json()).context("the benchmark's experiment")?;
     let metrics: Vec<Metric> =
-        definition::parse(&metrics_json()).map_err(|e| read("metrics", &json!(e.to_string())))?;
+        definition::parse(&metrics_json()).context("the benchmark's metrics")?;
     Ok(Definitions {
         flag,
         experiment,
