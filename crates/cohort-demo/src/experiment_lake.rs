@@ -573,40 +573,19 @@ pub struct Generated {
 /// reused), `None` when the directory is empty (created if missing), and an error when it holds
 /// anything else.
 pub fn existing(dir: &Path, spec: ExperimentSpec) -> anyhow::Result<Option<ExperimentMeta>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta_path = dir.join(META);
-    match std::fs::read(&meta_path) {
-        Ok(bytes) => {
-            let meta: ExperimentMeta = serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", meta_path.display()))?;
-            if meta.format != META_FORMAT
-                || meta.spec != spec
-                || meta.end_day != END_DAY
-                || meta.days != DAYS
-                || meta.start_day != START_DAY
-            {
-                bail!(
-                    "{} holds experiment data generated with --customers {} --seed {} (format {}); \
-                     remove it or choose another --data",
-                    dir.display(),
-                    meta.spec.customers,
-                    meta.spec.seed,
-                    meta.format
-                );
-            }
-            return Ok(Some(meta));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", meta_path.display())),
-    }
-    if dir.join("lake").exists() || dir.join(lake::META).exists() {
-        bail!(
-            "{} holds a lake without {META} (other data, or an interrupted generation); \
-             remove it or choose another --data",
-            dir.display()
-        );
-    }
-    Ok(None)
+    lake::reusable_meta(dir, META, &["lake", lake::META], |meta: &ExperimentMeta| {
+        (meta.format != META_FORMAT
+            || meta.spec != spec
+            || meta.end_day != END_DAY
+            || meta.days != DAYS
+            || meta.start_day != START_DAY)
+            .then(|| {
+                format!(
+                    "experiment data generated with --customers {} --seed {} (format {})",
+                    meta.spec.customers, meta.spec.seed, meta.format
+                )
+            })
+    })
 }
 
 /// Generates the data of `spec` into `dir`, which [`existing`] found empty, then [`META`] last,

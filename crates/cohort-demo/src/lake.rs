@@ -915,25 +915,46 @@ pub struct Generated {
 /// reused), `None` when the directory is empty (created if missing), and an error when it holds
 /// anything else.
 pub fn existing(dir: &Path, spec: LakeSpec) -> anyhow::Result<Option<LakeMeta>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta_path = dir.join(META);
-    match std::fs::read(&meta_path) {
-        Ok(bytes) => {
-            let meta: LakeMeta = serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", meta_path.display()))?;
-            if meta.format != META_FORMAT
+    reusable_meta(
+        dir,
+        META,
+        &["lake", PROFILES_FILE, TRAITS_FILE],
+        |meta: &LakeMeta| {
+            (meta.format != META_FORMAT
                 || meta.spec != spec
                 || meta.end_day != END_DAY
-                || meta.days != DAYS
-            {
+                || meta.days != DAYS)
+                .then(|| {
+                    format!(
+                        "data generated with --customers {} --events {} --seed {} (format {})",
+                        meta.spec.customers, meta.spec.events, meta.spec.seed, meta.format
+                    )
+                })
+        },
+    )
+}
+
+/// What a generated directory's meta file (`meta_name`, written last) says, for reusing its
+/// data: `Some` when `mismatch` finds nothing against it, `None` when the directory is empty
+/// (created if missing). A meta that does not match (`mismatch` describes the data found), or
+/// any of `leftovers` without a meta (other data, or an interrupted generation), is an error,
+/// so a run never mixes two datasets.
+pub(crate) fn reusable_meta<M: serde::de::DeserializeOwned>(
+    dir: &Path,
+    meta_name: &str,
+    leftovers: &[&str],
+    mismatch: impl FnOnce(&M) -> Option<String>,
+) -> anyhow::Result<Option<M>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let meta_path = dir.join(meta_name);
+    match std::fs::read(&meta_path) {
+        Ok(bytes) => {
+            let meta: M = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", meta_path.display()))?;
+            if let Some(found) = mismatch(&meta) {
                 bail!(
-                    "{} holds data generated with --customers {} --events {} --seed {} (format {}); \
-                     remove it or choose another --data",
-                    dir.display(),
-                    meta.spec.customers,
-                    meta.spec.events,
-                    meta.spec.seed,
-                    meta.format
+                    "{} holds {found}; remove it or choose another --data",
+                    dir.display()
                 );
             }
             return Ok(Some(meta));
@@ -941,12 +962,9 @@ pub fn existing(dir: &Path, spec: LakeSpec) -> anyhow::Result<Option<LakeMeta>> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", meta_path.display())),
     }
-    let leftovers = ["lake", PROFILES_FILE, TRAITS_FILE]
-        .iter()
-        .any(|name| dir.join(name).exists());
-    if leftovers {
+    if let Some(found) = leftovers.iter().find(|name| dir.join(name).exists()) {
         bail!(
-            "{} holds benchmark data without {META} (an interrupted generation?); \
+            "{} holds {found} without {meta_name} (other data, or an interrupted generation?); \
              remove it or choose another --data",
             dir.display()
         );
