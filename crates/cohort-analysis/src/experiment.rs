@@ -1,9 +1,11 @@
 //! An experiment's per-variation sums from the lake: the SQL for what
 //! [`cohort_experiment::metrics::ExposureQuery`] asks, and the reading of its answer.
 //!
-//! Two queries: the units (each customer's first exposure, those exposed to one variation
-//! only) joined to their events once, one aggregate per value in a single pass, then summed
-//! per variation; and the number of customers exposed to more than one variation.
+//! One query: every exposed customer's first exposure, read from the exposures once; those
+//! exposed to one variation only (the units) joined to their events from the start of the
+//! covariate period (or from the exposure, without CUPED) once, one aggregate per value in a
+//! single pass, then summed per variation. Customers exposed to more than one variation come
+//! out as the row whose variation is null, which only counts them.
 //! Exposures are `Experiment Viewed` events with `experiment_id` and `variation_id` in their
 //! properties, as Cohort's own evaluation and GrowthBook's SDKs' Segment tracking log them.
 
@@ -121,11 +123,17 @@ pub fn sums_sql(query: &ExposureQuery) -> String {
     } else {
         format!(
             "e.customer_id = u.customer_id AND e.event IN ({}) \
-             AND e.date >= {} AND e.date <= {} AND e.\"timestamp\" < {}",
+             AND e.date >= {} AND e.date <= {} AND e.\"timestamp\" < {} \
+             AND e.\"timestamp\" >= u.exposed_at{}",
             events.join(", "),
             date_lit((query.start - lookback).date_naive()),
             date_lit(query.end.date_naive()),
             timestamp(query.end),
+            if covariate {
+                format!(" - INTERVAL '{}' DAY", query.covariate_days)
+            } else {
+                String::new()
+            },
         )
     };
     let values = if per_unit.is_empty() {
@@ -135,7 +143,8 @@ pub fn sums_sql(query: &ExposureQuery) -> String {
     };
     format!(
         "WITH exposed AS ({exposed}), \
-         units AS (SELECT customer_id, exposed_at, variation FROM exposed WHERE arms = 1), \
+         units AS (SELECT customer_id, exposed_at, \
+           CASE WHEN arms = 1 THEN variation END AS variation FROM exposed), \
          per_unit AS (SELECT u.customer_id AS customer_id, u.variation AS variation{values} \
            FROM units u LEFT JOIN events e ON {join} \
            GROUP BY u.customer_id, u.variation) \
@@ -145,15 +154,7 @@ pub fn sums_sql(query: &ExposureQuery) -> String {
     )
 }
 
-/// Customers exposed to more than one variation.
-pub fn multiple_exposures_sql(query: &ExposureQuery) -> String {
-    format!(
-        "SELECT COUNT(*) AS n FROM ({}) x WHERE x.arms > 1",
-        exposed(query)
-    )
-}
-
-/// Runs both queries and reads the sums.
+/// Runs the query and reads the sums.
 pub async fn exposure_sums(
     lake: &Lake,
     query: &ExposureQuery,
@@ -162,12 +163,12 @@ pub async fn exposure_sums(
     let values = query.values.len();
     let products = query.products.len();
     let bad = |e: AnalysisError| cohort_lake::LakeError::Query(e.to_string());
-    let variations = lake
+    let (variations, multiple) = lake
         .fold(
             &sums_sql(query),
             opts.timeout,
-            Vec::new,
-            move |rows: &mut Vec<(String, VariationSums)>, batch| {
+            || (Vec::new(), 0u64),
+            move |(rows, multiple): &mut (Vec<(String, VariationSums)>, u64), batch| {
                 let variation = read::strings(batch, "variation").map_err(bad)?;
                 let units = read::i64s(batch, "units").map_err(bad)?;
                 let column = |name: String| read::f64s(batch, &name).map_err(bad);
@@ -186,6 +187,7 @@ pub async fn exposure_sums(
                     .collect::<Result<_, _>>()?;
                 for r in 0..batch.num_rows() {
                     let Some(key) = read::opt_str(&variation, r) else {
+                        *multiple += read::opt_i64(&units, r).unwrap_or(0).max(0) as u64;
                         continue;
                     };
                     let get = |a: &Float64Array| read::opt_f64(a, r).unwrap_or(0.0);
@@ -206,20 +208,6 @@ pub async fn exposure_sums(
                             products: cross.iter().map(get).collect(),
                         },
                     ));
-                }
-                Ok(ControlFlow::Continue(()))
-            },
-        )
-        .await?;
-    let multiple = lake
-        .fold(
-            &multiple_exposures_sql(query),
-            opts.timeout,
-            || 0u64,
-            move |n: &mut u64, batch| {
-                let counts = read::i64s(batch, "n").map_err(bad)?;
-                for r in 0..batch.num_rows() {
-                    *n += read::opt_i64(&counts, r).unwrap_or(0).max(0) as u64;
                 }
                 Ok(ControlFlow::Continue(()))
             },

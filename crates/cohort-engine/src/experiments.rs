@@ -24,6 +24,12 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+/// The wall-clock limit of a report's query, longer than other analyses' minute: a report
+/// reads every exposure of the experiment and every metric event of the exposed customers,
+/// and over 10 million exposures that takes about 40 s on two busy cores
+/// (docs/BENCHMARKS.md, Experiments).
+const REPORT_QUERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The most identifiers a segment's saved group carries in the payload. A larger segment is
 /// cut at this many (by identifier order) and the cut is logged: SDKs download the payload,
 /// so it has to stay small enough to fetch on every page.
@@ -446,8 +452,11 @@ impl Engine {
             });
         }
         let lake = self.lake()?.lake().await?;
-        let sums =
-            cohort_analysis::experiment::exposure_sums(lake, &query, &Default::default()).await?;
+        let limits = cohort_analysis::RunOptions {
+            timeout: REPORT_QUERY_LIMIT,
+            ..Default::default()
+        };
+        let sums = cohort_analysis::experiment::exposure_sums(lake, &query, &limits).await?;
         let input =
             cohort_experiment::metrics::report_input(&experiment, &metrics, &query, &sums, options);
         cohort_experiment::report::analyze(&input).map_err(|e| EngineError::Invalid {
