@@ -7,7 +7,8 @@
 //! [`cohort_demo::experiment_lake::definitions`] through the features payload the server serves.
 //! `--ids` units `u1`, `u2`, … are assigned on one thread by:
 //! - Cohort: [`Context::eval_feature`] (the unit's `id` set in the context's attributes, then
-//!   the flag evaluated), [`Context::run`] on the rule's experiment, and the floor: nothing but
+//!   the flag evaluated), [`Context::run`] on the rule's experiment, [`Context::assign`] (the
+//!   same decision without the result's strings), and the floor: nothing but
 //!   [`assign::hash`] and [`assign::choose_variation`] over precomputed ranges;
 //! - GrowthBook's JavaScript SDK (`--node`, the package in `--growthbook-js`):
 //!   `GrowthBookClient.evalFeature`, `GrowthBook.evalFeature` after `setAttributes`,
@@ -199,7 +200,19 @@ fn rust_runs(
     }
 }
 
-/// Cohort's three paths over `ids`, on this thread.
+/// Sets the unit's `id` attribute as a server sets each request's: the one attribute the
+/// experiment hashes.
+fn set_id(ctx: &mut Context, id: &str) {
+    match ctx.attributes.get_mut("id") {
+        Some(slot) => *slot = Value::String(id.to_string()),
+        None => {
+            ctx.attributes
+                .insert("id".into(), Value::String(id.to_string()));
+        }
+    }
+}
+
+/// Cohort's four paths over `ids`, on this thread.
 fn cohort_assignment(
     payload: &Value,
     ids: &[String],
@@ -224,13 +237,7 @@ fn cohort_assignment(
         repeat,
         |marks| {
             for (id, m) in ids.iter().zip(marks.iter_mut()) {
-                match ctx.attributes.get_mut("id") {
-                    Some(slot) => *slot = Value::String(id.clone()),
-                    None => {
-                        ctx.attributes
-                            .insert("id".into(), Value::String(id.clone()));
-                    }
-                }
+                set_id(&mut ctx, id);
                 *m = mark(ctx.eval_feature(EXPERIMENT).experiment.as_ref());
             }
         },
@@ -243,14 +250,25 @@ fn cohort_assignment(
         repeat,
         |marks| {
             for (id, m) in ids.iter().zip(marks.iter_mut()) {
-                match ctx.attributes.get_mut("id") {
-                    Some(slot) => *slot = Value::String(id.clone()),
-                    None => {
-                        ctx.attributes
-                            .insert("id".into(), Value::String(id.clone()));
-                    }
-                }
+                set_id(&mut ctx, id);
                 *m = mark(Some(&ctx.run(&experiment)));
+            }
+        },
+    ));
+
+    let mut ctx = context()?;
+    out.push(rust_runs(
+        "Cohort  Context::assign",
+        ids.len(),
+        repeat,
+        |marks| {
+            for (id, m) in ids.iter().zip(marks.iter_mut()) {
+                set_id(&mut ctx, id);
+                let assignment = ctx.assign(&experiment);
+                *m = match assignment.variation {
+                    Some(v) if assignment.in_experiment && v < 10 => b'0' + v as u8,
+                    _ => b'-',
+                };
             }
         },
     ));
@@ -512,17 +530,24 @@ fn print_assignment(paths: &[AssignPath], notes: &[String], repeat: u32) {
         println!("  {note}");
     }
     let ours = rate(cohort, cohort.runs.median_wall()).unwrap_or(0.0);
+    let assign = paths
+        .iter()
+        .find(|p| p.label.contains("Context::assign"))
+        .and_then(|p| rate(p, p.runs.median_wall()));
     let floor = paths
         .iter()
         .find(|p| p.label.starts_with("Cohort  floor"))
         .and_then(|p| rate(p, p.runs.median_wall()));
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     println!(
-        "  Target (issue 15): at least {} assignments/s: {} with eval_feature, {}; the floor (hash + \
-         bucket choice, nothing else) does {}.",
+        "  Target (issue 15): at least {} assignments/s: {} with eval_feature, {}; {} with assign \
+         (the decision without the result's strings), {}; the floor (hash + bucket choice, \
+         nothing else) does {}.",
         fmt_int(TARGET_RATE as u64),
         fmt_rate(ours),
         verdict(ours >= TARGET_RATE),
+        assign.map_or("-".into(), fmt_rate),
+        verdict(assign.is_some_and(|a| a >= TARGET_RATE)),
         floor.map_or("-".into(), fmt_rate)
     );
     let fastest_js = paths

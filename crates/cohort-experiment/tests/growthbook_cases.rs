@@ -140,7 +140,25 @@ fn every_run_case_matches() {
         let mut context: Context = serde_json::from_value(case[1].clone()).expect("a context");
         let experiment: Experiment =
             serde_json::from_value(case[2].clone()).expect("an experiment");
+        // `assign` is `run` without the result's strings: the same decision, from a twin of
+        // the context (assignment may update its sticky buckets).
+        let assignment = context.clone().assign(&experiment);
         let result = context.run(&experiment);
+        let decided = (
+            assignment.variation.unwrap_or(0),
+            assignment.in_experiment,
+            assignment.hash_used,
+            assignment.bucket,
+        );
+        let ran = (
+            result.variation_id,
+            result.in_experiment,
+            result.hash_used,
+            result.bucket,
+        );
+        if decided != ran {
+            wrong.push(format!("{}: assign {decided:?}, run {ran:?}", case[0]));
+        }
         let got = (result.value, result.in_experiment, result.hash_used);
         let want = (
             case[3].clone(),
