@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
@@ -42,6 +43,35 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock, moved ahead by an offset that only grows: what a server started for
+/// end-to-end tests runs on (`cohort serve --test-clock`), so that a test can jump a journey's
+/// day-long delay while requests, processing and timers keep running in real time.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    offset_micros: AtomicI64,
+}
+
+impl ShiftedClock {
+    /// Moves the clock ahead by `by` and returns the new time. Time never goes back, so
+    /// a negative `by` moves nothing.
+    pub fn advance(&self, by: chrono::Duration) -> DateTime<Utc> {
+        let micros = by.num_microseconds().unwrap_or(i64::MAX).max(0);
+        let before = self.offset_micros.fetch_add(micros, Ordering::AcqRel);
+        Utc::now() + chrono::Duration::microseconds(before.saturating_add(micros))
+    }
+
+    /// How far ahead of the wall clock this clock is.
+    pub fn offset(&self) -> chrono::Duration {
+        chrono::Duration::microseconds(self.offset_micros.load(Ordering::Acquire))
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +85,16 @@ mod tests {
         assert_eq!(clock.now(), start);
         clock.advance(chrono::Duration::hours(24));
         assert_eq!(clock.now(), start + chrono::Duration::hours(24));
+    }
+
+    #[test]
+    fn a_shifted_clock_runs_ahead_of_the_wall_clock_and_never_back() {
+        let clock = ShiftedClock::default();
+        let before = Utc::now();
+        let moved = clock.advance(chrono::Duration::hours(24));
+        assert!(moved >= before + chrono::Duration::hours(24));
+        assert!(clock.now() >= moved);
+        clock.advance(chrono::Duration::hours(-48));
+        assert_eq!(clock.offset(), chrono::Duration::hours(24));
     }
 }

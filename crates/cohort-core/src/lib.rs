@@ -22,7 +22,7 @@ pub mod number;
 pub mod position;
 pub mod priority;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use identifier::{CustomerId, IdKind, Identifier};
 pub use inbox::{Inbox, InboxEntry, InboxError, NewFailedEvent, Receipt, Submission};
 pub use message::MessageType;
