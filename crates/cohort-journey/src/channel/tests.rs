@@ -485,3 +485,85 @@ fn retry_after_reads_seconds_and_dates() {
     headers.insert("retry-after", "soon".parse().unwrap());
     assert_eq!(super::retry_after(&headers, now()), None);
 }
+
+/// The stand-ins are only worth their checks: wrong credentials are refused and listed.
+#[tokio::test]
+async fn stand_ins_refuse_wrong_credentials() {
+    let twilio = StandIn::start(Provider::Twilio).await;
+    let ChannelConfig::Twilio(mut config) = twilio.config() else {
+        unreachable!()
+    };
+    config.auth_token = "a-guessed-token".into();
+    let sender = Sender::new(&ChannelConfig::Twilio(config)).unwrap();
+    let outcome = sender
+        .send(&sms("j:1:1:sms", "+8613800138000"), now())
+        .await;
+    assert_eq!(outcome.status(), "failed");
+    assert!(
+        twilio.problems()[0].contains("Basic auth"),
+        "{:?}",
+        twilio.problems()
+    );
+
+    let fcm = StandIn::start(Provider::Fcm).await;
+    let ChannelConfig::Fcm(mut config) = fcm.config() else {
+        unreachable!()
+    };
+    config.service_account.client_email = "someone@else.iam.gserviceaccount.com".into();
+    let sender = Sender::new(&ChannelConfig::Fcm(config)).unwrap();
+    let outcome = sender.send(&push("j:1:1:push", DEVICE), now()).await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { code, .. } if code.starts_with("oauth.")),
+        "{outcome:?}"
+    );
+    assert!(fcm.problems()[0].contains("iss"), "{:?}", fcm.problems());
+    assert!(fcm.requests().is_empty(), "no message without a token");
+
+    let apns = StandIn::start(Provider::Apns).await;
+    let ChannelConfig::Apns(mut config) = apns.config() else {
+        unreachable!()
+    };
+    config.team_id = "OTHERTEAM1".into();
+    let sender = Sender::new(&ChannelConfig::Apns(config)).unwrap();
+    let outcome = sender.send(&push("j:1:1:push", DEVICE), now()).await;
+    assert_eq!(outcome.status(), "failed");
+    assert!(apns.problems()[0].contains("iss"), "{:?}", apns.problems());
+
+    let receiver = StandIn::start(Provider::Webhook).await;
+    let ChannelConfig::Webhook(mut config) = receiver.config() else {
+        unreachable!()
+    };
+    config.secret = crate::webhook::WebhookSecret::generate();
+    let sender = Sender::new(&ChannelConfig::Webhook(config)).unwrap();
+    assert_eq!(
+        sender.send(&hook("j:1:1:hook"), now()).await.status(),
+        "failed"
+    );
+    assert!(
+        receiver.problems()[0].contains("webhook-signature"),
+        "{:?}",
+        receiver.problems()
+    );
+}
+
+/// Senders for the real providers build their TLS clients (rustls with ring).
+#[test]
+fn real_provider_senders_build() {
+    let configs = [
+        ChannelConfig::Twilio(config::TwilioConfig {
+            base_url: None,
+            ..match standin::twilio_config("") {
+                ChannelConfig::Twilio(c) => c,
+                _ => unreachable!(),
+            }
+        }),
+        standin::alibaba_config(config::ALIBABA_SMS_ENDPOINT),
+        standin::fcm_config(config::FCM_BASE_URL),
+        standin::apns_config(config::APNS_BASE_URL),
+        standin::webhook_config("https://hooks.example.test"),
+    ];
+    for config in configs {
+        let sender = Sender::new(&config).unwrap_or_else(|e| panic!("{config:?}: {e}"));
+        assert_eq!(sender.kind(), config.kind());
+    }
+}
