@@ -12,6 +12,10 @@
 //! - [`coupon`]: coupon code pools (CSV import, generation from a pattern), one code per
 //!   customer per campaign, expiry and redemptions (trait `CouponStore`), with an in-memory
 //!   implementation; `coupon_conformance` (feature `conformance`) is its suite.
+//! - [`channel`]: channel adapters over HTTP — Twilio and Alibaba Cloud SMS, FCM and APNs push,
+//!   signed webhooks — their configuration (secrets redacted for listing), one attempt's
+//!   outcome, and the retry schedule with dead-lettering; `channel::standin` (feature
+//!   `standins`) has loopback stand-ins of each provider for tests.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -22,6 +26,8 @@ pub mod template;
 pub mod sms;
 
 pub mod webhook;
+
+pub mod channel;
 
 pub mod state;
 
