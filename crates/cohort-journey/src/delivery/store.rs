@@ -42,7 +42,7 @@ pub trait DeliveryStore {
         fact: &ConsentFact,
     ) -> Result<bool, DeliveryError>;
 
-    /// The customer's facts, one per scope, ordered by scope.
+    /// The customer's facts, one per scope, in no particular order.
     fn consent(&mut self, customer: CustomerId) -> Result<Vec<ConsentFact>, DeliveryError>;
 
     /// Adds a send to the ledger; false, with nothing changed, when its key is already there.
