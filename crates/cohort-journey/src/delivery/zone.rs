@@ -24,7 +24,7 @@
 //!     period_start(Period::Day, zone.tz, now),
 //!     Utc.with_ymd_and_hms(2026, 5, 31, 10, 0, 0).unwrap()
 //! );
-//! let typo = customer_zone(&json!({"timezone": "Asia/Shanghia"}), Some("Europe/Berlin"), workspace);
+//! let typo = customer_zone(&json!({"timezone": "Asia/Shanghia"}), Some(chrono_tz::Europe::Berlin), workspace);
 //! assert_eq!((typo.tz, typo.source), (chrono_tz::Europe::Berlin, ZoneSource::Context));
 //! ```
 
@@ -62,9 +62,10 @@ pub fn parse_zone(name: &str) -> Option<Tz> {
     name.trim().parse().ok()
 }
 
-/// The customer's zone from their traits (an object; the `timezone` trait), the last event's
-/// `context.timezone`, or the workspace's, the first that names a known zone.
-pub fn customer_zone(traits: &Value, context_zone: Option<&str>, workspace: Tz) -> CustomerZone {
+/// The customer's zone: the `timezone` trait (in `traits`, an object) if it names a known
+/// zone, else the last event's `context.timezone` (as [`context_timezone`] read it and
+/// [`DeliveryStore::zone`](super::DeliveryStore::zone) keeps it), else the workspace's.
+pub fn customer_zone(traits: &Value, context_zone: Option<Tz>, workspace: Tz) -> CustomerZone {
     if let Some(tz) = traits
         .get(ZONE_TRAIT)
         .and_then(Value::as_str)
@@ -75,7 +76,7 @@ pub fn customer_zone(traits: &Value, context_zone: Option<&str>, workspace: Tz) 
             source: ZoneSource::Trait,
         };
     }
-    if let Some(tz) = context_zone.and_then(parse_zone) {
+    if let Some(tz) = context_zone {
         return CustomerZone {
             tz,
             source: ZoneSource::Context,
@@ -212,23 +213,23 @@ mod tests {
         let shanghai = chrono_tz::Asia::Shanghai;
         let z = customer_zone(
             &json!({"timezone": " America/New_York "}),
-            Some("Europe/Berlin"),
+            Some(chrono_tz::Europe::Berlin),
             shanghai,
         );
         assert_eq!(
             (z.tz, z.source),
             (chrono_tz::America::New_York, ZoneSource::Trait)
         );
-        let z = customer_zone(&json!({"timezone": 8}), Some("Europe/Berlin"), shanghai);
+        let z = customer_zone(
+            &json!({"timezone": 8}),
+            Some(chrono_tz::Europe::Berlin),
+            shanghai,
+        );
         assert_eq!(
             (z.tz, z.source),
             (chrono_tz::Europe::Berlin, ZoneSource::Context)
         );
-        let z = customer_zone(
-            &json!({"timezone": "GMT+8"}),
-            Some("Mars/Olympus"),
-            shanghai,
-        );
+        let z = customer_zone(&json!({"timezone": "GMT+8"}), None, shanghai);
         assert_eq!((z.tz, z.source), (shanghai, ZoneSource::Workspace));
         let z = customer_zone(&Value::Null, None, shanghai);
         assert_eq!(z.source, ZoneSource::Workspace);
