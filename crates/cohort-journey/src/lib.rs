@@ -16,6 +16,12 @@
 //!   signed webhooks — their configuration (secrets redacted for listing), one attempt's
 //!   outcome, and the retry schedule with dead-lettering; `channel::standin` (feature
 //!   `standins`) has loopback stand-ins of each provider for tests.
+//! - [`delivery`]: delivery rules at send time — consent per channel and purpose (from
+//!   Segment's consent preferences, identify traits and channel unsubscribes), the customer's
+//!   time zone and calendar, quiet hours, frequency caps and rate limits — deciding send, hold
+//!   or skip with a stable reason; trait `DeliveryStore` (consent facts, the send ledger) with
+//!   an in-memory implementation and its suite (`delivery::conformance`, feature
+//!   `conformance`).
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -35,6 +41,8 @@ pub mod state;
 pub mod state_conformance;
 
 pub mod coupon;
+
+pub mod delivery;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod coupon_conformance;

@@ -23,6 +23,7 @@ mod conn;
 mod coupons;
 mod dedup;
 mod definitions;
+mod delivery;
 mod derived;
 mod failed;
 mod inbox;
@@ -42,6 +43,7 @@ pub use catalog::{AdminKey, Catalog, Source, SourceKind, hash_key};
 pub use cohort_core::{NewFailedEvent, Receipt, Submission};
 pub use coupons::SqliteCoupons;
 pub use definitions::SqliteDefinitions;
+pub use delivery::SqliteDelivery;
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
@@ -309,6 +311,16 @@ impl Store {
     pub fn coupons(&self) -> Result<SqliteCoupons, StoreError> {
         let path = self.inner.config.data_dir.join("state.db");
         Ok(SqliteCoupons::new(conn::open(
+            &path,
+            self.inner.config.durability,
+        )?))
+    }
+
+    /// Delivery rules' state (consent facts, the send ledger for frequency caps, customers'
+    /// last context zones) on a connection of its own, for the loop that sends.
+    pub fn delivery(&self) -> Result<SqliteDelivery, StoreError> {
+        let path = self.inner.config.data_dir.join("state.db");
+        Ok(SqliteDelivery::new(conn::open(
             &path,
             self.inner.config.durability,
         )?))

@@ -302,6 +302,35 @@ CREATE TABLE coupon_redemptions (
     redeemed_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Delivery rules: each customer's consent fact per scope, the send ledger that frequency
+    // caps count (one row per idempotency key, so a send recorded again after a restart counts
+    // once), and each customer's last `context.timezone`.
+    r#"
+CREATE TABLE delivery_consent (
+    customer_id INTEGER NOT NULL,
+    scope       TEXT    NOT NULL,
+    allowed     INTEGER NOT NULL,
+    source      TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, scope)
+) WITHOUT ROWID;
+CREATE TABLE delivery_sends (
+    key         TEXT    PRIMARY KEY,
+    customer_id INTEGER NOT NULL,
+    channel     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    purpose     TEXT    NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX delivery_sends_customer ON delivery_sends (customer_id, at);
+CREATE INDEX delivery_sends_at ON delivery_sends (at);
+CREATE TABLE delivery_zones (
+    customer_id INTEGER PRIMARY KEY,
+    zone        TEXT    NOT NULL,
+    at          INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
