@@ -12,6 +12,9 @@
 //! - [`coupon`]: coupon code pools (CSV import, generation from a pattern), one code per
 //!   customer per campaign, expiry and redemptions (trait `CouponStore`), with an in-memory
 //!   implementation; `coupon_conformance` (feature `conformance`) is its suite.
+//! - [`runner`]: what each entry does, for a customer and an instant: entries from triggers
+//!   (event, membership, trait, API and schedule), steps run exactly once over the state store,
+//!   durable timers for delays and waits, exits, holdouts and goal conversions.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -24,6 +27,8 @@ pub mod sms;
 pub mod webhook;
 
 pub mod state;
+
+pub mod runner;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod state_conformance;
