@@ -441,9 +441,6 @@ impl Runner {
         if let Some(triggered) = self.index.event_triggers.get(name) {
             for &i in triggered {
                 let version = &self.versions[i];
-                let Trigger::Event { .. } = &version.journey.trigger else {
-                    continue;
-                };
                 if !version.trigger_matches_event(&event.record, now) {
                     continue;
                 }

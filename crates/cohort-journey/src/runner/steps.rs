@@ -55,24 +55,25 @@ impl Runner {
         // Checked journeys cannot act without end (a loop must pause); the bound keeps a run
         // finite regardless, leaving the entry due at its step for the next timer pass.
         for _ in 0..=steps.len() {
-            let leave = match version.positions.get(&entry.step) {
-                None if entry.step == START => Leave {
-                    target: steps.first().map(Step::id),
-                    effects: Vec::new(),
-                    message: None,
-                },
-                None => Leave {
-                    target: None,
-                    effects: Vec::new(),
-                    message: None,
-                },
-                Some(&at) => self.leave(version, &entry, at, cause, now),
-            };
-            let resolved = match version.positions.get(&entry.step) {
-                None if entry.step != START => {
-                    Resolved::End(format!("steps[{}]: no such step", entry.step))
+            let (leave, resolved) = match version.positions.get(&entry.step) {
+                Some(&at) => {
+                    let leave = self.leave(version, &entry, at, cause, now);
+                    let resolved = resolve(version, facts, &entry, leave.target, now);
+                    (leave, resolved)
                 }
-                _ => resolve(version, facts, &entry, leave.target, now),
+                None => {
+                    let resolved = if entry.step == START {
+                        resolve(version, facts, &entry, steps.first().map(Step::id), now)
+                    } else {
+                        Resolved::End(format!("steps[{}]: no such step", entry.step))
+                    };
+                    let leave = Leave {
+                        target: None,
+                        effects: Vec::new(),
+                        message: None,
+                    };
+                    (leave, resolved)
+                }
             };
             let to = match &resolved {
                 Resolved::Wait { step, due } => Move::to_at(steps[*step].id(), *due),

@@ -1259,6 +1259,45 @@ fn converting_ends_an_entry_whose_journey_exits_on_its_goal() {
     assert!(pending(&mut store, "sms").is_empty());
 }
 
+#[test]
+fn held_out_entries_convert_from_their_entry_for_lift() {
+    let mut j = nudge();
+    j.holdout = 0.5;
+    j.goal = Some(
+        serde_json::from_value(json!({"type": "event", "event": "Order Completed",
+            "window": "2d"}))
+        .unwrap(),
+    );
+    let runner = runner(vec![j]);
+    let mut store = MemoryJourneyState::default();
+    let mut held = None;
+    for id in 0..100 {
+        let r = runner
+            .on_event(
+                &mut store,
+                &customer(id),
+                &event(&format!("s{id}"), "Signed Up", t0()),
+                t0(),
+            )
+            .unwrap();
+        if r.held_out == 1 {
+            held = Some(id);
+            break;
+        }
+    }
+    let held = held.expect("half are held out");
+    let order = event("o", "Order Completed", t0() + hours(5)).properties(json!({"revenue": "30"}));
+    let r = runner
+        .on_event(&mut store, &customer(held), &order, t0() + hours(5))
+        .unwrap();
+    assert_eq!(r.conversions, 1);
+    let entry = store.latest_entry(held, "nudge").unwrap().unwrap();
+    assert_eq!(
+        entry.conversion.map(|c| (c.revenue, c.message)),
+        Some((Some(30.0), None))
+    );
+}
+
 // ---- versions ---------------------------------------------------------------------------
 
 #[test]
@@ -1337,3 +1376,223 @@ fn customers_in_flight_finish_on_their_version() {
 }
 
 use crate::definition::Step;
+
+// ---- a million waiting ------------------------------------------------------------------
+
+/// Counts this thread's live heap bytes and their peak, to show what one call holds.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn track(delta: isize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + delta;
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    /// Starts a measurement: the peak from here on, relative to what is live now.
+    pub fn start() -> isize {
+        let live = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(live));
+        live
+    }
+
+    pub fn peak_since(start: isize) -> isize {
+        PEAK.with(Cell::get) - start
+    }
+
+    // SAFETY: every call is passed to the system allocator unchanged; only sizes are counted.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as the caller promised for `layout`.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                track(layout.size() as isize);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+            // SAFETY: `p` came from `alloc` with this layout.
+            unsafe { System.dealloc(p, layout) };
+            track(-(layout.size() as isize));
+        }
+        unsafe fn realloc(&self, p: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            // SAFETY: as the caller promised for `p`, `layout` and `size`.
+            let q = unsafe { System.realloc(p, layout, size) };
+            if !q.is_null() {
+                track(size as isize - layout.size() as isize);
+            }
+            q
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+}
+
+/// A store holding `n` entries of the `nudge` journey waiting in its delay, one byte each
+/// (where each is: 0 in the delay, 1 at the send, 2 done), handing them out as they come due.
+struct Waiting {
+    at: Vec<u8>,
+    due: DateTime<Utc>,
+    /// The first entry that may still be due.
+    cursor: usize,
+    effects: usize,
+    distinct_keys_checked: bool,
+}
+
+impl Waiting {
+    fn at(&self, i: usize) -> Entry {
+        Entry {
+            id: EntryId(i as i64),
+            journey: "nudge".into(),
+            version: 1,
+            customer: i as CustomerId,
+            step: if self.at[i] == 0 { "day" } else { "sms-1" }.into(),
+            due_at: Some(self.due),
+            payload: Value::Null,
+            entered_at: self.due - hours(24),
+            exit_reason: None,
+            held_out: false,
+            moves: u32::from(self.at[i]),
+            last_message: None,
+            conversion: None,
+        }
+    }
+}
+
+fn not_here<T>() -> Result<T, StateError> {
+    Err(StateError::Unreadable("not in this test".into()))
+}
+
+impl JourneyStateStore for Waiting {
+    fn enter(&mut self, _: &NewEntry, _: bool) -> Result<Option<EntryId>, StateError> {
+        not_here()
+    }
+    fn entry(&mut self, id: EntryId) -> Result<Option<Entry>, StateError> {
+        Ok(Some(self.at(id.0 as usize)))
+    }
+    fn active_entries(&mut self, _: CustomerId) -> Result<Vec<Entry>, StateError> {
+        not_here()
+    }
+    fn latest_entry(&mut self, _: CustomerId, _: &str) -> Result<Option<Entry>, StateError> {
+        not_here()
+    }
+    fn advance_with_message(
+        &mut self,
+        id: EntryId,
+        from: &str,
+        to: &Move,
+        effects: &[Effect],
+        _: Option<&crate::state::Message>,
+    ) -> Result<bool, StateError> {
+        let i = id.0 as usize;
+        let (expected, next) = match (from, to) {
+            ("day", Move::Step { step, .. }) if step == "sms-1" => (0, 1),
+            ("sms-1", Move::Exit { reason }) if reason == COMPLETED => (1, 2),
+            other => panic!("an unexpected move {other:?}"),
+        };
+        if self.at[i] != expected {
+            return Ok(false);
+        }
+        self.at[i] = next;
+        if !self.distinct_keys_checked && !effects.is_empty() {
+            assert_eq!(effects[0].key, effect_key("nudge", 1, id, "sms-1"));
+            self.distinct_keys_checked = true;
+        }
+        self.effects += effects.len();
+        Ok(true)
+    }
+    fn due_skipping(
+        &mut self,
+        now: DateTime<Utc>,
+        _: &[String],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StateError> {
+        if now < self.due {
+            return Ok(Vec::new());
+        }
+        while self.cursor < self.at.len() && self.at[self.cursor] == 2 {
+            self.cursor += 1;
+        }
+        Ok((self.cursor..self.at.len())
+            .filter(|&i| self.at[i] < 2)
+            .take(limit)
+            .map(|i| self.at(i))
+            .collect())
+    }
+    fn convertible(&mut self, _: CustomerId, _: DateTime<Utc>) -> Result<Vec<Entry>, StateError> {
+        not_here()
+    }
+    fn convert(&mut self, _: EntryId, _: &Conversion) -> Result<bool, StateError> {
+        not_here()
+    }
+    fn exit_journey(&mut self, _: &str, _: &str) -> Result<usize, StateError> {
+        not_here()
+    }
+    fn pending_effects(&mut self, _: &str, _: usize) -> Result<Vec<PendingEffect>, StateError> {
+        not_here()
+    }
+    fn complete_effect(&mut self, _: &str, _: &str, _: bool) -> Result<(), StateError> {
+        not_here()
+    }
+    fn effect_status(&mut self, _: &str) -> Result<Option<String>, StateError> {
+        not_here()
+    }
+    fn reassign_customer(&mut self, _: CustomerId, _: CustomerId) -> Result<usize, StateError> {
+        not_here()
+    }
+    fn active_counts(&mut self) -> Result<BTreeMap<String, u64>, StateError> {
+        not_here()
+    }
+}
+
+#[test]
+fn a_million_waiting_entries_cost_the_runner_nothing_per_entry() {
+    const N: usize = 1_000_000;
+    const BATCH: usize = 1_000;
+    let runner = runner(vec![nudge()]);
+    let due = t0() + hours(24);
+    let mut store = Waiting {
+        at: vec![0; N],
+        due,
+        cursor: 0,
+        effects: 0,
+        distinct_keys_checked: false,
+    };
+    assert_eq!(
+        runner
+            .fire_due(&mut store, |id| Ok::<_, String>(customer(id)), t0(), BATCH)
+            .unwrap(),
+        Report::default()
+    );
+    let start = heap::start();
+    let mut fired = 0;
+    loop {
+        let r = runner
+            .fire_due(&mut store, |id| Ok::<_, String>(customer(id)), due, BATCH)
+            .unwrap();
+        if r.moves == 0 {
+            break;
+        }
+        fired += r.exited;
+    }
+    let peak = heap::peak_since(start);
+    assert_eq!((fired, store.effects), (N, N));
+    assert!(store.at.iter().all(|&at| at == 2));
+    // One batch of due entries and their effects at a time: about a thousandth of the
+    // entries, however many wait.
+    assert!(
+        peak < 2 << 20,
+        "the runner held {peak} bytes at once for {N} entries"
+    );
+}
