@@ -22,6 +22,9 @@
 //!   or skip with a stable reason; trait `DeliveryStore` (consent facts, the send ledger) with
 //!   an in-memory implementation and its suite (`delivery::conformance`, feature
 //!   `conformance`).
+//! - [`runner`]: what each entry does, for a customer and an instant: entries from triggers
+//!   (event, membership, trait, API and schedule), steps run exactly once over the state store,
+//!   durable timers for delays and waits, exits, holdouts and goal conversions.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -36,6 +39,8 @@ pub mod webhook;
 pub mod channel;
 
 pub mod state;
+
+pub mod runner;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod state_conformance;

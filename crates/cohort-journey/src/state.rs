@@ -16,6 +16,13 @@
 //! merged customer's entries to the survivor, ending those that would make the survivor be in
 //! one journey twice.
 //!
+//! An entry started with a [`NewEntry::key`] (its cause: the journey, the customer and the
+//! triggering message) is started once, however often that cause is delivered. A move that
+//! sends a message records it on the entry ([`JourneyStateStore::advance_with_message`]), so a
+//! conversion ([`JourneyStateStore::convert`], at most one per entry) is attributed to the
+//! entry's last message; entries stay open to conversions after they end, for as long as the
+//! caller's window asks ([`JourneyStateStore::convertible`]).
+//!
 //! The embedded implementation is SQLite (`cohort-store`); [`MemoryJourneyState`] keeps state in
 //! memory. Both pass
 //! `journey_state_conformance_suite!` (feature
@@ -37,7 +44,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A customer, as the identity graph numbers them.
 pub type CustomerId = i64;
@@ -59,6 +66,11 @@ pub struct NewEntry {
     /// What entered it (the triggering event or API payload), for templates and conditions.
     pub payload: Value,
     pub entered_at: DateTime<Utc>,
+    /// What caused the entry, unique among all entries: a second entry with the same key is
+    /// refused, so a trigger delivered twice enters once. `None` for no such check.
+    pub key: Option<String>,
+    /// Held out of the journey to measure its lift: counted and measured, given nothing.
+    pub held_out: bool,
 }
 
 impl NewEntry {
@@ -77,6 +89,8 @@ impl NewEntry {
             due_at: None,
             payload: Value::Null,
             entered_at,
+            key: None,
+            held_out: false,
         }
     }
 
@@ -87,6 +101,16 @@ impl NewEntry {
 
     pub fn payload(mut self, payload: Value) -> Self {
         self.payload = payload;
+        self
+    }
+
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn held_out(mut self, held_out: bool) -> Self {
+        self.held_out = held_out;
         self
     }
 }
@@ -105,11 +129,40 @@ pub struct Entry {
     pub entered_at: DateTime<Utc>,
     /// Why it ended; `None` while active.
     pub exit_reason: Option<String>,
+    pub held_out: bool,
+    /// Moves made so far: a step reached again through a loop is told apart by it.
+    pub moves: u32,
+    /// The last message the entry sent, which a conversion is attributed to.
+    pub last_message: Option<Message>,
+    pub conversion: Option<Conversion>,
+}
+
+/// A message an entry sent: its effect's key and when the step recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub key: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An entry's conversion: when, what caused it (an event's message ID, a membership change),
+/// the revenue it brought when the goal names one, and the message it is attributed to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversion {
+    pub at: DateTime<Utc>,
+    pub cause: String,
+    pub revenue: Option<f64>,
+    pub message: Option<String>,
 }
 
 impl Entry {
     pub fn active(&self) -> bool {
         self.exit_reason.is_none()
+    }
+
+    /// Where a conversion window starts: the last message, or the entry itself when it sent
+    /// none (held-out entries, and entries that have not reached a send yet).
+    pub fn window_start(&self) -> DateTime<Utc> {
+        self.last_message.as_ref().map_or(self.entered_at, |m| m.at)
     }
 }
 
@@ -184,7 +237,8 @@ pub enum StateError {
 /// owns it.
 pub trait JourneyStateStore {
     /// Starts an entry, unless `allow_concurrent` is false and the customer has an active entry
-    /// in this journey (any version): then `None`.
+    /// in this journey (any version), or an entry with the same [`NewEntry::key`] exists: then
+    /// `None`.
     fn enter(
         &mut self,
         new: &NewEntry,
@@ -196,6 +250,14 @@ pub trait JourneyStateStore {
     /// A customer's active entries, oldest first: those an arriving event may move.
     fn active_entries(&mut self, customer: CustomerId) -> Result<Vec<Entry>, StateError>;
 
+    /// The customer's latest entry in the journey (any version, active or not): what a
+    /// re-entry policy looks at.
+    fn latest_entry(
+        &mut self,
+        customer: CustomerId,
+        journey: &str,
+    ) -> Result<Option<Entry>, StateError>;
+
     /// Moves the entry from `from_step` and records `effects`, all in one commit; false, with
     /// nothing changed, when the entry is no longer active at `from_step` (another move won).
     /// An effect whose key is already recorded is not recorded again.
@@ -205,10 +267,49 @@ pub trait JourneyStateStore {
         from_step: &str,
         to: &Move,
         effects: &[Effect],
+    ) -> Result<bool, StateError> {
+        self.advance_with_message(id, from_step, to, effects, None)
+    }
+
+    /// [`advance`](JourneyStateStore::advance), recording in the same commit that the step sent
+    /// `message`, now the entry's last. Every move counts one in [`Entry::moves`].
+    fn advance_with_message(
+        &mut self,
+        id: EntryId,
+        from_step: &str,
+        to: &Move,
+        effects: &[Effect],
+        message: Option<&Message>,
     ) -> Result<bool, StateError>;
 
     /// Active entries due at or before `now`, earliest first, at most `limit`.
-    fn due(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Entry>, StateError>;
+    fn due(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Entry>, StateError> {
+        self.due_skipping(now, &[], limit)
+    }
+
+    /// [`due`](JourneyStateStore::due), leaving out the entries of the journeys in `skip`
+    /// (paused ones, whose timers wait until they resume).
+    fn due_skipping(
+        &mut self,
+        now: DateTime<Utc>,
+        skip: &[String],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StateError>;
+
+    /// The customer's entries (active or ended) without a conversion whose window started at
+    /// or after `since` (see [`Entry::window_start`]), oldest first.
+    fn convertible(
+        &mut self,
+        customer: CustomerId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Entry>, StateError>;
+
+    /// Records the entry's conversion; false, with nothing changed, when it already has one.
+    fn convert(&mut self, id: EntryId, conversion: &Conversion) -> Result<bool, StateError>;
+
+    /// Ends every active entry of a journey (all versions) with `reason`, as archiving does.
+    /// Returns how many ended.
+    fn exit_journey(&mut self, journey: &str, reason: &str) -> Result<usize, StateError>;
 
     /// Effects not yet completed for `channel`, oldest first, at most `limit`.
     fn pending_effects(
@@ -241,6 +342,7 @@ pub trait JourneyStateStore {
 #[derive(Debug, Default)]
 pub struct MemoryJourneyState {
     entries: BTreeMap<EntryId, Entry>,
+    keys: BTreeSet<String>,
     effects: BTreeMap<String, (u64, PendingEffect, Option<String>)>,
     next_entry: i64,
     next_effect: u64,
@@ -252,6 +354,9 @@ impl JourneyStateStore for MemoryJourneyState {
         new: &NewEntry,
         allow_concurrent: bool,
     ) -> Result<Option<EntryId>, StateError> {
+        if new.key.as_ref().is_some_and(|k| self.keys.contains(k)) {
+            return Ok(None);
+        }
         if !allow_concurrent
             && self
                 .entries
@@ -259,6 +364,9 @@ impl JourneyStateStore for MemoryJourneyState {
                 .any(|e| e.active() && e.customer == new.customer && e.journey == new.journey)
         {
             return Ok(None);
+        }
+        if let Some(key) = &new.key {
+            self.keys.insert(key.clone());
         }
         self.next_entry += 1;
         let id = EntryId(self.next_entry);
@@ -274,6 +382,10 @@ impl JourneyStateStore for MemoryJourneyState {
                 payload: new.payload.clone(),
                 entered_at: new.entered_at,
                 exit_reason: None,
+                held_out: new.held_out,
+                moves: 0,
+                last_message: None,
+                conversion: None,
             },
         );
         Ok(Some(id))
@@ -292,12 +404,26 @@ impl JourneyStateStore for MemoryJourneyState {
             .collect())
     }
 
-    fn advance(
+    fn latest_entry(
+        &mut self,
+        customer: CustomerId,
+        journey: &str,
+    ) -> Result<Option<Entry>, StateError> {
+        Ok(self
+            .entries
+            .values()
+            .rev()
+            .find(|e| e.customer == customer && e.journey == journey)
+            .cloned())
+    }
+
+    fn advance_with_message(
         &mut self,
         id: EntryId,
         from_step: &str,
         to: &Move,
         effects: &[Effect],
+        message: Option<&Message>,
     ) -> Result<bool, StateError> {
         let Some(entry) = self.entries.get_mut(&id) else {
             return Ok(false);
@@ -314,6 +440,10 @@ impl JourneyStateStore for MemoryJourneyState {
                 entry.due_at = None;
                 entry.exit_reason = Some(reason.clone());
             }
+        }
+        entry.moves = entry.moves.saturating_add(1);
+        if let Some(message) = message {
+            entry.last_message = Some(message.clone());
         }
         for effect in effects {
             if !self.effects.contains_key(&effect.key) {
@@ -334,16 +464,60 @@ impl JourneyStateStore for MemoryJourneyState {
         Ok(true)
     }
 
-    fn due(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Entry>, StateError> {
+    fn due_skipping(
+        &mut self,
+        now: DateTime<Utc>,
+        skip: &[String],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StateError> {
         let mut due: Vec<Entry> = self
             .entries
             .values()
             .filter(|e| e.active() && e.due_at.is_some_and(|d| d <= now))
+            .filter(|e| !skip.contains(&e.journey))
             .cloned()
             .collect();
         due.sort_by_key(|e| (e.due_at, e.id));
         due.truncate(limit);
         Ok(due)
+    }
+
+    fn convertible(
+        &mut self,
+        customer: CustomerId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Entry>, StateError> {
+        Ok(self
+            .entries
+            .values()
+            .filter(|e| e.customer == customer && e.conversion.is_none())
+            .filter(|e| e.window_start() >= since)
+            .cloned()
+            .collect())
+    }
+
+    fn convert(&mut self, id: EntryId, conversion: &Conversion) -> Result<bool, StateError> {
+        match self.entries.get_mut(&id) {
+            Some(entry) if entry.conversion.is_none() => {
+                entry.conversion = Some(conversion.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn exit_journey(&mut self, journey: &str, reason: &str) -> Result<usize, StateError> {
+        let mut ended = 0;
+        for entry in self
+            .entries
+            .values_mut()
+            .filter(|e| e.active() && e.journey == journey)
+        {
+            entry.exit_reason = Some(reason.to_string());
+            entry.due_at = None;
+            ended += 1;
+        }
+        Ok(ended)
     }
 
     fn pending_effects(

@@ -11,7 +11,9 @@
 //! cohort_journey::journey_state_conformance_suite!(with_state);
 //! ```
 
-use crate::state::{Effect, EntryId, JourneyStateStore, Move, NewEntry, effect_key};
+use crate::state::{
+    Conversion, Effect, EntryId, JourneyStateStore, Message, Move, NewEntry, effect_key,
+};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 
@@ -246,6 +248,217 @@ pub fn merges_move_entries_to_the_survivor<S: JourneyStateStore>(store: &mut S) 
     assert_eq!(counts.get("cart"), Some(&1));
 }
 
+/// An entry started with a key is started once for that key, even where concurrent entries
+/// are allowed and after the first has ended: a trigger delivered twice enters once.
+pub fn a_cause_enters_once<S: JourneyStateStore>(store: &mut S) {
+    let new = NewEntry::new("welcome", 1, 7, "first", t0())
+        .key("welcome:7:msg-1")
+        .held_out(true);
+    let id = store.enter(&new, true).unwrap().expect("entered");
+    assert_eq!(store.enter(&new, true).unwrap(), None);
+    let entry = store.entry(id).unwrap().unwrap();
+    assert!(entry.held_out);
+    assert_eq!(
+        (entry.moves, &entry.last_message, &entry.conversion),
+        (0, &None, &None)
+    );
+    assert!(
+        store
+            .advance(id, "first", &Move::exit("completed"), &[])
+            .unwrap()
+    );
+    assert_eq!(store.enter(&new, true).unwrap(), None, "not after it ended");
+    let other = NewEntry::new("welcome", 1, 7, "first", t0()).key("welcome:7:msg-2");
+    let second = store.enter(&other, false).unwrap().expect("another cause");
+    assert!(!store.entry(second).unwrap().unwrap().held_out);
+    // Without a key, nothing is remembered.
+    let plain = NewEntry::new("welcome", 1, 8, "first", t0());
+    assert!(store.enter(&plain, true).unwrap().is_some());
+    assert!(store.enter(&plain, true).unwrap().is_some());
+}
+
+/// The latest entry of a customer in a journey, active or ended, whatever its version.
+pub fn the_latest_entry_is_found_active_or_ended<S: JourneyStateStore>(store: &mut S) {
+    assert!(store.latest_entry(7, "welcome").unwrap().is_none());
+    let first = enter(store, "welcome", 7, "a");
+    enter(store, "cart", 7, "a");
+    enter(store, "welcome", 8, "a");
+    assert_eq!(
+        store.latest_entry(7, "welcome").unwrap().map(|e| e.id),
+        Some(first)
+    );
+    assert!(
+        store
+            .advance(first, "a", &Move::exit("completed"), &[])
+            .unwrap()
+    );
+    let ended = store.latest_entry(7, "welcome").unwrap().expect("ended");
+    assert_eq!(ended.exit_reason.as_deref(), Some("completed"));
+    let second = store
+        .enter(&NewEntry::new("welcome", 2, 7, "a", t0()), false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.latest_entry(7, "welcome").unwrap().map(|e| e.id),
+        Some(second)
+    );
+}
+
+/// Every move counts; a move that sends records its message with it, and a move that loses
+/// its race records neither.
+pub fn moves_and_messages_are_recorded_with_the_move<S: JourneyStateStore>(store: &mut S) {
+    let id = enter(store, "welcome", 1, "sms");
+    let message = Message {
+        key: effect_key("welcome", 1, id, "sms"),
+        at: t0() + Duration::hours(1),
+    };
+    assert!(
+        store
+            .advance_with_message(
+                id,
+                "sms",
+                &Move::to("email"),
+                &[send(id, "sms", "sms")],
+                Some(&message)
+            )
+            .unwrap()
+    );
+    let other = Message {
+        key: "other".into(),
+        at: t0() + Duration::hours(2),
+    };
+    assert!(
+        !store
+            .advance_with_message(id, "sms", &Move::to("x"), &[], Some(&other))
+            .unwrap()
+    );
+    let entry = store.entry(id).unwrap().unwrap();
+    assert_eq!(entry.moves, 1);
+    assert_eq!(entry.last_message, Some(message.clone()));
+    assert_eq!(entry.window_start(), message.at);
+    // A move without a message keeps the last one.
+    assert!(store.advance(id, "email", &Move::to("end"), &[]).unwrap());
+    let entry = store.entry(id).unwrap().unwrap();
+    assert_eq!(entry.moves, 2);
+    assert_eq!(entry.last_message, Some(message));
+}
+
+/// Entries open to a conversion are those without one whose window started at or after the
+/// time asked, ended or not; a conversion is recorded once.
+pub fn conversions_are_recorded_once_per_entry<S: JourneyStateStore>(store: &mut S) {
+    let early = enter(store, "welcome", 5, "a");
+    let sent = enter(store, "cart", 5, "a");
+    let message = Message {
+        key: effect_key("cart", 1, sent, "a"),
+        at: t0() + Duration::days(2),
+    };
+    assert!(
+        store
+            .advance_with_message(sent, "a", &Move::exit("completed"), &[], Some(&message))
+            .unwrap()
+    );
+    enter(store, "welcome", 6, "a");
+    let ids = |store: &mut S, since| -> Vec<EntryId> {
+        store
+            .convertible(5, since)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(ids(store, t0()), vec![early, sent]);
+    assert_eq!(ids(store, t0() + Duration::days(1)), vec![sent]);
+    assert!(ids(store, t0() + Duration::days(3)).is_empty());
+    let conversion = Conversion {
+        at: t0() + Duration::days(2) + Duration::hours(3),
+        cause: "order-1".into(),
+        revenue: Some(99.5),
+        message: Some(message.key.clone()),
+    };
+    assert!(store.convert(sent, &conversion).unwrap());
+    let again = Conversion {
+        cause: "order-2".into(),
+        ..conversion.clone()
+    };
+    assert!(!store.convert(sent, &again).unwrap());
+    assert_eq!(
+        store.entry(sent).unwrap().unwrap().conversion,
+        Some(conversion)
+    );
+    assert_eq!(ids(store, t0()), vec![early]);
+    let no_revenue = Conversion {
+        at: t0(),
+        cause: "segment".into(),
+        revenue: None,
+        message: None,
+    };
+    assert!(store.convert(early, &no_revenue).unwrap());
+    assert_eq!(
+        store.entry(early).unwrap().unwrap().conversion,
+        Some(no_revenue)
+    );
+    assert!(!store.convert(EntryId(987_654), &again).unwrap());
+}
+
+/// Paused journeys' timers are left out of what is due.
+pub fn due_skips_the_journeys_asked<S: JourneyStateStore>(store: &mut S) {
+    let paused = store
+        .enter(
+            &NewEntry::new("paused", 1, 1, "delay", t0()).due_at(t0()),
+            false,
+        )
+        .unwrap()
+        .unwrap();
+    let running = store
+        .enter(
+            &NewEntry::new("running", 1, 1, "delay", t0()).due_at(t0()),
+            false,
+        )
+        .unwrap()
+        .unwrap();
+    let due = |store: &mut S, skip: &[String]| -> Vec<EntryId> {
+        store
+            .due_skipping(t0(), skip, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(due(store, &[]), vec![paused, running]);
+    assert_eq!(due(store, &["paused".to_string()]), vec![running]);
+    assert!(due(store, &["paused".to_string(), "running".to_string()]).is_empty());
+}
+
+/// Archiving a journey ends its active entries, and only those.
+pub fn a_journey_is_exited_as_a_whole<S: JourneyStateStore>(store: &mut S) {
+    let a = store
+        .enter(
+            &NewEntry::new("old", 1, 1, "delay", t0()).due_at(t0()),
+            false,
+        )
+        .unwrap()
+        .unwrap();
+    let b = enter(store, "old", 2, "x");
+    let done = enter(store, "old", 3, "x");
+    assert!(
+        store
+            .advance(done, "x", &Move::exit("completed"), &[])
+            .unwrap()
+    );
+    let other = enter(store, "new", 1, "x");
+    assert_eq!(store.exit_journey("old", "archived").unwrap(), 2);
+    for id in [a, b] {
+        let entry = store.entry(id).unwrap().unwrap();
+        assert_eq!(entry.exit_reason.as_deref(), Some("archived"));
+    }
+    assert_eq!(
+        store.entry(done).unwrap().unwrap().exit_reason.as_deref(),
+        Some("completed")
+    );
+    assert!(store.entry(other).unwrap().unwrap().active());
+    assert!(store.due(t0(), 10).unwrap().is_empty());
+}
+
 /// Runs every behaviour of the suite as a test; the argument runs a [`JourneyStateTest`]
 /// over a fresh store.
 #[macro_export]
@@ -258,7 +471,13 @@ macro_rules! journey_state_conformance_suite {
                 a_move_succeeds_only_from_the_current_step,
                 timers_fire_in_order_once_due,
                 effects_are_recorded_once_and_drained_per_channel,
-                merges_move_entries_to_the_survivor
+                merges_move_entries_to_the_survivor,
+                a_cause_enters_once,
+                the_latest_entry_is_found_active_or_ended,
+                moves_and_messages_are_recorded_with_the_move,
+                conversions_are_recorded_once_per_entry,
+                due_skips_the_journeys_asked,
+                a_journey_is_exited_as_a_whole
             );
         }
     };

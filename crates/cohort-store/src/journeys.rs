@@ -2,12 +2,14 @@
 //!
 //! Every change is one immediate transaction, so a move and the effects it records commit
 //! together. Timers are the active entries' `due_at`, read through a partial index in due
-//! order; the outbox is `journey_effects`, unique by idempotency key.
+//! order; the outbox is `journey_effects`, unique by idempotency key. An entry's cause
+//! (`entry_key`) is unique, so a trigger delivered twice enters once; re-entry policies and
+//! conversions read a customer's entries through `journey_entries_customer`.
 
 use crate::time::{from_micros, to_micros};
 use cohort_journey::state::{
-    CustomerId, Effect, Entry, EntryId, JourneyStateStore, Move, NewEntry, PendingEffect,
-    StateError,
+    Conversion, CustomerId, Effect, Entry, EntryId, JourneyStateStore, Message, Move, NewEntry,
+    PendingEffect, StateError,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::BTreeMap;
@@ -22,49 +24,61 @@ fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StateError {
 }
 
 const ENTRY_COLUMNS: &str = "id, journey, version, customer_id, step, due_at, payload, entered_at, \
-     exit_reason FROM journey_entries";
+     exit_reason, held_out, moves, last_message_key, last_message_at, converted_at, \
+     conversion_cause, conversion_revenue, conversion_message FROM journey_entries";
 
-type EntryRow = (
-    i64,
-    String,
-    i64,
-    i64,
-    String,
-    Option<i64>,
-    String,
-    i64,
-    Option<String>,
-);
-
-fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
-}
-
-fn entry(row: EntryRow) -> Result<Entry, StateError> {
-    let (id, journey, version, customer, step, due_at, payload, entered_at, exit_reason) = row;
-    Ok(Entry {
+fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Entry, StateError>> {
+    let id: i64 = r.get(0)?;
+    let version: i64 = r.get(2)?;
+    let payload: String = r.get(6)?;
+    let moves: i64 = r.get(10)?;
+    let last_message = match (
+        r.get::<_, Option<String>>(11)?,
+        r.get::<_, Option<i64>>(12)?,
+    ) {
+        (Some(key), Some(at)) => Some(Message {
+            key,
+            at: from_micros(at),
+        }),
+        _ => None,
+    };
+    let conversion = match r.get::<_, Option<i64>>(13)? {
+        Some(at) => Some(Conversion {
+            at: from_micros(at),
+            cause: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+            revenue: r.get(15)?,
+            message: r.get(16)?,
+        }),
+        None => None,
+    };
+    let Ok(version) = u32::try_from(version) else {
+        return Ok(Err(StateError::Unreadable(format!(
+            "entry {id} has version {version}"
+        ))));
+    };
+    let payload = match serde_json::from_str(&payload) {
+        Ok(payload) => payload,
+        Err(e) => {
+            return Ok(Err(StateError::Unreadable(format!(
+                "entry {id}'s payload: {e}"
+            ))));
+        }
+    };
+    Ok(Ok(Entry {
         id: EntryId(id),
-        journey,
-        version: u32::try_from(version)
-            .map_err(|_| StateError::Unreadable(format!("entry {id} has version {version}")))?,
-        customer,
-        step,
-        due_at: due_at.map(from_micros),
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| StateError::Unreadable(format!("entry {id}'s payload: {e}")))?,
-        entered_at: from_micros(entered_at),
-        exit_reason,
-    })
+        journey: r.get(1)?,
+        version,
+        customer: r.get(3)?,
+        step: r.get(4)?,
+        due_at: r.get::<_, Option<i64>>(5)?.map(from_micros),
+        payload,
+        entered_at: from_micros(r.get(7)?),
+        exit_reason: r.get(8)?,
+        held_out: r.get::<_, i64>(9)? != 0,
+        moves: u32::try_from(moves).unwrap_or(u32::MAX),
+        last_message,
+        conversion,
+    }))
 }
 
 impl SqliteJourneyState {
@@ -79,7 +93,7 @@ impl SqliteJourneyState {
             .map_err(storage)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(storage)?;
-        rows.into_iter().map(entry).collect()
+        rows.into_iter().collect()
     }
 }
 
@@ -93,6 +107,19 @@ impl JourneyStateStore for SqliteJourneyState {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
+        if let Some(key) = &new.key {
+            let known: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM journey_entries WHERE entry_key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(storage)?;
+            if known.is_some() {
+                return Ok(None);
+            }
+        }
         if !allow_concurrent {
             let active: Option<i64> = tx
                 .query_row(
@@ -110,8 +137,9 @@ impl JourneyStateStore for SqliteJourneyState {
         let payload = serde_json::to_string(&new.payload).map_err(storage)?;
         tx.execute(
             "INSERT INTO journey_entries
-               (journey, version, customer_id, step, due_at, payload, entered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+               (journey, version, customer_id, step, due_at, payload, entered_at, entry_key,
+                held_out)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 new.journey,
                 i64::from(new.version),
@@ -119,7 +147,9 @@ impl JourneyStateStore for SqliteJourneyState {
                 new.step,
                 new.due_at.map(to_micros),
                 payload,
-                to_micros(new.entered_at)
+                to_micros(new.entered_at),
+                new.key,
+                new.held_out
             ],
         )
         .map_err(storage)?;
@@ -143,27 +173,59 @@ impl JourneyStateStore for SqliteJourneyState {
         )
     }
 
-    fn advance(
+    fn latest_entry(
+        &mut self,
+        customer: CustomerId,
+        journey: &str,
+    ) -> Result<Option<Entry>, StateError> {
+        Ok(self
+            .entries(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} WHERE customer_id = ?1 AND journey = ?2
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![customer, journey],
+            )?
+            .pop())
+    }
+
+    fn advance_with_message(
         &mut self,
         id: EntryId,
         from_step: &str,
         to: &Move,
         effects: &[Effect],
+        message: Option<&Message>,
     ) -> Result<bool, StateError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
+        let (message_key, message_at) = match message {
+            Some(m) => (Some(m.key.as_str()), Some(to_micros(m.at))),
+            None => (None, None),
+        };
         let moved = match to {
             Move::Step { step, due_at } => tx.execute(
-                "UPDATE journey_entries SET step = ?3, due_at = ?4
+                "UPDATE journey_entries SET step = ?3, due_at = ?4, moves = moves + 1,
+                   last_message_key = COALESCE(?5, last_message_key),
+                   last_message_at = COALESCE(?6, last_message_at)
                  WHERE id = ?1 AND step = ?2 AND exit_reason IS NULL",
-                params![id.0, from_step, step, due_at.map(to_micros)],
+                params![
+                    id.0,
+                    from_step,
+                    step,
+                    due_at.map(to_micros),
+                    message_key,
+                    message_at
+                ],
             ),
             Move::Exit { reason } => tx.execute(
-                "UPDATE journey_entries SET due_at = NULL, exit_reason = ?3
+                "UPDATE journey_entries SET due_at = NULL, exit_reason = ?3, moves = moves + 1,
+                   last_message_key = COALESCE(?4, last_message_key),
+                   last_message_at = COALESCE(?5, last_message_at)
                  WHERE id = ?1 AND step = ?2 AND exit_reason IS NULL",
-                params![id.0, from_step, reason],
+                params![id.0, from_step, reason, message_key, message_at],
             ),
         }
         .map_err(storage)?;
@@ -182,18 +244,78 @@ impl JourneyStateStore for SqliteJourneyState {
         Ok(true)
     }
 
-    fn due(
+    fn due_skipping(
         &mut self,
         now: chrono::DateTime<chrono::Utc>,
+        skip: &[String],
         limit: usize,
     ) -> Result<Vec<Entry>, StateError> {
+        // Skipped journeys are few (the paused ones), so they are bound as a list in the query
+        // text's shape; the statement cache keeps one statement per list length.
+        let skipping = if skip.is_empty() {
+            String::new()
+        } else {
+            let slots: Vec<String> = (0..skip.len()).map(|i| format!("?{}", i + 3)).collect();
+            format!("AND journey NOT IN ({})", slots.join(", "))
+        };
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(skip.len() + 2);
+        let now = to_micros(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        args.push(&now);
+        args.push(&limit);
+        for journey in skip {
+            args.push(journey);
+        }
         self.entries(
             &format!(
                 "SELECT {ENTRY_COLUMNS} WHERE due_at IS NOT NULL AND exit_reason IS NULL
-                 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2"
+                 AND due_at <= ?1 {skipping} ORDER BY due_at, id LIMIT ?2"
             ),
-            params![to_micros(now), limit as i64],
+            args.as_slice(),
         )
+    }
+
+    fn convertible(
+        &mut self,
+        customer: CustomerId,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Entry>, StateError> {
+        self.entries(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} WHERE customer_id = ?1 AND converted_at IS NULL
+                 AND COALESCE(last_message_at, entered_at) >= ?2 ORDER BY id"
+            ),
+            params![customer, to_micros(since)],
+        )
+    }
+
+    fn convert(&mut self, id: EntryId, conversion: &Conversion) -> Result<bool, StateError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE journey_entries SET converted_at = ?2, conversion_cause = ?3,
+                   conversion_revenue = ?4, conversion_message = ?5
+                 WHERE id = ?1 AND converted_at IS NULL",
+                params![
+                    id.0,
+                    to_micros(conversion.at),
+                    conversion.cause,
+                    conversion.revenue,
+                    conversion.message
+                ],
+            )
+            .map_err(storage)?;
+        Ok(changed > 0)
+    }
+
+    fn exit_journey(&mut self, journey: &str, reason: &str) -> Result<usize, StateError> {
+        self.conn
+            .execute(
+                "UPDATE journey_entries SET exit_reason = ?2, due_at = NULL
+                 WHERE journey = ?1 AND exit_reason IS NULL",
+                params![journey, reason],
+            )
+            .map_err(storage)
     }
 
     fn pending_effects(

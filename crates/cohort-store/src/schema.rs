@@ -331,6 +331,24 @@ CREATE TABLE delivery_zones (
     at          INTEGER NOT NULL
 );
 "#,
+    // What the journey runner keeps per entry: its cause (unique, so a trigger delivered twice
+    // enters once), whether it is held out, its move count (telling apart passes through a
+    // loop), its last message and its conversion. The customer index serves re-entry
+    // policies and conversions, which look at ended entries too.
+    r#"
+ALTER TABLE journey_entries ADD COLUMN entry_key TEXT;
+ALTER TABLE journey_entries ADD COLUMN held_out INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journey_entries ADD COLUMN moves INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journey_entries ADD COLUMN last_message_key TEXT;
+ALTER TABLE journey_entries ADD COLUMN last_message_at INTEGER;
+ALTER TABLE journey_entries ADD COLUMN converted_at INTEGER;
+ALTER TABLE journey_entries ADD COLUMN conversion_cause TEXT;
+ALTER TABLE journey_entries ADD COLUMN conversion_revenue REAL;
+ALTER TABLE journey_entries ADD COLUMN conversion_message TEXT;
+CREATE UNIQUE INDEX journey_entries_key ON journey_entries (entry_key)
+    WHERE entry_key IS NOT NULL;
+CREATE INDEX journey_entries_customer ON journey_entries (customer_id, journey, id);
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -426,5 +444,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 2);
+    }
+
+    #[test]
+    fn journey_entries_from_before_the_runner_columns_read_back() {
+        use cohort_journey::state::{EntryId, JourneyStateStore, Move, NewEntry};
+        let mut conn = Connection::open_in_memory().unwrap();
+        let step = STATE
+            .iter()
+            .position(|s| s.contains("ADD COLUMN entry_key"))
+            .expect("the step adding the runner's columns");
+        migrate(&mut conn, &STATE[..step]).unwrap();
+        conn.execute(
+            "INSERT INTO journey_entries (id, journey, version, customer_id, step, due_at, payload,
+               entered_at)
+             VALUES (4, 'welcome', 1, 9, 'wait', 1000, '{}', 10)",
+            [],
+        )
+        .unwrap();
+        migrate_state(&mut conn).unwrap();
+        let mut state = crate::journeys::SqliteJourneyState::new(conn);
+        let entry = state.entry(EntryId(4)).unwrap().expect("kept");
+        assert_eq!(
+            (entry.step.as_str(), entry.moves, entry.held_out),
+            ("wait", 0, false)
+        );
+        assert_eq!((entry.last_message, entry.conversion), (None, None));
+        assert!(
+            state
+                .advance(entry.id, "wait", &Move::to("sms"), &[])
+                .unwrap()
+        );
+        assert_eq!(state.entry(EntryId(4)).unwrap().unwrap().moves, 1);
+        let now = crate::time::from_micros(10);
+        let keyed = NewEntry::new("welcome", 1, 10, "wait", now).key("welcome:10:m1");
+        assert!(state.enter(&keyed, true).unwrap().is_some());
+        assert!(state.enter(&keyed, true).unwrap().is_none());
     }
 }
