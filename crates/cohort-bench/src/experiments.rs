@@ -200,12 +200,15 @@ fn rust_runs(
     }
 }
 
-/// Sets the unit's `id` attribute as a server sets each request's: the one attribute the
-/// experiment hashes.
+/// Sets the unit's `id` attribute, the one the experiment hashes, reusing the previous unit's
+/// string as a server's loop over a batch would.
 fn set_id(ctx: &mut Context, id: &str) {
     match ctx.attributes.get_mut("id") {
-        Some(slot) => *slot = Value::String(id.to_string()),
-        None => {
+        Some(Value::String(slot)) => {
+            slot.clear();
+            slot.push_str(id);
+        }
+        _ => {
             ctx.attributes
                 .insert("id".into(), Value::String(id.to_string()));
         }

@@ -111,6 +111,7 @@
 //! message: the send fails with the error as its reason.
 
 mod filters;
+pub mod message;
 mod runtime;
 mod source;
 mod tags;
