@@ -235,6 +235,12 @@ pub enum SmtpSecurity {
 }
 
 impl SmtpConfig {
+    /// What makes and verifies this channel's unsubscribe and tracking links: the server's
+    /// link routes verify with it, and templates can show [`super::tracking::Links::unsubscribe_url`].
+    pub fn link_signer(&self) -> Result<LinkSigner, TrackingError> {
+        LinkSigner::new(&self.public_url, &self.link_secret)
+    }
+
     /// The configured port, or the usual one for the security.
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(match self.security {
@@ -465,7 +471,7 @@ fn validate_smtp(c: &SmtpConfig) -> Result<(), InvalidChannel> {
         mailbox("reply_to", reply_to)?;
     }
     secret("link_secret", &c.link_secret)?;
-    LinkSigner::new(&c.public_url, &c.link_secret).map_err(|e| match e {
+    c.link_signer().map_err(|e| match e {
         TrackingError::ShortSecret(_) => invalid("link_secret", e.to_string()),
         _ => invalid("public_url", e.to_string()),
     })?;

@@ -97,7 +97,8 @@ impl Smtp {
         if let (Some(username), Some(password)) = (&config.username, &config.password) {
             builder = builder.credentials(Credentials::new(username.clone(), password.clone()));
         }
-        let signer = LinkSigner::new(&config.public_url, &config.link_secret)
+        let signer = config
+            .link_signer()
             .map_err(|e| invalid("public_url", e.to_string()))?;
         Ok(Smtp {
             transport: builder.build(),
@@ -218,24 +219,14 @@ fn queue_id<'a>(mut lines: impl Iterator<Item = &'a str>) -> Option<String> {
 }
 
 fn smtp_error(error: &lettre::transport::smtp::Error) -> Outcome {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    // The reply's own text is the error's source and already in its message.
-    if error.status().is_none() {
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-    }
-    let message: String = message.chars().take(MAX_ERROR_TEXT).collect();
+    // lettre's message already ends with its causes (the server's reply, the I/O error).
+    let message: String = error.to_string().chars().take(MAX_ERROR_TEXT).collect();
     match error.status() {
         Some(code) if error.is_permanent() => Outcome::failed(u16::from(code).to_string(), message),
-        // 4xx: greylisting, a full mailbox, a rate limit, a server busy.
-        Some(_) => Outcome::retry(None, message),
-        // No reply to go by: connection refused or reset, DNS, TLS, a timeout, a garbled
-        // answer, or a server without STARTTLS or a usable login (which the operator fixes).
-        None => Outcome::retry(None, message),
+        // 4xx (greylisting, a full mailbox, a rate limit, a busy server), or no reply to go
+        // by: connection refused or reset, DNS, TLS, a timeout, a garbled answer, or a server
+        // without STARTTLS or a usable login (which the operator fixes meanwhile).
+        _ => Outcome::retry(None, message),
     }
 }
 

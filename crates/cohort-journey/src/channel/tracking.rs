@@ -14,7 +14,10 @@
 //!   unsubscribe, whose body is `List-Unsubscribe=One-Click`): record the unsubscribe.
 //!
 //! Each route reads the token with [`LinkSigner::verify`] and refuses it, as not found,
-//! unless [`Tracked::expect`] agrees with the route. Tokens hold no time: a link works as long
+//! unless [`Tracked::expect`] agrees with the route. The signer of an SMTP channel is
+//! [`SmtpConfig::link_signer`](super::config::SmtpConfig::link_signer); a token does not name
+//! its channel, so a server with several email channels tries each one's signer (only the
+//! channel whose secret signed it accepts it). Tokens hold no time: a link works as long
 //! as the channel's `link_secret` is unchanged, and a message re-sent after a crash carries the
 //! very same links.
 //!

@@ -495,6 +495,21 @@ async fn sends_to_a_real_smtp_server_and_reads_its_replies() {
     assert_eq!(sender.send(&next, now()).await, sent(4));
     assert_eq!(sink.count(), 4);
 
+    // TLS is never given up for plain text: this server offers no STARTTLS and speaks no TLS.
+    for (security, expected) in [
+        ("starttls", "STARTTLS is not supported"),
+        ("tls", "Connection error"),
+    ] {
+        let mut value = serde_json::to_value(config(sink.port)).unwrap();
+        value["security"] = security.into();
+        let tls = Sender::new(&ChannelConfig::from_json(&value.to_string()).unwrap()).unwrap();
+        match tls.send(&next, now()).await {
+            Outcome::Retry { reason, .. } => assert!(reason.contains(expected), "{reason}"),
+            other => panic!("{security}: {other:?}"),
+        }
+    }
+    assert_eq!(sink.count(), 4);
+
     // A message for another channel kind is refused without touching the server.
     let sms = Outgoing {
         key: "k".into(),
