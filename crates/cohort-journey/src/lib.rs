@@ -12,8 +12,9 @@
 //! - [`coupon`]: coupon code pools (CSV import, generation from a pattern), one code per
 //!   customer per campaign, expiry and redemptions (trait `CouponStore`), with an in-memory
 //!   implementation; `coupon_conformance` (feature `conformance`) is its suite.
-//! - [`channel`]: channel adapters over HTTP — Twilio and Alibaba Cloud SMS, FCM and APNs push,
-//!   signed webhooks — their configuration (secrets redacted for listing), one attempt's
+//! - [`channel`]: channel adapters — Twilio and Alibaba Cloud SMS, FCM and APNs push, signed
+//!   webhooks, email over SMTP with one-click unsubscribe and signed open and click links
+//!   (`channel::tracking`) — their configuration (secrets redacted for listing), one attempt's
 //!   outcome, and the retry schedule with dead-lettering; `channel::standin` (feature
 //!   `standins`) has loopback stand-ins of each provider for tests.
 //! - [`delivery`]: delivery rules at send time — consent per channel and purpose (from

@@ -33,6 +33,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::tracking::{LinkSigner, TrackingError};
 use crate::definition::ChannelKind;
 use crate::webhook::WebhookSecret;
 
@@ -75,6 +76,7 @@ pub enum ChannelConfig {
     Fcm(FcmConfig),
     Apns(ApnsConfig),
     Webhook(WebhookConfig),
+    Smtp(SmtpConfig),
 }
 
 impl std::fmt::Debug for ChannelConfig {
@@ -86,6 +88,7 @@ impl std::fmt::Debug for ChannelConfig {
             ChannelConfig::Fcm(c) => f.debug_tuple("Fcm").field(&c).finish(),
             ChannelConfig::Apns(c) => f.debug_tuple("Apns").field(&c).finish(),
             ChannelConfig::Webhook(c) => f.debug_tuple("Webhook").field(&c).finish(),
+            ChannelConfig::Smtp(c) => f.debug_tuple("Smtp").field(&c).finish(),
         }
     }
 }
@@ -179,6 +182,79 @@ pub struct WebhookConfig {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Email through an SMTP server (a relay such as Postfix, or a provider's submission port).
+///
+/// Links in each message (one-click unsubscribe, open pixel, click redirects) point at
+/// `public_url`, this Cohort server as recipients reach it, and are signed with `link_secret`
+/// ([`super::tracking`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// 25 without TLS, 587 with STARTTLS, 465 with TLS when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// Given together with `password`, for servers that require authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The sender: `Shop <news@shop.example>` or a bare address. Its domain ends each
+    /// `Message-ID`.
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// This Cohort server's base URL as recipients reach it (`https://cohort.shop.example`),
+    /// without query or fragment.
+    pub public_url: String,
+    /// Signs tracking and unsubscribe links: at least 32 bytes. Changing it breaks the links
+    /// of every message already sent.
+    pub link_secret: String,
+    /// Adds the open pixel to HTML bodies.
+    #[serde(default = "enabled")]
+    pub track_opens: bool,
+    /// Sends the HTML body's http(s) links through Cohort's click redirect.
+    #[serde(default = "enabled")]
+    pub track_clicks: bool,
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain SMTP: only for a relay on the same host or a private network. Credentials are
+    /// refused with it.
+    None,
+    /// Upgrade with STARTTLS, which must succeed (a server that does not offer it is an error).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, "implicit TLS").
+    Tls,
+}
+
+impl SmtpConfig {
+    /// What makes and verifies this channel's unsubscribe and tracking links: the server's
+    /// link routes verify with it, and templates can show [`super::tracking::Links::unsubscribe_url`].
+    pub fn link_signer(&self) -> Result<LinkSigner, TrackingError> {
+        LinkSigner::new(&self.public_url, &self.link_secret)
+    }
+
+    /// The configured port, or the usual one for the security.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::None => 25,
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+        })
+    }
+}
+
+fn enabled() -> bool {
+    true
+}
+
 /// Headers a webhook configuration may not set: the sender writes them.
 const RESERVED_HEADERS: [&str; 6] = [
     "webhook-id",
@@ -211,6 +287,7 @@ impl ChannelConfig {
             "fcm" => ChannelConfig::Fcm(fields(value)?),
             "apns" => ChannelConfig::Apns(fields(value)?),
             "webhook" => ChannelConfig::Webhook(fields(value)?),
+            "smtp" => ChannelConfig::Smtp(fields(value)?),
             other => {
                 return Err(invalid(
                     "provider",
@@ -228,6 +305,7 @@ impl ChannelConfig {
             ChannelConfig::Twilio(_) | ChannelConfig::AlibabaSms(_) => ChannelKind::Sms,
             ChannelConfig::Fcm(_) | ChannelConfig::Apns(_) => ChannelKind::Push,
             ChannelConfig::Webhook(_) => ChannelKind::Webhook,
+            ChannelConfig::Smtp(_) => ChannelKind::Email,
         }
     }
 
@@ -239,6 +317,7 @@ impl ChannelConfig {
             ChannelConfig::Fcm(_) => "fcm",
             ChannelConfig::Apns(_) => "apns",
             ChannelConfig::Webhook(_) => "webhook",
+            ChannelConfig::Smtp(_) => "smtp",
         }
     }
 
@@ -268,6 +347,11 @@ impl ChannelConfig {
             ChannelConfig::Webhook(c) => ChannelConfig::Webhook(WebhookConfig {
                 secret: mask(),
                 headers: c.headers.keys().map(|k| (k.clone(), mask())).collect(),
+                ..c
+            }),
+            ChannelConfig::Smtp(c) => ChannelConfig::Smtp(SmtpConfig {
+                password: c.password.as_ref().map(|_| mask()),
+                link_secret: mask(),
                 ..c
             }),
         }
@@ -357,11 +441,56 @@ impl ChannelConfig {
                 }
                 Ok(())
             }
+            ChannelConfig::Smtp(c) => validate_smtp(c),
         }
     }
 }
 
-const PROVIDERS: &str = "twilio, alibaba_sms, fcm, apns, webhook";
+fn validate_smtp(c: &SmtpConfig) -> Result<(), InvalidChannel> {
+    present("host", &c.host)?;
+    if c.port == Some(0) {
+        return Err(invalid("port", "must be between 1 and 65535"));
+    }
+    match (&c.username, &c.password) {
+        (Some(username), Some(password)) => {
+            present("username", username)?;
+            secret("password", password)?;
+            if c.security == SmtpSecurity::None {
+                return Err(invalid(
+                    "password",
+                    "would cross the network in clear; use security starttls or tls",
+                ));
+            }
+        }
+        (Some(_), None) => return Err(invalid("password", "give it with the username")),
+        (None, Some(_)) => return Err(invalid("username", "give it with the password")),
+        (None, None) => {}
+    }
+    mailbox("from", &c.from)?;
+    if let Some(reply_to) = &c.reply_to {
+        mailbox("reply_to", reply_to)?;
+    }
+    secret("link_secret", &c.link_secret)?;
+    c.link_signer().map_err(|e| match e {
+        TrackingError::ShortSecret(_) => invalid("link_secret", e.to_string()),
+        _ => invalid("public_url", e.to_string()),
+    })?;
+    Ok(())
+}
+
+pub(super) fn mailbox(
+    field: &str,
+    value: &str,
+) -> Result<lettre::message::Mailbox, InvalidChannel> {
+    value.parse().map_err(|e| {
+        invalid(
+            field,
+            format!("not an email address (Name <user@domain>): {e}"),
+        )
+    })
+}
+
+const PROVIDERS: &str = "twilio, alibaba_sms, fcm, apns, webhook, smtp";
 
 fn fields<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, InvalidChannel> {
     serde_path_to_error::deserialize(value).map_err(|e| {

@@ -1,5 +1,5 @@
-//! Channel adapters: sending a rendered message through Twilio, Alibaba Cloud SMS, FCM, APNs or
-//! a signed webhook, and deciding what to do with the answer.
+//! Channel adapters: sending a rendered message through Twilio, Alibaba Cloud SMS, FCM, APNs, a
+//! signed webhook or an SMTP server, and deciding what to do with the answer.
 //!
 //! A [`Sender`] is built once per configured channel ([`config::ChannelConfig`]) and shared by
 //! that channel's worker; it keeps its own connection pool, so one provider that hangs never
@@ -14,7 +14,8 @@
 //!
 //! Every HTTP request carries `Idempotency-Key: <effect key>`; a send repeated after a crash
 //! carries the same key (and, for APNs, the same `apns-id`; for Alibaba, the same `OutId`; for
-//! webhooks, the same `webhook-id`), so a sink that honours it sends once.
+//! webhooks, the same `webhook-id`), so a sink that honours it sends once. An email carries
+//! the key as its `Message-ID` ([`email_message_id`]); its links are signed ([`tracking`]).
 //!
 //! `now` is the real current time (`Utc::now()`), not the journey clock: providers compare it
 //! with theirs (JWT `iat`, `webhook-timestamp`, Alibaba's `x-acs-date`) and it ages the cached
@@ -44,12 +45,16 @@
 
 pub mod config;
 pub mod retry;
+pub mod tracking;
 
 mod alibaba;
 mod apns;
 mod fcm;
 mod hook;
+mod smtp;
 mod twilio;
+
+pub use smtp::{EmailMessage, RESERVED_HEADERS as EMAIL_RESERVED_HEADERS, email_message_id};
 
 #[cfg(any(test, feature = "standins"))]
 pub mod standin;
@@ -83,8 +88,8 @@ const MAX_ERROR_TEXT: usize = 300;
 pub struct Outgoing {
     /// The effect's idempotency key ([`crate::state::effect_key`]): the same for every attempt.
     pub key: String,
-    /// The phone number (E.164) for SMS, the device token for push. Webhooks go to the
-    /// channel's URL and ignore it.
+    /// The phone number (E.164) for SMS, the device token for push, the address for email.
+    /// Webhooks go to the channel's URL and ignore it.
     pub to: String,
     pub message: Message,
 }
@@ -96,6 +101,7 @@ pub enum Message {
     Push(PushMessage),
     /// The JSON body of a webhook call.
     Webhook(Value),
+    Email(EmailMessage),
 }
 
 impl Message {
@@ -104,6 +110,7 @@ impl Message {
             Message::Sms(_) => ChannelKind::Sms,
             Message::Push(_) => ChannelKind::Push,
             Message::Webhook(_) => ChannelKind::Webhook,
+            Message::Email(_) => ChannelKind::Email,
         }
     }
 }
@@ -196,6 +203,7 @@ enum Provider {
     Fcm(fcm::Fcm),
     Apns(apns::Apns),
     Webhook(hook::Webhook),
+    Smtp(smtp::Smtp),
 }
 
 impl std::fmt::Debug for Sender {
@@ -206,6 +214,7 @@ impl std::fmt::Debug for Sender {
             Provider::Fcm(_) => "fcm",
             Provider::Apns(_) => "apns",
             Provider::Webhook(_) => "webhook",
+            Provider::Smtp(_) => "smtp",
         };
         f.debug_struct("Sender").field("provider", &name).finish()
     }
@@ -227,6 +236,11 @@ impl Sender {
                 (Provider::Apns(apns), prior_knowledge)
             }
             ChannelConfig::Webhook(c) => (Provider::Webhook(hook::Webhook::new(c)?), false),
+            ChannelConfig::Smtp(c) => {
+                // lettre builds its TLS configuration now, with the process's provider.
+                install_crypto_provider();
+                (Provider::Smtp(smtp::Smtp::new(c)?), false)
+            }
         };
         Ok(Sender {
             provider,
@@ -240,6 +254,7 @@ impl Sender {
             Provider::Twilio(_) | Provider::Alibaba(_) => ChannelKind::Sms,
             Provider::Fcm(_) | Provider::Apns(_) => ChannelKind::Push,
             Provider::Webhook(_) => ChannelKind::Webhook,
+            Provider::Smtp(_) => ChannelKind::Email,
         }
     }
 
@@ -255,6 +270,7 @@ impl Sender {
             (Provider::Webhook(p), Message::Webhook(body)) => {
                 p.send(client, outgoing, body, now).await
             }
+            (Provider::Smtp(p), Message::Email(email)) => p.send(outgoing, email, now).await,
             (_, message) => Outcome::failed(
                 "cohort.message_kind",
                 format!(
@@ -269,10 +285,14 @@ impl Sender {
     }
 }
 
-fn client(http2_only: bool) -> Result<reqwest::Client, InvalidChannel> {
+fn install_crypto_provider() {
     // Err means a provider is already installed (by this or another part of the process):
     // that one is used.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn client(http2_only: bool) -> Result<reqwest::Client, InvalidChannel> {
+    install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
