@@ -26,6 +26,11 @@
 //! - [`runner`]: what each entry does, for a customer and an instant: entries from triggers
 //!   (event, membership, trait, API and schedule), steps run exactly once over the state store,
 //!   durable timers for delays and waits, exits, holdouts and goal conversions.
+//! - [`catalogue`]: journey definitions, message templates and channels, versioned (trait
+//!   `JourneyCatalogue`): drafts, publishing (checked, in one commit; earlier versions finish
+//!   their entries), pause, resume, archive, history, and the live versions the runner runs;
+//!   with an in-memory implementation and its suite (`catalogue::conformance`, feature
+//!   `conformance`).
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -42,6 +47,8 @@ pub mod channel;
 pub mod state;
 
 pub mod runner;
+
+pub mod catalogue;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod state_conformance;

@@ -11,6 +11,35 @@
 //! repeated (an effect whose key exists is not recorded twice); a send in flight at the kill is
 //! retried with the same key, which the sink can recognise.
 //!
+//! A failed attempt that may pass is put off with [`JourneyStateStore::defer_effect`]: the
+//! effect stays in the outbox, out of [`JourneyStateStore::pending_effects`] until its retry
+//! time, with the failure as its `last_error`. One that is given up is dead-lettered
+//! ([`JourneyStateStore::dead_letter_effect`]): completed with status [`DEAD_LETTER`] and its
+//! reason, listed for operators by [`JourneyStateStore::dead_letters`], and put back in the
+//! outbox by [`JourneyStateStore::replay_effect`] once the cause is fixed. The channel's
+//! `retry::RetryPolicy` decides which of the two an attempt gets:
+//!
+//! ```
+//! use cohort_journey::state::{DEAD_LETTER, Effect, JourneyStateStore, MemoryJourneyState, Move, NewEntry};
+//! use chrono::{Duration, Utc};
+//! # let mut state = MemoryJourneyState::default();
+//! let now = Utc::now();
+//! # let entry = state.enter(&NewEntry::new("welcome", 1, 42, "sms", now), false).unwrap().unwrap();
+//! # let effect = Effect { key: "welcome:1:1:sms".into(), channel: "sms".into(), payload: serde_json::Value::Null };
+//! # state.advance(entry, "sms", &Move::exit("completed"), &[effect]).unwrap();
+//! let key = "welcome:1:1:sms";
+//! assert!(state.defer_effect(key, now + Duration::seconds(30), "503 from the provider").unwrap());
+//! assert!(state.pending_effects("sms", now, 10).unwrap().is_empty());
+//! let due = state.pending_effects("sms", now + Duration::seconds(30), 10).unwrap();
+//! assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("503 from the provider")));
+//!
+//! assert!(state.dead_letter_effect(key, "8 attempts; the last: 503").unwrap());
+//! assert_eq!(state.effect_status(key).unwrap().as_deref(), Some(DEAD_LETTER));
+//! assert_eq!(state.dead_letters("sms", 10).unwrap().len(), 1);
+//! assert!(state.replay_effect(key).unwrap());
+//! assert_eq!(state.pending_effects("sms", now, 10).unwrap()[0].attempts, 0);
+//! ```
+//!
 //! Timers are the entries' due times, read in order ([`JourneyStateStore::due`]); nothing scans
 //! customers. When two customers merge, [`JourneyStateStore::reassign_customer`] moves the
 //! merged customer's entries to the survivor, ending those that would make the survivor be in
@@ -222,7 +251,15 @@ pub struct PendingEffect {
     pub effect: Effect,
     /// Earlier attempts that did not complete.
     pub attempts: u32,
+    /// Not to be tried before this time (a deferred retry); `None` for at once.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Why the last attempt failed; for a dead letter, why it was given up.
+    pub last_error: Option<String>,
 }
+
+/// The status of an effect given up after its retries ([`JourneyStateStore::dead_letter_effect`]):
+/// kept, with its reason, for an operator to see and replay.
+pub const DEAD_LETTER: &str = "dead_letter";
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -311,17 +348,48 @@ pub trait JourneyStateStore {
     /// Returns how many ended.
     fn exit_journey(&mut self, journey: &str, reason: &str) -> Result<usize, StateError>;
 
-    /// Effects not yet completed for `channel`, oldest first, at most `limit`.
+    /// Effects not yet completed for `channel` that may be tried at `now` (no retry time, or
+    /// one at or before `now`), at most `limit`: those never deferred first, in the order they
+    /// were recorded, then deferred ones by retry time.
     fn pending_effects(
         &mut self,
         channel: &str,
+        now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PendingEffect>, StateError>;
 
     /// Records an attempt's outcome: `done` takes the effect out of the outbox with its
     /// `status` (sent, failed for good, skipped by a rule …); otherwise it stays, one attempt
-    /// more.
+    /// more. An effect already completed is left as it is.
     fn complete_effect(&mut self, key: &str, status: &str, done: bool) -> Result<(), StateError>;
+
+    /// Puts a pending effect off after a failed attempt: one attempt more, not to be tried
+    /// before `retry_at`, `reason` as its last error. False, with nothing changed, when no
+    /// pending effect has the key.
+    fn defer_effect(
+        &mut self,
+        key: &str,
+        retry_at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool, StateError>;
+
+    /// Gives a pending effect up after its last failed attempt: completed with status
+    /// [`DEAD_LETTER`], one attempt more, `reason` kept as its last error. False, with nothing
+    /// changed, when no pending effect has the key.
+    fn dead_letter_effect(&mut self, key: &str, reason: &str) -> Result<bool, StateError>;
+
+    /// Dead-lettered effects of `channel`, in the order they were recorded, at most `limit`;
+    /// each one's `last_error` is why it was given up.
+    fn dead_letters(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingEffect>, StateError>;
+
+    /// Puts a dead-lettered effect back in the outbox, as if new (no attempts, no retry time;
+    /// its last error is kept for the record). False when the key is not a dead letter: an
+    /// effect that was sent, or that is still pending, is never replayed.
+    fn replay_effect(&mut self, key: &str) -> Result<bool, StateError>;
 
     /// The final status of a completed effect.
     fn effect_status(&mut self, key: &str) -> Result<Option<String>, StateError>;
@@ -455,6 +523,8 @@ impl JourneyStateStore for MemoryJourneyState {
                         PendingEffect {
                             effect: effect.clone(),
                             attempts: 0,
+                            not_before: None,
+                            last_error: None,
                         },
                         None,
                     ),
@@ -523,14 +593,16 @@ impl JourneyStateStore for MemoryJourneyState {
     fn pending_effects(
         &mut self,
         channel: &str,
+        now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PendingEffect>, StateError> {
         let mut pending: Vec<&(u64, PendingEffect, Option<String>)> = self
             .effects
             .values()
             .filter(|(_, p, status)| status.is_none() && p.effect.channel == channel)
+            .filter(|(_, p, _)| p.not_before.is_none_or(|at| at <= now))
             .collect();
-        pending.sort_by_key(|(order, _, _)| *order);
+        pending.sort_by_key(|(order, p, _)| (p.not_before, *order));
         Ok(pending
             .into_iter()
             .take(limit)
@@ -539,14 +611,71 @@ impl JourneyStateStore for MemoryJourneyState {
     }
 
     fn complete_effect(&mut self, key: &str, status: &str, done: bool) -> Result<(), StateError> {
-        if let Some((_, pending, final_status)) = self.effects.get_mut(key) {
+        if let Some((_, pending, final_status @ None)) = self.effects.get_mut(key) {
             if done {
                 *final_status = Some(status.to_string());
             } else {
-                pending.attempts += 1;
+                pending.attempts = pending.attempts.saturating_add(1);
             }
         }
         Ok(())
+    }
+
+    fn defer_effect(
+        &mut self,
+        key: &str,
+        retry_at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool, StateError> {
+        let Some((_, pending, None)) = self.effects.get_mut(key) else {
+            return Ok(false);
+        };
+        pending.attempts = pending.attempts.saturating_add(1);
+        pending.not_before = Some(retry_at);
+        pending.last_error = Some(reason.to_string());
+        Ok(true)
+    }
+
+    fn dead_letter_effect(&mut self, key: &str, reason: &str) -> Result<bool, StateError> {
+        let Some((_, pending, status @ None)) = self.effects.get_mut(key) else {
+            return Ok(false);
+        };
+        pending.attempts = pending.attempts.saturating_add(1);
+        pending.last_error = Some(reason.to_string());
+        *status = Some(DEAD_LETTER.to_string());
+        Ok(true)
+    }
+
+    fn dead_letters(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingEffect>, StateError> {
+        let mut dead: Vec<&(u64, PendingEffect, Option<String>)> = self
+            .effects
+            .values()
+            .filter(|(_, p, status)| {
+                status.as_deref() == Some(DEAD_LETTER) && p.effect.channel == channel
+            })
+            .collect();
+        dead.sort_by_key(|(order, _, _)| *order);
+        Ok(dead
+            .into_iter()
+            .take(limit)
+            .map(|(_, p, _)| p.clone())
+            .collect())
+    }
+
+    fn replay_effect(&mut self, key: &str) -> Result<bool, StateError> {
+        match self.effects.get_mut(key) {
+            Some((_, pending, status)) if status.as_deref() == Some(DEAD_LETTER) => {
+                *status = None;
+                pending.attempts = 0;
+                pending.not_before = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn effect_status(&mut self, key: &str) -> Result<Option<String>, StateError> {

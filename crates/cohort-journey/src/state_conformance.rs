@@ -191,7 +191,7 @@ pub fn effects_are_recorded_once_and_drained_per_channel<S: JourneyStateStore>(s
             .advance(c, "y", &Move::to("z"), &[send(c, "y", "email")])
             .unwrap()
     );
-    let pending = store.pending_effects("sms", 10).unwrap();
+    let pending = store.pending_effects("sms", t0(), 10).unwrap();
     let keys: Vec<&str> = pending.iter().map(|p| p.effect.key.as_str()).collect();
     assert_eq!(
         keys,
@@ -202,13 +202,17 @@ pub fn effects_are_recorded_once_and_drained_per_channel<S: JourneyStateStore>(s
     );
     assert_eq!(pending[0].effect, send(a, "sms", "sms"));
     assert_eq!(pending[0].attempts, 0);
-    assert_eq!(store.pending_effects("email", 10).unwrap().len(), 1);
+    assert_eq!(
+        (pending[0].not_before, &pending[0].last_error),
+        (None, &None)
+    );
+    assert_eq!(store.pending_effects("email", t0(), 10).unwrap().len(), 1);
 
     let first = effect_key("welcome", 1, a, "sms");
     store
         .complete_effect(&first, "provider down", false)
         .unwrap();
-    let pending = store.pending_effects("sms", 10).unwrap();
+    let pending = store.pending_effects("sms", t0(), 10).unwrap();
     assert_eq!(pending[0].attempts, 1);
     assert_eq!(store.effect_status(&first).unwrap(), None);
     store.complete_effect(&first, "sent", true).unwrap();
@@ -217,12 +221,198 @@ pub fn effects_are_recorded_once_and_drained_per_channel<S: JourneyStateStore>(s
         Some("sent")
     );
     let keys: Vec<String> = store
-        .pending_effects("sms", 10)
+        .pending_effects("sms", t0(), 10)
         .unwrap()
         .into_iter()
         .map(|p| p.effect.key)
         .collect();
     assert_eq!(keys, vec![effect_key("welcome", 1, b, "sms")]);
+}
+
+fn keys(pending: Vec<crate::state::PendingEffect>) -> Vec<String> {
+    pending.into_iter().map(|p| p.effect.key).collect()
+}
+
+/// Records one sms effect per customer in `customers`, in that order; their keys.
+fn sms_effects<S: JourneyStateStore>(store: &mut S, customers: &[i64]) -> Vec<String> {
+    customers
+        .iter()
+        .map(|&customer| {
+            let id = enter(store, "welcome", customer, "sms");
+            let effect = send(id, "sms", "sms");
+            assert!(
+                store
+                    .advance(
+                        id,
+                        "sms",
+                        &Move::exit("completed"),
+                        std::slice::from_ref(&effect)
+                    )
+                    .unwrap()
+            );
+            effect.key
+        })
+        .collect()
+}
+
+/// A deferred effect counts its attempt, keeps its error, and is left out of what is pending
+/// until its retry time; then it comes after the effects never deferred, by retry time.
+pub fn deferred_effects_wait_for_their_retry_time<S: JourneyStateStore>(store: &mut S) {
+    let k = sms_effects(store, &[1, 2, 3, 4]);
+    let (soon, late) = (t0() + Duration::seconds(30), t0() + Duration::minutes(2));
+    assert!(
+        store
+            .defer_effect(&k[0], late, "503 Service Unavailable")
+            .unwrap()
+    );
+    assert!(store.defer_effect(&k[1], soon, "timed out").unwrap());
+    assert_eq!(
+        keys(store.pending_effects("sms", t0(), 10).unwrap()),
+        [k[2].as_str(), k[3].as_str()]
+    );
+    // Just before the retry time it is not due; at the very instant it is.
+    let before = soon - Duration::milliseconds(1);
+    assert_eq!(
+        keys(store.pending_effects("sms", before, 10).unwrap()),
+        [k[2].as_str(), k[3].as_str()]
+    );
+    assert_eq!(
+        keys(store.pending_effects("sms", soon, 10).unwrap()),
+        [k[2].as_str(), k[3].as_str(), k[1].as_str()]
+    );
+    let all = store.pending_effects("sms", late, 10).unwrap();
+    assert_eq!(
+        keys(all.clone()),
+        [k[2].as_str(), k[3].as_str(), k[1].as_str(), k[0].as_str()]
+    );
+    assert_eq!(all[3].attempts, 1);
+    assert_eq!(all[3].not_before, Some(late));
+    assert_eq!(
+        all[3].last_error.as_deref(),
+        Some("503 Service Unavailable")
+    );
+    assert_eq!(
+        keys(store.pending_effects("sms", late, 3).unwrap()),
+        [k[2].as_str(), k[3].as_str(), k[1].as_str()]
+    );
+    assert!(store.pending_effects("email", late, 10).unwrap().is_empty());
+    // A later deferral replaces the retry time and the error, and counts again.
+    assert!(
+        store
+            .defer_effect(&k[1], late + Duration::minutes(1), "429")
+            .unwrap()
+    );
+    let again = store
+        .pending_effects("sms", late + Duration::minutes(1), 10)
+        .unwrap();
+    let deferred = again.iter().find(|p| p.effect.key == k[1]).unwrap();
+    assert_eq!(
+        (deferred.attempts, deferred.last_error.as_deref()),
+        (2, Some("429"))
+    );
+    assert_eq!(keys(again)[3], k[1], "ordered by its new retry time");
+    assert_eq!(store.effect_status(&k[1]).unwrap(), None, "still pending");
+    // Only pending effects are deferred.
+    store.complete_effect(&k[2], "sent", true).unwrap();
+    assert!(!store.defer_effect(&k[2], late, "late failure").unwrap());
+    assert!(!store.defer_effect("no-such-effect", late, "x").unwrap());
+    assert_eq!(store.effect_status(&k[2]).unwrap().as_deref(), Some("sent"));
+    assert!(
+        !keys(store.pending_effects("sms", late, 10).unwrap()).contains(&k[2]),
+        "a deferral does not bring a completed effect back"
+    );
+}
+
+/// A dead-lettered effect leaves the outbox with its reason, is listed per channel for
+/// operators, and a replay puts it back as new; nothing but a dead letter is replayed.
+pub fn dead_letters_keep_their_reason_and_replay<S: JourneyStateStore>(store: &mut S) {
+    let k = sms_effects(store, &[1, 2, 3]);
+    let email = enter(store, "welcome", 9, "mail");
+    let mail = send(email, "mail", "email");
+    assert!(
+        store
+            .advance(
+                email,
+                "mail",
+                &Move::exit("completed"),
+                std::slice::from_ref(&mail)
+            )
+            .unwrap()
+    );
+    assert!(store.defer_effect(&k[1], t0(), "503").unwrap());
+    assert!(
+        store
+            .dead_letter_effect(&k[1], "8 attempts; the last: 503")
+            .unwrap()
+    );
+    assert!(store.dead_letter_effect(&k[0], "no route").unwrap());
+    assert!(store.dead_letter_effect(&mail.key, "mailbox full").unwrap());
+    assert!(!store.dead_letter_effect(&k[0], "again").unwrap(), "once");
+    assert_eq!(
+        store.effect_status(&k[1]).unwrap().as_deref(),
+        Some(crate::state::DEAD_LETTER)
+    );
+    let far = t0() + Duration::days(1);
+    assert_eq!(
+        keys(store.pending_effects("sms", far, 10).unwrap()),
+        [k[2].as_str()]
+    );
+    let dead = store.dead_letters("sms", 10).unwrap();
+    assert_eq!(
+        keys(dead.clone()),
+        [k[0].as_str(), k[1].as_str()],
+        "in the order recorded"
+    );
+    assert_eq!(
+        dead[1].last_error.as_deref(),
+        Some("8 attempts; the last: 503")
+    );
+    assert_eq!(dead[1].attempts, 2);
+    assert_eq!(
+        dead[0].effect,
+        send(EntryId(dead_entry(&k[0])), "sms", "sms")
+    );
+    assert_eq!(keys(store.dead_letters("sms", 1).unwrap()), [k[0].as_str()]);
+    assert_eq!(
+        keys(store.dead_letters("email", 10).unwrap()),
+        [mail.key.as_str()]
+    );
+    // Completing with the dead-letter status keeps the last error as its reason.
+    assert!(
+        store
+            .defer_effect(&k[2], t0(), "connection refused")
+            .unwrap()
+    );
+    store
+        .complete_effect(&k[2], crate::state::DEAD_LETTER, true)
+        .unwrap();
+    let dead = store.dead_letters("sms", 10).unwrap();
+    assert_eq!(dead[2].last_error.as_deref(), Some("connection refused"));
+
+    assert!(store.replay_effect(&k[1]).unwrap());
+    assert!(!store.replay_effect(&k[1]).unwrap(), "already back");
+    let back = store.pending_effects("sms", t0(), 10).unwrap();
+    assert_eq!(keys(back.clone()), [k[1].as_str()]);
+    assert_eq!((back[0].attempts, back[0].not_before), (0, None));
+    assert_eq!(store.effect_status(&k[1]).unwrap(), None);
+    assert_eq!(
+        keys(store.dead_letters("sms", 10).unwrap()),
+        [k[0].as_str(), k[2].as_str()]
+    );
+    // Sent effects, pending ones and unknown keys are never replayed.
+    store.complete_effect(&k[1], "sent", true).unwrap();
+    assert!(!store.replay_effect(&k[1]).unwrap());
+    assert_eq!(store.effect_status(&k[1]).unwrap().as_deref(), Some("sent"));
+    assert!(store.pending_effects("sms", far, 10).unwrap().is_empty());
+    assert!(!store.replay_effect("no-such-effect").unwrap());
+}
+
+/// The entry number in an effect key made by [`send`].
+fn dead_entry(key: &str) -> i64 {
+    key.split(':')
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .expect("an effect key")
 }
 
 /// A merge moves the merged customer's entries to the survivor, ending those that would be a
@@ -477,7 +667,9 @@ macro_rules! journey_state_conformance_suite {
                 moves_and_messages_are_recorded_with_the_move,
                 conversions_are_recorded_once_per_entry,
                 due_skips_the_journeys_asked,
-                a_journey_is_exited_as_a_whole
+                a_journey_is_exited_as_a_whole,
+                deferred_effects_wait_for_their_retry_time,
+                dead_letters_keep_their_reason_and_replay
             );
         }
     };

@@ -2,14 +2,16 @@
 //!
 //! Every change is one immediate transaction, so a move and the effects it records commit
 //! together. Timers are the active entries' `due_at`, read through a partial index in due
-//! order; the outbox is `journey_effects`, unique by idempotency key. An entry's cause
+//! order; the outbox is `journey_effects`, unique by idempotency key, with each deferred
+//! effect's retry time (`not_before`) and last error; dead letters are completed rows with
+//! status `dead_letter`, which a replay makes pending again. An entry's cause
 //! (`entry_key`) is unique, so a trigger delivered twice enters once; re-entry policies and
 //! conversions read a customer's entries through `journey_entries_customer`.
 
 use crate::time::{from_micros, to_micros};
 use cohort_journey::state::{
-    Conversion, CustomerId, Effect, Entry, EntryId, JourneyStateStore, Message, Move, NewEntry,
-    PendingEffect, StateError,
+    Conversion, CustomerId, DEAD_LETTER, Effect, Entry, EntryId, JourneyStateStore, Message, Move,
+    NewEntry, PendingEffect, StateError,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::BTreeMap;
@@ -81,9 +83,56 @@ fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Entry, StateErro
     }))
 }
 
+const EFFECT_COLUMNS: &str =
+    "SELECT key, channel, payload, attempts, not_before, last_error FROM journey_effects";
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 impl SqliteJourneyState {
     pub(crate) fn new(conn: Connection) -> Self {
         SqliteJourneyState { conn }
+    }
+
+    fn effects(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<PendingEffect>, StateError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(storage)?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(storage)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        rows.into_iter()
+            .map(
+                |(key, channel, payload, attempts, not_before, last_error)| {
+                    let payload = serde_json::from_str(&payload)
+                        .map_err(|e| StateError::Unreadable(format!("effect {key}: {e}")))?;
+                    Ok(PendingEffect {
+                        effect: Effect {
+                            key,
+                            channel,
+                            payload,
+                        },
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        not_before: not_before.map(from_micros),
+                        last_error,
+                    })
+                },
+            )
+            .collect()
     }
 
     fn entries(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Entry>, StateError> {
@@ -260,7 +309,7 @@ impl JourneyStateStore for SqliteJourneyState {
         };
         let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(skip.len() + 2);
         let now = to_micros(now);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
         args.push(&now);
         args.push(&limit);
         for journey in skip {
@@ -321,40 +370,26 @@ impl JourneyStateStore for SqliteJourneyState {
     fn pending_effects(
         &mut self,
         channel: &str,
+        now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<PendingEffect>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT key, payload, attempts FROM journey_effects
-                 WHERE channel = ?1 AND done = 0 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(storage)?;
-        let rows = stmt
-            .query_map(params![channel, limit as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(storage)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?;
-        rows.into_iter()
-            .map(|(key, payload, attempts)| {
-                let payload = serde_json::from_str(&payload)
-                    .map_err(|e| StateError::Unreadable(format!("effect {key}: {e}")))?;
-                Ok(PendingEffect {
-                    effect: Effect {
-                        key,
-                        channel: channel.to_string(),
-                        payload,
-                    },
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                })
-            })
-            .collect()
+        // Two reads, each one range of `journey_effects_pending` in its order: a single query
+        // with `not_before IS NULL OR not_before <= ?` would have to walk the future retries too.
+        let mut pending = self.effects(
+            &format!("{EFFECT_COLUMNS} WHERE channel = ?1 AND done = 0 AND not_before IS NULL ORDER BY seq LIMIT ?2"),
+            params![channel, sql_limit(limit)],
+        )?;
+        let more = limit.saturating_sub(pending.len());
+        if more > 0 {
+            pending.extend(self.effects(
+                &format!(
+                    "{EFFECT_COLUMNS} WHERE channel = ?1 AND done = 0 AND not_before <= ?2
+                     ORDER BY not_before, seq LIMIT ?3"
+                ),
+                params![channel, to_micros(now), sql_limit(more)],
+            )?);
+        }
+        Ok(pending)
     }
 
     fn complete_effect(&mut self, key: &str, status: &str, done: bool) -> Result<(), StateError> {
@@ -371,6 +406,61 @@ impl JourneyStateStore for SqliteJourneyState {
             )
         };
         changed.map(|_| ()).map_err(storage)
+    }
+
+    fn defer_effect(
+        &mut self,
+        key: &str,
+        retry_at: chrono::DateTime<chrono::Utc>,
+        reason: &str,
+    ) -> Result<bool, StateError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE journey_effects SET attempts = attempts + 1, not_before = ?2,
+                   last_error = ?3
+                 WHERE key = ?1 AND done = 0",
+                params![key, to_micros(retry_at), reason],
+            )
+            .map_err(storage)?;
+        Ok(changed > 0)
+    }
+
+    fn dead_letter_effect(&mut self, key: &str, reason: &str) -> Result<bool, StateError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE journey_effects SET attempts = attempts + 1, last_error = ?2,
+                   status = ?3, done = 1
+                 WHERE key = ?1 AND done = 0",
+                params![key, reason, DEAD_LETTER],
+            )
+            .map_err(storage)?;
+        Ok(changed > 0)
+    }
+
+    fn dead_letters(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingEffect>, StateError> {
+        self.effects(
+            &format!("{EFFECT_COLUMNS} WHERE channel = ?1 AND status = ?2 ORDER BY seq LIMIT ?3"),
+            params![channel, DEAD_LETTER, sql_limit(limit)],
+        )
+    }
+
+    fn replay_effect(&mut self, key: &str) -> Result<bool, StateError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE journey_effects SET status = NULL, done = 0, attempts = 0,
+                   not_before = NULL
+                 WHERE key = ?1 AND done = 1 AND status = ?2",
+                params![key, DEAD_LETTER],
+            )
+            .map_err(storage)?;
+        Ok(changed > 0)
     }
 
     fn effect_status(&mut self, key: &str) -> Result<Option<String>, StateError> {

@@ -27,6 +27,7 @@ mod delivery;
 mod derived;
 mod failed;
 mod inbox;
+mod journey_catalogue;
 mod journeys;
 mod memberships;
 mod private;
@@ -47,6 +48,7 @@ pub use delivery::SqliteDelivery;
 pub use derived::{AnalysisRun, Derived, NewAnalysisRun, OrderStats, ReplaceSummary};
 pub use failed::{FailedEvent, FailedEvents, FailedFilter};
 pub use inbox::SqliteInbox;
+pub use journey_catalogue::SqliteJourneyCatalogue;
 pub use journeys::SqliteJourneyState;
 pub use memberships::{SqliteMemberships, SqliteSnapshot};
 pub use private::keep_new_files_private;
@@ -300,6 +302,16 @@ impl Store {
     pub fn journey_state(&self) -> Result<SqliteJourneyState, StoreError> {
         let path = self.inner.config.data_dir.join("state.db");
         Ok(SqliteJourneyState::new(conn::open(
+            &path,
+            self.inner.config.durability,
+        )?))
+    }
+
+    /// Journey definitions and their versions' states, message templates and channels on a
+    /// connection of its own (the API's writes and the engine's reads of what runs).
+    pub fn journey_catalogue(&self) -> Result<SqliteJourneyCatalogue, StoreError> {
+        let path = self.inner.config.data_dir.join("state.db");
+        Ok(SqliteJourneyCatalogue::new(conn::open(
             &path,
             self.inner.config.durability,
         )?))

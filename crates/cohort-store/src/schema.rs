@@ -349,6 +349,58 @@ CREATE UNIQUE INDEX journey_entries_key ON journey_entries (entry_key)
     WHERE entry_key IS NOT NULL;
 CREATE INDEX journey_entries_customer ON journey_entries (customer_id, journey, id);
 "#,
+    // Retries and dead letters in the outbox: a deferred effect's retry time and its last
+    // error. Pending effects are read by channel, those never deferred (a NULL retry time) in
+    // order and then the due ones by retry time, both ranges of one index; dead letters are
+    // listed per channel through their own.
+    r#"
+ALTER TABLE journey_effects ADD COLUMN not_before INTEGER;
+ALTER TABLE journey_effects ADD COLUMN last_error TEXT;
+DROP INDEX journey_effects_pending;
+CREATE INDEX journey_effects_pending ON journey_effects (channel, not_before, seq) WHERE done = 0;
+CREATE INDEX journey_effects_dead ON journey_effects (channel, seq) WHERE status = 'dead_letter';
+"#,
+    // The journey catalogue: each journey's versions (state, whether a later version made it
+    // finishing, its definition and the template versions fixed when it was published), what
+    // happened to them, message templates by version, and channels. The partial index serves
+    // the live versions the runner is built from.
+    r#"
+CREATE TABLE journey_versions (
+    key        TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    state      TEXT    NOT NULL,
+    finishing  INTEGER NOT NULL DEFAULT 0,
+    definition TEXT    NOT NULL,
+    templates  TEXT    NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (key, version)
+) WITHOUT ROWID;
+CREATE INDEX journey_versions_live ON journey_versions (key, version)
+    WHERE state IN ('published', 'paused');
+CREATE TABLE journey_version_history (
+    id      INTEGER PRIMARY KEY,
+    key     TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    change  TEXT    NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX journey_version_history_key ON journey_version_history (key, id);
+CREATE TABLE message_templates (
+    key      TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    kind     TEXT    NOT NULL,
+    source   TEXT    NOT NULL,
+    saved_at INTEGER NOT NULL,
+    PRIMARY KEY (key, version)
+) WITHOUT ROWID;
+CREATE TABLE message_channels (
+    name     TEXT    PRIMARY KEY,
+    kind     TEXT    NOT NULL,
+    config   TEXT    NOT NULL,
+    saved_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -480,5 +532,64 @@ mod tests {
         let keyed = NewEntry::new("welcome", 1, 10, "wait", now).key("welcome:10:m1");
         assert!(state.enter(&keyed, true).unwrap().is_some());
         assert!(state.enter(&keyed, true).unwrap().is_none());
+    }
+
+    #[test]
+    fn effects_from_before_retry_times_stay_pending_and_are_read_through_the_index() {
+        use cohort_journey::state::JourneyStateStore;
+        let mut conn = Connection::open_in_memory().unwrap();
+        let step = STATE
+            .iter()
+            .position(|s| s.contains("ADD COLUMN not_before"))
+            .expect("the step adding retry times");
+        migrate(&mut conn, &STATE[..step]).unwrap();
+        conn.execute(
+            "INSERT INTO journey_effects (key, channel, payload, attempts) VALUES
+               ('welcome:1:4:sms', 'sms', '{}', 2)",
+            [],
+        )
+        .unwrap();
+        migrate_state(&mut conn).unwrap();
+        for (sql, index) in [
+            (
+                "SELECT key FROM journey_effects WHERE channel = 'sms' AND done = 0
+                 AND not_before IS NULL ORDER BY seq LIMIT 5",
+                "journey_effects_pending",
+            ),
+            (
+                "SELECT key FROM journey_effects WHERE channel = 'sms' AND done = 0
+                 AND not_before <= 7 ORDER BY not_before, seq LIMIT 5",
+                "journey_effects_pending",
+            ),
+            (
+                "SELECT key FROM journey_effects WHERE channel = 'sms'
+                 AND status = 'dead_letter' ORDER BY seq LIMIT 5",
+                "journey_effects_dead",
+            ),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts: {plan}");
+        }
+        let mut state = crate::journeys::SqliteJourneyState::new(conn);
+        let pending = state
+            .pending_effects("sms", crate::time::from_micros(0), 10)
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (
+                pending[0].attempts,
+                pending[0].not_before,
+                &pending[0].last_error
+            ),
+            (2, None, &None)
+        );
     }
 }

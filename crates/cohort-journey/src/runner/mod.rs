@@ -122,7 +122,7 @@
 //!
 //! let report = runner.fire_due(&mut store, |_| Ok::<_, std::io::Error>(&ada), t0 + TimeDelta::hours(24), 100)?;
 //! assert_eq!(report.effects, 1);
-//! assert_eq!(store.pending_effects("sms", 10)?.len(), 1);
+//! assert_eq!(store.pending_effects("sms", t0 + TimeDelta::hours(24), 10)?.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -127,7 +127,7 @@ fn event(id: &str, name: &str, at: DateTime<Utc>) -> ProcessedEvent {
 
 fn pending(store: &mut MemoryJourneyState, channel: &str) -> Vec<Effect> {
     store
-        .pending_effects(channel, usize::MAX)
+        .pending_effects(channel, DateTime::<Utc>::MAX_UTC, usize::MAX)
         .unwrap()
         .into_iter()
         .map(|p: PendingEffect| p.effect)
@@ -981,11 +981,28 @@ impl JourneyStateStore for Crashing {
     fn exit_journey(&mut self, j: &str, r: &str) -> Result<usize, StateError> {
         self.inner.exit_journey(j, r)
     }
-    fn pending_effects(&mut self, c: &str, l: usize) -> Result<Vec<PendingEffect>, StateError> {
-        self.inner.pending_effects(c, l)
+    fn pending_effects(
+        &mut self,
+        c: &str,
+        now: DateTime<Utc>,
+        l: usize,
+    ) -> Result<Vec<PendingEffect>, StateError> {
+        self.inner.pending_effects(c, now, l)
     }
     fn complete_effect(&mut self, k: &str, s: &str, d: bool) -> Result<(), StateError> {
         self.inner.complete_effect(k, s, d)
+    }
+    fn defer_effect(&mut self, k: &str, at: DateTime<Utc>, r: &str) -> Result<bool, StateError> {
+        self.inner.defer_effect(k, at, r)
+    }
+    fn dead_letter_effect(&mut self, k: &str, r: &str) -> Result<bool, StateError> {
+        self.inner.dead_letter_effect(k, r)
+    }
+    fn dead_letters(&mut self, c: &str, l: usize) -> Result<Vec<PendingEffect>, StateError> {
+        self.inner.dead_letters(c, l)
+    }
+    fn replay_effect(&mut self, k: &str) -> Result<bool, StateError> {
+        self.inner.replay_effect(k)
     }
     fn effect_status(&mut self, k: &str) -> Result<Option<String>, StateError> {
         self.inner.effect_status(k)
@@ -1539,10 +1556,27 @@ impl JourneyStateStore for Waiting {
     fn exit_journey(&mut self, _: &str, _: &str) -> Result<usize, StateError> {
         not_here()
     }
-    fn pending_effects(&mut self, _: &str, _: usize) -> Result<Vec<PendingEffect>, StateError> {
+    fn pending_effects(
+        &mut self,
+        _: &str,
+        _: DateTime<Utc>,
+        _: usize,
+    ) -> Result<Vec<PendingEffect>, StateError> {
         not_here()
     }
     fn complete_effect(&mut self, _: &str, _: &str, _: bool) -> Result<(), StateError> {
+        not_here()
+    }
+    fn defer_effect(&mut self, _: &str, _: DateTime<Utc>, _: &str) -> Result<bool, StateError> {
+        not_here()
+    }
+    fn dead_letter_effect(&mut self, _: &str, _: &str) -> Result<bool, StateError> {
+        not_here()
+    }
+    fn dead_letters(&mut self, _: &str, _: usize) -> Result<Vec<PendingEffect>, StateError> {
+        not_here()
+    }
+    fn replay_effect(&mut self, _: &str) -> Result<bool, StateError> {
         not_here()
     }
     fn effect_status(&mut self, _: &str) -> Result<Option<String>, StateError> {
