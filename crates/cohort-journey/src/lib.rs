@@ -25,6 +25,10 @@
 //! - [`runner`]: what each entry does, for a customer and an instant: entries from triggers
 //!   (event, membership, trait, API and schedule), steps run exactly once over the state store,
 //!   durable timers for delays and waits, exits, holdouts and goal conversions.
+//! - [`measure`]: what a journey caused — counts per journey, version and step read from the
+//!   state store (trait `JourneyStats`, with its suite `measure::conformance`, feature
+//!   `conformance`), and the report: conversions and revenue of treated against held-out
+//!   entries with the lift's interval, cost and return on it, first- and last-touch credit.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -41,6 +45,8 @@ pub mod channel;
 pub mod state;
 
 pub mod runner;
+
+pub mod measure;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod state_conformance;

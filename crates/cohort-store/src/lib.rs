@@ -27,6 +27,7 @@ mod delivery;
 mod derived;
 mod failed;
 mod inbox;
+mod journey_stats;
 mod journeys;
 mod memberships;
 mod private;
