@@ -463,3 +463,139 @@ fn the_report_serialises_with_stable_field_names() {
     assert_eq!(json["confidence"], 0.95);
     assert!(json["at"].is_string());
 }
+
+/// A customer as the runner reads one: nothing but an id.
+struct Plain(
+    i64,
+    serde_json::Map<String, serde_json::Value>,
+    cohort_profile::ComputedTraits,
+);
+
+impl crate::runner::CustomerFacts for Plain {
+    fn id(&self) -> i64 {
+        self.0
+    }
+    fn traits(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.1
+    }
+    fn computed(&self) -> &cohort_profile::ComputedTraits {
+        &self.2
+    }
+    fn events(&self) -> &[cohort_segment::EventRecord] {
+        &[]
+    }
+    fn in_segment(&self, _: &str) -> bool {
+        false
+    }
+    fn time_zone(&self) -> chrono_tz::Tz {
+        chrono_tz::Asia::Shanghai
+    }
+    fn in_global_control(&self) -> bool {
+        false
+    }
+    fn experiment_variation(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// What the runner records is what the report reads: entries held out by the journey's share,
+/// the SMS of the treated ones (completed by the channel), orders converting entries within
+/// the goal's window with their revenue, attributed to the SMS step's message.
+#[test]
+fn the_runner_s_entries_and_conversions_are_measured() {
+    use crate::runner::{ProcessedEvent, Published, Run, Runner};
+    let journey = crate::definition::parse_json(
+        r#"{
+          "key": "nudge", "name": "Nudge",
+          "trigger": {"type": "event", "event": "Signed Up"},
+          "holdout": 0.5,
+          "goal": {"type": "event", "event": "Order Completed", "window": "2d"},
+          "steps": [
+            {"id": "day", "type": "delay", "for": "24h", "next": "sms-1"},
+            {"id": "sms-1", "type": "send", "channel": "sms", "template": "sms-t"}
+          ]
+        }"#,
+    )
+    .unwrap();
+    let runner = Runner::new(vec![Published {
+        journey,
+        version: 1,
+        run: Run::Entering,
+    }])
+    .unwrap();
+    let mut state = MemoryJourneyState::default();
+    let facts = |id| Plain(id, serde_json::Map::new(), Default::default());
+    let mut held_out = std::collections::BTreeSet::new();
+    for id in 0..40 {
+        let signed_up = ProcessedEvent::new(&format!("s{id}"), "Signed Up", t0());
+        let r = runner
+            .on_event(&mut state, &facts(id), &signed_up, t0())
+            .unwrap();
+        if r.held_out == 1 {
+            held_out.insert(id);
+        }
+    }
+    let day = t0() + chrono::Duration::hours(24);
+    runner
+        .fire_due(
+            &mut state,
+            |id| Ok::<_, std::io::Error>(facts(id)),
+            day,
+            100,
+        )
+        .unwrap();
+    for pending in state.pending_effects("sms", 100).unwrap() {
+        state
+            .complete_effect(&pending.effect.key, "sent", true)
+            .unwrap();
+    }
+    // Every third customer orders 6 h after the SMS, for 10 (held-out ones too).
+    let at = day + chrono::Duration::hours(6);
+    for id in (0..40).step_by(3) {
+        let order = ProcessedEvent::new(&format!("o{id}"), "Order Completed", at)
+            .properties(serde_json::json!({"revenue": 10}));
+        runner.on_event(&mut state, &facts(id), &order, at).unwrap();
+    }
+
+    let held = held_out.len() as u64;
+    let treated = 40 - held;
+    assert!(held > 1 && treated > 1, "{held} held out of 40");
+    let orders = |out: bool| {
+        (0..40)
+            .step_by(3)
+            .filter(|id| held_out.contains(id) == out)
+            .count() as u64
+    };
+    let counts = state.journey_stats(Some("nudge"), at).unwrap();
+    let report = super::report(&counts, &sms_at(0.25), &ReportOptions::default()).unwrap();
+    let v1 = &report.journeys[0].versions[0];
+    let o = &v1.outcome;
+    assert_eq!(
+        o.entered,
+        Arms {
+            treated,
+            held_out: held
+        }
+    );
+    assert_eq!(
+        o.conversions,
+        Arms {
+            treated: orders(false),
+            held_out: orders(true)
+        }
+    );
+    assert_eq!(o.revenue.treated, 10.0 * orders(false) as f64);
+    assert_eq!(v1.exits["held out"], held);
+    assert_eq!(v1.exits["completed"], treated);
+    let sms = v1
+        .steps
+        .iter()
+        .find(|s| s.step == "sms-1")
+        .expect("the SMS step");
+    assert_eq!(sms.effects["sms"]["sent"], treated);
+    assert_eq!(sms.conversions.conversions, orders(false));
+    assert_eq!(v1.before_any_message, Credit::default());
+    assert_eq!(o.cost.total, 0.25 * treated as f64);
+    assert_eq!(report.journeys[0].last_touch.conversions, orders(false));
+    assert!(o.conversion_lift.absolute.figures().is_some());
+}
