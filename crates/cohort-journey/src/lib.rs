@@ -31,6 +31,10 @@
 //!   their entries), pause, resume, archive, history, and the live versions the runner runs;
 //!   with an in-memory implementation and its suite (`catalogue::conformance`, feature
 //!   `conformance`).
+//! - [`measure`]: what a journey caused — counts per journey, version and step read from the
+//!   state store (trait `JourneyStats`, with its suite `measure::conformance`, feature
+//!   `conformance`), and the report: conversions and revenue of treated against held-out
+//!   entries with the lift's interval, cost and return on it, first- and last-touch credit.
 //! - [`sms`]: SMS length (GSM-7 and UCS-2 segments), splitting or truncating a message into
 //!   parts, and opt-out keywords in inbound replies.
 
@@ -49,6 +53,7 @@ pub mod state;
 pub mod runner;
 
 pub mod catalogue;
+pub mod measure;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod state_conformance;

@@ -714,6 +714,24 @@ impl JourneyStateStore for MemoryJourneyState {
     }
 }
 
+impl MemoryJourneyState {
+    /// Every entry, and every effect with its final status (`None` while in the outbox): what
+    /// `measure` counts.
+    pub(crate) fn entries_and_effects(
+        &self,
+    ) -> (
+        impl Iterator<Item = &Entry>,
+        impl Iterator<Item = (&Effect, Option<&str>)>,
+    ) {
+        (
+            self.entries.values(),
+            self.effects
+                .values()
+                .map(|(_, pending, status)| (&pending.effect, status.as_deref())),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     fn with_state(test: impl crate::state_conformance::JourneyStateTest) {

@@ -135,6 +135,11 @@ impl SqliteJourneyState {
             .collect()
     }
 
+    /// The connection, for the journey statistics' queries (`journey_stats`).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     fn entries(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Entry>, StateError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(storage)?;
         let rows = stmt

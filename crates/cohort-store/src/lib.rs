@@ -28,6 +28,7 @@ mod derived;
 mod failed;
 mod inbox;
 mod journey_catalogue;
+mod journey_stats;
 mod journeys;
 mod memberships;
 mod private;
