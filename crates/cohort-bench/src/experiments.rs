@@ -200,15 +200,12 @@ fn rust_runs(
     }
 }
 
-/// Sets the unit's `id` attribute, the one the experiment hashes, reusing the previous unit's
-/// string as a server's loop over a batch would.
+/// Sets the unit's `id` attribute, the one the experiment hashes, as a new string per unit (as
+/// a server reading requests would).
 fn set_id(ctx: &mut Context, id: &str) {
     match ctx.attributes.get_mut("id") {
-        Some(Value::String(slot)) => {
-            slot.clear();
-            slot.push_str(id);
-        }
-        _ => {
+        Some(slot) => *slot = Value::String(id.to_string()),
+        None => {
             ctx.attributes
                 .insert("id".into(), Value::String(id.to_string()));
         }
