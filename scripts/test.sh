@@ -10,6 +10,8 @@ section() { printf '\n==================== %s ====================\n' "$*"; }
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cohort/target}"
 VENV="${COHORT_VENV:-$HOME/.cache/cohort/venv}"
+# Rust tests that start a Python component (the SMTP sink) find it here.
+export COHORT_VENV="$VENV"
 
 section "cargo build --workspace --all-targets (debug)"
 # One build with the features the tests use, so nextest reuses it instead of building again.
