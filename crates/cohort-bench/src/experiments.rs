@@ -1141,7 +1141,7 @@ mod tests {
         let payload = defs.features_payload();
         let ids: Vec<String> = (1..=2_000).map(|i| format!("{ID_PREFIX}{i}")).collect();
         let paths = cohort_assignment(&payload, &ids, 1).unwrap();
-        assert_eq!(paths.len(), 3);
+        assert_eq!(paths.len(), 4);
         for p in &paths[1..] {
             assert_eq!(
                 mismatches(&paths[0].variations, &p.variations),
