@@ -22,7 +22,7 @@ export COHORT_BIN="$CARGO_TARGET_DIR/debug/cohort"
 section "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # --no-tests=warn: a workspace without tests is not a failure here.
-    cargo nextest run --workspace --no-tests=warn
+    cargo nextest run --workspace --no-tests=warn --no-fail-fast
 else
     cargo test --workspace
 fi

@@ -297,7 +297,7 @@ pub(crate) async fn post_all(
     bodies: Arc<[Vec<u8>]>,
     concurrency: usize,
 ) -> anyhow::Result<PostOutcome> {
-    let client = reqwest::Client::builder()
+    let client = cohort_demo::send::http_client()
         .pool_max_idle_per_host(concurrency)
         .tcp_nodelay(true)
         .build()
@@ -526,7 +526,7 @@ pub(crate) async fn lookup(args: BenchLookupArgs) -> anyhow::Result<()> {
         fmt_int(totals.events.max(0) as u64)
     );
 
-    let client = reqwest::Client::builder()
+    let client = cohort_demo::send::http_client()
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .tcp_nodelay(true)
         .build()
@@ -865,7 +865,11 @@ pub(crate) fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// A plain GET without the bench's connection pool (used once, for `/metrics`).
 async fn fetch_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let resp = reqwest::get(format!("http://{addr}{path}")).await?;
+    let resp = cohort_demo::send::http_client()
+        .build()?
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await?;
     Ok(resp.error_for_status()?.text().await?)
 }
 

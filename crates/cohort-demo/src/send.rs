@@ -145,7 +145,7 @@ pub async fn send(messages: Vec<Value>, opts: &SendOptions) -> Result<SendSummar
         });
     }
 
-    let client = reqwest::Client::builder()
+    let client = http_client()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
         .build()
@@ -397,6 +397,15 @@ fn error_body(status: StatusCode, text: &str) -> (String, String) {
         }
     });
     (code, message)
+}
+
+/// A reqwest client builder with TLS ready: reqwest is built without a default TLS provider in
+/// this workspace (the journeys' channels choose `ring`), so the provider is installed for the
+/// process first. Every HTTP client Cohort's tools build starts here.
+pub fn http_client() -> reqwest::ClientBuilder {
+    // Err: a provider is already installed (by this or the channels), and that one is used.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 #[cfg(test)]
