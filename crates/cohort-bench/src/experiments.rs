@@ -230,48 +230,32 @@ fn cohort_assignment(
         .context("the flag's rule does not read as an experiment")?;
     let mut out = Vec::new();
 
-    let mut ctx = context()?;
-    out.push(rust_runs(
-        "Cohort  Context::eval_feature",
-        ids.len(),
-        repeat,
-        |marks| {
-            for (id, m) in ids.iter().zip(marks.iter_mut()) {
-                set_id(&mut ctx, id);
-                *m = mark(ctx.eval_feature(EXPERIMENT).experiment.as_ref());
-            }
-        },
-    ));
-
-    let mut ctx = context()?;
-    out.push(rust_runs(
-        "Cohort  Context::run",
-        ids.len(),
-        repeat,
-        |marks| {
-            for (id, m) in ids.iter().zip(marks.iter_mut()) {
-                set_id(&mut ctx, id);
-                *m = mark(Some(&ctx.run(&experiment)));
-            }
-        },
-    ));
-
-    let mut ctx = context()?;
-    out.push(rust_runs(
-        "Cohort  Context::assign",
-        ids.len(),
-        repeat,
-        |marks| {
-            for (id, m) in ids.iter().zip(marks.iter_mut()) {
-                set_id(&mut ctx, id);
-                let assignment = ctx.assign(&experiment);
-                *m = match assignment.variation {
-                    Some(v) if assignment.in_experiment && v < 10 => b'0' + v as u8,
-                    _ => b'-',
-                };
-            }
-        },
-    ));
+    // Each of Cohort's evaluation paths over the same units, from a fresh context: the unit's
+    // `id` set, then `decide` gives its mark.
+    let mut evaluation_path =
+        |label: &str, decide: &dyn Fn(&mut Context) -> u8| -> anyhow::Result<()> {
+            let mut ctx = context()?;
+            out.push(rust_runs(label, ids.len(), repeat, |marks| {
+                for (id, m) in ids.iter().zip(marks.iter_mut()) {
+                    set_id(&mut ctx, id);
+                    *m = decide(&mut ctx);
+                }
+            }));
+            Ok(())
+        };
+    evaluation_path("Cohort  Context::eval_feature", &|ctx| {
+        mark(ctx.eval_feature(EXPERIMENT).experiment.as_ref())
+    })?;
+    evaluation_path("Cohort  Context::run", &|ctx| {
+        mark(Some(&ctx.run(&experiment)))
+    })?;
+    evaluation_path("Cohort  Context::assign", &|ctx| {
+        let assignment = ctx.assign(&experiment);
+        match assignment.variation {
+            Some(v) if assignment.in_experiment && v < 10 => b'0' + v as u8,
+            _ => b'-',
+        }
+    })?;
 
     let seed = experiment
         .seed
