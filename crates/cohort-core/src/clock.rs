@@ -52,6 +52,13 @@ pub struct ShiftedClock {
 }
 
 impl ShiftedClock {
+    /// A clock already `offset` ahead of the wall clock (a negative offset counts as none).
+    pub fn ahead_by(offset: chrono::Duration) -> ShiftedClock {
+        ShiftedClock {
+            offset_micros: AtomicI64::new(offset.num_microseconds().unwrap_or(0).max(0)),
+        }
+    }
+
     /// Moves the clock ahead by `by` and returns the new time. Time never goes back, so
     /// a negative `by` moves nothing.
     pub fn advance(&self, by: chrono::Duration) -> DateTime<Utc> {

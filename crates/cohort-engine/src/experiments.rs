@@ -8,7 +8,7 @@
 
 use crate::{Engine, EngineError, blocking};
 use chrono::{DateTime, Utc};
-use cohort_collect::Assembly;
+
 use cohort_experiment::definition::{
     Catalogue, Decision, Experiment, Flag, Holdout, Metric, PayloadInput, Phase, Status,
     features_payload, parse, segment_group, segment_groups_needed,
@@ -670,19 +670,33 @@ impl Engine {
         identifier: Option<&IdentifierRef>,
         exposures: Vec<Value>,
     ) -> Result<usize, EngineError> {
-        let identity = exposure_identity(profile, identifier);
-        let Some((field, value)) = identity else {
-            return Ok(0);
-        };
-        let source_id = self.exposure_source().await?;
-        let Some(entry) = self.source_entry(source_id)? else {
-            return Err(EngineError::Internal(
-                "the experiments source vanished".into(),
-            ));
-        };
         let now = self.now();
-        let mut assembly = Assembly::new(source_id, &entry.policy, now);
-        for mut properties in exposures {
+        let messages = exposure_messages(profile, identifier, exposures, now);
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let store = self.store().clone();
+        let limits = *self.limits();
+        blocking(move || crate::ingest::ingest_own(&store, limits, EXPOSURE_SOURCE, messages, now))
+            .await
+    }
+}
+
+/// `Experiment Viewed` messages for a customer, from each exposure's properties (with their
+/// `phase`, which names the message and is not sent): none when the customer has no user or
+/// anonymous ID to send them under.
+pub(crate) fn exposure_messages(
+    profile: Option<&cohort_profile::Profile>,
+    identifier: Option<&IdentifierRef>,
+    exposures: Vec<Value>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Value> {
+    let Some((field, value)) = message_identity(profile, identifier) else {
+        return Vec::new();
+    };
+    exposures
+        .into_iter()
+        .map(|mut properties| {
             let message_id = exposure_message_id(field, &value, &properties);
             if let Some(map) = properties.as_object_mut() {
                 map.remove("phase");
@@ -695,35 +709,9 @@ impl Engine {
                 "properties": properties,
             });
             message[field] = json!(value);
-            assembly.add(message, None);
-        }
-        let (submission, refused) = assembly.finish();
-        if let Some((_, r)) = refused.first() {
-            tracing::warn!(code = r.code, reason = %r.message, "an exposure was refused");
-        }
-        let receipt = self.store().append(submission).await?;
-        Ok(receipt.accepted)
-    }
-
-    async fn exposure_source(&self) -> Result<i64, EngineError> {
-        let store = self.store().clone();
-        blocking(move || {
-            let catalog = store.catalog();
-            if let Some(source) = catalog.source_by_name(EXPOSURE_SOURCE)? {
-                return Ok(source.id);
-            }
-            match catalog.create_source(EXPOSURE_SOURCE) {
-                Ok((source, _key)) => Ok(source.id),
-                // Created by a concurrent evaluation in between.
-                Err(cohort_store::StoreError::Conflict(_)) => catalog
-                    .source_by_name(EXPOSURE_SOURCE)?
-                    .map(|s| s.id)
-                    .ok_or_else(|| EngineError::Internal("no experiments source".into())),
-                Err(e) => Err(e.into()),
-            }
+            message
         })
-        .await
-    }
+        .collect()
 }
 
 fn exposure(r: &ExperimentResult, experiments: &BTreeMap<String, Experiment>) -> Value {
@@ -764,7 +752,7 @@ fn exposure_message_id(field: &str, value: &str, properties: &Value) -> String {
 
 /// The Segment identity an exposure is sent under: the customer's user ID, else an
 /// anonymous ID, else the identifier the request named when it is one of those.
-fn exposure_identity(
+pub(crate) fn message_identity(
     profile: Option<&cohort_profile::Profile>,
     identifier: Option<&IdentifierRef>,
 ) -> Option<(&'static str, String)> {

@@ -191,6 +191,42 @@ impl Engine {
     }
 }
 
+/// Ingests messages Cohort itself produces (experiment exposures, journeys' delivery events)
+/// under its own source `source`, created on first use, through the same assembly and inbox as
+/// any message. Returns how many were accepted; refused ones are kept as failed events, as for
+/// any source, and logged.
+pub(crate) fn ingest_own(
+    store: &cohort_store::Store,
+    limits: cohort_collect::Limits,
+    source: &str,
+    messages: Vec<Value>,
+    now: DateTime<Utc>,
+) -> Result<usize, EngineError> {
+    let catalog = store.catalog();
+    let found = match catalog.source_by_name(source)? {
+        Some(found) => found,
+        None => match catalog.create_source(source) {
+            Ok((created, _key)) => created,
+            // Created by a concurrent caller in between.
+            Err(cohort_store::StoreError::Conflict(_)) => catalog
+                .source_by_name(source)?
+                .ok_or_else(|| EngineError::Internal(format!("no {source} source")))?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let identity = Arc::new(store.config().identity.clone());
+    let policy = crate::sources::policy_for(&found, limits, identity);
+    let mut assembly = Assembly::new(found.id, &policy, now);
+    for message in messages {
+        assembly.add(message, None);
+    }
+    let (submission, refused) = assembly.finish();
+    for (_, r) in &refused {
+        tracing::warn!(source, code = r.code, reason = %r.message, "a message Cohort produced was refused");
+    }
+    Ok(store.append_blocking(submission)?.accepted)
+}
+
 /// The outcome of replaying one failed event.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayOutcome {

@@ -10,11 +10,13 @@
 //! | real-time segments | re-decides the customers the processor changed (`cohort_segment::RealtimeSegments` on the `cohort-segments` thread) |
 //! | lake exporter | writes processed events to Parquet, compacts small files |
 //! | time refresh | re-evaluates segments whose membership moves with time alone |
+//! | journeys | runs journeys on processed messages, membership changes and due timers, trailing real-time segments (`cohort-journeys`), and one worker per channel that decides, renders and sends (`cohort-send-<channel>`), plus coupon and profile workers |
 //!
 //! Everything a face of Cohort does goes through the engine's use cases: ingest (HTTP, file
 //! import and replay of failed events share one entry point, [`Engine::ingest_body`] and
 //! [`Engine::ingest_messages`]), profiles, segments, analyses, RFM and SQL. The HTTP server and
-//! the CLI only translate.
+//! the CLI only translate. Journeys' use cases (definitions, templates, channels, coupons,
+//! delivery rules, reports, tracked links, inbound replies) are in the same place.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cohort_engine::EngineError> {
@@ -34,6 +36,7 @@ mod analytics;
 mod error;
 mod experiments;
 mod ingest;
+mod journeys;
 mod processor;
 mod realtime;
 mod rfm;
@@ -47,12 +50,16 @@ pub use experiments::{
     SEGMENT_GROUP_LIMIT, SavedDefinition, profile_attributes,
 };
 pub use ingest::{IngestReply, IngestRequest, ReplayOutcome};
+pub use journeys::{
+    DELIVERY_RULES_FILE, DefinitionFormat, JOURNEYS_SOURCE, channel_json, dead_letter_json,
+    template_json, version_json,
+};
 pub use rfm::{RfmParams, RfmRun, RfmRunError};
 pub use segments::{ALL_ROWS, EVENTS_FOR_SEGMENTS, RefreshCadence, export_sql, membership_sql};
 pub use sources::{SourceEntry, policy_for, tracking_plan_of};
 
 use cohort_collect::Limits;
-use cohort_core::{Clock, SystemClock};
+use cohort_core::{Clock, ShiftedClock, SystemClock};
 use cohort_store::{Store, StoreConfig};
 use processor::ProcessorThread;
 use realtime::RealtimeThread;
@@ -88,6 +95,9 @@ pub struct EngineConfig {
     pub segment_day_refresh: Duration,
     /// Install the shipped tag definitions that are missing, at start (server mode).
     pub builtin_tags: bool,
+    /// Run on a clock that tests can move ahead ([`Engine::advance_clock`]) instead of the
+    /// wall clock.
+    pub test_clock: bool,
 }
 
 impl EngineConfig {
@@ -100,6 +110,7 @@ impl EngineConfig {
             segment_refresh: Duration::from_secs(60),
             segment_day_refresh: Duration::from_secs(3600),
             builtin_tags: true,
+            test_clock: false,
         }
     }
 
@@ -122,6 +133,10 @@ struct Inner {
     sources: SourceCache,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// The same clock, when it is a test clock.
+    test_clock: Option<Arc<ShiftedClock>>,
+    /// Bumped whenever what journeys run changes (journeys::Shared reads it).
+    journey_generation: Arc<std::sync::atomic::AtomicU64>,
     analytics: Option<Arc<Analytics>>,
     refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The pipeline's threads, while they run: the processor and, trailing it, real-time
@@ -135,11 +150,13 @@ struct Inner {
 struct Pipeline {
     processor: Option<ProcessorThread>,
     realtime: Option<RealtimeThread>,
+    journeys: Option<journeys::JourneyThreads>,
 }
 
 impl Pipeline {
-    /// Stops real-time segments, then the processor they trail.
+    /// Stops journeys, then real-time segments they trail, then the processor those trail.
     fn stop(&mut self) {
+        drop(self.journeys.take());
         drop(self.realtime.take());
         if let Some(processor) = self.processor.take() {
             processor.stop();
@@ -163,6 +180,16 @@ impl Engine {
         let mut store_config = config.store.clone();
         store_config.process = config.mode != Mode::Tool;
         let mode = config.mode;
+        let test_clock = config
+            .test_clock
+            .then(|| Arc::new(journeys::saved_test_clock(&config.store.data_dir)));
+        let clock: Arc<dyn Clock> = match &test_clock {
+            Some(shifted) => shifted.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let journey_generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (loop_clock, loop_generation, limits) =
+            (clock.clone(), journey_generation.clone(), config.limits);
         let (store, pipeline) = blocking(move || {
             let store = Store::open(store_config)?;
             // The store's processing lock decides whether this process applies the inbox;
@@ -172,6 +199,14 @@ impl Engine {
                 pipeline.processor = ProcessorThread::start(&store)?;
                 if pipeline.processor.is_some() {
                     pipeline.realtime = Some(RealtimeThread::start(&store)?);
+                    if mode == Mode::Server {
+                        pipeline.journeys = Some(journeys::JourneyThreads::start(
+                            &store,
+                            loop_clock,
+                            limits,
+                            loop_generation,
+                        )?);
+                    }
                 }
             }
             Ok((store, pipeline))
@@ -191,7 +226,9 @@ impl Engine {
             store,
             sources,
             limits: config.limits,
-            clock: Arc::new(SystemClock),
+            clock,
+            test_clock,
+            journey_generation,
             analytics,
             refresh: std::sync::Mutex::new(None),
             pipeline: std::sync::Mutex::new(pipeline),

@@ -1067,6 +1067,18 @@ fn put_condition(out: &mut Map<String, Value>, targetings: &[Targeting<'_>], att
     }
 }
 
+/// The experiment as GrowthBook's SDKs run it, the same rule the features payload serves: what
+/// server-side callers (a journey's experiment split) assign with
+/// [`Context::assign`](crate::evaluate::Context::assign), bit for bit as the SDKs would.
+pub fn sdk_experiment(
+    e: &Experiment,
+    holdout: Option<&Holdout>,
+) -> Result<crate::evaluate::Experiment, serde_json::Error> {
+    let mut rule = Map::new();
+    experiment_rule(&mut rule, e, holdout);
+    serde_json::from_value(Value::Object(rule))
+}
+
 fn experiment_rule(out: &mut Map<String, Value>, e: &Experiment, holdout: Option<&Holdout>) {
     out.insert("key".into(), json!(e.key));
     out.insert("name".into(), json!(e.name));
@@ -1343,13 +1355,14 @@ mod tests {
         assert_eq!(vip.eval_feature("one-page").source, Source::DefaultValue);
     }
 
-    #[test]
-    fn the_global_holdout_keeps_its_share_out_of_every_experiment() {
-        let experiments = BTreeMap::from([("checkout".to_string(), checkout())]);
+    /// The payload of flag `one-page`, served by `experiment`, with a global holdout of
+    /// `fraction` on `id`.
+    fn held_out_payload(experiment: &Experiment, fraction: f64) -> (Value, Holdout) {
+        let experiments = BTreeMap::from([(experiment.key.clone(), experiment.clone())]);
         let flags = vec![flag(json!({"key": "one-page", "value_type": "boolean",
-            "default_value": false, "rules": [{"type": "experiment", "experiment": "checkout"}]}))];
+            "default_value": false, "rules": [{"type": "experiment", "experiment": experiment.key}]}))];
         let holdout = Holdout {
-            fraction: 0.1,
+            fraction,
             hash_attribute: "id".into(),
         };
         let payload = features_payload(&PayloadInput {
@@ -1358,6 +1371,12 @@ mod tests {
             holdout: Some(&holdout),
             segment_members: &BTreeMap::new(),
         });
+        (payload, holdout)
+    }
+
+    #[test]
+    fn the_global_holdout_keeps_its_share_out_of_every_experiment() {
+        let (payload, _) = held_out_payload(&checkout(), 0.1);
         let mut held = 0;
         for i in 0..2000 {
             let id = format!("u{i}");
@@ -1368,6 +1387,33 @@ mod tests {
             held += usize::from(in_holdout);
         }
         assert!((120..280).contains(&held), "{held} of 2000 held out");
+    }
+
+    #[test]
+    fn server_side_assignment_matches_what_the_sdks_are_served() {
+        let mut weighted = checkout();
+        weighted.weights = Some(vec![0.3, 0.7]);
+        let (payload, holdout) = held_out_payload(&weighted, 0.2);
+        let spec = sdk_experiment(&weighted, Some(&holdout)).expect("an SDK experiment");
+        let mut seen = [0usize; 3];
+        for i in 0..2000 {
+            let id = format!("u{i}");
+            let served = context_for(&payload, json!({"id": id})).eval_feature("one-page");
+            let served = served.experiment.map(|e| e.key);
+            let assigned = context_for(&payload, json!({"id": id})).assign(&spec);
+            let assigned = assigned
+                .variation
+                .map(|v| weighted.variations[v].key.clone());
+            assert_eq!(served, assigned, "{id}");
+            match assigned.as_deref() {
+                None => seen[0] += 1,
+                Some("control") => seen[1] += 1,
+                _ => seen[2] += 1,
+            }
+        }
+        // About 20 % held out, and the rest split 30/70.
+        assert!((300..500).contains(&seen[0]), "{seen:?}");
+        assert!(seen[2] > 2 * seen[1], "{seen:?}");
     }
 
     #[test]

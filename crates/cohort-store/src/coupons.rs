@@ -70,6 +70,16 @@ impl SqliteCoupons {
         SqliteCoupons { conn }
     }
 
+    /// Every pool's key, sorted: what journeys' coupon steps are checked against.
+    pub fn pool_keys(&self) -> Result<Vec<String>, CouponError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM coupon_pools ORDER BY key")
+            .map_err(storage)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(storage)?;
+        rows.collect::<Result<_, _>>().map_err(storage)
+    }
+
     fn immediate(&mut self) -> Result<Transaction<'_>, CouponError> {
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -95,6 +95,18 @@ impl SqliteJourneyState {
         SqliteJourneyState { conn }
     }
 
+    /// Where the journey loop stands in one of the feeds it follows (`journeys_seq`,
+    /// `journeys_change_id`, `journeys_merge_id`): 0 before it read any.
+    pub fn cursor(&self, feed: &str) -> Result<i64, StateError> {
+        crate::memberships::meta(&self.conn, feed).map_err(storage)
+    }
+
+    /// Moves a feed's cursor. The loop moves it after the feed's items are handled; items
+    /// handled again after a crash are deduplicated by the runner (entries by their cause).
+    pub fn set_cursor(&self, feed: &str, value: i64) -> Result<(), StateError> {
+        crate::memberships::set_meta(&self.conn, feed, value).map_err(storage)
+    }
+
     fn effects(
         &self,
         sql: &str,

@@ -270,7 +270,7 @@ fn fingerprint(conn: &Connection) -> rusqlite::Result<Fingerprint> {
     .query_row([], |r| Ok(Fingerprint([r.get(0)?, r.get(1)?, r.get(2)?])))
 }
 
-fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+pub(crate) fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
@@ -278,7 +278,7 @@ fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
-fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
         .execute(params![key, value])?;
     Ok(())

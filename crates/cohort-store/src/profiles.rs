@@ -199,6 +199,21 @@ pub struct Totals {
     pub merges: i64,
 }
 
+/// An `events` row read in the column order `events_after` and `events_before` select.
+fn read_exported(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExportedEvent> {
+    Ok(ExportedEvent {
+        seq: r.get(0)?,
+        source_id: r.get(1)?,
+        message_id: r.get(2)?,
+        customer_id: r.get(3)?,
+        kind: r.get(4)?,
+        name: r.get(5)?,
+        timestamp: crate::time::from_micros(r.get(6)?),
+        received_at: crate::time::from_micros(r.get(7)?),
+        body: r.get(8)?,
+    })
+}
+
 fn find_customer(
     conn: &Connection,
     kind: &str,
@@ -495,19 +510,71 @@ impl Profiles {
                 "SELECT seq, source_id, message_id, customer_id, type, name, ts, received_at, body
                  FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![seq, limit.max(1) as i64], |r| {
-                Ok(ExportedEvent {
-                    seq: r.get(0)?,
-                    source_id: r.get(1)?,
-                    message_id: r.get(2)?,
-                    customer_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    name: r.get(5)?,
-                    timestamp: crate::time::from_micros(r.get(6)?),
-                    received_at: crate::time::from_micros(r.get(7)?),
-                    body: r.get(8)?,
-                })
+            let rows = stmt.query_map(params![seq, limit.max(1) as i64], read_exported)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Merges after merge `after`, oldest first: `(merge id, merged-away customer, survivor)`.
+    pub fn merges_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, CustomerId, CustomerId)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, from_customer, into_customer FROM merges WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit.max(1) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Live customers whose trait `key` is `value` as text (an inbound SMS's phone number).
+    pub fn customers_with_trait(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.customer_id FROM traits t JOIN customers c ON c.id = t.customer_id
+                 WHERE t.key = ?1 AND t.value = ?2 AND c.merged_into IS NULL ORDER BY t.customer_id",
+            )?;
+            let rows = stmt.query_map(params![key, value], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// The live customer a customer ID is now (itself, or the survivor it was merged into).
+    pub fn live_customer(&self, customer: CustomerId) -> Result<Option<CustomerId>, StoreError> {
+        self.with(|conn| find_customer(conn, "customer_id", &customer.to_string()))
+    }
+
+    /// The customer's latest events of `kind` (`track`, `identify` …) stored before inbox
+    /// position `before`, newest first, at most `limit`; merged-away customers' events count
+    /// as their survivor's.
+    pub fn events_before(
+        &self,
+        customer: CustomerId,
+        kind: &str,
+        before: Position,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, source_id, message_id, customer_id, type, name, ts, received_at, body
+                 FROM events
+                 WHERE customer_id IN (SELECT ?1 UNION ALL SELECT id FROM customers WHERE merged_into = ?1)
+                   AND type = ?2 AND seq < ?3
+                 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![customer, kind, before.offset(), limit.max(1) as i64],
+                read_exported,
+            )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }

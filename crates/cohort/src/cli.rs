@@ -84,6 +84,12 @@ pub enum Command {
         after_help = "Examples:\n  cohort experiment metric apply metrics.json\n  cohort experiment apply checkout.json\n  cohort experiment start checkout\n  cohort experiment report checkout --engine bayesian --cuped-days 14\n  cohort experiment stop checkout --variation one-page --reason \"won on purchase\"\n  cohort experiment analyze sums.csv --correction holm --json\n  cohort experiment sample-size --baseline-rate 0.1 --mde 0.1 --relative --daily-units 5000\n\nOver HTTP: /api/v1/experiments, /api/v1/metrics, GET /api/v1/experiments/{key}/report,\nPOST /api/v1/experiments/analyze."
     )]
     Experiment(crate::experiment::ExperimentArgs),
+    /// Journeys: validate, save, publish, pause, resume, archive, list and show them, enter a
+    /// customer, read the report; message templates (with previews), channels and coupon pools.
+    #[command(
+        after_help = "Examples:\n  cohort journey validate welcome.yaml\n  cohort journey save welcome.yaml && cohort journey publish welcome\n  cohort journey report welcome --cost sms=0.05 --currency CNY --json\n  cohort journey template save login-nudge --kind sms nudge.json\n  cohort journey template preview login-nudge --id user_id=u-1001\n  cohort journey channel save sms twilio.json\n  cohort journey coupon create spring --valid-for-days 30 && cohort journey coupon generate spring 'SPR-####-??' 10000\n\nOver HTTP: /api/v1/journeys, /api/v1/templates, /api/v1/channels, /api/v1/coupons,\n/api/v1/delivery-rules."
+    )]
+    Journey(crate::journey::JourneyArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -208,6 +214,10 @@ pub struct ServeArgs {
     /// Do not install the shipped tag definitions on start.
     #[arg(long)]
     pub no_builtin_tags: bool,
+    /// Run on a clock that `POST /api/v1/ops/clock {"advance_seconds": N}` moves ahead, for
+    /// end-to-end tests of journeys' delays. Never in production.
+    #[arg(long)]
+    pub test_clock: bool,
     /// Most connections open at once; at the cap a new connection displaces the oldest idle
     /// one, or is answered 503 when all are busy. Lowered to what the open-file limit allows.
     #[arg(long, env = "COHORT_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]

@@ -17,3 +17,14 @@ pub async fn open(data: &Path, mode: Mode) -> anyhow::Result<Engine> {
         .await
         .with_context(|| format!("opening the data directory {}", data.display()))
 }
+
+/// Runs `work` on the tool engine over `data`, closing the engine whatever it returns.
+pub async fn with_engine<T>(
+    data: &crate::cli::DataArgs,
+    work: impl AsyncFnOnce(&Engine) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let engine = open_tool(&data.data).await?;
+    let outcome = work(&engine).await;
+    engine.close().await;
+    outcome
+}

@@ -241,19 +241,19 @@ pub async fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let json = args.json;
     match args.command {
         ExperimentCommand::Definition(command) => {
-            with_engine(&args.data, async |engine| {
+            crate::data_dir::with_engine(&args.data, async |engine| {
                 definitions::run(engine, DefinitionKind::Experiment, command, json).await
             })
             .await?;
         }
         ExperimentCommand::Metric(command) => {
-            with_engine(&args.data, async |engine| {
+            crate::data_dir::with_engine(&args.data, async |engine| {
                 definitions::run(engine, DefinitionKind::Metric, command, json).await
             })
             .await?;
         }
         ExperimentCommand::Start { key } => {
-            with_engine(&args.data, async |engine| {
+            crate::data_dir::with_engine(&args.data, async |engine| {
                 let saved = engine.start_experiment(key).await?;
                 definitions::print_saved(&saved, json);
                 Ok(())
@@ -265,7 +265,7 @@ pub async fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             variation,
             reason,
         } => {
-            with_engine(&args.data, async |engine| {
+            crate::data_dir::with_engine(&args.data, async |engine| {
                 let decision = Decision { variation, reason };
                 let saved = engine.stop_experiment(key, decision).await?;
                 definitions::print_saved(&saved, json);
@@ -280,7 +280,7 @@ pub async fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             from,
             to,
         } => {
-            let report = with_engine(&args.data, async |engine| {
+            let report = crate::data_dir::with_engine(&args.data, async |engine| {
                 let mut options = summary_input::Options::default();
                 analysis.apply(&mut options);
                 Ok(engine
@@ -325,16 +325,6 @@ pub async fn run(args: ExperimentArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `work` on the engine over the data directory, and closes it whatever the outcome.
-async fn with_engine<T>(
-    data: &crate::cli::DataArgs,
-    work: impl AsyncFnOnce(&cohort_engine::Engine) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let engine = crate::data_dir::open_tool(&data.data).await?;
-    let outcome = work(&engine).await;
-    engine.close().await;
-    outcome
-}
-
 fn read_input(file: &Path, format: Option<InputFormat>) -> anyhow::Result<ReportInput> {
     let stdin = file == Path::new("-");
     let mut text = String::new();

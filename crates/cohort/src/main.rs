@@ -8,6 +8,7 @@ mod definitions;
 mod demo;
 mod experiment;
 mod import;
+mod journey;
 mod query;
 mod rfm;
 mod segment;
@@ -47,6 +48,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Rfm(args) => rfm::run(args).await,
             cli::Command::Flag(args) => definitions::run_flag(args).await,
             cli::Command::Experiment(args) => experiment::run(args).await,
+            cli::Command::Journey(args) => journey::run(args).await,
             cli::Command::Segment(args) => {
                 segment::run(args, cohort_store::SegmentKind::Segment).await
             }

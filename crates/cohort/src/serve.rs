@@ -24,6 +24,7 @@ pub fn config(args: &ServeArgs) -> ServerConfig {
     engine.segment_refresh = Duration::from_secs(args.segment_refresh_secs);
     engine.segment_day_refresh = Duration::from_secs(args.segment_day_refresh_secs);
     engine.builtin_tags = !args.no_builtin_tags;
+    engine.test_clock = args.test_clock;
     engine.store.durability = if args.durability == "normal" {
         Durability::Normal
     } else {

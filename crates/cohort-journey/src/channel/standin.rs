@@ -34,7 +34,11 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -856,4 +860,88 @@ fn decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A real SMTP server for tests: Python's aiosmtpd (from `$COHORT_VENV`) on loopback, which
+/// writes each message it accepts as `<n>.eml` and its parse as `<n>.json`. It refuses
+/// recipient `reject` for good (550) and `defer` for now (451). The process is killed (by
+/// its id) when the sink is dropped, however the test ends.
+pub struct SmtpSink {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const INSTALL: &str = "install the test clients: $COHORT_VENV/bin/python -m pip install -r tests/clients/requirements.txt \
+     (CI uses COHORT_VENV=$HOME/.cache/cohort/venv)";
+
+impl SmtpSink {
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn start(reject: &str, defer: &str) -> SmtpSink {
+        let venv = std::env::var_os("COHORT_VENV").unwrap_or_else(|| {
+            panic!("COHORT_VENV is not set: the email test needs aiosmtpd in that venv; {INSTALL}")
+        });
+        let python = PathBuf::from(venv).join("bin").join("python");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/channel/smtp/sink.py");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .arg(dir.path())
+            .args(["--reject", reject, "--defer", defer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", python.display()));
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Ok(port) = line.trim().parse() else {
+            let mut stderr = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut stderr);
+            }
+            let status = child.wait().unwrap();
+            if status.code() == Some(3) {
+                panic!("aiosmtpd is missing from {}: {INSTALL}", python.display());
+            }
+            panic!("the SMTP sink did not start ({status}): {stderr}");
+        };
+        SmtpSink { child, port, dir }
+    }
+
+    /// The `n`th message received (from 1), as the sink's parser read it, and its raw text.
+    pub fn message(&self, n: usize) -> (Value, String) {
+        let meta = self.dir.path().join(format!("{n}.json"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !meta.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "message {n} never reached the sink"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let json = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+        let raw = std::fs::read(self.dir.path().join(format!("{n}.eml"))).unwrap();
+        (json, String::from_utf8(raw).unwrap())
+    }
+
+    /// Messages received so far.
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
+            .count()
+    }
 }

@@ -200,6 +200,23 @@ pub enum When {
     },
 }
 
+impl When {
+    /// Whether the schedule fires at this minute of a wall clock (seconds are ignored). A
+    /// time a daylight-saving change skips never shows on the wall clock, so it fires on none
+    /// of that day's minutes.
+    pub fn matches(&self, local: chrono::NaiveDateTime) -> bool {
+        use chrono::{Datelike, Timelike};
+        match self {
+            When::Cron(cron) => cron.matches(local),
+            When::Daily { at, days } => {
+                local.hour() == at.0.hour()
+                    && local.minute() == at.0.minute()
+                    && (days.is_empty() || days.contains(&local.weekday()))
+            }
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {

@@ -708,3 +708,35 @@ fn values_out_of_range() {
     );
     assert_refused(with(one(), "name", json!("  ")), "name", "cannot be empty");
 }
+
+#[test]
+fn schedules_fire_on_their_wall_clock_minutes() {
+    use chrono::NaiveDate;
+    let at = |d: u32, h: u32, m: u32| {
+        NaiveDate::from_ymd_opt(2026, 12, d)
+            .and_then(|day| day.and_hms_opt(h, m, 30))
+            .expect("a date")
+    };
+    let schedule = |value: serde_json::Value| match parse_value(&json!({
+        "key": "s", "name": "S", "trigger": value,
+        "steps": [{"id": "x", "type": "exit"}]
+    }))
+    .expect("a journey")
+    .trigger
+    {
+        Trigger::Schedule(s) => s.when,
+        other => panic!("{other:?}"),
+    };
+    // 2026-12-04 is a Friday.
+    let daily = schedule(json!({"type": "schedule", "segment": "p", "at": "09:30"}));
+    assert!(daily.matches(at(4, 9, 30)));
+    assert!(!daily.matches(at(4, 9, 31)) && !daily.matches(at(4, 21, 30)));
+    let weekdays = schedule(
+        json!({"type": "schedule", "segment": "p", "at": "09:30", "days": ["MON", "FRI"]}),
+    );
+    assert!(weekdays.matches(at(4, 9, 30)) && weekdays.matches(at(7, 9, 30)));
+    assert!(!weekdays.matches(at(5, 9, 30)));
+    let cron = schedule(json!({"type": "schedule", "segment": "p", "cron": "0 */6 * * *"}));
+    assert!(cron.matches(at(4, 0, 0)) && cron.matches(at(4, 18, 0)));
+    assert!(!cron.matches(at(4, 7, 0)));
+}

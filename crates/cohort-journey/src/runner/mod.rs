@@ -517,6 +517,30 @@ impl Runner {
         Ok(report)
     }
 
+    /// The schedules of the versions taking entries, by journey key. The engine decides when
+    /// each fires and for whom, and enters those customers with [`Runner::enter_by_api`].
+    pub fn schedules(&self) -> Vec<(&str, &crate::definition::Schedule)> {
+        let mut schedules: Vec<_> = self
+            .entering
+            .values()
+            .filter_map(|&i| {
+                let version = &self.versions[i];
+                match &version.journey.trigger {
+                    Trigger::Schedule(s) => Some((version.journey.key.as_str(), s)),
+                    _ => None,
+                }
+            })
+            .collect();
+        schedules.sort_by_key(|(key, _)| *key);
+        schedules
+    }
+
+    /// Whether a change of trait `key` can move or enter anyone: a trait trigger names it, or
+    /// an exit, wait or goal reads traits. The engine reads a trait's earlier value only then.
+    pub fn watches_trait(&self, key: &str) -> bool {
+        self.index.traits_move_entries || self.index.trait_triggers.contains_key(key)
+    }
+
     /// An `identify` changed a trait: exits and waits on conditions, then entries whose trigger
     /// is this trait changing (to a value passing the trigger's test, when it has one).
     pub fn on_trait_change<S: JourneyStateStore + ?Sized>(

@@ -6,6 +6,7 @@ mod analyses;
 mod experiments;
 mod failed_events;
 mod ingest;
+mod journeys;
 mod keys;
 mod ops;
 mod profiles;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segments::routes())
         .merge(rfm::routes())
         .merge(experiments::routes())
+        .merge(journeys::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     // What browsers and SDKs call with a write key: the Segment and RudderStack event routes
@@ -67,6 +69,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(collection)
         .merge(admin)
+        // Email recipients' tracked links: signed tokens, no key.
+        .merge(journeys::link_routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

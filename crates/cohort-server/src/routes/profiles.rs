@@ -125,6 +125,7 @@ async fn list_events(
 
 async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.store().clone();
+    let engine = state.engine.clone();
     blocking(move || {
         let totals = store.profiles().totals()?;
         Ok(Json(json!({
@@ -134,6 +135,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             "merges": totals.merges,
             "inbox_lag": store.inbox().lag(),
             "segment_lag": store.segment_lag()?,
+            "journey_lag": engine.journey_lag()?,
             "failed_events": store.failed_events().count(None)?,
         })))
     })

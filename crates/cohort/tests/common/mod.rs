@@ -91,7 +91,11 @@ impl Server {
             .args(["--listen", &addr.to_string()])
             .args(extra)
             .env("COHORT_ADMIN_KEY", admin_key)
-            .env("COHORT_LOG", "warn")
+            // COHORT_TEST_LOG (for example `cohort_engine=debug`) shows a test server's logs.
+            .env(
+                "COHORT_LOG",
+                std::env::var("COHORT_TEST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -182,17 +186,18 @@ impl Server {
         )
     }
 
-    /// Waits until every accepted event is processed.
+    /// Waits until every accepted event is processed, and real-time segments and journeys have
+    /// taken it.
     pub fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let stats = self.admin_get("/api/v1/stats").json();
-            if stats["inbox_lag"] == 0 {
+            if stats["inbox_lag"] == 0 && stats["segment_lag"] == 0 && stats["journey_lag"] == 0 {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("processing did not catch up");
+        panic!("processing, segments and journeys did not catch up");
     }
 
     pub fn profile(&self, kind: &str, value: &str) -> Option<Value> {

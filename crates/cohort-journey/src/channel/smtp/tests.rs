@@ -1,16 +1,12 @@
 //! The email sender: messages as built, then sent to a real SMTP server (Python's aiosmtpd,
 //! started on loopback by the test) and read back with Python's own email parser.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use chrono::TimeZone;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::channel::config::ChannelConfig;
+use crate::channel::standin::SmtpSink;
 use crate::channel::tracking::{Purpose, Tracked};
 use crate::channel::{Message, Sender};
 use crate::definition::ChannelKind;
@@ -283,81 +279,6 @@ fn smtp_configurations_are_checked_and_redacted() {
     assert!(refusal(json!({"colour": "red"})).message.contains("colour"));
 }
 
-/// A sink process that is killed (by its id) when the test ends, however it ends.
-struct SmtpSink {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const INSTALL: &str = "install the test clients: $COHORT_VENV/bin/python -m pip install -r tests/clients/requirements.txt \
-     (CI uses COHORT_VENV=$HOME/.cache/cohort/venv)";
-
-impl SmtpSink {
-    fn start(reject: &str, defer: &str) -> SmtpSink {
-        let venv = std::env::var_os("COHORT_VENV").unwrap_or_else(|| {
-            panic!("COHORT_VENV is not set: the email test needs aiosmtpd in that venv; {INSTALL}")
-        });
-        let python = PathBuf::from(venv).join("bin").join("python");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/channel/smtp/sink.py");
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&python)
-            .arg(&script)
-            .arg(dir.path())
-            .args(["--reject", reject, "--defer", defer])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", python.display()));
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let Ok(port) = line.trim().parse() else {
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut stderr);
-            }
-            let status = child.wait().unwrap();
-            if status.code() == Some(3) {
-                panic!("aiosmtpd is missing from {}: {INSTALL}", python.display());
-            }
-            panic!("the SMTP sink did not start ({status}): {stderr}");
-        };
-        SmtpSink { child, port, dir }
-    }
-
-    /// The `n`th message received (from 1), as the sink's parser read it, and its raw text.
-    fn message(&self, n: usize) -> (Value, String) {
-        let meta = self.dir.path().join(format!("{n}.json"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !meta.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "message {n} never reached the sink"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let json = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
-        let raw = std::fs::read(self.dir.path().join(format!("{n}.eml"))).unwrap();
-        (json, String::from_utf8(raw).unwrap())
-    }
-
-    fn count(&self) -> usize {
-        std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
-            .count()
-    }
-}
-
 fn without_date(raw: &str) -> String {
     raw.split("\r\n")
         .filter(|line| !line.starts_with("Date: "))
@@ -368,7 +289,7 @@ fn without_date(raw: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_a_real_smtp_server_and_reads_its_replies() {
     let sink = SmtpSink::start("nobody@example.cn", "busy@example.cn");
-    let sender = Sender::new(&config(sink.port)).unwrap();
+    let sender = Sender::new(&config(sink.port())).unwrap();
     assert_eq!(sender.kind(), ChannelKind::Email);
 
     let cart = outgoing("cart:1:7:mail", "wang@example.cn", cart_email(7));
@@ -500,7 +421,7 @@ async fn sends_to_a_real_smtp_server_and_reads_its_replies() {
         ("starttls", "STARTTLS is not supported"),
         ("tls", "Connection error"),
     ] {
-        let mut value = serde_json::to_value(config(sink.port)).unwrap();
+        let mut value = serde_json::to_value(config(sink.port())).unwrap();
         value["security"] = security.into();
         let tls = Sender::new(&ChannelConfig::from_json(&value.to_string()).unwrap()).unwrap();
         match tls.send(&next, now()).await {
