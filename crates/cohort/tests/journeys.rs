@@ -521,20 +521,36 @@ fn an_sms_stop_reply_unsubscribes_and_a_merge_mid_journey_sends_once() {
         json!({"type": "track", "anonymousId": "device-1", "event": "Signed Up", "properties": {}}),
         json!({"type": "track", "anonymousId": "device-2", "event": "Signed Up", "properties": {}}),
     ]);
-    let r = world.server.request(
-        "POST",
-        "/api/v1/channels/sms/inbound",
-        &[
-            (
-                "Authorization",
-                &format!("Bearer {}", world.server.admin_key),
-            ),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        "From=%2B8613800000201&Body=%E9%80%80%E8%AE%A2".as_bytes(),
-    );
+    // The reply comes from Twilio, signed over the URL it was given for replies.
+    let inbound_url = format!("http://{}/hooks/sms/sms", world.server.addr);
+    let mut config = serde_json::to_value(twilio.config()).expect("config JSON");
+    config["inbound_url"] = json!(inbound_url);
+    world.admin("PUT", "/api/v1/channels/sms", &config, 200);
+    let reply = [
+        ("From", "+8613800000201"),
+        ("Body", "退订"),
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let form = serde_urlencoded::to_string(&reply).expect("a form");
+    let auth_token = config["auth_token"].as_str().expect("the auth token");
+    let signed = cohort_journey::channel::twilio_signature(auth_token, &inbound_url, &reply);
+    let post_reply = |signature: &str| {
+        world.server.request(
+            "POST",
+            "/hooks/sms/sms",
+            &[
+                ("X-Twilio-Signature", signature),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            form.as_bytes(),
+        )
+    };
+    let forged = cohort_journey::channel::twilio_signature("not-the-token", &inbound_url, &reply);
+    assert_eq!(post_reply(&forged).status, 401);
+    let r = post_reply(&signed);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["opt_out"], true);
+    assert!(r.text().contains("<Response>"), "{}", r.text());
     // Half-way through the delay, both devices turn out to be one customer.
     world.advance(12 * 3600);
     world.send(vec![

@@ -922,6 +922,61 @@ impl Engine {
         .await
     }
 
+    /// An SMS reply Twilio posted to `/hooks/sms/{channel}`: taken as [`Engine::inbound_sms`]
+    /// takes one, once `signature` (the `X-Twilio-Signature` header) is Twilio's signature of
+    /// the channel's `inbound_url` and the form `params`, made with its auth token.
+    pub async fn inbound_sms_from_twilio(
+        &self,
+        channel: String,
+        signature: Option<String>,
+        params: Vec<(String, String)>,
+    ) -> Result<bool, EngineError> {
+        let store = self.store().clone();
+        let name = channel.clone();
+        let stored = blocking(move || {
+            let mut catalogue = store.journey_catalogue()?;
+            Ok(catalogue.channel(&name)?)
+        })
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("there is no channel {channel:?}")))?;
+        let config = ChannelConfig::from_json(&stored.config.to_string())
+            .map_err(|e| EngineError::Internal(format!("channel {channel:?}: {e}")))?;
+        let ChannelConfig::Twilio(twilio) = config else {
+            return Err(EngineError::NotFound(format!(
+                "channel {channel:?} is not a Twilio channel: only Twilio posts signed replies here"
+            )));
+        };
+        let Some(url) = twilio.inbound_url else {
+            return Err(EngineError::Conflict(format!(
+                "channel {channel:?} has no inbound_url: set it to the URL Twilio posts replies \
+                 to, which its signatures cover"
+            )));
+        };
+        let signed = signature.is_some_and(|signature| {
+            cohort_journey::channel::valid_twilio_signature(
+                &twilio.auth_token,
+                &url,
+                &params,
+                &signature,
+            )
+        });
+        if !signed {
+            return Err(EngineError::Unauthorized(
+                "X-Twilio-Signature is missing or is not Twilio's signature of this request".into(),
+            ));
+        }
+        let field = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let (Some(from), Some(body)) = (field("From"), field("Body")) else {
+            return Ok(false);
+        };
+        self.inbound_sms(channel, from, body).await
+    }
+
     /// Whether this engine runs on a test clock.
     pub fn is_test_clock(&self) -> bool {
         self.0.test_clock.is_some()

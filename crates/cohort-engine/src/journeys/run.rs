@@ -330,6 +330,9 @@ impl JourneyLoop {
                 .map_err(internal)?;
             tracing::debug!(code, ?redemption, "coupon redemption");
         }
+        if self.runner.is_empty() {
+            return Ok(());
+        }
         let context = self.judging.context(store);
         let Some(facts) = context.load(&mut self.delivery, live, now)? else {
             return Ok(());
@@ -364,6 +367,15 @@ impl JourneyLoop {
         let store = self.shared.store.clone();
         let after = self.state.cursor(CHANGE_CURSOR).map_err(internal)?;
         let changes = store.segments().changes(after, None, None, FEED_BATCH)?;
+        if self.runner.is_empty() {
+            // Nothing runs that a membership change could enter or move.
+            if let Some(last) = changes.last() {
+                self.state
+                    .set_cursor(CHANGE_CURSOR, last.id)
+                    .map_err(internal)?;
+            }
+            return Ok(changes.len());
+        }
         let context = self.judging.context(&store);
         for change in &changes {
             if let Some(facts) = context.load(&mut self.delivery, change.customer_id, now)? {

@@ -108,6 +108,11 @@ pub struct TwilioConfig {
     pub messaging_service_sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// The URL Twilio is given for incoming messages: this server's `/hooks/sms/{channel}` as
+    /// the internet reaches it. Replies posted there are taken only with Twilio's signature of
+    /// that URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_url: Option<String>,
 }
 
 /// SMS through Alibaba Cloud's `SendSms` (dysmsapi 2017-05-25). The message's template code
@@ -379,7 +384,8 @@ impl ChannelConfig {
                     (Some(from), None) => present("from", from)?,
                     (None, Some(service)) => sid("messaging_service_sid", service, "MG")?,
                 }
-                optional_url("base_url", c.base_url.as_deref())
+                optional_url("base_url", c.base_url.as_deref())?;
+                optional_url("inbound_url", c.inbound_url.as_deref())
             }
             ChannelConfig::AlibabaSms(c) => {
                 present("access_key_id", &c.access_key_id)?;

@@ -53,6 +53,7 @@ mod fcm;
 mod hook;
 mod smtp;
 mod twilio;
+pub use twilio::{signature as twilio_signature, valid_signature as valid_twilio_signature};
 
 pub use smtp::{EmailMessage, RESERVED_HEADERS as EMAIL_RESERVED_HEADERS, email_message_id};
 

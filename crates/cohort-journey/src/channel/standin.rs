@@ -88,6 +88,7 @@ pub fn twilio_config(base: &str) -> ChannelConfig {
         from: Some(TWILIO_FROM.into()),
         messaging_service_sid: None,
         base_url: Some(base.into()),
+        inbound_url: None,
     })
 }
 

@@ -517,6 +517,12 @@ impl Runner {
         Ok(report)
     }
 
+    /// Whether it runs no journey version at all: then no event, membership or trait change
+    /// can enter, move or convert anyone, and the engine need not load the customer.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
     /// The schedules of the versions taking entries, by journey key. The engine decides when
     /// each fires and for whom, and enters those customers with [`Runner::enter_by_api`].
     pub fn schedules(&self) -> Vec<(&str, &crate::definition::Schedule)> {

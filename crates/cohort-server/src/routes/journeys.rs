@@ -58,6 +58,31 @@ pub(super) fn link_routes() -> Router<AppState> {
             "/u/{token}",
             get(unsubscribe_page).post(unsubscribe_one_click),
         )
+        .route("/hooks/sms/{name}", post(twilio_inbound))
+}
+
+/// A reply Twilio posts (no key: Twilio signs it). Answers with empty TwiML: no reply SMS.
+async fn twilio_inbound(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("form: {e}")))?;
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    state
+        .engine
+        .inbound_sms_from_twilio(name, signature, params)
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    )
+        .into_response())
 }
 
 /// JSON unless the request says YAML.
