@@ -37,7 +37,10 @@
 //! Nothing here judges the numbers beyond printing them next to issue 15's targets.
 
 use crate::BenchExperimentsArgs;
-use crate::machine::{fmt_int, load_average, peak_rss, print_machine};
+use crate::machine::{
+    fmt_int, fmt_rate, load_average, peak_rss, print_machine, process_cpu_seconds,
+    thread_cpu_seconds,
+};
 use anyhow::{Context as _, bail};
 use cohort_analysis::RunOptions;
 use cohort_demo::experiment_lake::{self, Definitions, EXPERIMENT, ExperimentMeta, ExperimentSpec};
@@ -107,45 +110,6 @@ impl Runs {
     }
     fn median_cpu(&self) -> Option<f64> {
         median(&self.cpu)
-    }
-}
-
-/// CPU time of the calling thread (Linux `schedstat`, nanoseconds; 0 elsewhere).
-fn thread_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0.0, |ns| ns as f64 / 1e9)
-}
-
-/// CPU time of the whole process, every thread, exited ones included (Linux `/proc/self/stat`,
-/// in clock ticks of 1/100 s; 0 elsewhere).
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-fn fmt_rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2}M/s", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.1}k/s", per_second / 1e3)
-    } else {
-        format!("{per_second:.0}/s")
     }
 }
 
