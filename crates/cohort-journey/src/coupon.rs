@@ -484,6 +484,16 @@ pub trait CouponStore {
         at: DateTime<Utc>,
     ) -> Result<Redemption, CouponError>;
 
+    /// Customer `from` was merged into `into`: `from`'s codes become `into`'s, so that `into`
+    /// redeems them and is given them again for their campaigns. Where `into` already held a
+    /// code of the same pool and campaign, both codes stay good for `into` to redeem, and the
+    /// campaign's code is `into`'s own. Returns how many codes moved.
+    fn reassign_customer(
+        &mut self,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<usize, CouponError>;
+
     /// The pool's codes by state at `now`.
     fn counts(&mut self, pool: &str, now: DateTime<Utc>) -> Result<PoolCounts, CouponError>;
 
@@ -573,6 +583,21 @@ pub struct MemoryCoupons {
     issued: HashMap<(String, String, CustomerId), String>,
     /// Idempotency key → (pool, campaign, customer).
     keys: HashMap<String, (String, String, CustomerId)>,
+    /// Customers merged away → their survivor.
+    merged: HashMap<CustomerId, CustomerId>,
+}
+
+impl MemoryCoupons {
+    /// `customer`, or the survivor it was merged into.
+    fn live(&self, mut customer: CustomerId) -> CustomerId {
+        for _ in 0..64 {
+            match self.merged.get(&customer) {
+                Some(&into) if into != customer => customer = into,
+                _ => break,
+            }
+        }
+        customer
+    }
 }
 
 impl CouponStore for MemoryCoupons {
@@ -677,7 +702,7 @@ impl CouponStore for MemoryCoupons {
         order: &str,
         at: DateTime<Utc>,
     ) -> Result<Redemption, CouponError> {
-        let Some(stored) = self.codes.get_mut(code.trim()) else {
+        let Some(stored) = self.codes.get(code.trim()) else {
             return Ok(Redemption::Refused(Refusal::UnknownCode));
         };
         let Some(issue) = &stored.issue else {
@@ -694,16 +719,55 @@ impl CouponStore for MemoryCoupons {
                 Redemption::Refused(Refusal::AlreadyRedeemed { order: by.clone() })
             });
         }
-        if issue.customer != customer {
+        let holder = issue.customer;
+        let expires_at = issue.issued.expires_at;
+        if holder != customer && self.live(holder) != customer {
             return Ok(Redemption::Refused(Refusal::IssuedToAnother));
         }
-        if let Some(expiry) = issue.issued.expires_at
+        if let Some(expiry) = expires_at
             && at >= expiry
         {
             return Ok(Redemption::Refused(Refusal::Expired { at: expiry }));
         }
-        stored.redeemed = Some((order.to_string(), customer, at));
+        if let Some(stored) = self.codes.get_mut(code.trim()) {
+            stored.redeemed = Some((order.to_string(), customer, at));
+        }
         Ok(redeemed)
+    }
+
+    fn reassign_customer(
+        &mut self,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<usize, CouponError> {
+        if from == into {
+            return Ok(0);
+        }
+        self.merged.insert(from, into);
+        let held: Vec<(String, String, CustomerId)> = self
+            .issued
+            .keys()
+            .filter(|(_, _, c)| *c == from)
+            .cloned()
+            .collect();
+        let mut moved = 0;
+        for who in held {
+            let target = (who.0.clone(), who.1.clone(), into);
+            if self.issued.contains_key(&target) {
+                continue;
+            }
+            if let Some(code) = self.issued.remove(&who) {
+                if let Some(issue) = self.codes.get_mut(&code).and_then(|c| c.issue.as_mut()) {
+                    issue.customer = into;
+                }
+                for owner in self.keys.values_mut().filter(|k| **k == who) {
+                    *owner = target.clone();
+                }
+                self.issued.insert(target, code);
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     fn counts(&mut self, pool: &str, now: DateTime<Utc>) -> Result<PoolCounts, CouponError> {

@@ -253,6 +253,53 @@ pub fn redemptions_follow_the_rules<S: CouponStore>(store: &mut S) {
     );
 }
 
+/// A merged-away customer's codes become the survivor's: the survivor redeems them and is given
+/// them again; where both held a code of one campaign, the survivor keeps its own as the
+/// campaign's and may redeem both.
+pub fn merged_customers_codes_follow_the_survivor<S: CouponStore>(store: &mut S) {
+    pool(store, "vip", 6);
+    let only_from = issue(store, "vip", "spring", 1);
+    let from_both = issue(store, "vip", "platinum", 1);
+    let into_both = issue(store, "vip", "platinum", 2);
+    assert_eq!(store.reassign_customer(1, 2).unwrap(), 1);
+    assert_eq!(store.reassign_customer(3, 3).unwrap(), 0);
+    // Given again: the moved code, and the survivor's own where both had one.
+    assert_eq!(issue(store, "vip", "spring", 2), only_from);
+    assert_eq!(issue(store, "vip", "platinum", 2), into_both);
+    let redeemed = |campaign: &str| Redemption::Redeemed {
+        pool: "vip".into(),
+        campaign: campaign.into(),
+    };
+    assert_eq!(
+        store.redeem(&only_from, 2, "o1", t0()).unwrap(),
+        redeemed("spring")
+    );
+    assert_eq!(
+        store.redeem(&from_both, 2, "o2", t0()).unwrap(),
+        redeemed("platinum")
+    );
+    assert_eq!(
+        store.redeem(&into_both, 2, "o3", t0()).unwrap(),
+        redeemed("platinum")
+    );
+    // A later merge carries everything on.
+    let third = issue(store, "vip", "summer", 2);
+    store.reassign_customer(2, 4).unwrap();
+    assert_eq!(
+        store.redeem(&third, 4, "o4", t0()).unwrap(),
+        redeemed("summer")
+    );
+    assert_eq!(
+        store.redeem(&third, 9, "o5", t0()).unwrap(),
+        Redemption::Refused(Refusal::AlreadyRedeemed { order: "o4".into() })
+    );
+    let unmoved = issue(store, "vip", "autumn", 7);
+    assert_eq!(
+        store.redeem(&unmoved, 4, "o6", t0()).unwrap(),
+        Redemption::Refused(Refusal::IssuedToAnother)
+    );
+}
+
 /// Generated codes match their pattern, are unique, and avoid codes the store holds; a pattern
 /// too small for the count is refused.
 pub fn generated_codes_match_their_pattern_and_are_unique<S: CouponStore>(store: &mut S) {
@@ -387,6 +434,7 @@ macro_rules! coupon_store_conformance_suite {
                 codes_are_never_issued_twice_and_exhaustion_is_stated,
                 codes_expire_as_their_pool_says,
                 redemptions_follow_the_rules,
+                merged_customers_codes_follow_the_survivor,
                 generated_codes_match_their_pattern_and_are_unique,
                 csv_imports_refuse_bad_rows_and_skip_known_codes
             );

@@ -269,7 +269,7 @@ impl CouponStore for SqliteCoupons {
                 Redemption::Refused(Refusal::AlreadyRedeemed { order: by })
             });
         }
-        if issued_to != customer {
+        if issued_to != customer && survivor(&tx, issued_to)? != customer {
             return Ok(Redemption::Refused(Refusal::IssuedToAnother));
         }
         if let Some(expiry) = expires_at
@@ -287,6 +287,32 @@ impl CouponStore for SqliteCoupons {
         .map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok(redeemed)
+    }
+
+    fn reassign_customer(
+        &mut self,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<usize, CouponError> {
+        if from == into {
+            return Ok(0);
+        }
+        let tx = self.immediate()?;
+        // Codes of a campaign `into` already has a code for stay `from`'s (the UNIQUE
+        // constraint ignores them); `coupon_merges` lets `into` redeem them.
+        let moved = tx
+            .execute(
+                "UPDATE OR IGNORE coupon_issues SET customer_id = ?2 WHERE customer_id = ?1",
+                params![from, into],
+            )
+            .map_err(storage)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO coupon_merges (from_customer, into_customer) VALUES (?1, ?2)",
+            params![from, into],
+        )
+        .map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        Ok(moved)
     }
 
     fn counts(&mut self, pool: &str, now: DateTime<Utc>) -> Result<PoolCounts, CouponError> {
@@ -332,4 +358,21 @@ impl CouponStore for SqliteCoupons {
             }
         })
     }
+}
+
+/// `customer`, or the survivor it was merged into (through every later merge).
+fn survivor(conn: &rusqlite::Connection, customer: CustomerId) -> Result<CustomerId, CouponError> {
+    let mut current = customer;
+    // A chain of merges is short; the bound only guards against a cycle in bad data.
+    for _ in 0..64 {
+        let next: Option<CustomerId> = conn
+            .prepare_cached("SELECT into_customer FROM coupon_merges WHERE from_customer = ?1")
+            .and_then(|mut s| s.query_row([current], |r| r.get(0)).optional())
+            .map_err(storage)?;
+        match next {
+            Some(into) if into != current => current = into,
+            _ => break,
+        }
+    }
+    Ok(current)
 }

@@ -401,6 +401,14 @@ CREATE TABLE message_channels (
     saved_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Coupons of merged customers: a code issued to a customer merged away stays theirs when
+    // the survivor already held one for that campaign, and is redeemable by the survivor.
+    r#"
+CREATE TABLE coupon_merges (
+    from_customer INTEGER PRIMARY KEY,
+    into_customer INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(crate) fn migrate_inbox(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,7 +1,7 @@
 //! The journey loop, on the `cohort-journeys` thread, trailing real-time segments.
 //!
 //! Each round it reads, after its cursors (kept in `state.db`'s `meta`), three feeds in
-//! order: merges (journey state and delivery facts move to the survivor before the
+//! order: merges (journey state, delivery facts and coupons move to the survivor before the
 //! survivor's next message is judged), processed messages up to the position real-time
 //! segments have decided (so memberships are current when conditions ask), and membership
 //! changes. Each message records what it says about consent and the customer's zone, redeems
@@ -249,6 +249,9 @@ impl JourneyLoop {
                 .on_merge(&mut self.state, from, into)
                 .map_err(internal)?;
             self.delivery
+                .reassign_customer(from, into)
+                .map_err(internal)?;
+            self.coupons
                 .reassign_customer(from, into)
                 .map_err(internal)?;
             self.state.set_cursor(MERGE_CURSOR, id).map_err(internal)?;
