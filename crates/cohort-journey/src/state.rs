@@ -404,6 +404,22 @@ pub trait JourneyStateStore {
 
     /// Active entries, by journey: what waits.
     fn active_counts(&mut self) -> Result<BTreeMap<String, u64>, StateError>;
+
+    /// How many entries of one journey version are active, and the latest message any of its
+    /// entries sent: a finishing version with none active and past its goal window after that
+    /// message can do nothing more, and is archived.
+    fn version_activity(
+        &mut self,
+        journey: &str,
+        version: u32,
+    ) -> Result<VersionActivity, StateError>;
+}
+
+/// See [`JourneyStateStore::version_activity`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionActivity {
+    pub active: u64,
+    pub last_message_at: Option<DateTime<Utc>>,
 }
 
 /// Journey state in memory, for tests and tools.
@@ -711,6 +727,25 @@ impl JourneyStateStore for MemoryJourneyState {
             *counts.entry(e.journey.clone()).or_insert(0) += 1;
         }
         Ok(counts)
+    }
+
+    fn version_activity(
+        &mut self,
+        journey: &str,
+        version: u32,
+    ) -> Result<VersionActivity, StateError> {
+        let mut activity = VersionActivity::default();
+        for e in self
+            .entries
+            .values()
+            .filter(|e| e.journey == journey && e.version == version)
+        {
+            activity.active += u64::from(e.active());
+            if let Some(message) = &e.last_message {
+                activity.last_message_at = activity.last_message_at.max(Some(message.at));
+            }
+        }
+        Ok(activity)
     }
 }
 

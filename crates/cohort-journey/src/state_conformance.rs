@@ -12,7 +12,8 @@
 //! ```
 
 use crate::state::{
-    Conversion, Effect, EntryId, JourneyStateStore, Message, Move, NewEntry, effect_key,
+    Conversion, Effect, EntryId, JourneyStateStore, Message, Move, NewEntry, VersionActivity,
+    effect_key,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -649,6 +650,51 @@ pub fn a_journey_is_exited_as_a_whole<S: JourneyStateStore>(store: &mut S) {
     assert!(store.due(t0(), 10).unwrap().is_empty());
 }
 
+/// A version's activity: its active entries and the latest message any of them sent.
+pub fn a_versions_activity_counts_active_entries_and_the_last_message<S: JourneyStateStore>(
+    store: &mut S,
+) {
+    assert_eq!(
+        store.version_activity("welcome", 1).unwrap(),
+        VersionActivity::default()
+    );
+    let a = enter(store, "welcome", 1, "sms");
+    let b = enter(store, "welcome", 2, "sms");
+    enter(store, "other", 3, "sms");
+    let sent = Message {
+        key: effect_key("welcome", 1, a, "sms"),
+        at: t0() + Duration::hours(3),
+    };
+    assert!(
+        store
+            .advance_with_message(
+                a,
+                "sms",
+                &Move::exit("completed"),
+                &[send(a, "sms", "sms")],
+                Some(&sent)
+            )
+            .unwrap()
+    );
+    assert_eq!(
+        store.version_activity("welcome", 1).unwrap(),
+        VersionActivity {
+            active: 1,
+            last_message_at: Some(sent.at)
+        }
+    );
+    assert!(
+        store
+            .advance(b, "sms", &Move::exit("completed"), &[])
+            .unwrap()
+    );
+    assert_eq!(store.version_activity("welcome", 1).unwrap().active, 0);
+    assert_eq!(
+        store.version_activity("welcome", 2).unwrap(),
+        VersionActivity::default()
+    );
+}
+
 /// Runs every behaviour of the suite as a test; the argument runs a [`JourneyStateTest`]
 /// over a fresh store.
 #[macro_export]
@@ -669,7 +715,8 @@ macro_rules! journey_state_conformance_suite {
                 due_skips_the_journeys_asked,
                 a_journey_is_exited_as_a_whole,
                 deferred_effects_wait_for_their_retry_time,
-                dead_letters_keep_their_reason_and_replay
+                dead_letters_keep_their_reason_and_replay,
+                a_versions_activity_counts_active_entries_and_the_last_message
             );
         }
     };

@@ -11,7 +11,7 @@
 use crate::time::{from_micros, to_micros};
 use cohort_journey::state::{
     Conversion, CustomerId, DEAD_LETTER, Effect, Entry, EntryId, JourneyStateStore, Message, Move,
-    NewEntry, PendingEffect, StateError,
+    NewEntry, PendingEffect, StateError, VersionActivity,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::BTreeMap;
@@ -536,5 +536,26 @@ impl JourneyStateStore for SqliteJourneyState {
             .into_iter()
             .map(|(journey, n)| (journey, n.max(0) as u64))
             .collect())
+    }
+
+    fn version_activity(
+        &mut self,
+        journey: &str,
+        version: u32,
+    ) -> Result<VersionActivity, StateError> {
+        let (active, last): (i64, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FILTER (WHERE exit_reason IS NULL), MAX(last_message_at)
+                 FROM journey_entries WHERE journey = ?1 AND version = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![journey, version], |r| Ok((r.get(0)?, r.get(1)?)))
+            })
+            .map_err(storage)?;
+        Ok(VersionActivity {
+            active: active.max(0) as u64,
+            last_message_at: last.map(from_micros),
+        })
     }
 }

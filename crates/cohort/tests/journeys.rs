@@ -827,3 +827,33 @@ fn a_schedule_fires_at_nine_on_each_customers_clock_and_an_experiment_split_send
     let report = world.report("morning").to_string();
     assert!(report.contains("\"entered\""), "{report}");
 }
+
+#[test]
+fn a_replaced_version_is_archived_once_its_customers_are_through() {
+    let (world, twilio) = World::welcome("您好，记得登录哦");
+    world.send(vec![
+        customer("early", json!({"phone": "+8613800000601"})),
+        track("early", "Signed Up", json!({})),
+    ]);
+    // Version 2 shortens the delay; the customer in flight finishes on version 1.
+    let mut edited = welcome_journey();
+    edited["steps"][0]["for"] = json!("2h");
+    world.admin("PUT", "/api/v1/journeys/welcome", &edited, 200);
+    let published = world.admin("POST", "/api/v1/journeys/welcome/publish", &json!({}), 200);
+    assert_eq!(published["version"], 2, "{published}");
+    let status = |version: usize| {
+        let shown = world.admin("GET", "/api/v1/journeys/welcome", &Value::Null, 200);
+        shown["versions"][version]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(status(0), "finishing");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(status(0), "finishing", "archived with a customer in flight");
+
+    world.advance(25 * 3600);
+    world.wait_until("version 1's SMS", 30, || twilio.requests().len() == 1);
+    world.wait_until("version 1 archived", 30, || status(0) == "archived");
+    assert_eq!(status(1), "published");
+}

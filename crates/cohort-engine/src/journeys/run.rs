@@ -21,11 +21,13 @@ use chrono::{DateTime, Utc};
 use cohort_core::{CustomerId, Position};
 use cohort_journey::catalogue::JourneyCatalogue;
 use cohort_journey::coupon::CouponStore;
+use cohort_journey::definition::lifecycle::Action;
 use cohort_journey::delivery::zone::context_timezone;
 use cohort_journey::delivery::{DeliveryRules, DeliveryStore, consent_facts};
 use cohort_journey::runner::{
     COUPONS, Membership, MembershipChange, PROFILE, ProcessedEvent, Runner, TraitChange,
 };
+use cohort_journey::state::JourneyStateStore;
 use cohort_store::{SegmentKind, SqliteCoupons, SqliteDelivery, SqliteJourneyState, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -205,12 +207,14 @@ impl JourneyLoop {
         Ok(handled > 0 || report.moves > 0)
     }
 
-    /// Rebuilds the runner and the workers when journeys, templates, channels or rules changed.
+    /// Rebuilds the runner and the workers when journeys, templates, channels or rules changed
+    /// (and every [`RELOAD_EVERY`], after archiving the finished versions).
     fn reload(&mut self) -> Result<(), EngineError> {
         let generation = self.shared.generation.load(Ordering::Acquire);
         if generation == self.generation && self.reloaded.elapsed() < RELOAD_EVERY {
             return Ok(());
         }
+        self.archive_finished()?;
         let store = &self.shared.store;
         let mut catalogue = store.journey_catalogue()?;
         let live = catalogue.live().map_err(internal)?;
@@ -234,6 +238,41 @@ impl JourneyLoop {
         }
         self.generation = generation;
         self.reloaded = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Archives the finishing versions that can do nothing more: none of their entries is
+    /// active, and the goal window after their last message has passed. The journey's newer
+    /// version runs on.
+    fn archive_finished(&mut self) -> Result<(), EngineError> {
+        let now = self.shared.clock.now();
+        let mut done = Vec::new();
+        for (key, version, window) in self.runner.finishing() {
+            let activity = self
+                .state
+                .version_activity(key, version)
+                .map_err(internal)?;
+            let quiet = activity.last_message_at.is_none_or(|at| at + window <= now);
+            if activity.active == 0 && quiet {
+                done.push((key.to_string(), version));
+            }
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut catalogue = self.shared.store.journey_catalogue()?;
+        for (key, version) in done {
+            catalogue.transition(
+                &key,
+                version,
+                Action::Archive,
+                &cohort_journey::definition::Catalogue::default(),
+                now,
+            )?;
+            tracing::info!(journey = %key, version, "a finished journey version was archived");
+        }
+        // What runs changed: the runner is rebuilt now, and the API's readers see it.
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 

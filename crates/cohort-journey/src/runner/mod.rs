@@ -523,6 +523,24 @@ impl Runner {
         self.versions.is_empty()
     }
 
+    /// The versions a later version replaced, which take no entries and finish the ones in
+    /// flight: each with how long after an entry's last message a conversion still counts
+    /// (zero without a goal). The engine archives one once nothing of it can happen any more.
+    pub fn finishing(&self) -> Vec<(&str, u32, chrono::TimeDelta)> {
+        self.versions
+            .iter()
+            .filter(|v| v.run == Run::Finishing)
+            .map(|v| {
+                let window = v
+                    .journey
+                    .goal
+                    .as_ref()
+                    .map_or(chrono::TimeDelta::zero(), |g| g.window.as_time_delta());
+                (v.journey.key.as_str(), v.version, window)
+            })
+            .collect()
+    }
+
     /// The schedules of the versions taking entries, by journey key. The engine decides when
     /// each fires and for whom, and enters those customers with [`Runner::enter_by_api`].
     pub fn schedules(&self) -> Vec<(&str, &crate::definition::Schedule)> {

@@ -1013,6 +1013,13 @@ impl JourneyStateStore for Crashing {
     fn active_counts(&mut self) -> Result<BTreeMap<String, u64>, StateError> {
         self.inner.active_counts()
     }
+    fn version_activity(
+        &mut self,
+        journey: &str,
+        version: u32,
+    ) -> Result<crate::state::VersionActivity, StateError> {
+        self.inner.version_activity(journey, version)
+    }
 }
 
 #[test]
@@ -1586,6 +1593,13 @@ impl JourneyStateStore for Waiting {
         not_here()
     }
     fn active_counts(&mut self) -> Result<BTreeMap<String, u64>, StateError> {
+        not_here()
+    }
+    fn version_activity(
+        &mut self,
+        _: &str,
+        _: u32,
+    ) -> Result<crate::state::VersionActivity, StateError> {
         not_here()
     }
 }
