@@ -57,6 +57,11 @@ impl Runner {
         for _ in 0..=steps.len() {
             let (leave, resolved) = match version.positions.get(&entry.step) {
                 Some(&at) => {
+                    // A condition can come true with no message saying so (a window passing,
+                    // a change the loop was not told of): a timed-out wait looks once more.
+                    if cause == Cause::Due && version.condition_wait_met(&entry, facts, now) {
+                        cause = Cause::WaitMet;
+                    }
                     let leave = self.leave(version, &entry, at, cause, now);
                     let resolved = resolve(version, facts, &entry, leave.target, now);
                     (leave, resolved)

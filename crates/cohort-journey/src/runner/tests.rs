@@ -366,6 +366,39 @@ fn a_wait_for_a_condition_already_met_goes_on_at_once_and_is_rechecked_on_traits
 }
 
 #[test]
+fn a_timed_out_condition_wait_looks_at_the_condition_once_more() {
+    let journey = journey(
+        "verify",
+        json!({"steps": [
+            {"id": "verified", "type": "wait", "timeout": "3d", "yes": "welcome", "no": "remind",
+             "condition": {"type": "trait", "key": "verified", "op": "eq", "value": true}},
+            {"id": "welcome", "type": "send", "channel": "email", "template": "email-t"},
+            {"id": "remind", "type": "send", "channel": "sms", "template": "sms-t"}
+        ]}),
+    );
+    let runner = runner(vec![journey]);
+    let mut store = MemoryJourneyState::default();
+    let (ada, bob) = (customer(1), customer(2));
+    for c in [&ada, &bob] {
+        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
+        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
+    }
+    assert!(pending(&mut store, "email").is_empty());
+    // Ada's condition came true without a trait change reaching the runner.
+    let ada = ada.with_trait("verified", json!(true));
+    fire(&runner, &mut store, &[ada, bob], t0() + hours(72));
+    let welcomed = pending(&mut store, "email");
+    let reminded = pending(&mut store, "sms");
+    assert_eq!(
+        (welcomed.len(), reminded.len()),
+        (1, 1),
+        "{welcomed:?} {reminded:?}"
+    );
+    assert_eq!(welcomed[0].payload["customer"], json!(1));
+    assert_eq!(reminded[0].payload["customer"], json!(2));
+}
+
+#[test]
 fn a_branch_decides_on_a_trait_now() {
     let journey = journey(
         "tiers",
