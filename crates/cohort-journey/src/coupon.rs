@@ -587,17 +587,21 @@ pub struct MemoryCoupons {
     merged: HashMap<CustomerId, CustomerId>,
 }
 
-impl MemoryCoupons {
-    /// `customer`, or the survivor it was merged into.
-    fn live(&self, mut customer: CustomerId) -> CustomerId {
-        for _ in 0..64 {
-            match self.merged.get(&customer) {
-                Some(&into) if into != customer => customer = into,
-                _ => break,
-            }
+/// The customer `customer` ends up as, following `merged_into` (which names the customer one
+/// was merged into, if any) through every later merge: for [`CouponStore`] implementations.
+/// A chain of merges is short; the bound only guards against a cycle in bad data.
+pub fn survivor<E>(
+    customer: CustomerId,
+    mut merged_into: impl FnMut(CustomerId) -> Result<Option<CustomerId>, E>,
+) -> Result<CustomerId, E> {
+    let mut current = customer;
+    for _ in 0..64 {
+        match merged_into(current)? {
+            Some(into) if into != current => current = into,
+            _ => break,
         }
-        customer
     }
+    Ok(current)
 }
 
 impl CouponStore for MemoryCoupons {
@@ -721,7 +725,9 @@ impl CouponStore for MemoryCoupons {
         }
         let holder = issue.customer;
         let expires_at = issue.issued.expires_at;
-        if holder != customer && self.live(holder) != customer {
+        let merged = &self.merged;
+        let live = survivor(holder, |c| Ok::<_, CouponError>(merged.get(&c).copied()))?;
+        if holder != customer && live != customer {
             return Ok(Redemption::Refused(Refusal::IssuedToAnother));
         }
         if let Some(expiry) = expires_at

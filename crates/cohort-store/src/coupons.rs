@@ -22,7 +22,7 @@ use crate::time::{from_micros, to_micros};
 use chrono::{DateTime, Duration, Utc};
 use cohort_journey::coupon::{
     AddReport, CouponError, CouponStore, Expiry, IssuedCode, NewPool, PoolCounts, Redemption,
-    Refusal, check_codes,
+    Refusal, check_codes, survivor,
 };
 use cohort_journey::state::CustomerId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -269,7 +269,12 @@ impl CouponStore for SqliteCoupons {
                 Redemption::Refused(Refusal::AlreadyRedeemed { order: by })
             });
         }
-        if issued_to != customer && survivor(&tx, issued_to)? != customer {
+        let merged_into = |c: CustomerId| {
+            tx.prepare_cached("SELECT into_customer FROM coupon_merges WHERE from_customer = ?1")
+                .and_then(|mut s| s.query_row([c], |r| r.get(0)).optional())
+                .map_err(storage)
+        };
+        if issued_to != customer && survivor(issued_to, merged_into)? != customer {
             return Ok(Redemption::Refused(Refusal::IssuedToAnother));
         }
         if let Some(expiry) = expires_at
@@ -358,21 +363,4 @@ impl CouponStore for SqliteCoupons {
             }
         })
     }
-}
-
-/// `customer`, or the survivor it was merged into (through every later merge).
-fn survivor(conn: &rusqlite::Connection, customer: CustomerId) -> Result<CustomerId, CouponError> {
-    let mut current = customer;
-    // A chain of merges is short; the bound only guards against a cycle in bad data.
-    for _ in 0..64 {
-        let next: Option<CustomerId> = conn
-            .prepare_cached("SELECT into_customer FROM coupon_merges WHERE from_customer = ?1")
-            .and_then(|mut s| s.query_row([current], |r| r.get(0)).optional())
-            .map_err(storage)?;
-        match next {
-            Some(into) if into != current => current = into,
-            _ => break,
-        }
-    }
-    Ok(current)
 }

@@ -134,6 +134,14 @@ fn pending(store: &mut MemoryJourneyState, channel: &str) -> Vec<Effect> {
         .collect()
 }
 
+/// Each customer sends `Signed Up` at `t0`.
+fn sign_up(runner: &Runner, store: &mut MemoryJourneyState, customers: &[&Customer]) {
+    for c in customers {
+        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
+        runner.on_event(store, *c, &signed_up, t0()).unwrap();
+    }
+}
+
 fn fire<F: CustomerFacts + Clone>(
     runner: &Runner,
     store: &mut MemoryJourneyState,
@@ -234,10 +242,7 @@ fn logging_in_before_the_day_is_out_cancels_the_sms_by_exit_criterion() {
     let runner = runner(vec![nudge()]);
     let mut store = MemoryJourneyState::default();
     let (ada, bob) = (customer(1), customer(2));
-    for c in [&ada, &bob] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&ada, &bob]);
     let login = event("l1", "Logged In", t0() + hours(2));
     let report = runner
         .on_event(&mut store, &ada, &login, t0() + hours(2))
@@ -265,10 +270,7 @@ fn logging_in_before_the_day_is_out_cancels_the_sms_by_a_wait_with_timeout() {
     let runner = runner(vec![journey]);
     let mut store = MemoryJourneyState::default();
     let (ada, bob) = (customer(1), customer(2));
-    for c in [&ada, &bob] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&ada, &bob]);
     let login = event("l1", "Logged In", t0() + hours(2));
     runner
         .on_event(&mut store, &ada, &login, t0() + hours(2))
@@ -302,10 +304,7 @@ fn a_wait_takes_yes_on_its_event_after_it_began_and_no_when_it_times_out() {
     let runner = runner(vec![yes_no()]);
     let mut store = MemoryJourneyState::default();
     let (ada, bob) = (customer(1), customer(2));
-    for c in [&ada, &bob] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&ada, &bob]);
     // Before the wait began, and with the wrong property: neither counts.
     let before = event("c0", "Clicked", t0() - hours(1)).properties(json!({"button": "buy"}));
     let other = event("c1", "Clicked", t0() + hours(1)).properties(json!({"button": "no"}));
@@ -346,10 +345,7 @@ fn a_wait_for_a_condition_already_met_goes_on_at_once_and_is_rechecked_on_traits
     let mut store = MemoryJourneyState::default();
     let ada = customer(1).with_trait("verified", json!(true));
     let bob = customer(2);
-    for c in [&ada, &bob] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&ada, &bob]);
     assert_eq!(pending(&mut store, "email").len(), 1);
     let bob = bob.with_trait("verified", json!(true));
     let change = TraitChange {
@@ -379,10 +375,7 @@ fn a_timed_out_condition_wait_looks_at_the_condition_once_more() {
     let runner = runner(vec![journey]);
     let mut store = MemoryJourneyState::default();
     let (ada, bob) = (customer(1), customer(2));
-    for c in [&ada, &bob] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&ada, &bob]);
     assert!(pending(&mut store, "email").is_empty());
     // Ada's condition came true without a trait change reaching the runner.
     let ada = ada.with_trait("verified", json!(true));
@@ -413,10 +406,7 @@ fn a_branch_decides_on_a_trait_now() {
     let mut store = MemoryJourneyState::default();
     let gold = customer(1).with_trait("tier", json!("gold"));
     let plain = customer(2).with_trait("tier", json!("silver"));
-    for c in [&gold, &plain] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&gold, &plain]);
     assert_eq!(pending(&mut store, "email")[0].payload["customer"], 1);
     assert_eq!(pending(&mut store, "sms")[0].payload["customer"], 2);
 }
@@ -493,10 +483,7 @@ fn an_experiment_split_follows_the_assigned_variation() {
     let mut b = customer(1);
     b.variations.insert("copy".into(), "b".into());
     let outsider = customer(2);
-    for c in [&b, &outsider] {
-        let signed_up = event(&format!("s{}", c.id), "Signed Up", t0());
-        runner.on_event(&mut store, c, &signed_up, t0()).unwrap();
-    }
+    sign_up(&runner, &mut store, &[&b, &outsider]);
     assert_eq!(pending(&mut store, "sms").len(), 1);
     assert!(pending(&mut store, "email").is_empty());
     let ended = store.latest_entry(2, "copy").unwrap().unwrap();
