@@ -12,6 +12,9 @@
 //! 2. **Timer firings**: one hour later, [`Runner::fire_due`] in batches of `--fire-batch`
 //!    until nothing is due. Each firing moves the entry out of the delay into the send step
 //!    and records the SMS effect in the outbox, each move its own SQLite transaction.
+//!    Beside it, the **timer floor** of this disk: the same number of timers in a bare SQLite
+//!    table (WAL, the same `synchronous`), each selected when due, recorded under its
+//!    idempotency key and deleted, with a commit per batch and with a commit per firing.
 //! 3. **Rule checks and renders, no I/O**: the N effects are read from the outbox once
 //!    (untimed), then, on two threads over halves, timed apart: the delivery rules
 //!    ([`customer_zone`], [`decide`] with caps and quiet hours, [`RateLimiter::gate`]) for each,
@@ -357,6 +360,8 @@ pub(crate) struct Figures {
     enter: Timing,
     fire: Timing,
     fire_moves: u64,
+    timer_floor_batched: Timing,
+    timer_floor_each: Timing,
     checks: Timing,
     renders: Timing,
     decisions: BTreeMap<String, u64>,
@@ -463,6 +468,12 @@ pub(crate) async fn measure(args: &BenchJourneysArgs, progress: bool) -> anyhow:
         figures.fire.wall
     ));
 
+    // 2b: the floor of timer firings on this disk: bare SQLite, no journey.
+    say("  timer floor: bare SQLite select, record, delete …".into());
+    let (batch, synchronous) = (fire_batch, args.durability.clone());
+    (figures.timer_floor_batched, figures.timer_floor_each) =
+        tokio::task::spawn_blocking(move || timer_floor(customers, batch, &synchronous)).await??;
+
     // 3: rules and renders over the outbox's effects, without I/O.
     let read_started = Instant::now();
     let read_cpu = process_cpu_seconds();
@@ -524,6 +535,64 @@ pub(crate) async fn measure(args: &BenchJourneysArgs, progress: bool) -> anyhow:
     figures.same_bodies = same_bodies(&sink, &floor_sink, &bodies);
     drop(store);
     Ok(figures)
+}
+
+/// The floor of durable timer firings: `customers` timers due at once in a bare SQLite table
+/// (WAL, the same `synchronous` as the state store), each firing selected, recorded under its
+/// idempotency key and deleted; once with one commit per `batch` firings, once with one commit
+/// per firing (as each move of the runner is). Measured on a fresh file; each row is one
+/// thread's wall and CPU.
+fn timer_floor(
+    customers: usize,
+    batch: usize,
+    synchronous: &str,
+) -> anyhow::Result<(Timing, Timing)> {
+    let run = |per_commit: usize| -> anyhow::Result<Timing> {
+        let dir = tempfile::tempdir()?;
+        let mut conn = rusqlite::Connection::open(dir.path().join("timers.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", synchronous.to_uppercase())?;
+        conn.execute_batch(
+            "CREATE TABLE timers (id INTEGER PRIMARY KEY, due INTEGER NOT NULL);
+             CREATE INDEX timers_due ON timers (due);
+             CREATE TABLE fired (key TEXT PRIMARY KEY) WITHOUT ROWID;",
+        )?;
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare("INSERT INTO timers (id, due) VALUES (?1, ?2)")?;
+            for id in 1..=customers as i64 {
+                insert.execute(rusqlite::params![id, 1_000 + id % 7])?;
+            }
+        }
+        tx.commit()?;
+        let started = Instant::now();
+        let cpu = thread_cpu_seconds();
+        let mut fired = 0u64;
+        loop {
+            let tx = conn.transaction()?;
+            let due: Vec<i64> = tx
+                .prepare_cached("SELECT id FROM timers WHERE due <= ?1 ORDER BY due, id LIMIT ?2")?
+                .query_map(rusqlite::params![2_000, per_commit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if due.is_empty() {
+                break;
+            }
+            for id in &due {
+                tx.prepare_cached("INSERT INTO fired (key) VALUES (?1)")?
+                    .execute([format!("{JOURNEY}:1:{id}:sms-1:1")])?;
+                tx.prepare_cached("DELETE FROM timers WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            tx.commit()?;
+            fired += due.len() as u64;
+        }
+        Ok(Timing {
+            count: fired,
+            wall: started.elapsed().as_secs_f64(),
+            cpu: thread_cpu_seconds() - cpu,
+        })
+    };
+    Ok((run(batch)?, run(1)?))
 }
 
 struct Timers {
@@ -1013,6 +1082,17 @@ fn print_figures(args: &BenchJourneysArgs, f: &Figures) {
             fmt_int(args.fire_batch as u64)
         ),
         &f.fire,
+    );
+    row(
+        &format!(
+            "timer floor: bare SQLite, a commit per {} firings",
+            fmt_int(args.fire_batch as u64)
+        ),
+        &f.timer_floor_batched,
+    );
+    row(
+        "timer floor: bare SQLite, a commit per firing",
+        &f.timer_floor_each,
     );
     row(
         "read the outbox once (pending_effects, untimed below)",
