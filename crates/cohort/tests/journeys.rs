@@ -5,7 +5,7 @@
 mod common;
 
 use cohort_journey::channel::standin::{Provider, SmtpSink, StandIn};
-use common::Server;
+use common::{Server, cohort, succeed};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -856,4 +856,78 @@ fn a_replaced_version_is_archived_once_its_customers_are_through() {
     world.wait_until("version 1's SMS", 30, || twilio.requests().len() == 1);
     world.wait_until("version 1 archived", 30, || status(0) == "archived");
     assert_eq!(status(1), "published");
+}
+
+#[test]
+fn the_cli_saves_validates_publishes_previews_and_reports_journeys() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("a file");
+        path
+    };
+    let cli = |args: &[&str]| {
+        let mut command = cohort();
+        command.arg("journey").args(args).arg("--data").arg(&data);
+        command
+    };
+    let channel = serde_json::to_string(&cohort_journey::channel::standin::twilio_config(
+        "http://127.0.0.1:9",
+    ))
+    .expect("config JSON");
+    succeed(cli(&["channel", "save", "sms"]).arg(write("sms.json", &channel)));
+    let template = write(
+        "nudge.json",
+        r#"{"body": "{{ first_name | default: \"顾客\" }}，记得登录哦"}"#,
+    );
+    succeed(cli(&["template", "save", "login-nudge", "--kind", "sms"]).arg(&template));
+    let preview = succeed(&mut cli(&["template", "preview", "login-nudge", "--json"]));
+    let preview: Value = serde_json::from_slice(&preview.stdout).expect("JSON");
+    assert!(
+        preview.to_string().contains("顾客，记得登录哦"),
+        "{preview}"
+    );
+
+    // YAML is read as well as JSON.
+    let yaml = write(
+        "welcome.yaml",
+        "key: welcome\nname: Registered, not logged in\ntrigger: {type: event, event: Signed Up}\n\
+         exit: [{type: event, event: Logged In}]\nsteps:\n  - {id: wait-a-day, type: delay, for: 24h, next: nudge}\n  \
+         - {id: nudge, type: send, channel: sms, template: login-nudge}\n",
+    );
+    succeed(cli(&["validate"]).arg(&yaml));
+    succeed(cli(&["save"]).arg(&yaml));
+    succeed(&mut cli(&["publish", "welcome"]));
+    let shown = succeed(&mut cli(&["show", "welcome", "--json"]));
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(shown["versions"][0]["status"], "published", "{shown}");
+
+    // A refusal names the step and field, and exits non-zero.
+    let bad = write(
+        "bad.json",
+        r#"{"key": "bad", "name": "Bad", "trigger": {"type": "event", "event": "X"},
+            "steps": [{"id": "s", "type": "send", "channel": "pigeon", "template": "login-nudge"}]}"#,
+    );
+    let refused = cli(&["validate"]).arg(&bad).output().expect("run");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("steps[s].channel"), "{stderr}");
+
+    succeed(&mut cli(&[
+        "coupon",
+        "create",
+        "vip",
+        "--valid-for-days",
+        "30",
+    ]));
+    succeed(&mut cli(&["coupon", "generate", "vip", "VIP-####", "20"]));
+    let pool = succeed(&mut cli(&["coupon", "show", "vip", "--json"]));
+    let pool: Value = serde_json::from_slice(&pool.stdout).expect("JSON");
+    assert_eq!(pool["available"], 20, "{pool}");
+    let report = succeed(&mut cli(&[
+        "report", "welcome", "--cost", "sms=0.05", "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&report.stdout).expect("JSON");
+    assert_eq!(report["journeys"][0]["journey"], "welcome", "{report}");
 }

@@ -556,10 +556,38 @@ impl Engine {
         let store = self.store().clone();
         let now = self.now();
         blocking(move || {
-            let counts = store
+            let mut counts = store
                 .journey_state()?
                 .journey_stats(key.as_deref(), now)
                 .map_err(run::internal)?;
+            // Every version ever published is reported, with zeros before its first entry.
+            let versions = store.journey_catalogue()?.list()?;
+            if let Some(key) = &key
+                && !versions.iter().any(|v| &v.key == key)
+            {
+                return Err(EngineError::NotFound(format!("no journey {key:?}")));
+            }
+            for v in versions.iter().filter(|v| {
+                v.state != cohort_journey::definition::lifecycle::State::Draft
+                    && key.as_ref().is_none_or(|k| &v.key == k)
+            }) {
+                let counted = counts
+                    .entries
+                    .iter()
+                    .any(|e| e.journey == v.key && e.version == v.version);
+                if !counted {
+                    counts.entries.push(cohort_journey::measure::EntryCounts {
+                        journey: v.key.clone(),
+                        version: v.version,
+                        held_out: false,
+                        entered: 0,
+                        active: 0,
+                        converted: 0,
+                        revenue: 0.0,
+                        revenue_squares: 0.0,
+                    });
+                }
+            }
             cohort_journey::measure::report(&counts, &costs, &options).map_err(|e| {
                 EngineError::Invalid {
                     field: "costs".into(),
