@@ -372,7 +372,15 @@ impl JourneyLoop {
                 .map_err(internal)?;
             tracing::debug!(code, ?redemption, "coupon redemption");
         }
-        if self.runner.is_empty() {
+        let reacts = match event.kind.as_str() {
+            "track" => self.runner.reacts_to_event(&event.name),
+            "identify" => body
+                .get("traits")
+                .and_then(Value::as_object)
+                .is_some_and(|traits| traits.keys().any(|key| self.runner.watches_trait(key))),
+            _ => false,
+        };
+        if !reacts {
             return Ok(());
         }
         let context = self.judging.context(store);
@@ -420,15 +428,19 @@ impl JourneyLoop {
         }
         let context = self.judging.context(&store);
         for change in &changes {
-            if let Some(facts) = context.load(&mut self.delivery, change.customer_id, now)? {
-                let of = match change.kind {
-                    SegmentKind::Segment => Membership::Segment(change.segment.clone()),
-                    SegmentKind::Tag => Membership::Tag(change.segment.clone()),
-                };
+            let of = match change.kind {
+                SegmentKind::Segment => Membership::Segment(change.segment.clone()),
+                SegmentKind::Tag => Membership::Tag(change.segment.clone()),
+            };
+            let entered = change.change == "entered";
+            // The customer is loaded only for a change some journey reacts to.
+            if self.runner.reacts_to_membership(&of, entered)
+                && let Some(facts) = context.load(&mut self.delivery, change.customer_id, now)?
+            {
                 let membership = MembershipChange {
                     id: format!("membership-{}", change.id),
                     of,
-                    entered: change.change == "entered",
+                    entered,
                 };
                 let report = self
                     .runner

@@ -517,6 +517,25 @@ impl Runner {
         Ok(report)
     }
 
+    /// Whether [`Runner::on_event`] can do anything with an event of this name: some journey
+    /// is triggered by it, exits or waits on it (or on what every event moves), or converts on
+    /// it. When not, the engine need not load the customer.
+    pub fn reacts_to_event(&self, name: &str) -> bool {
+        self.index.event_moves_entries(name)
+            || self.index.goal_events.contains(name)
+            || self.index.event_triggers.contains_key(name)
+    }
+
+    /// Whether [`Runner::on_membership`] can do anything with a change of `of`.
+    pub fn reacts_to_membership(&self, of: &Membership, entered: bool) -> bool {
+        self.index.membership_moves_entries(of)
+            || matches!(of, Membership::Segment(s) if self.index.goal_segments.contains(s))
+            || self
+                .index
+                .membership_triggers
+                .contains_key(&(of.clone(), entered))
+    }
+
     /// Whether it runs no journey version at all: then no event, membership or trait change
     /// can enter, move or convert anyone, and the engine need not load the customer.
     pub fn is_empty(&self) -> bool {

@@ -650,6 +650,32 @@ fn the_same_event_twice_enters_once_and_moves_once() {
 }
 
 #[test]
+fn the_runner_says_which_events_and_memberships_it_reacts_to() {
+    let platinum = journey(
+        "platinum",
+        json!({
+            "trigger": {"type": "segment_entered", "segment": "platinum"},
+            "goal": {"type": "event", "event": "Order Completed", "window": "7d"},
+            "steps": [{"id": "tell", "type": "send", "channel": "push", "template": "push-t"}]
+        }),
+    );
+    let runner = runner(vec![nudge(), platinum]);
+    for name in ["Signed Up", "Logged In", "Order Completed"] {
+        assert!(runner.reacts_to_event(name), "{name}");
+    }
+    assert!(!runner.reacts_to_event("Page Viewed"));
+    let segment = |s: &str| Membership::Segment(s.to_string());
+    assert!(runner.reacts_to_membership(&segment("platinum"), true));
+    assert!(!runner.reacts_to_membership(&segment("platinum"), false));
+    assert!(!runner.reacts_to_membership(&segment("gold"), true));
+    assert!(
+        !Runner::new(Vec::new())
+            .unwrap()
+            .reacts_to_event("Signed Up")
+    );
+}
+
+#[test]
 fn segment_entry_issues_one_coupon_and_a_push_each() {
     let journey = journey(
         "platinum",
