@@ -11,7 +11,8 @@
 //!    over the customers is the memory each waiting customer costs.
 //! 2. **Timer firings**: one hour later, [`Runner::fire_due`] in batches of `--fire-batch`
 //!    until nothing is due. Each firing moves the entry out of the delay into the send step
-//!    and records the SMS effect in the outbox, each move its own SQLite transaction.
+//!    and records the SMS effect in the outbox; each batch is one SQLite transaction
+//!    (`SqliteJourneyState::in_one_transaction`, as the journey loop fires).
 //!    Beside it, the **timer floor** of this disk: the same number of timers in a bare SQLite
 //!    table (WAL, the same `synchronous`), each selected when due, recorded under its
 //!    idempotency key and deleted, with a commit per batch and with a commit per firing.
@@ -61,7 +62,7 @@ use cohort_journey::template::message::{
 };
 use cohort_profile::ComputedTraits;
 use cohort_segment::EventRecord;
-use cohort_store::{Durability, Store, StoreConfig};
+use cohort_store::{Durability, SqliteJourneyState, Store, StoreConfig};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -604,13 +605,13 @@ struct Timers {
     state_bytes: u64,
 }
 
-fn enter_and_fire<S: JourneyStateStore>(
+fn enter_and_fire(
     runner: &Runner,
-    mut state: S,
+    mut state: SqliteJourneyState,
     data_dir: &Path,
     customers: usize,
     fire_batch: usize,
-) -> anyhow::Result<(S, Timers)> {
+) -> anyhow::Result<(SqliteJourneyState, Timers)> {
     let empty = Map::new();
     let computed = ComputedTraits::default();
     let facts = |id| Entrant {
@@ -644,12 +645,14 @@ fn enter_and_fire<S: JourneyStateStore>(
     let cpu = thread_cpu_seconds();
     let (mut fired, mut moves) = (0u64, 0u64);
     loop {
-        let report = runner.fire_due(
-            &mut state,
-            |id| Ok::<_, std::convert::Infallible>(facts(id)),
-            fire_at(),
-            fire_batch,
-        )?;
+        let report = state.in_one_transaction(|state| {
+            runner.fire_due(
+                state,
+                |id| Ok::<_, std::convert::Infallible>(facts(id)),
+                fire_at(),
+                fire_batch,
+            )
+        })??;
         if report.moves == 0 {
             break;
         }
@@ -1078,7 +1081,7 @@ fn print_figures(args: &BenchJourneysArgs, f: &Figures) {
     );
     row(
         &format!(
-            "timer firings: fire_due, batches of {} (1 thread)",
+            "timer firings: fire_due, a transaction per {} (1 thread)",
             fmt_int(args.fire_batch as u64)
         ),
         &f.fire,

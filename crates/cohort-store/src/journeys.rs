@@ -19,6 +19,33 @@ use std::collections::BTreeMap;
 /// The SQLite journey state, on a connection of its own.
 pub struct SqliteJourneyState {
     conn: Connection,
+    /// Inside [`SqliteJourneyState::in_one_transaction`]: each change is a savepoint of it.
+    batching: bool,
+}
+
+/// One change's writes: its own immediate transaction, or a savepoint of the batch's.
+enum Write<'c> {
+    Alone(rusqlite::Transaction<'c>),
+    InBatch(rusqlite::Savepoint<'c>),
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Write::Alone(tx) => tx,
+            Write::InBatch(sp) => sp,
+        }
+    }
+}
+
+impl Write<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Write::Alone(tx) => tx.commit(),
+            Write::InBatch(sp) => sp.commit(),
+        }
+    }
 }
 
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StateError {
@@ -92,7 +119,44 @@ fn sql_limit(limit: usize) -> i64 {
 
 impl SqliteJourneyState {
     pub(crate) fn new(conn: Connection) -> Self {
-        SqliteJourneyState { conn }
+        SqliteJourneyState {
+            conn,
+            batching: false,
+        }
+    }
+
+    fn begin(&mut self) -> Result<Write<'_>, StateError> {
+        if self.batching {
+            self.conn.savepoint().map(Write::InBatch).map_err(storage)
+        } else {
+            self.conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map(Write::Alone)
+                .map_err(storage)
+        }
+    }
+
+    /// Runs `f` with every change it makes in one transaction, committed at the end (each
+    /// change a savepoint, so one that fails leaves the others). A commit per change is what a
+    /// timer pass costs most; a batch of due entries fired in one transaction pays one. After
+    /// a crash the whole batch is due again, and fires as if for the first time.
+    pub fn in_one_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> Result<T, StateError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(storage)?;
+        self.batching = true;
+        let out = f(self);
+        self.batching = false;
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(storage(e))
+            }
+        }
     }
 
     /// Where the journey loop stands in one of the feeds it follows (`journeys_seq`,
@@ -169,10 +233,7 @@ impl JourneyStateStore for SqliteJourneyState {
         new: &NewEntry,
         allow_concurrent: bool,
     ) -> Result<Option<EntryId>, StateError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage)?;
+        let tx = self.begin()?;
         if let Some(key) = &new.key {
             let known: Option<i64> = tx
                 .query_row(
@@ -263,10 +324,7 @@ impl JourneyStateStore for SqliteJourneyState {
         effects: &[Effect],
         message: Option<&Message>,
     ) -> Result<bool, StateError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage)?;
+        let tx = self.begin()?;
         let (message_key, message_at) = match message {
             Some(m) => (Some(m.key.as_str()), Some(to_micros(m.at))),
             None => (None, None),
@@ -498,10 +556,7 @@ impl JourneyStateStore for SqliteJourneyState {
         from: CustomerId,
         into: CustomerId,
     ) -> Result<usize, StateError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage)?;
+        let tx = self.begin()?;
         tx.execute(
             "UPDATE journey_entries SET exit_reason = 'merged', due_at = NULL
              WHERE customer_id = ?1 AND exit_reason IS NULL AND journey IN

@@ -37,8 +37,9 @@ use std::time::Duration;
 
 /// Items read from one feed per round.
 const FEED_BATCH: usize = 500;
-/// Due entries fired per call.
-const DUE_BATCH: usize = 1_000;
+/// Due entries fired per call, in one transaction (which holds the state's write lock while
+/// their customers are read).
+const DUE_BATCH: usize = 250;
 /// How long an idle loop sleeps before looking again (it is woken early by new messages).
 const IDLE: Duration = Duration::from_millis(100);
 
@@ -178,22 +179,23 @@ impl JourneyLoop {
         let store = self.shared.store.clone();
         let context = self.judging.context(&store);
         let delivery = &mut self.delivery;
+        let (runner, shared) = (&self.runner, &self.shared);
+        // One commit for the batch: after a crash it is due again, whole.
         let report = self
-            .runner
-            .fire_due(
-                &mut self.state,
-                |customer| match context.load(delivery, customer, now) {
-                    Ok(Some(facts)) => Ok(Logged {
-                        facts,
-                        shared: &self.shared,
-                        now,
-                    }),
-                    Ok(None) => Err(EngineError::NotFound(format!("customer {customer}"))),
-                    Err(e) => Err(e),
-                },
-                now,
-                DUE_BATCH,
-            )
+            .state
+            .in_one_transaction(|state| {
+                runner.fire_due(
+                    state,
+                    |customer| match context.load(delivery, customer, now) {
+                        Ok(Some(facts)) => Ok(Logged { facts, shared, now }),
+                        Ok(None) => Err(EngineError::NotFound(format!("customer {customer}"))),
+                        Err(e) => Err(e),
+                    },
+                    now,
+                    DUE_BATCH,
+                )
+            })
+            .map_err(internal)?
             .map_err(internal)?;
         if report.effects > 0 {
             self.shared.wake_workers();
