@@ -62,7 +62,7 @@ use cohort_journey::template::message::{
 };
 use cohort_profile::ComputedTraits;
 use cohort_segment::EventRecord;
-use cohort_store::{Durability, SqliteJourneyState, Store, StoreConfig};
+use cohort_store::{Durability, SqliteJourneyState, Store, StoreConfig, TimerFloor};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -540,9 +540,8 @@ pub(crate) async fn measure(args: &BenchJourneysArgs, progress: bool) -> anyhow:
 
 /// The floor of durable timer firings: `customers` timers due at once in a bare SQLite table
 /// (WAL, the same `synchronous` as the state store), each firing selected, recorded under its
-/// idempotency key and deleted; once with one commit per `batch` firings, once with one commit
-/// per firing (as each move of the runner is). Measured on a fresh file; each row is one
-/// thread's wall and CPU.
+/// idempotency key and deleted ([`TimerFloor`]); once with one commit per `batch` firings, once
+/// with one commit per firing. Measured on a fresh file; each row is one thread's wall and CPU.
 fn timer_floor(
     customers: usize,
     batch: usize,
@@ -550,43 +549,10 @@ fn timer_floor(
 ) -> anyhow::Result<(Timing, Timing)> {
     let run = |per_commit: usize| -> anyhow::Result<Timing> {
         let dir = tempfile::tempdir()?;
-        let mut conn = rusqlite::Connection::open(dir.path().join("timers.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", synchronous.to_uppercase())?;
-        conn.execute_batch(
-            "CREATE TABLE timers (id INTEGER PRIMARY KEY, due INTEGER NOT NULL);
-             CREATE INDEX timers_due ON timers (due);
-             CREATE TABLE fired (key TEXT PRIMARY KEY) WITHOUT ROWID;",
-        )?;
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare("INSERT INTO timers (id, due) VALUES (?1, ?2)")?;
-            for id in 1..=customers as i64 {
-                insert.execute(rusqlite::params![id, 1_000 + id % 7])?;
-            }
-        }
-        tx.commit()?;
+        let mut floor = TimerFloor::prepare(dir.path(), customers, synchronous)?;
         let started = Instant::now();
         let cpu = thread_cpu_seconds();
-        let mut fired = 0u64;
-        loop {
-            let tx = conn.transaction()?;
-            let due: Vec<i64> = tx
-                .prepare_cached("SELECT id FROM timers WHERE due <= ?1 ORDER BY due, id LIMIT ?2")?
-                .query_map(rusqlite::params![2_000, per_commit as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            if due.is_empty() {
-                break;
-            }
-            for id in &due {
-                tx.prepare_cached("INSERT INTO fired (key) VALUES (?1)")?
-                    .execute([format!("{JOURNEY}:1:{id}:sms-1:1")])?;
-                tx.prepare_cached("DELETE FROM timers WHERE id = ?1")?
-                    .execute([id])?;
-            }
-            tx.commit()?;
-            fired += due.len() as u64;
-        }
+        let fired = floor.fire_all(per_commit)?;
         Ok(Timing {
             count: fired,
             wall: started.elapsed().as_secs_f64(),

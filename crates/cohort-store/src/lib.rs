@@ -38,6 +38,7 @@ mod profiles;
 mod schema;
 mod segments;
 mod time;
+mod timer_floor;
 
 use profile_cache::{PROFILE_CACHE_CAPACITY, ProfileCache};
 
@@ -62,6 +63,7 @@ pub use segments::{
     MAX_NAME as MAX_SEGMENT_NAME, Member, MembershipChange, MembershipDiff, MembershipRow,
     NewSegment, SegmentDef, SegmentKind, Segments,
 };
+pub use timer_floor::TimerFloor;
 
 use cohort_core::{Inbox, InboxError, Position};
 use cohort_identity::IdentityRules;

@@ -144,6 +144,10 @@ try {
   await page.goto(origin + '/');
   await page.waitForFunction(() => window.storyDone !== undefined, null, { timeout: 30000 });
   Object.assign(result, await page.evaluate(() => window.storyDone));
+  // The story's calls resolve when the SDK has queued an event, not when it has delivered it:
+  // RudderStack's XHR queue may still be sending when the story ends (slowly on a loaded
+  // machine). Let it drain, so that only the last event below races the page's end.
+  await page.waitForLoadState('networkidle', { timeout: 20000 }).catch(() => {});
   // Leave while the last event is being sent: it must still arrive.
   await page.evaluate(() => { window.sdk.leave('Left Shop'); });
   await page.goto(origin + '/next');
