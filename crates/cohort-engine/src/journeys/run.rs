@@ -311,22 +311,24 @@ impl JourneyLoop {
         let events = store
             .profiles()
             .events_after(Position::new(0, after), FEED_BATCH)?;
-        let mut handled = 0;
         let whole_feed = events.len() < FEED_BATCH;
+        let (mut handled, mut reached) = (0, after);
         for event in events.into_iter().take_while(|e| e.seq <= decided) {
             if let Some(customer) = event.customer_id {
                 self.message(&store, customer, &event, now)?;
             }
-            self.state
-                .set_cursor(SEQ_CURSOR, event.seq)
-                .map_err(internal)?;
+            reached = event.seq;
             handled += 1;
         }
         // Positions that stored no event (a message refused by the processor) are passed
         // too, so that the cursor reaches what segments decided.
-        if whole_feed && self.state.cursor(SEQ_CURSOR).map_err(internal)? < decided {
+        if whole_feed {
+            reached = reached.max(decided);
+        }
+        // Once per batch: messages handled again after a crash are deduplicated.
+        if reached > after {
             self.state
-                .set_cursor(SEQ_CURSOR, decided)
+                .set_cursor(SEQ_CURSOR, reached)
                 .map_err(internal)?;
         }
         Ok(handled)
@@ -419,15 +421,6 @@ impl JourneyLoop {
         let store = self.shared.store.clone();
         let after = self.state.cursor(CHANGE_CURSOR).map_err(internal)?;
         let changes = store.segments().changes(after, None, None, FEED_BATCH)?;
-        if self.runner.is_empty() {
-            // Nothing runs that a membership change could enter or move.
-            if let Some(last) = changes.last() {
-                self.state
-                    .set_cursor(CHANGE_CURSOR, last.id)
-                    .map_err(internal)?;
-            }
-            return Ok(changes.len());
-        }
         let context = self.judging.context(&store);
         for change in &changes {
             let of = match change.kind {
@@ -453,8 +446,11 @@ impl JourneyLoop {
                 }
                 log_exposures(&self.shared.store, self.shared.limits, &facts, now)?;
             }
+        }
+        // Once per batch: changes handled again after a crash are deduplicated by their id.
+        if let Some(last) = changes.last() {
             self.state
-                .set_cursor(CHANGE_CURSOR, change.id)
+                .set_cursor(CHANGE_CURSOR, last.id)
                 .map_err(internal)?;
         }
         Ok(changes.len())

@@ -536,12 +536,6 @@ impl Runner {
                 .contains_key(&(of.clone(), entered))
     }
 
-    /// Whether it runs no journey version at all: then no event, membership or trait change
-    /// can enter, move or convert anyone, and the engine need not load the customer.
-    pub fn is_empty(&self) -> bool {
-        self.versions.is_empty()
-    }
-
     /// The versions a later version replaced, which take no entries and finish the ones in
     /// flight: each with how long after an entry's last message a conversion still counts
     /// (zero without a goal). The engine archives one once nothing of it can happen any more.
