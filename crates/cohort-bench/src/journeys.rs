@@ -107,6 +107,9 @@ const PLANS: [&str; 2] = ["专业版", "团队版"];
 /// sent before it reads the next batch.
 const SEND_BATCH: usize = 2048;
 const SEND_LOW_WATER: usize = 512;
+/// Outcomes completed in one transaction at most, and how long the worker waits for them.
+const SETTLE_BATCH: usize = 256;
+const SETTLE_WAIT: Duration = Duration::from_millis(2);
 
 /// When everyone enters (09:00 UTC) and when their delay ends.
 fn entered_at() -> DateTime<Utc> {
@@ -796,8 +799,8 @@ struct Job {
 }
 
 /// Phase 4: the worker thread drains the outbox through the runtime's senders.
-async fn send_all<S: JourneyStateStore + Send + 'static>(
-    state: S,
+async fn send_all(
+    state: SqliteJourneyState,
     sender: Arc<Sender>,
     rules: Arc<DeliveryRules>,
     concurrency: usize,
@@ -838,10 +841,11 @@ async fn send_all<S: JourneyStateStore + Send + 'static>(
 }
 
 /// The send worker: reads pending effects (leaving out those in flight), decides and renders
-/// each, queues it, and completes each as its outcome comes back. Returns its CPU seconds,
-/// the outcomes by status and the effects still pending at the end.
-fn send_worker<S: JourneyStateStore>(
-    mut state: S,
+/// each, queues it, and completes the outcomes that came back, all those at hand in one
+/// transaction (as the engine's workers settle a batch). Returns its CPU seconds, the outcomes
+/// by status and the effects still pending at the end.
+fn send_worker(
+    mut state: SqliteJourneyState,
     rules: &DeliveryRules,
     jobs: tokio::sync::mpsc::Sender<Job>,
     outcomes: std::sync::mpsc::Receiver<(Job, Outcome)>,
@@ -853,24 +857,33 @@ fn send_worker<S: JourneyStateStore>(
     let mut limiter = RateLimiter::default();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut finish =
-        |state: &mut S, job: Job, outcome: Outcome, in_flight: &mut HashSet<String>| {
-            let key = job.outgoing.key;
-            *counts.entry(outcome.status().to_string()).or_insert(0) += 1;
-            let result = match policy.decide(&key, job.attempts, &outcome, now) {
-                Retry::Done { status } => state.complete_effect(&key, status, true),
-                Retry::RetryAt(at) => state
-                    .defer_effect(&key, at, &format!("{outcome:?}"))
-                    .map(|_| ()),
-                Retry::DeadLetter { reason } => state.dead_letter_effect(&key, &reason).map(|_| ()),
-            };
-            in_flight.remove(&key);
-            result
-        };
-    loop {
-        while let Ok((job, outcome)) = outcomes.try_recv() {
-            finish(&mut state, job, outcome, &mut in_flight)?;
+    let mut finish = |state: &mut SqliteJourneyState,
+                      finished: Vec<(Job, Outcome)>,
+                      in_flight: &mut HashSet<String>|
+     -> anyhow::Result<()> {
+        if finished.is_empty() {
+            return Ok(());
         }
+        state.in_one_transaction(|state| -> anyhow::Result<()> {
+            for (job, outcome) in finished {
+                let key = job.outgoing.key;
+                *counts.entry(outcome.status().to_string()).or_insert(0) += 1;
+                match policy.decide(&key, job.attempts, &outcome, now) {
+                    Retry::Done { status } => state.complete_effect(&key, status, true)?,
+                    Retry::RetryAt(at) => {
+                        state.defer_effect(&key, at, &format!("{outcome:?}"))?;
+                    }
+                    Retry::DeadLetter { reason } => {
+                        state.dead_letter_effect(&key, &reason)?;
+                    }
+                }
+                in_flight.remove(&key);
+            }
+            Ok(())
+        })?
+    };
+    loop {
+        finish(&mut state, outcomes.try_iter().collect(), &mut in_flight)?;
         if in_flight.len() < SEND_LOW_WATER {
             let pending = state.pending_effects(CHANNEL, now, in_flight.len() + SEND_BATCH)?;
             let mut queued = 0;
@@ -908,7 +921,19 @@ fn send_worker<S: JourneyStateStore>(
             }
         }
         match outcomes.recv_timeout(Duration::from_secs(60)) {
-            Ok((job, outcome)) => finish(&mut state, job, outcome, &mut in_flight)?,
+            Ok(first) => {
+                // Gather a few more before committing: one commit per outcome is what the
+                // batch transaction saves.
+                let mut finished = vec![first];
+                let until = Instant::now() + SETTLE_WAIT;
+                while finished.len() < SETTLE_BATCH {
+                    match outcomes.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        Ok(more) => finished.push(more),
+                        Err(_) => break,
+                    }
+                }
+                finish(&mut state, finished, &mut in_flight)?;
+            }
             Err(e) => bail!("no send finished within a minute: {e}"),
         }
     }

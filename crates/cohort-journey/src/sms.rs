@@ -204,14 +204,24 @@ fn pieces(text: &str, encoding: Encoding) -> Vec<(Range<usize>, usize)> {
     out
 }
 
-/// Byte ranges of the parts, and the total units.
+/// The units `text` takes in `encoding`: the sum over its pieces, which does not depend on
+/// where the pieces fall, so it is counted without finding them.
+fn units(text: &str, encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Gsm7 => text.chars().map(|c| gsm7_septets(c).unwrap_or(1)).sum(),
+        Encoding::Ucs2 => text.chars().map(char::len_utf16).sum(),
+    }
+}
+
+/// Byte ranges of the parts, and the total units. Only a text longer than one message is cut
+/// into pieces (grapheme clusters in UCS-2, the costly part of measuring a message).
 fn layout(text: &str, encoding: Encoding) -> (Vec<Range<usize>>, usize) {
-    let pieces = pieces(text, encoding);
-    let total: usize = pieces.iter().map(|(_, units)| units).sum();
+    let total = units(text, encoding);
     if total <= encoding.single_capacity() {
         let whole: Range<usize> = 0..text.len();
         return (vec![whole], total);
     }
+    let pieces = pieces(text, encoding);
     let capacity = encoding.part_capacity();
     let mut parts = Vec::new();
     let mut start = 0;
@@ -333,10 +343,16 @@ pub fn prepare(text: &str, policy: &LengthPolicy) -> Result<Prepared, SmsError> 
         LengthPolicy::Truncate { max_parts: 0 } => return Err(SmsError::ZeroParts),
         LengthPolicy::Truncate { max_parts } => truncate(text, max_parts),
     };
+    let encoding = encoding(kept);
+    let (parts, units) = layout(kept, encoding);
     Ok(Prepared {
         text: kept.to_owned(),
-        parts: parts(kept).into_iter().map(str::to_owned).collect(),
-        length: measure(kept),
+        length: Length {
+            encoding,
+            units,
+            segments: parts.len(),
+        },
+        parts: parts.into_iter().map(|r| kept[r].to_owned()).collect(),
         truncated: kept.len() < text.len(),
     })
 }

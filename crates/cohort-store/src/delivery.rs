@@ -115,6 +115,27 @@ fn kept_zone(
     .map_err(storage)
 }
 
+/// Adds one send to the ledger unless its key is there; true when it was added.
+fn insert_send(conn: &Connection, send: &SendRecord) -> Result<bool, DeliveryError> {
+    let added = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO delivery_sends (key, customer_id, channel, kind, purpose, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                send.key,
+                send.customer,
+                send.channel,
+                kind_name(send.kind),
+                send.purpose.as_str(),
+                to_micros(send.at)
+            ])
+        })
+        .map_err(storage)?;
+    Ok(added == 1)
+}
+
 impl SqliteDelivery {
     pub(crate) fn new(conn: Connection) -> Self {
         SqliteDelivery { conn }
@@ -155,24 +176,20 @@ impl DeliveryStore for SqliteDelivery {
     }
 
     fn record_send(&mut self, send: &SendRecord) -> Result<bool, DeliveryError> {
-        let added = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO delivery_sends (key, customer_id, channel, kind, purpose, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    send.key,
-                    send.customer,
-                    send.channel,
-                    kind_name(send.kind),
-                    send.purpose.as_str(),
-                    to_micros(send.at)
-                ])
-            })
-            .map_err(storage)?;
-        Ok(added == 1)
+        insert_send(&self.conn, send)
+    }
+
+    fn record_sends(&mut self, sends: &[SendRecord]) -> Result<usize, DeliveryError> {
+        if sends.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.immediate()?;
+        let mut added = 0;
+        for send in sends {
+            added += usize::from(insert_send(&tx, send)?);
+        }
+        tx.commit().map_err(storage)?;
+        Ok(added)
     }
 
     fn count_sends(

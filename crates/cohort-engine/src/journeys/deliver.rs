@@ -34,7 +34,7 @@ use cohort_journey::delivery::{
     self, ConsentFact, Decision, DeliveryRules, DeliveryStore, RateLimiter, SendRecord, SendRequest,
 };
 use cohort_journey::runner::{COUPONS, PROFILE};
-use cohort_journey::state::{JourneyStateStore, PendingEffect};
+use cohort_journey::state::{JourneyStateStore, PendingEffect, StateError};
 use cohort_journey::template::message::{
     CompiledMessage, MessageParts, MessageTemplate, RenderedMessage,
 };
@@ -382,12 +382,27 @@ impl Effects {
                 })
                 .collect()
         });
-        let mut events = Vec::new();
+        let mut settled = Settled::default();
         for (r, outcome) in ready.into_iter().zip(outcomes) {
-            self.settle(&sender, r, outcome, now, &mut events)?;
+            self.settle(&sender, r, outcome, now, &mut settled)?;
         }
-        if !events.is_empty() {
-            self.ingest(events, now)?;
+        // The batch's ledger rows, then its outbox moves, each in one commit: a commit per
+        // send was most of what settling cost. A crash before the outbox's commit leaves the
+        // whole batch pending, to be sent again under the same keys.
+        self.delivery
+            .record_sends(&settled.sends)
+            .map_err(internal)?;
+        self.state
+            .in_one_transaction(|state| {
+                settled
+                    .moves
+                    .iter()
+                    .try_for_each(|(key, to)| to.apply(state, key))
+            })
+            .map_err(internal)?
+            .map_err(internal)?;
+        if !settled.events.is_empty() {
+            self.ingest(settled.events, now)?;
         }
         Ok(())
     }
@@ -618,15 +633,15 @@ impl Effects {
         Ok(compiled)
     }
 
-    /// Records what became of one attempt, and the delivery event the customer's timeline
-    /// shows.
+    /// Decides what becomes of one attempt: its ledger row, its move in the outbox and the
+    /// delivery event the customer's timeline shows, gathered in `settled` for the batch.
     fn settle(
         &mut self,
         sender: &Sender,
         ready: Ready,
         outcome: Outcome,
         now: DateTime<Utc>,
-        events: &mut Vec<Value>,
+        settled: &mut Settled,
     ) -> Result<(), EngineError> {
         let key = ready.outgoing.key.as_str();
         let real_now = Utc::now();
@@ -645,18 +660,16 @@ impl Effects {
         let event = match (&decision, &outcome) {
             (retry::Decision::Done { .. }, Outcome::Sent { provider_id }) => {
                 properties["provider_id"] = json!(provider_id);
-                self.delivery
-                    .record_send(&SendRecord {
-                        key: key.to_string(),
-                        customer: ready.customer,
-                        channel: self.channel.clone(),
-                        kind: sender.kind(),
-                        purpose: delivery::Purpose::of(
-                            payload["transactional"].as_bool().unwrap_or(false),
-                        ),
-                        at: now,
-                    })
-                    .map_err(internal)?;
+                settled.sends.push(SendRecord {
+                    key: key.to_string(),
+                    customer: ready.customer,
+                    channel: self.channel.clone(),
+                    kind: sender.kind(),
+                    purpose: delivery::Purpose::of(
+                        payload["transactional"].as_bool().unwrap_or(false),
+                    ),
+                    at: now,
+                });
                 Some("Message Sent")
             }
             (retry::Decision::Done { .. }, Outcome::Unsubscribed { code, message }) => {
@@ -681,21 +694,22 @@ impl Effects {
             }
             _ => None,
         };
-        match decision {
-            retry::Decision::Done { status } => self.complete(key, status)?,
-            retry::Decision::RetryAt(at) => {
+        let to = match decision {
+            retry::Decision::Done { status } => OutboxMove::Complete(status),
+            retry::Decision::RetryAt(at) => OutboxMove::Defer {
                 // The schedule is in real time; the outbox keeps journey time.
-                let retry_at = now + (at - real_now);
-                let reason = match &outcome {
+                at: now + (at - real_now),
+                reason: match &outcome {
                     Outcome::Retry { reason, .. } => reason.clone(),
                     other => other.status().to_string(),
-                };
-                self.state
-                    .defer_effect(key, retry_at, &reason)
-                    .map_err(internal)?;
+                },
+            },
+            retry::Decision::DeadLetter { reason } => {
+                tracing::warn!(channel = %self.channel, key, reason, "a journey effect was dead-lettered");
+                OutboxMove::DeadLetter(reason)
             }
-            retry::Decision::DeadLetter { reason } => self.dead_letter(key, &reason)?,
-        }
+        };
+        settled.moves.push((key.to_string(), to));
         if let (Some(name), Some((field, value))) = (event, ready.identity) {
             let mut message = json!({
                 "type": "track",
@@ -705,9 +719,40 @@ impl Effects {
                 "properties": properties,
             });
             message[field] = json!(value);
-            events.push(message);
+            settled.events.push(message);
         }
         Ok(())
+    }
+}
+
+/// What a batch's answers change, written together once every answer is in.
+#[derive(Default)]
+struct Settled {
+    /// Sends the provider took, for the ledger the caps count.
+    sends: Vec<SendRecord>,
+    /// Each effect's move in the outbox, by key.
+    moves: Vec<(String, OutboxMove)>,
+    /// Delivery events for the customers' timelines.
+    events: Vec<Value>,
+}
+
+/// Where an attempted effect goes in the outbox.
+enum OutboxMove {
+    /// Out of it, with this status.
+    Complete(&'static str),
+    /// Back in it, not to be tried before `at`.
+    Defer { at: DateTime<Utc>, reason: String },
+    /// Out of it as dead-lettered.
+    DeadLetter(String),
+}
+
+impl OutboxMove {
+    fn apply(&self, state: &mut SqliteJourneyState, key: &str) -> Result<(), StateError> {
+        match self {
+            OutboxMove::Complete(status) => state.complete_effect(key, status, true),
+            OutboxMove::Defer { at, reason } => state.defer_effect(key, *at, reason).map(|_| ()),
+            OutboxMove::DeadLetter(reason) => state.dead_letter_effect(key, reason).map(|_| ()),
+        }
     }
 }
 

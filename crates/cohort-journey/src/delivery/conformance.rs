@@ -178,6 +178,36 @@ pub fn sends_count_once_per_key_since_an_instant<S: DeliveryStore>(store: &mut S
     assert_eq!(store.count_sends(2, Some(Sms), minutes(0)).unwrap(), 1);
 }
 
+/// A batch of sends is recorded as each would be alone: keys already there, in the ledger or
+/// earlier in the batch, are not counted again.
+pub fn a_batch_of_sends_counts_each_key_once<S: DeliveryStore>(store: &mut S) {
+    use ChannelKind::{Email, Sms};
+    use Purpose::{Marketing, Transactional};
+    assert_eq!(store.record_sends(&[]).unwrap(), 0);
+    assert!(
+        store
+            .record_send(&send("j:1:1:sms", 1, Sms, Marketing, minutes(0)))
+            .unwrap()
+    );
+    let batch = [
+        send("j:1:1:sms", 1, Sms, Marketing, minutes(5)),
+        send("j:1:1:email", 1, Email, Marketing, minutes(5)),
+        send("j:1:1:email", 1, Email, Marketing, minutes(6)),
+        send("j:1:1:receipt", 1, Email, Transactional, minutes(6)),
+        send("j:1:2:sms", 2, Sms, Marketing, minutes(7)),
+    ];
+    assert_eq!(store.record_sends(&batch).unwrap(), 3, "three new keys");
+    assert_eq!(store.count_sends(1, None, minutes(0)).unwrap(), 2);
+    assert_eq!(store.count_sends(1, Some(Email), minutes(0)).unwrap(), 1);
+    assert_eq!(
+        store.count_sends(1, None, minutes(1)).unwrap(),
+        1,
+        "the repeated key kept its first time"
+    );
+    assert_eq!(store.count_sends(2, Some(Sms), minutes(0)).unwrap(), 1);
+    assert_eq!(store.record_sends(&batch).unwrap(), 0, "the batch again");
+}
+
 /// The last context zone is kept unless an older one arrives.
 pub fn the_last_context_zone_is_kept<S: DeliveryStore>(store: &mut S) {
     assert_eq!(store.zone(1).unwrap(), None);
@@ -323,6 +353,7 @@ macro_rules! delivery_store_conformance_suite {
             $crate::delivery_store_conformance_suite!(@tests $with_store;
                 consent_keeps_the_latest_change_per_scope,
                 sends_count_once_per_key_since_an_instant,
+                a_batch_of_sends_counts_each_key_once,
                 the_last_context_zone_is_kept,
                 merges_move_consent_sends_and_zone_to_the_survivor
             );

@@ -48,6 +48,17 @@ pub trait DeliveryStore {
     /// Adds a send to the ledger; false, with nothing changed, when its key is already there.
     fn record_send(&mut self, send: &SendRecord) -> Result<bool, DeliveryError>;
 
+    /// Adds a batch of sends, as [`DeliveryStore::record_send`] each; returns how many were
+    /// new. A store that can should write the batch at once: a send worker records a whole
+    /// batch's answers together, and a commit per send is most of what recording costs.
+    fn record_sends(&mut self, sends: &[SendRecord]) -> Result<usize, DeliveryError> {
+        let mut added = 0;
+        for send in sends {
+            added += usize::from(self.record_send(send)?);
+        }
+        Ok(added)
+    }
+
     /// The customer's marketing sends at or after `since`, over all channels or of one kind.
     fn count_sends(
         &mut self,
