@@ -23,7 +23,7 @@
 //! assert_eq!(septets, [152, 153, 1]);
 //!
 //! // A template that may send at most two parts drops the rest.
-//! let sent = sms::prepare(&text, &LengthPolicy::Truncate { max_parts: 2 })?;
+//! let sent = sms::prepare(text, &LengthPolicy::Truncate { max_parts: 2 })?;
 //! assert!(sent.truncated);
 //! assert_eq!(sent.length.segments, 2);
 //!
@@ -242,11 +242,16 @@ fn layout(text: &str, encoding: Encoding) -> (Vec<Range<usize>>, usize) {
 /// `sms-segments-calculator` reports as `encodingName` and `segmentsCount`).
 pub fn measure(text: &str) -> Length {
     let encoding = encoding(text);
-    let (parts, units) = layout(text, encoding);
+    let units = units(text, encoding);
+    let segments = if units <= encoding.single_capacity() {
+        1
+    } else {
+        layout(text, encoding).0.len()
+    };
     Length {
         encoding,
         units,
-        segments: parts.len(),
+        segments,
     }
 }
 
@@ -318,10 +323,8 @@ pub enum LengthPolicy {
 /// A message ready to hand to a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    /// The text to send (shortened if the policy truncated it).
+    /// The text to send (shortened if the policy truncated it); [`parts`] splits it.
     pub text: String,
-    /// The text's parts, in order (for providers that take parts, and for the record).
-    pub parts: Vec<String>,
     /// The text's length.
     pub length: Length,
     /// True when the policy dropped part of the text.
@@ -336,24 +339,20 @@ pub enum SmsError {
     ZeroParts,
 }
 
-/// Applies a template's length policy to a rendered message.
-pub fn prepare(text: &str, policy: &LengthPolicy) -> Result<Prepared, SmsError> {
+/// Applies a template's length policy to a rendered message, cutting it in place.
+pub fn prepare(mut text: String, policy: &LengthPolicy) -> Result<Prepared, SmsError> {
     let kept = match *policy {
-        LengthPolicy::Split => text,
+        LengthPolicy::Split => text.len(),
         LengthPolicy::Truncate { max_parts: 0 } => return Err(SmsError::ZeroParts),
-        LengthPolicy::Truncate { max_parts } => truncate(text, max_parts),
+        LengthPolicy::Truncate { max_parts } => truncate(&text, max_parts).len(),
     };
-    let encoding = encoding(kept);
-    let (parts, units) = layout(kept, encoding);
+    let truncated = kept < text.len();
+    text.truncate(kept);
+    let length = measure(&text);
     Ok(Prepared {
-        text: kept.to_owned(),
-        length: Length {
-            encoding,
-            units,
-            segments: parts.len(),
-        },
-        parts: parts.into_iter().map(|r| kept[r].to_owned()).collect(),
-        truncated: kept.len() < text.len(),
+        text,
+        length,
+        truncated,
     })
 }
 
@@ -582,8 +581,8 @@ mod tests {
     #[test]
     fn policies() {
         let long = "中".repeat(150);
-        let split = prepare(&long, &LengthPolicy::Split).unwrap();
-        assert_eq!(split.parts.len(), 3);
+        let split = prepare(long.clone(), &LengthPolicy::Split).unwrap();
+        assert_eq!(parts(&split.text).len(), 3);
         assert_eq!(
             split.length,
             Length {
@@ -593,14 +592,15 @@ mod tests {
             }
         );
         assert!(!split.truncated);
-        let cut = prepare(&long, &LengthPolicy::Truncate { max_parts: 2 }).unwrap();
+        let cut = prepare(long, &LengthPolicy::Truncate { max_parts: 2 }).unwrap();
         assert_eq!(cut.text, "中".repeat(134));
-        assert_eq!(cut.parts, vec!["中".repeat(67), "中".repeat(67)]);
+        assert_eq!(parts(&cut.text), vec!["中".repeat(67), "中".repeat(67)]);
+        assert_eq!(cut.length.segments, 2);
         assert!(cut.truncated);
-        let short = prepare("hi", &LengthPolicy::Truncate { max_parts: 1 }).unwrap();
+        let short = prepare("hi".into(), &LengthPolicy::Truncate { max_parts: 1 }).unwrap();
         assert_eq!((short.text.as_str(), short.truncated), ("hi", false));
         assert_eq!(
-            prepare("hi", &LengthPolicy::Truncate { max_parts: 0 }),
+            prepare("hi".into(), &LengthPolicy::Truncate { max_parts: 0 }),
             Err(SmsError::ZeroParts)
         );
         let json = serde_json::to_value(LengthPolicy::Truncate { max_parts: 2 }).unwrap();

@@ -316,7 +316,7 @@ impl CompiledMessage {
                 params,
             } => {
                 let rendered = part!(body, &text);
-                let prepared = sms::prepare(&rendered, policy).map_err(|e| PartFailed {
+                let prepared = sms::prepare(rendered, policy).map_err(|e| PartFailed {
                     part: body.name.clone(),
                     message: e.to_string(),
                 })?;
@@ -325,7 +325,7 @@ impl CompiledMessage {
                     values.insert(key.clone(), Value::String(part!(part, &text)));
                 }
                 MessageParts::Sms {
-                    parts: prepared.parts.len(),
+                    parts: prepared.length.segments,
                     truncated: prepared.truncated,
                     text: prepared.text,
                     template_code: template_code.clone(),
