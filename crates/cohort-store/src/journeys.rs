@@ -113,12 +113,24 @@ fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Entry, StateErro
 const EFFECT_COLUMNS: &str =
     "SELECT key, channel, payload, attempts, not_before, last_error FROM journey_effects";
 
+/// Runs one statement through the connection's statement cache: the journey loop and the send
+/// workers run the same few statements for every entry and effect, and compiling one costs
+/// more than running it.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Statements kept compiled per connection.
+const STATEMENT_CACHE: usize = 64;
+
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 impl SqliteJourneyState {
     pub(crate) fn new(conn: Connection) -> Self {
+        // Room for every statement of the state's hot paths (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         SqliteJourneyState {
             conn,
             batching: false,
@@ -262,7 +274,8 @@ impl JourneyStateStore for SqliteJourneyState {
             }
         }
         let payload = serde_json::to_string(&new.payload).map_err(storage)?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO journey_entries
                (journey, version, customer_id, step, due_at, payload, entered_at, entry_key,
                 held_out)
@@ -330,7 +343,8 @@ impl JourneyStateStore for SqliteJourneyState {
             None => (None, None),
         };
         let moved = match to {
-            Move::Step { step, due_at } => tx.execute(
+            Move::Step { step, due_at } => exec(
+                &tx,
                 "UPDATE journey_entries SET step = ?3, due_at = ?4, moves = moves + 1,
                    last_message_key = COALESCE(?5, last_message_key),
                    last_message_at = COALESCE(?6, last_message_at)
@@ -344,7 +358,8 @@ impl JourneyStateStore for SqliteJourneyState {
                     message_at
                 ],
             ),
-            Move::Exit { reason } => tx.execute(
+            Move::Exit { reason } => exec(
+                &tx,
                 "UPDATE journey_entries SET due_at = NULL, exit_reason = ?3, moves = moves + 1,
                    last_message_key = COALESCE(?4, last_message_key),
                    last_message_at = COALESCE(?5, last_message_at)
@@ -358,7 +373,8 @@ impl JourneyStateStore for SqliteJourneyState {
         }
         for effect in effects {
             let payload = serde_json::to_string(&effect.payload).map_err(storage)?;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT OR IGNORE INTO journey_effects (key, channel, payload) VALUES (?1, ?2, ?3)",
                 params![effect.key, effect.channel, payload],
             )
@@ -414,32 +430,31 @@ impl JourneyStateStore for SqliteJourneyState {
     }
 
     fn convert(&mut self, id: EntryId, conversion: &Conversion) -> Result<bool, StateError> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE journey_entries SET converted_at = ?2, conversion_cause = ?3,
+        let changed = exec(
+            &self.conn,
+            "UPDATE journey_entries SET converted_at = ?2, conversion_cause = ?3,
                    conversion_revenue = ?4, conversion_message = ?5
                  WHERE id = ?1 AND converted_at IS NULL",
-                params![
-                    id.0,
-                    to_micros(conversion.at),
-                    conversion.cause,
-                    conversion.revenue,
-                    conversion.message
-                ],
-            )
-            .map_err(storage)?;
+            params![
+                id.0,
+                to_micros(conversion.at),
+                conversion.cause,
+                conversion.revenue,
+                conversion.message
+            ],
+        )
+        .map_err(storage)?;
         Ok(changed > 0)
     }
 
     fn exit_journey(&mut self, journey: &str, reason: &str) -> Result<usize, StateError> {
-        self.conn
-            .execute(
-                "UPDATE journey_entries SET exit_reason = ?2, due_at = NULL
+        exec(
+            &self.conn,
+            "UPDATE journey_entries SET exit_reason = ?2, due_at = NULL
                  WHERE journey = ?1 AND exit_reason IS NULL",
-                params![journey, reason],
-            )
-            .map_err(storage)
+            params![journey, reason],
+        )
+        .map_err(storage)
     }
 
     fn pending_effects(
@@ -469,13 +484,15 @@ impl JourneyStateStore for SqliteJourneyState {
 
     fn complete_effect(&mut self, key: &str, status: &str, done: bool) -> Result<(), StateError> {
         let changed = if done {
-            self.conn.execute(
+            exec(
+                &self.conn,
                 "UPDATE journey_effects SET status = ?2, done = 1 WHERE key = ?1 AND done = 0",
                 params![key, status],
             )
         } else {
             // The attempt's outcome is the channel's to log; the outbox keeps the count.
-            self.conn.execute(
+            exec(
+                &self.conn,
                 "UPDATE journey_effects SET attempts = attempts + 1 WHERE key = ?1 AND done = 0",
                 [key],
             )
@@ -489,28 +506,26 @@ impl JourneyStateStore for SqliteJourneyState {
         retry_at: chrono::DateTime<chrono::Utc>,
         reason: &str,
     ) -> Result<bool, StateError> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE journey_effects SET attempts = attempts + 1, not_before = ?2,
+        let changed = exec(
+            &self.conn,
+            "UPDATE journey_effects SET attempts = attempts + 1, not_before = ?2,
                    last_error = ?3
                  WHERE key = ?1 AND done = 0",
-                params![key, to_micros(retry_at), reason],
-            )
-            .map_err(storage)?;
+            params![key, to_micros(retry_at), reason],
+        )
+        .map_err(storage)?;
         Ok(changed > 0)
     }
 
     fn dead_letter_effect(&mut self, key: &str, reason: &str) -> Result<bool, StateError> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE journey_effects SET attempts = attempts + 1, last_error = ?2,
+        let changed = exec(
+            &self.conn,
+            "UPDATE journey_effects SET attempts = attempts + 1, last_error = ?2,
                    status = ?3, done = 1
                  WHERE key = ?1 AND done = 0",
-                params![key, reason, DEAD_LETTER],
-            )
-            .map_err(storage)?;
+            params![key, reason, DEAD_LETTER],
+        )
+        .map_err(storage)?;
         Ok(changed > 0)
     }
 
@@ -526,15 +541,14 @@ impl JourneyStateStore for SqliteJourneyState {
     }
 
     fn replay_effect(&mut self, key: &str) -> Result<bool, StateError> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE journey_effects SET status = NULL, done = 0, attempts = 0,
+        let changed = exec(
+            &self.conn,
+            "UPDATE journey_effects SET status = NULL, done = 0, attempts = 0,
                    not_before = NULL
                  WHERE key = ?1 AND done = 1 AND status = ?2",
-                params![key, DEAD_LETTER],
-            )
-            .map_err(storage)?;
+            params![key, DEAD_LETTER],
+        )
+        .map_err(storage)?;
         Ok(changed > 0)
     }
 
@@ -557,19 +571,19 @@ impl JourneyStateStore for SqliteJourneyState {
         into: CustomerId,
     ) -> Result<usize, StateError> {
         let tx = self.begin()?;
-        tx.execute(
+        exec(&tx,
             "UPDATE journey_entries SET exit_reason = 'merged', due_at = NULL
              WHERE customer_id = ?1 AND exit_reason IS NULL AND journey IN
                (SELECT journey FROM journey_entries WHERE customer_id = ?2 AND exit_reason IS NULL)",
             params![from, into],
         )
         .map_err(storage)?;
-        let moved = tx
-            .execute(
-                "UPDATE journey_entries SET customer_id = ?2 WHERE customer_id = ?1",
-                params![from, into],
-            )
-            .map_err(storage)?;
+        let moved = exec(
+            &tx,
+            "UPDATE journey_entries SET customer_id = ?2 WHERE customer_id = ?1",
+            params![from, into],
+        )
+        .map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok(moved)
     }
