@@ -242,16 +242,11 @@ fn layout(text: &str, encoding: Encoding) -> (Vec<Range<usize>>, usize) {
 /// `sms-segments-calculator` reports as `encodingName` and `segmentsCount`).
 pub fn measure(text: &str) -> Length {
     let encoding = encoding(text);
-    let units = units(text, encoding);
-    let segments = if units <= encoding.single_capacity() {
-        1
-    } else {
-        layout(text, encoding).0.len()
-    };
+    let (parts, units) = layout(text, encoding);
     Length {
         encoding,
         units,
-        segments,
+        segments: parts.len(),
     }
 }
 
