@@ -13,7 +13,7 @@ use cohort_journey::state::{
     Conversion, CustomerId, DEAD_LETTER, Effect, Entry, EntryId, JourneyStateStore, Message, Move,
     NewEntry, PendingEffect, StateError, VersionActivity,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
 /// The SQLite journey state, on a connection of its own.
@@ -23,28 +23,62 @@ pub struct SqliteJourneyState {
     batching: bool,
 }
 
-/// One change's writes: its own immediate transaction, or a savepoint of the batch's.
-enum Write<'c> {
-    Alone(rusqlite::Transaction<'c>),
-    InBatch(rusqlite::Savepoint<'c>),
+/// One change's writes: its own immediate transaction, or a savepoint of the batch's. Begun,
+/// committed and rolled back through cached statements: rusqlite's `Transaction` and
+/// `Savepoint` compile theirs on every use, which cost a firing as much as its own statements.
+/// Dropped without [`Write::commit`], the change is rolled back.
+struct Write<'c> {
+    conn: &'c Connection,
+    in_batch: bool,
+    finished: bool,
+}
+
+impl<'c> Write<'c> {
+    fn begin(conn: &'c Connection, in_batch: bool) -> rusqlite::Result<Self> {
+        let begin = if in_batch {
+            "SAVEPOINT journey_change"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        exec(conn, begin, [])?;
+        Ok(Write {
+            conn,
+            in_batch,
+            finished: false,
+        })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        let end = if self.in_batch {
+            "RELEASE journey_change"
+        } else {
+            "COMMIT"
+        };
+        exec(self.conn, end, [])?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Nothing to report to: the change's caller already has the error that left it here.
+        if self.in_batch {
+            let _ = exec(self.conn, "ROLLBACK TO journey_change", []);
+            let _ = exec(self.conn, "RELEASE journey_change", []);
+        } else {
+            let _ = exec(self.conn, "ROLLBACK", []);
+        }
+    }
 }
 
 impl std::ops::Deref for Write<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        match self {
-            Write::Alone(tx) => tx,
-            Write::InBatch(sp) => sp,
-        }
-    }
-}
-
-impl Write<'_> {
-    fn commit(self) -> rusqlite::Result<()> {
-        match self {
-            Write::Alone(tx) => tx.commit(),
-            Write::InBatch(sp) => sp.commit(),
-        }
+        self.conn
     }
 }
 
@@ -138,14 +172,7 @@ impl SqliteJourneyState {
     }
 
     fn begin(&mut self) -> Result<Write<'_>, StateError> {
-        if self.batching {
-            self.conn.savepoint().map(Write::InBatch).map_err(storage)
-        } else {
-            self.conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map(Write::Alone)
-                .map_err(storage)
-        }
+        Write::begin(&self.conn, self.batching).map_err(storage)
     }
 
     /// Runs `f` with every change it makes in one transaction, committed at the end (each
@@ -626,5 +653,46 @@ impl JourneyStateStore for SqliteJourneyState {
             active: active.max(0) as u64,
             last_message_at: last.map(from_micros),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Write;
+    use rusqlite::Connection;
+
+    fn kept(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_change_dropped_uncommitted_is_rolled_back_alone_or_in_a_batch() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+
+        let change = Write::begin(&conn, false).unwrap();
+        change.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        change.commit().unwrap();
+        let change = Write::begin(&conn, false).unwrap();
+        change.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        drop(change);
+        assert_eq!(kept(&conn), [1]);
+        assert!(conn.is_autocommit(), "the dropped transaction is over");
+
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for x in [3, 4, 5] {
+            let change = Write::begin(&conn, true).unwrap();
+            change.execute("INSERT INTO t VALUES (?1)", [x]).unwrap();
+            if x != 4 {
+                change.commit().unwrap();
+            }
+        }
+        assert!(!conn.is_autocommit(), "the batch is still open");
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(kept(&conn), [1, 3, 5], "only the dropped change is undone");
     }
 }
