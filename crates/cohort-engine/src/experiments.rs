@@ -580,13 +580,9 @@ impl Engine {
             attributes.entry("id").or_insert_with(|| json!(id.value));
         }
         attributes.extend(request.attributes.clone());
-        let mut context = Context {
-            attributes,
-            features: served.features.clone(),
-            saved_groups: served.saved_groups.clone(),
-            enabled: true,
-            ..Context::default()
-        };
+        let mut context = Context::for_unit(attributes);
+        context.features = served.features.clone();
+        context.saved_groups = served.saved_groups.clone();
         let experiments = &served.experiments;
         // A known customer keeps the variation they were given when weights change later:
         // their assignments are loaded before evaluating and what is new is stored after.

@@ -46,22 +46,52 @@ fn fnv_continue(mut hash: u32, text: &str) -> u32 {
     hash
 }
 
-/// FNV-1a of the decimal digits of `n` (JavaScript's `String(n)` for a whole number).
+/// FNV-1a of the decimal digits of `n` (JavaScript's `String(n)` for a whole number). The ten
+/// digit places are filled two at a time from a table, each pair divided out of `n` on its own
+/// (not peeled off the previous remainder), so the divisions run beside one another; then the
+/// digits from the first significant one are hashed.
 fn fnv_of_decimal(n: u32) -> u32 {
+    const PAIRS: [u8; 200] = digit_pairs();
     let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+    for (place, divisor) in [100_000_000, 1_000_000, 10_000, 100, 1]
+        .into_iter()
+        .enumerate()
+    {
+        let pair = ((n / divisor) % 100) as usize * 2;
+        digits[place * 2] = PAIRS[pair];
+        digits[place * 2 + 1] = PAIRS[pair + 1];
     }
-    digits[at..].iter().fold(FNV_OFFSET, |hash, digit| {
-        (hash ^ u32::from(*digit)).wrapping_mul(FNV_PRIME)
-    })
+    let length = 1 + [
+        9,
+        99,
+        999,
+        9_999,
+        99_999,
+        999_999,
+        9_999_999,
+        99_999_999,
+        999_999_999,
+    ]
+    .iter()
+    .filter(|below| n > **below)
+    .count();
+    digits[digits.len() - length..]
+        .iter()
+        .fold(FNV_OFFSET, |hash, digit| {
+            (hash ^ u32::from(*digit)).wrapping_mul(FNV_PRIME)
+        })
+}
+
+/// `"00"`, `"01"`, … `"99"` back to back.
+const fn digit_pairs() -> [u8; 200] {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[i * 2] = b'0' + (i / 10) as u8;
+        pairs[i * 2 + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
 }
 
 /// The versions of GrowthBook's hash. Version 2 spreads similar seeds and IDs better; version 1
@@ -90,11 +120,20 @@ pub fn hash(seed: &str, value: &str, version: HashVersion) -> f64 {
         HashVersion::V1 => {
             f64::from(fnv_continue(fnv_continue(FNV_OFFSET, value), seed) % 1000) / 1000.0
         }
-        HashVersion::V2 => {
-            let first = fnv_continue(fnv_continue(FNV_OFFSET, seed), value);
-            f64::from(fnv_of_decimal(first) % 10_000) / 10_000.0
-        }
+        HashVersion::V2 => hash_v2_after(seed_prefix(seed), value),
     }
+}
+
+/// The hash state after version 2's seed: what [`hash_v2_after`] continues from, so that one
+/// seed's units hash only their values.
+pub(crate) fn seed_prefix(seed: &str) -> u32 {
+    fnv_continue(FNV_OFFSET, seed)
+}
+
+/// Version 2's number for `value` under the seed whose [`seed_prefix`] is `prefix`.
+pub(crate) fn hash_v2_after(prefix: u32, value: &str) -> f64 {
+    let first = fnv_continue(prefix, value);
+    f64::from(fnv_of_decimal(first) % 10_000) / 10_000.0
 }
 
 /// `n` equal weights that sum to 1; none for `n` below 1.
@@ -235,7 +274,20 @@ mod tests {
 
     #[test]
     fn decimal_digits_hash_as_their_text() {
-        for n in [0, 7, 10, 99, 1_000_000, u32::MAX] {
+        for n in [
+            0,
+            1,
+            7,
+            9,
+            10,
+            99,
+            100,
+            101,
+            1_000_000,
+            999_999_999,
+            1_000_000_000,
+            u32::MAX,
+        ] {
             assert_eq!(fnv_of_decimal(n), fnv32a(&n.to_string()), "{n}");
         }
     }

@@ -233,11 +233,9 @@ impl CustomerFacts for StoredCustomer<'_> {
 
     fn experiment_variation(&self, experiment: &str) -> Option<String> {
         let (definition, sdk) = self.assigner?.experiments.get(experiment)?;
-        let mut context = cohort_experiment::evaluate::Context {
-            attributes: crate::profile_attributes(&self.profile),
-            enabled: true,
-            ..Default::default()
-        };
+        let mut context = cohort_experiment::evaluate::Context::for_unit(
+            crate::profile_attributes(&self.profile),
+        );
         let assignment = context.assign(sdk);
         let index = assignment.variation.filter(|_| assignment.in_experiment)?;
         let variation = definition.variations.get(index)?;
