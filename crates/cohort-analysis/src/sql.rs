@@ -21,7 +21,7 @@ pub(crate) fn date_lit(d: NaiveDate) -> String {
 
 /// A finite number as a DOUBLE literal (`{:?}` keeps every digit and uses an
 /// exponent the SQL parser reads).
-fn float_lit(x: f64) -> String {
+pub(crate) fn float_lit(x: f64) -> String {
     format!("CAST({x:?} AS DOUBLE)")
 }
 
