@@ -46,8 +46,8 @@ pub(crate) struct PayloadCache(Mutex<Option<(u64, i64, Arc<Served>)>>);
 /// payload SDKs fetch, the same read as Cohort's evaluation takes it, and the experiments.
 struct Served {
     payload: Value,
-    features: BTreeMap<String, cohort_experiment::evaluate::Feature>,
-    saved_groups: Map<String, Value>,
+    features: Arc<BTreeMap<String, cohort_experiment::evaluate::Feature>>,
+    saved_groups: Arc<Map<String, Value>>,
     experiments: BTreeMap<String, Experiment>,
 }
 
@@ -531,8 +531,8 @@ impl Engine {
                 EngineError::Internal(format!("the features payload does not read: {e}"))
             })?;
             let saved_groups = match &payload["savedGroups"] {
-                Value::Object(groups) => groups.clone(),
-                _ => Map::new(),
+                Value::Object(groups) => Arc::new(groups.clone()),
+                _ => Arc::default(),
             };
             let served = Arc::new(Served {
                 payload,

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Who is being evaluated, and the switches that override assignment.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -32,15 +33,16 @@ pub struct Context {
     /// The unit's attributes (`id` is the default hash attribute).
     #[serde(default)]
     pub attributes: Map<String, Value>,
-    /// Flags by key, for feature evaluation and prerequisites.
+    /// Flags by key, for feature evaluation and prerequisites: shared, so that a server
+    /// evaluating request after request gives each context the definitions without copying.
     #[serde(default)]
-    pub features: BTreeMap<String, Feature>,
+    pub features: Arc<BTreeMap<String, Feature>>,
     /// Experiment key → variation index, forced for this unit.
     #[serde(default)]
     pub forced_variations: BTreeMap<String, i64>,
-    /// Saved groups by ID, for `$inGroup` conditions.
+    /// Saved groups by ID, for `$inGroup` conditions (shared, as `features`).
     #[serde(default)]
-    pub saved_groups: Map<String, Value>,
+    pub saved_groups: Arc<Map<String, Value>>,
     /// Groups the unit belongs to, for experiments limited to groups.
     #[serde(default)]
     pub groups: BTreeMap<String, bool>,
@@ -397,7 +399,7 @@ impl Context {
             ctx: self,
             sticky_buckets: &mut sticky_buckets,
         }
-        .run(&Spec::of_experiment(experiment), None);
+        .run(experiment, None);
         self.sticky_buckets = sticky_buckets;
         result
     }
@@ -412,13 +414,14 @@ impl Context {
             ctx: self,
             sticky_buckets: &mut sticky_buckets,
         }
-        .assign(&Spec::of_experiment(experiment), None);
+        .assign(experiment, None);
         self.sticky_buckets = sticky_buckets;
         assignment
     }
 
     /// [`assign::hash`], with version 2's seed state taken from the memo when it is the last
     /// seed hashed.
+    #[inline]
     fn hash(&self, seed: &str, value: &str, version: HashVersion) -> f64 {
         if version == HashVersion::V1 {
             return assign::hash(seed, value, version);
@@ -461,6 +464,7 @@ impl Context {
     /// The hash attribute's name and the unit's value of it as text; `None` when the unit has
     /// none (absent, null, false, 0 or empty: JavaScript's falsy values). A string attribute is
     /// borrowed, not copied.
+    #[inline]
     fn hash_value<'n>(
         &self,
         attribute: Option<&'n str>,
@@ -538,81 +542,152 @@ impl Seen<'_> {
         false
     }
 }
-
-/// An experiment as evaluation reads it, borrowed from an [`Experiment`] or from a flag's
-/// experiment rule, so that evaluating a rule copies nothing.
-struct Spec<'a> {
-    key: &'a str,
-    variations: &'a [Value],
-    weights: Option<&'a [f64]>,
-    coverage: Option<f64>,
-    ranges: Option<&'a [BucketRange]>,
-    condition: Option<&'a Value>,
-    parent_conditions: Option<&'a [ParentCondition]>,
-    namespace: Option<&'a (String, f64, f64)>,
-    filters: Option<&'a [Filter]>,
-    force: Option<&'a Value>,
-    hash_attribute: Option<&'a str>,
-    hash_version: Option<u32>,
-    seed: Option<&'a str>,
-    active: Option<bool>,
-    status: Option<&'a str>,
-    url: Option<&'a str>,
-    groups: Option<&'a [String]>,
-    meta: Option<&'a [VariationMeta]>,
-    sticky: &'a StickyOptions,
+/// An experiment as evaluation reads it: an [`Experiment`], or a flag's experiment rule
+/// ([`RuleExperiment`]). Evaluation is generic over it, so reading a field is a load from the
+/// definition itself; nothing is copied per unit (building a borrowed copy of every field cost
+/// about a fifth of an assignment). Fields a rule does not have answer `None`.
+trait Spec {
+    fn key(&self) -> &str;
+    fn variations(&self) -> &[Value];
+    fn weights(&self) -> Option<&[f64]>;
+    fn coverage(&self) -> Option<f64>;
+    fn ranges(&self) -> Option<&[BucketRange]>;
+    fn condition(&self) -> Option<&Value>;
+    fn namespace(&self) -> Option<&(String, f64, f64)>;
+    fn filters(&self) -> Option<&[Filter]>;
+    fn hash_attribute(&self) -> Option<&str>;
+    fn hash_version(&self) -> Option<u32>;
+    fn seed(&self) -> Option<&str>;
+    fn meta(&self) -> Option<&[VariationMeta]>;
+    fn sticky(&self) -> &StickyOptions;
+    fn parent_conditions(&self) -> Option<&[ParentCondition]> {
+        None
+    }
+    fn force(&self) -> Option<&Value> {
+        None
+    }
+    fn active(&self) -> Option<bool> {
+        None
+    }
+    fn status(&self) -> Option<&str> {
+        None
+    }
+    fn url(&self) -> Option<&str> {
+        None
+    }
+    fn groups(&self) -> Option<&[String]> {
+        None
+    }
 }
 
-impl<'a> Spec<'a> {
-    fn of_experiment(e: &'a Experiment) -> Self {
-        Spec {
-            key: &e.key,
-            variations: &e.variations,
-            weights: e.weights.as_deref(),
-            coverage: e.coverage,
-            ranges: e.ranges.as_deref(),
-            condition: e.condition.as_ref(),
-            parent_conditions: e.parent_conditions.as_deref(),
-            namespace: e.namespace.as_ref(),
-            filters: e.filters.as_deref(),
-            force: e.force.as_ref(),
-            hash_attribute: e.hash_attribute.as_deref(),
-            hash_version: e.hash_version,
-            seed: e.seed.as_deref(),
-            active: e.active,
-            status: e.status.as_deref(),
-            url: e.url.as_deref(),
-            groups: e.groups.as_deref(),
-            meta: e.meta.as_deref(),
-            sticky: &e.sticky,
-        }
+impl Spec for Experiment {
+    fn key(&self) -> &str {
+        &self.key
     }
+    fn variations(&self) -> &[Value] {
+        &self.variations
+    }
+    fn weights(&self) -> Option<&[f64]> {
+        self.weights.as_deref()
+    }
+    fn coverage(&self) -> Option<f64> {
+        self.coverage
+    }
+    fn ranges(&self) -> Option<&[BucketRange]> {
+        self.ranges.as_deref()
+    }
+    fn condition(&self) -> Option<&Value> {
+        self.condition.as_ref()
+    }
+    fn namespace(&self) -> Option<&(String, f64, f64)> {
+        self.namespace.as_ref()
+    }
+    fn filters(&self) -> Option<&[Filter]> {
+        self.filters.as_deref()
+    }
+    fn hash_attribute(&self) -> Option<&str> {
+        self.hash_attribute.as_deref()
+    }
+    fn hash_version(&self) -> Option<u32> {
+        self.hash_version
+    }
+    fn seed(&self) -> Option<&str> {
+        self.seed.as_deref()
+    }
+    fn meta(&self) -> Option<&[VariationMeta]> {
+        self.meta.as_deref()
+    }
+    fn sticky(&self) -> &StickyOptions {
+        &self.sticky
+    }
+    fn parent_conditions(&self) -> Option<&[ParentCondition]> {
+        self.parent_conditions.as_deref()
+    }
+    fn force(&self) -> Option<&Value> {
+        self.force.as_ref()
+    }
+    fn active(&self) -> Option<bool> {
+        self.active
+    }
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+    fn groups(&self) -> Option<&[String]> {
+        self.groups.as_deref()
+    }
+}
 
-    /// The experiment of flag `feature`'s rule, which has `variations`: the rule's key (the
-    /// flag's when it has none) and allocation, without prerequisites (checked as the rule's),
-    /// a forced variation, a status, URL targeting or groups.
-    fn of_rule(rule: &'a Rule, feature: &'a str, variations: &'a [Value]) -> Self {
-        Spec {
-            key: rule.key.as_deref().unwrap_or(feature),
-            variations,
-            weights: rule.weights.as_deref(),
-            coverage: rule.coverage,
-            ranges: rule.ranges.as_deref(),
-            condition: rule.condition.as_ref(),
-            parent_conditions: None,
-            namespace: rule.namespace.as_ref(),
-            filters: rule.filters.as_deref(),
-            force: None,
-            hash_attribute: rule.hash_attribute.as_deref(),
-            hash_version: rule.hash_version,
-            seed: rule.seed.as_deref(),
-            active: None,
-            status: None,
-            url: None,
-            groups: None,
-            meta: rule.meta.as_deref(),
-            sticky: &rule.sticky,
-        }
+/// The experiment of flag `feature`'s rule, which has `variations`: the rule's key (the flag's
+/// when it has none) and allocation, without prerequisites (checked as the rule's), a forced
+/// variation, a status, URL targeting or groups.
+struct RuleExperiment<'a> {
+    rule: &'a Rule,
+    feature: &'a str,
+    variations: &'a [Value],
+}
+
+impl Spec for RuleExperiment<'_> {
+    fn key(&self) -> &str {
+        self.rule.key.as_deref().unwrap_or(self.feature)
+    }
+    fn variations(&self) -> &[Value] {
+        self.variations
+    }
+    fn weights(&self) -> Option<&[f64]> {
+        self.rule.weights.as_deref()
+    }
+    fn coverage(&self) -> Option<f64> {
+        self.rule.coverage
+    }
+    fn ranges(&self) -> Option<&[BucketRange]> {
+        self.rule.ranges.as_deref()
+    }
+    fn condition(&self) -> Option<&Value> {
+        self.rule.condition.as_ref()
+    }
+    fn namespace(&self) -> Option<&(String, f64, f64)> {
+        self.rule.namespace.as_ref()
+    }
+    fn filters(&self) -> Option<&[Filter]> {
+        self.rule.filters.as_deref()
+    }
+    fn hash_attribute(&self) -> Option<&str> {
+        self.rule.hash_attribute.as_deref()
+    }
+    fn hash_version(&self) -> Option<u32> {
+        self.rule.hash_version
+    }
+    fn seed(&self) -> Option<&str> {
+        self.rule.seed.as_deref()
+    }
+    fn meta(&self) -> Option<&[VariationMeta]> {
+        self.rule.meta.as_deref()
+    }
+    fn sticky(&self) -> &StickyOptions {
+        &self.rule.sticky
     }
 }
 
@@ -665,7 +740,14 @@ impl Evaluation<'_> {
             let Some(variations) = &rule.variations else {
                 continue;
             };
-            let result = self.run(&Spec::of_rule(rule, id, variations), Some(seen));
+            let result = self.run(
+                &RuleExperiment {
+                    rule,
+                    feature: id,
+                    variations,
+                },
+                Some(seen),
+            );
             if result.in_experiment && !result.passthrough {
                 let mut out =
                     FeatureResult::new(result.value.clone(), Source::Experiment, &rule.id);
@@ -695,38 +777,38 @@ impl Evaluation<'_> {
         }
     }
 
-    fn sticky(&self, experiment: &Spec<'_>) -> bool {
-        self.sticky_buckets.is_some() && !experiment.sticky.disable_sticky_bucketing
+    fn sticky(&self, experiment: &impl Spec) -> bool {
+        self.sticky_buckets.is_some() && !experiment.sticky().disable_sticky_bucketing
     }
 
-    fn run(&mut self, experiment: &Spec<'_>, seen: Option<&Seen<'_>>) -> ExperimentResult {
+    fn run(&mut self, experiment: &impl Spec, seen: Option<&Seen<'_>>) -> ExperimentResult {
         let assignment = self.assign(experiment, seen);
         self.result(experiment, assignment)
     }
 
-    fn assign(&mut self, experiment: &Spec<'_>, seen: Option<&Seen<'_>>) -> Assignment {
+    fn assign(&mut self, experiment: &impl Spec, seen: Option<&Seen<'_>>) -> Assignment {
         let ctx = self.ctx;
-        let count = experiment.variations.len();
+        let count = experiment.variations().len();
         if count < 2 || !ctx.enabled {
             return Assignment::EXCLUDED;
         }
         if !ctx.url.is_empty()
-            && let Some(forced) = query_string_override(experiment.key, &ctx.url, count)
+            && let Some(forced) = query_string_override(experiment.key(), &ctx.url, count)
         {
             return Assignment::forced(Some(forced as i64), count);
         }
-        if let Some(forced) = ctx.forced_variations.get(experiment.key) {
+        if let Some(forced) = ctx.forced_variations.get(experiment.key()) {
             return Assignment::forced(Some(*forced), count);
         }
-        if experiment.status == Some("draft") || experiment.active == Some(false) {
+        if experiment.status() == Some("draft") || experiment.active() == Some(false) {
             return Assignment::EXCLUDED;
         }
         let sticky = self.sticky(experiment);
         let fallback = sticky
-            .then_some(experiment.sticky.fallback_attribute.as_deref())
+            .then_some(experiment.sticky().fallback_attribute.as_deref())
             .flatten();
         let Some((hash_attribute, hash_value)) =
-            ctx.hash_value(experiment.hash_attribute, fallback)
+            ctx.hash_value(experiment.hash_attribute(), fallback)
         else {
             return Assignment::EXCLUDED;
         };
@@ -736,46 +818,46 @@ impl Evaluation<'_> {
             (None, false)
         };
         if stored.is_none() {
-            if let Some(filters) = experiment.filters {
+            if let Some(filters) = experiment.filters() {
                 if ctx.filtered_out(filters) {
                     return Assignment::EXCLUDED;
                 }
-            } else if let Some((namespace, start, end)) = experiment.namespace
+            } else if let Some((namespace, start, end)) = experiment.namespace()
                 && !assign::in_namespace(&hash_value, namespace, *start, *end)
             {
                 return Assignment::EXCLUDED;
             }
-            if experiment.condition.is_some_and(|c| !ctx.passes(c)) {
+            if experiment.condition().is_some_and(|c| !ctx.passes(c)) {
                 return Assignment::EXCLUDED;
             }
-            for parent in experiment.parent_conditions.into_iter().flatten() {
+            for parent in experiment.parent_conditions().into_iter().flatten() {
                 if self.prerequisite(parent, seen) != Prerequisite::Met {
                     return Assignment::EXCLUDED;
                 }
             }
-            if let Some(groups) = experiment.groups
+            if let Some(groups) = experiment.groups()
                 && !groups.iter().any(|g| ctx.groups.get(g) == Some(&true))
             {
                 return Assignment::EXCLUDED;
             }
         }
-        if let Some(pattern) = experiment.url
+        if let Some(pattern) = experiment.url()
             && !ctx.url_matches(pattern)
         {
             return Assignment::EXCLUDED;
         }
-        let Some(version) = HashVersion::from_number(experiment.hash_version.unwrap_or(1)) else {
+        let Some(version) = HashVersion::from_number(experiment.hash_version().unwrap_or(1)) else {
             return Assignment::EXCLUDED;
         };
-        let seed = experiment.seed.unwrap_or(experiment.key);
+        let seed = experiment.seed().unwrap_or(experiment.key());
         let n = ctx.hash(seed, &hash_value, version);
-        let assigned = stored.or_else(|| match experiment.ranges {
+        let assigned = stored.or_else(|| match experiment.ranges() {
             Some(ranges) => assign::choose_variation(n, ranges),
             None => assign::choose_in_bucket_ranges(
                 n,
                 count,
-                experiment.coverage.unwrap_or(1.0),
-                experiment.weights,
+                experiment.coverage().unwrap_or(1.0),
+                experiment.weights(),
             ),
         });
         if version_blocked {
@@ -787,10 +869,10 @@ impl Evaluation<'_> {
         let Some(assigned) = assigned else {
             return Assignment::EXCLUDED;
         };
-        if let Some(force) = experiment.force {
+        if let Some(force) = experiment.force() {
             return Assignment::forced(force.as_i64(), count);
         }
-        if ctx.qa_mode || experiment.status == Some("stopped") {
+        if ctx.qa_mode || experiment.status() == Some("stopped") {
             return Assignment::EXCLUDED;
         }
         let variation = (assigned < count).then_some(assigned);
@@ -811,19 +893,19 @@ impl Evaluation<'_> {
 
     /// The stored variation of `experiment` for this unit, and whether an assignment from a
     /// bucket version below the experiment's minimum excludes the unit.
-    fn sticky_variation(&self, experiment: &Spec<'_>) -> (Option<usize>, bool) {
-        let options = experiment.sticky;
+    fn sticky_variation(&self, experiment: &impl Spec) -> (Option<usize>, bool) {
+        let options = experiment.sticky();
         let assignments = self.sticky_assignments(experiment);
         let blocked = (0..options.min_bucket_version)
-            .any(|v| assignments.contains_key(&sticky_key(experiment.key, v)));
+            .any(|v| assignments.contains_key(&sticky_key(experiment.key(), v)));
         if blocked {
             return (None, true);
         }
         let stored = assignments
-            .get(&sticky_key(experiment.key, options.bucket_version))
+            .get(&sticky_key(experiment.key(), options.bucket_version))
             .and_then(|variation_key| {
                 experiment
-                    .meta?
+                    .meta()?
                     .iter()
                     .position(|m| m.key.as_deref() == Some(variation_key.as_str()))
             });
@@ -832,14 +914,14 @@ impl Evaluation<'_> {
 
     /// The unit's stored assignments: those under the fallback attribute, overridden by those
     /// under the hash attribute.
-    fn sticky_assignments(&self, experiment: &Spec<'_>) -> BTreeMap<String, String> {
+    fn sticky_assignments(&self, experiment: &impl Spec) -> BTreeMap<String, String> {
         let Some(docs) = &self.sticky_buckets else {
             return BTreeMap::new();
         };
         let mut assignments = BTreeMap::new();
         let keys = [
-            experiment.sticky.fallback_attribute.as_deref(),
-            experiment.hash_attribute,
+            experiment.sticky().fallback_attribute.as_deref(),
+            experiment.hash_attribute(),
         ];
         for attribute in keys {
             if let Some((name, value)) = self.ctx.hash_value(attribute, None)
@@ -852,7 +934,7 @@ impl Evaluation<'_> {
     }
 
     /// Stores this unit's variation of `experiment` under the attribute it was hashed on.
-    fn remember(&mut self, experiment: &Spec<'_>, attribute: &str, value: &str, variation: &str) {
+    fn remember(&mut self, experiment: &impl Spec, attribute: &str, value: &str, variation: &str) {
         let Some(docs) = &mut self.sticky_buckets else {
             return;
         };
@@ -864,21 +946,21 @@ impl Evaluation<'_> {
                 assignments: BTreeMap::new(),
             });
         doc.assignments.insert(
-            sticky_key(experiment.key, experiment.sticky.bucket_version),
+            sticky_key(experiment.key(), experiment.sticky().bucket_version),
             variation.to_string(),
         );
     }
 
     /// The full result of an assignment, as the SDKs return it.
-    fn result(&self, experiment: &Spec<'_>, assignment: Assignment) -> ExperimentResult {
+    fn result(&self, experiment: &impl Spec, assignment: Assignment) -> ExperimentResult {
         let variation_id = assignment.variation.unwrap_or(0);
         let fallback = self
             .sticky(experiment)
-            .then_some(experiment.sticky.fallback_attribute.as_deref())
+            .then_some(experiment.sticky().fallback_attribute.as_deref())
             .flatten();
-        let hash_attribute = match self.ctx.hash_value(experiment.hash_attribute, fallback) {
+        let hash_attribute = match self.ctx.hash_value(experiment.hash_attribute(), fallback) {
             Some((name, _)) => name,
-            None => experiment.hash_attribute.unwrap_or("id"),
+            None => experiment.hash_attribute().unwrap_or("id"),
         };
         let hash_value = self
             .ctx
@@ -886,12 +968,12 @@ impl Evaluation<'_> {
             .get(hash_attribute)
             .cloned()
             .unwrap_or(Value::Null);
-        let meta = experiment.meta.and_then(|m| m.get(variation_id));
+        let meta = experiment.meta().and_then(|m| m.get(variation_id));
         let key = variation_key(experiment, variation_id).into_owned();
         ExperimentResult {
-            experiment_key: experiment.key.to_string(),
+            experiment_key: experiment.key().to_string(),
             value: experiment
-                .variations
+                .variations()
                 .get(variation_id)
                 .cloned()
                 .unwrap_or(Value::Null),
@@ -909,9 +991,9 @@ impl Evaluation<'_> {
 }
 
 /// A variation's key: its `meta` key, else its index.
-fn variation_key<'a>(experiment: &Spec<'a>, variation: usize) -> Cow<'a, str> {
+fn variation_key(experiment: &impl Spec, variation: usize) -> Cow<'_, str> {
     match experiment
-        .meta
+        .meta()
         .and_then(|m| m.get(variation))
         .and_then(|m| m.key.as_deref())
     {
