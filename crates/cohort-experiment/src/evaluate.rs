@@ -35,13 +35,13 @@ pub struct Context {
     pub attributes: Map<String, Value>,
     /// Flags by key, for feature evaluation and prerequisites: shared, so that a server
     /// evaluating request after request gives each context the definitions without copying.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "shared")]
     pub features: Arc<BTreeMap<String, Feature>>,
     /// Experiment key → variation index, forced for this unit.
     #[serde(default)]
     pub forced_variations: BTreeMap<String, i64>,
     /// Saved groups by ID, for `$inGroup` conditions (shared, as `features`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "shared")]
     pub saved_groups: Arc<Map<String, Value>>,
     /// Groups the unit belongs to, for experiments limited to groups.
     #[serde(default)]
@@ -185,6 +185,15 @@ pub struct StickyOptions {
 /// A field that is there, even as `null`, as opposed to absent.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
+}
+
+/// A value read into an `Arc` (serde's `rc` feature would do it for every crate of the build).
+fn shared<'de, D, T>(d: D) -> Result<Arc<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Arc::new)
 }
 
 /// A prerequisite: the flag `id` must evaluate to a value meeting `condition` (`{"value": …}`).
