@@ -13,11 +13,21 @@ VENV="${COHORT_VENV:-$HOME/.cache/cohort/venv}"
 # Rust tests that start a Python component (the SMTP sink) find it here.
 export COHORT_VENV="$VENV"
 
+section "cargo fmt --check"
+# The lints and the formatting are part of the test: a change that breaks either does not land.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
+cargo fmt --all --check
+
 section "cargo build --workspace --all-targets (debug)"
 # One build with the features the tests use, so nextest reuses it instead of building again.
 cargo build --workspace --all-targets
 export COHORT_BIN="$CARGO_TARGET_DIR/debug/cohort"
 [ -x "$COHORT_BIN" ] || { echo "ERROR: $COHORT_BIN was not built" >&2; exit 1; }
+
+section "cargo clippy --workspace --all-targets -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 section "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
