@@ -589,45 +589,53 @@ trait Spec {
     }
 }
 
+/// The accessors of the allocation fields an [`Experiment`] and a flag's [`Rule`] share, read
+/// from `self` or from the field of `self` named.
+macro_rules! allocation_fields {
+    ($(.$inner:ident)?) => {
+        fn weights(&self) -> Option<&[f64]> {
+            self$(.$inner)?.weights.as_deref()
+        }
+        fn coverage(&self) -> Option<f64> {
+            self$(.$inner)?.coverage
+        }
+        fn ranges(&self) -> Option<&[BucketRange]> {
+            self$(.$inner)?.ranges.as_deref()
+        }
+        fn condition(&self) -> Option<&Value> {
+            self$(.$inner)?.condition.as_ref()
+        }
+        fn namespace(&self) -> Option<&(String, f64, f64)> {
+            self$(.$inner)?.namespace.as_ref()
+        }
+        fn filters(&self) -> Option<&[Filter]> {
+            self$(.$inner)?.filters.as_deref()
+        }
+        fn hash_attribute(&self) -> Option<&str> {
+            self$(.$inner)?.hash_attribute.as_deref()
+        }
+        fn hash_version(&self) -> Option<u32> {
+            self$(.$inner)?.hash_version
+        }
+        fn seed(&self) -> Option<&str> {
+            self$(.$inner)?.seed.as_deref()
+        }
+        fn meta(&self) -> Option<&[VariationMeta]> {
+            self$(.$inner)?.meta.as_deref()
+        }
+        fn sticky(&self) -> &StickyOptions {
+            &self$(.$inner)?.sticky
+        }
+    };
+}
+
 impl Spec for Experiment {
+    allocation_fields!();
     fn key(&self) -> &str {
         &self.key
     }
     fn variations(&self) -> &[Value] {
         &self.variations
-    }
-    fn weights(&self) -> Option<&[f64]> {
-        self.weights.as_deref()
-    }
-    fn coverage(&self) -> Option<f64> {
-        self.coverage
-    }
-    fn ranges(&self) -> Option<&[BucketRange]> {
-        self.ranges.as_deref()
-    }
-    fn condition(&self) -> Option<&Value> {
-        self.condition.as_ref()
-    }
-    fn namespace(&self) -> Option<&(String, f64, f64)> {
-        self.namespace.as_ref()
-    }
-    fn filters(&self) -> Option<&[Filter]> {
-        self.filters.as_deref()
-    }
-    fn hash_attribute(&self) -> Option<&str> {
-        self.hash_attribute.as_deref()
-    }
-    fn hash_version(&self) -> Option<u32> {
-        self.hash_version
-    }
-    fn seed(&self) -> Option<&str> {
-        self.seed.as_deref()
-    }
-    fn meta(&self) -> Option<&[VariationMeta]> {
-        self.meta.as_deref()
-    }
-    fn sticky(&self) -> &StickyOptions {
-        &self.sticky
     }
     fn parent_conditions(&self) -> Option<&[ParentCondition]> {
         self.parent_conditions.as_deref()
@@ -659,44 +667,12 @@ struct RuleExperiment<'a> {
 }
 
 impl Spec for RuleExperiment<'_> {
+    allocation_fields!(.rule);
     fn key(&self) -> &str {
         self.rule.key.as_deref().unwrap_or(self.feature)
     }
     fn variations(&self) -> &[Value] {
         self.variations
-    }
-    fn weights(&self) -> Option<&[f64]> {
-        self.rule.weights.as_deref()
-    }
-    fn coverage(&self) -> Option<f64> {
-        self.rule.coverage
-    }
-    fn ranges(&self) -> Option<&[BucketRange]> {
-        self.rule.ranges.as_deref()
-    }
-    fn condition(&self) -> Option<&Value> {
-        self.rule.condition.as_ref()
-    }
-    fn namespace(&self) -> Option<&(String, f64, f64)> {
-        self.rule.namespace.as_ref()
-    }
-    fn filters(&self) -> Option<&[Filter]> {
-        self.rule.filters.as_deref()
-    }
-    fn hash_attribute(&self) -> Option<&str> {
-        self.rule.hash_attribute.as_deref()
-    }
-    fn hash_version(&self) -> Option<u32> {
-        self.rule.hash_version
-    }
-    fn seed(&self) -> Option<&str> {
-        self.rule.seed.as_deref()
-    }
-    fn meta(&self) -> Option<&[VariationMeta]> {
-        self.rule.meta.as_deref()
-    }
-    fn sticky(&self) -> &StickyOptions {
-        &self.rule.sticky
     }
 }
 
