@@ -527,16 +527,19 @@ impl Engine {
                 return Ok(payload.clone());
             }
             let (payload, experiments) = build_payload(&store)?;
-            let features = serde_json::from_value(payload["features"].clone()).map_err(|e| {
-                EngineError::Internal(format!("the features payload does not read: {e}"))
-            })?;
+            // Read as a map and then shared: `Arc` itself deserializes only where serde's
+            // `rc` feature happens to be on.
+            let features: BTreeMap<String, cohort_experiment::evaluate::Feature> =
+                serde_json::from_value(payload["features"].clone()).map_err(|e| {
+                    EngineError::Internal(format!("the features payload does not read: {e}"))
+                })?;
             let saved_groups = match &payload["savedGroups"] {
                 Value::Object(groups) => Arc::new(groups.clone()),
                 _ => Arc::default(),
             };
             let served = Arc::new(Served {
                 payload,
-                features,
+                features: Arc::new(features),
                 saved_groups,
                 experiments,
             });

@@ -551,6 +551,7 @@ impl Seen<'_> {
         false
     }
 }
+
 /// An experiment as evaluation reads it: an [`Experiment`], or a flag's experiment rule
 /// ([`RuleExperiment`]). Evaluation is generic over it, so reading a field is a load from the
 /// definition itself; nothing is copied per unit (building a borrowed copy of every field cost
